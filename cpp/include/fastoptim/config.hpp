@@ -1,0 +1,27 @@
+// Build-wide switches for the header-only kernels.
+//
+// Every kernel header wraps its contents in FASTOPTIM_TARGET_BEGIN/END: an inline namespace
+// named after the instruction set the including file is compiled for. The extension compiles
+// the same headers once per target (sse2, avx2, avx512); without a namespace per target the
+// linker could merge an AVX-512 instantiation of an inline helper into the baseline path and
+// an older CPU would die with SIGILL. Header-only users never name the namespace.
+#pragma once
+
+#include <cstdint>
+
+#ifndef FASTOPTIM_TARGET_NS
+#define FASTOPTIM_TARGET_NS native
+#endif
+
+#define FASTOPTIM_TARGET_BEGIN inline namespace FASTOPTIM_TARGET_NS {
+#define FASTOPTIM_TARGET_END }
+
+#if defined(_MSC_VER)
+#define FASTOPTIM_INLINE __forceinline
+#else
+#define FASTOPTIM_INLINE inline __attribute__((always_inline))
+#endif
+
+namespace fastoptim {
+using index_t = std::int64_t;  // 64-bit everywhere: arrays past 2^31 elements are real
+}  // namespace fastoptim

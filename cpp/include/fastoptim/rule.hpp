@@ -1,0 +1,35 @@
+// What every update rule shares: the arrays one element-wise update touches, and the clock.
+//
+// A rule is a struct with
+//   Hyper            the user's hyper-parameters, doubles only, in the order of `fields`;
+//   Coeffs<T>        everything constant within a step, folded once per step (bias
+//                    corrections, lr·wd, ...), so the per-element work is a few flops;
+//   fold<T>(h, clk)  Hyper and the step count -> Coeffs<T>;
+//   update<V>(c, a, i)  the update of elements [i, i + V::width), written once for every V.
+#pragma once
+
+#include "config.hpp"
+
+namespace fastoptim {
+
+// Plain data, outside the per-target namespace: the same types cross from the dispatcher into
+// every target's kernels. They carry no code, so no target's instructions can leak through them.
+inline constexpr int kMaxStateSlots = 4;
+
+// One parameter array with its gradient and its state arrays (unused slots are null).
+template <class T>
+struct ArrayRef {
+    T* param = nullptr;
+    const T* grad = nullptr;
+    T* state[kMaxStateSlots] = {};
+    index_t size = 0;
+};
+
+// Where a parameter group is in its life: `step` counts this step (1 on the first), `fresh`
+// says its state arrays hold nothing yet (torch seeds some buffers from the first gradient).
+struct Clock {
+    std::int64_t step = 1;
+    bool fresh = true;
+};
+
+}  // namespace fastoptim

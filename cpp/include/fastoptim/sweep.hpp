@@ -1,0 +1,30 @@
+// Applying a rule to a range of one array: full vectors, then a scalar tail with the same
+// arithmetic (so the bits do not depend on where a vector boundary falls).
+#pragma once
+
+#include "rule.hpp"
+#include "vec.hpp"
+
+namespace fastoptim {
+FASTOPTIM_TARGET_BEGIN
+
+template <class Rule, class T, class V = NativeVec<T>>
+void sweep(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a, index_t begin, index_t end) {
+    constexpr index_t w = V::width;
+    index_t i = begin;
+    for (; i + 2 * w <= end; i += 2 * w) {  // two independent vectors in flight
+        Rule::template update<V>(c, a, i);
+        Rule::template update<V>(c, a, i + w);
+    }
+    for (; i + w <= end; i += w) Rule::template update<V>(c, a, i);
+    for (; i < end; ++i) Rule::template update<Scalar<T>>(c, a, i);
+}
+
+// The whole array on the calling thread: the entry point for C++ users of one rule.
+template <class Rule, class T>
+void apply(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a) {
+    sweep<Rule, T>(c, a, 0, a.size);
+}
+
+FASTOPTIM_TARGET_END
+}  // namespace fastoptim

@@ -1,0 +1,23 @@
+// Which instruction-set targets this build has, which the CPU runs, and the one in use.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "targets.hpp"
+
+namespace fastoptim {
+
+struct Target {
+    const char* name;
+    StepFunction step;
+    bool supported;  // the CPU and the operating system can run it
+};
+
+// Every target built into this extension, from the baseline to the widest.
+const std::vector<Target>& built_targets();
+
+// The widest supported target, or FASTOPTIM_ISA's choice (std::runtime_error if unsupported).
+const Target& initial_target();
+
+}  // namespace fastoptim

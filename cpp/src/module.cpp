@@ -1,0 +1,64 @@
+// The compiled module fastoptim._core: wires the plan, the rule table and the runtime settings.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+
+#include "plan.hpp"
+#include "runtime.hpp"
+
+namespace py = pybind11;
+using namespace fastoptim;
+
+#define FASTOPTIM_STRINGIFY_(x) #x
+#define FASTOPTIM_STRINGIFY(x) FASTOPTIM_STRINGIFY_(x)
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastoptim's native kernels; use the fastoptim package, not this module.";
+    m.attr("__version__") = FASTOPTIM_STRINGIFY(FASTOPTIM_VERSION);
+    m.attr("compiler") = FASTOPTIM_STRINGIFY(FASTOPTIM_COMPILER);
+
+    try {
+        current_target();  // picks the target now, so a bad FASTOPTIM_ISA fails the import
+    } catch (const std::runtime_error& e) {
+        throw py::import_error(e.what());
+    }
+
+    py::class_<Plan>(m, "Plan")
+        .def(py::init<const std::string&, py::list, py::list, std::vector<int>, py::list, int>(), py::arg("rule"),
+             py::arg("params"), py::arg("states"), py::arg("groups"), py::arg("names"), py::arg("group_count"))
+        .def("set_hyper", &Plan::set_hyper, py::arg("group"), py::arg("row"))
+        .def("set_clock", &Plan::set_clock, py::arg("group"), py::arg("steps_done"), py::arg("fresh"))
+        .def("steps_done", &Plan::steps_done, py::arg("group"))
+        .def("fresh", &Plan::fresh, py::arg("group"))
+        .def("step", &Plan::step, py::arg("grads"));
+
+    m.def("rules", [] {
+        py::dict out;
+        for (const RuleInfo& r : rule_table()) out[py::str(r.name)] = py::make_tuple(py::tuple(py::cast(r.fields)), r.slots);
+        return out;
+    }, "name -> (hyper-parameter fields, number of state slots) for every native rule");
+
+    m.def("targets", [] {
+        py::list out;
+        for (const Target& t : built_targets()) out.append(py::make_tuple(t.name, t.supported));
+        return out;
+    }, "(name, supported by this CPU) for every instruction-set target built");
+    m.def("get_target", [] { return std::string(current_target().name); });
+    m.def("set_target", [](const std::string& name) {
+        try {
+            set_target(name);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+    }, py::arg("name"));
+    m.def("get_num_threads", &num_threads);
+    m.def("set_num_threads", [](int n) {
+        try {
+            set_num_threads(n);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+    }, py::arg("n"));
+    m.def("has_openmp", &has_openmp);
+}

@@ -1,0 +1,43 @@
+// What the Python layer needs to know of each rule, gathered from the rule headers.
+#pragma once
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "targets.hpp"
+
+namespace fastoptim {
+
+using FoldFunction = void (*)(const double* row, const Clock& clock, void* coeffs_f32, void* coeffs_f64);
+
+struct RuleInfo {
+    RuleId id;
+    std::string name;
+    std::vector<std::string> fields;  // the hyper-parameter row, in order
+    int slots;                        // state arrays per parameter
+    std::size_t coeffs_f32_size, coeffs_f64_size;
+    FoldFunction fold;
+};
+
+template <class Rule>
+void fold_row(const double* row, const Clock& clock, void* coeffs_f32, void* coeffs_f64) {
+    typename Rule::Hyper hyper;
+    static_assert(sizeof(hyper) == Rule::fields.size() * sizeof(double), "Hyper must be the fields, as doubles");
+    std::memcpy(&hyper, row, sizeof(hyper));
+    *static_cast<typename Rule::template Coeffs<float>*>(coeffs_f32) = Rule::template fold<float>(hyper, clock);
+    *static_cast<typename Rule::template Coeffs<double>*>(coeffs_f64) = Rule::template fold<double>(hyper, clock);
+}
+
+inline const std::vector<RuleInfo>& rule_table() {
+    static const std::vector<RuleInfo> table = {
+#define FASTOPTIM_RULE_INFO(Rule)                                                          \
+    RuleInfo{RuleId::Rule, Rule::name, {Rule::fields.begin(), Rule::fields.end()}, Rule::slots, \
+             sizeof(Rule::Coeffs<float>), sizeof(Rule::Coeffs<double>), &fold_row<Rule>},
+        FASTOPTIM_FOR_EACH_RULE(FASTOPTIM_RULE_INFO)
+#undef FASTOPTIM_RULE_INFO
+    };
+    return table;
+}
+
+}  // namespace fastoptim

@@ -1,0 +1,57 @@
+#include "runtime.hpp"
+
+#include <atomic>
+#include <stdexcept>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace fastoptim {
+namespace {
+
+std::atomic<const Target*>& target_slot() {
+    static std::atomic<const Target*> slot{&initial_target()};
+    return slot;
+}
+
+int default_threads() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();  // honours OMP_NUM_THREADS
+#else
+    return 1;
+#endif
+}
+
+std::atomic<int> threads{default_threads()};
+
+}  // namespace
+
+const Target& current_target() { return *target_slot().load(std::memory_order_relaxed); }
+
+void set_target(const std::string& name) {
+    for (const Target& t : built_targets()) {
+        if (name != t.name) continue;
+        if (!t.supported) throw std::invalid_argument("target '" + name + "' is not supported by this CPU");
+        target_slot().store(&t);
+        return;
+    }
+    throw std::invalid_argument("unknown target '" + name + "'");
+}
+
+int num_threads() { return threads.load(std::memory_order_relaxed); }
+
+void set_num_threads(int n) {
+    if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
+    threads.store(n);
+}
+
+bool has_openmp() {
+#if defined(_OPENMP)
+    return true;
+#else
+    return false;
+#endif
+}
+
+}  // namespace fastoptim

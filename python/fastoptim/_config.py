@@ -1,0 +1,60 @@
+"""Build and runtime settings: instruction-set targets and threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _core
+
+__all__ = ["available_targets", "config", "get_num_threads", "get_target", "set_num_threads", "set_target",
+           "show_config"]
+
+
+def available_targets() -> list[str]:
+    """The instruction-set targets this build has and this CPU runs, baseline first."""
+    return [name for name, supported in _core.targets() if supported]
+
+
+def get_target() -> str:
+    """The target the kernels run on: the widest supported, or ``FASTOPTIM_ISA``'s choice."""
+    return str(_core.get_target())
+
+
+def set_target(name: str) -> None:
+    """Run the kernels on `name` (one of :func:`available_targets`) from now on."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    _core.set_target(name)
+
+
+def get_num_threads() -> int:
+    """Threads a step may use (default: OpenMP's, which honours ``OMP_NUM_THREADS``)."""
+    return int(_core.get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Use at most `n` threads per step. Small steps always run on the calling thread."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def config() -> dict[str, Any]:
+    """The version, the targets built, supported and chosen, threads and the compiler."""
+    return {
+        "version": _core.__version__,
+        "target": get_target(),
+        "available_targets": available_targets(),
+        "built_targets": [name for name, _ in _core.targets()],
+        "num_threads": get_num_threads(),
+        "openmp": bool(_core.has_openmp()),
+        "compiler": _core.compiler,
+        "rules": sorted(_core.rules()),
+    }
+
+
+def show_config() -> None:
+    """Print :func:`config` as a table."""
+    for key, value in config().items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"{key:>18}: {shown}")

@@ -1,0 +1,83 @@
+"""Adam, AMSGrad and AdamW (torch.optim.Adam, torch.optim.AdamW)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_betas, check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["Adam", "AdamW"]
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, 2015) with optional AMSGrad (Reddi et al., 2018) — ``torch.optim.Adam``.
+
+    .. math::
+        g_t &\leftarrow \pm g_t + \lambda\,\theta_{t-1}
+            \quad\text{(or } \theta_{t-1} \leftarrow \theta_{t-1}(1-\gamma\lambda)
+            \text{ with decoupled weight decay)} \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1)\,g_t \\
+        v_t &\leftarrow \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2 \\
+        \hat v_t &\leftarrow \max(\hat v_{t-1}, v_t) \text{ (amsgrad) or } v_t \\
+        \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{\hat v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    ε is added outside the square root, as in PyTorch (optax's ``eps_root`` adds it inside).
+
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: γ (default 1e-3).
+        betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
+        eps: ε (default 1e-8).
+        weight_decay: λ (default 0): an L2 penalty added to the gradient.
+        amsgrad: keep the running maximum of v (default False).
+        maximize: ascend the objective instead of descending.
+        decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
+
+    State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
+    """
+
+    _rule = "adam"
+    _slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 maximize: bool = False, decoupled_weight_decay: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_betas("betas", group["betas"])
+        check_real("eps", group["eps"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        check_bool("amsgrad", group["amsgrad"])
+        check_bool("maximize", group["maximize"])
+        check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots if group["amsgrad"] else self._slots[:2]
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        beta1, beta2 = group["betas"]
+        return [float(group["lr"]), float(beta1), float(beta2), float(group["eps"]),
+                float(group["weight_decay"]), float(group["amsgrad"]), float(group["maximize"]),
+                float(group["decoupled_weight_decay"])]
+
+
+class AdamW(Adam):
+    r"""AdamW (Loshchilov & Hutter, 2019) — ``torch.optim.AdamW``: Adam with decoupled weight decay,
+
+    .. math::
+        \theta_{t-1} \leftarrow \theta_{t-1}\,(1 - \gamma\lambda)
+
+    before the Adam update (see :class:`Adam` for the rest). Defaults as torch: weight_decay 1e-2.
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)

@@ -1,0 +1,60 @@
+"""Stochastic gradient descent with momentum (torch.optim.SGD)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, optionally with momentum — ``torch.optim.SGD``.
+
+    .. math::
+        g_t &\leftarrow \pm g_t + \lambda\,\theta_{t-1} \\
+        b_t &\leftarrow g_t \text{ at } t = 1, \text{ else } \mu\,b_{t-1} + (1-\tau)\,g_t \\
+        g_t &\leftarrow g_t + \mu\,b_t \text{ (nesterov) or } b_t \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\,g_t
+
+    (``-g`` with ``maximize``; the momentum lines only when μ ≠ 0.) Nesterov momentum follows
+    Sutskever et al. 2013 in PyTorch's form.
+
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ (default 1e-3).
+        momentum: μ (default 0).
+        dampening: τ (default 0).
+        weight_decay: L2 penalty λ (default 0).
+        nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0.
+        maximize: ascend the objective instead of descending.
+
+    State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
+    """
+
+    _rule = "sgd"
+    _slots = ("momentum_buffer",)
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        momentum = check_real("momentum", group["momentum"], low=0.0)
+        dampening = check_real("dampening", group["dampening"])
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        if check_bool("nesterov", group["nesterov"]) and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+        check_bool("maximize", group["maximize"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots if group["momentum"] != 0 else ()
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        return [float(group["lr"]), float(group["momentum"]), float(group["dampening"]),
+                float(group["weight_decay"]), float(group["nesterov"]), float(group["maximize"])]

@@ -20,11 +20,11 @@ def check_param_array(label: str, array: Any) -> np.ndarray:
     """A parameter must be updatable in place: anything else would silently lose the update."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(array).__name__}")
-    if array.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{label} has dtype {array.dtype}; fastoptim updates float32 and float64 arrays")
     if not array.dtype.isnative:
         raise TypeError(f"{label} has non-native byte order ({array.dtype.str}); convert it once with "
                         "astype(its dtype.newbyteorder('='))")
+    if array.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{label} has dtype {array.dtype}; fastoptim updates float32 and float64 arrays")
     if not array.flags.writeable:
         raise ValueError(f"{label} is read-only; the optimizer updates parameters in place")
     if not (array.flags.c_contiguous or array.flags.f_contiguous):

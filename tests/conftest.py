@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # registry.py and reference.py
+
+import fastoptim as fo  # noqa: E402
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261124)
+
+
+@pytest.fixture
+def restore_runtime() -> Iterator[None]:
+    """Tests that switch targets or threads leave the process as they found it."""
+    target, threads = fo.get_target(), fo.get_num_threads()
+    yield
+    fo.set_target(target)
+    fo.set_num_threads(threads)
+

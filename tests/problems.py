@@ -1,0 +1,27 @@
+"""Random problems for the optimizer tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_problem(rng: np.random.Generator, shapes: list[tuple[int, ...]], dtype: type, steps: int,
+                 order: str = "C") -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """Random parameters and `steps` lists of gradients of the given shapes."""
+    params = [np.asarray(rng.standard_normal(s), dtype=dtype, order=order) for s in shapes]
+    grads = [[np.asarray(rng.standard_normal(s), dtype=dtype, order=order) for s in shapes] for _ in range(steps)]
+    return params, grads
+
+
+def tolerance(dtype: type, lr: float = 0.0, steps: int = 0) -> dict[str, float]:
+    """How close a kernel must come to the float64 reference.
+
+    float64: 1e-12 relative. float32: 1e-5 relative and 1e-6 absolute, widened by 1% of the
+    largest distance `steps` steps of size `lr` can move an element: where the gradient nearly
+    cancels (g + λp ≈ 0, or a tiny g in Adam's m/sqrt(v)), the direction of a normalized update
+    carries float32's rounding of g, amplified without bound, so the reference in float64 and
+    the kernel in float32 legitimately differ there by a fraction of one step.
+    """
+    if np.dtype(dtype) == np.float64:
+        return dict(rtol=1e-12, atol=1e-14)
+    return dict(rtol=1e-5, atol=max(1e-6, 1e-2 * lr * steps))

@@ -1,0 +1,79 @@
+"""Targets, threads and the configuration report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastoptim as fo
+
+
+def test_config_reports_version_targets_and_threads():
+    cfg = fo.config()
+    assert cfg["version"] == fo.__version__
+    assert cfg["target"] in cfg["available_targets"]
+    assert set(cfg["available_targets"]) <= set(cfg["built_targets"])
+    assert cfg["num_threads"] == fo.get_num_threads() >= 1
+    assert {"sgd", "adam"} <= set(cfg["rules"])
+
+
+def test_show_config_prints(capsys):
+    fo.show_config()
+    out = capsys.readouterr().out
+    assert "target" in out and fo.get_target() in out
+
+
+def test_the_widest_supported_target_is_chosen():
+    assert fo.get_target() == fo.available_targets()[-1]
+
+
+def test_threads_can_be_set_and_are_validated(restore_runtime):
+    fo.set_num_threads(1)
+    assert fo.get_num_threads() == 1
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        fo.set_num_threads(0)
+    with pytest.raises(TypeError):
+        fo.set_num_threads(1.5)  # type: ignore[arg-type]
+
+
+def test_unknown_or_unsupported_target_is_refused(restore_runtime):
+    with pytest.raises(ValueError, match="unknown target"):
+        fo.set_target("neon9000")
+    unsupported = [t for t in fo.config()["built_targets"] if t not in fo.available_targets()]
+    for name in unsupported:
+        with pytest.raises(ValueError, match="not supported"):
+            fo.set_target(name)
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+@pytest.mark.parametrize("target", fo.available_targets())
+def test_fastoptim_isa_forces_a_target(target):
+    run = _python("import fastoptim as fo; print(fo.get_target())", FASTOPTIM_ISA=target)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == target
+
+
+def test_fastoptim_isa_unknown_fails_the_import_clearly():
+    run = _python("import fastoptim", FASTOPTIM_ISA="avx9000")
+    assert run.returncode != 0 and "FASTOPTIM_ISA=avx9000: unknown target" in run.stderr
+
+
+def test_fastoptim_isa_unsupported_fails_the_import_clearly():
+    unsupported = [t for t in fo.config()["built_targets"] if t not in fo.available_targets()]
+    if not unsupported:
+        pytest.skip("this CPU supports every target built")
+    run = _python("import fastoptim", FASTOPTIM_ISA=unsupported[0])
+    assert run.returncode != 0 and "does not support" in run.stderr
+
+
+def test_omp_num_threads_is_respected():
+    run = _python("import fastoptim as fo; print(fo.get_num_threads())", OMP_NUM_THREADS="3")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "3"

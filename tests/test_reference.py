@@ -1,0 +1,84 @@
+"""Every rule against its independent float64 reference, for awkward sizes, both dtypes,
+every target and 1 and 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastoptim as fo
+import reference
+from problems import make_problem, tolerance
+from registry import ARG_CASES, arg_id
+
+SIZES = [0, 1, 7, 8, 15, 16, 17, 31, 33, 1023, 1025]
+
+
+def _check(case, kwargs, shapes, dtype, rng, steps=5):
+    params, grads = make_problem(rng, shapes, dtype, steps)
+    expected, expected_state = reference.run(case.reference, params, grads, case.hyper(kwargs))
+    opt = case.cls({f"p{i}": p for i, p in enumerate(params)}, **kwargs)
+    for step_grads in grads:
+        opt.step({f"p{i}": g for i, g in enumerate(step_grads)})
+    for i, (p, want) in enumerate(zip(params, expected)):
+        np.testing.assert_allclose(p, want, **tolerance(dtype, kwargs["lr"], steps), err_msg=f"param p{i}")
+        for slot, value in expected_state[i].items():
+            np.testing.assert_allclose(opt.state[f"p{i}"][slot], value, **tolerance(dtype), err_msg=f"{slot} of p{i}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
+def test_matches_reference_at_awkward_sizes(case, kwargs, dtype, rng):
+    _check(case, kwargs, [(n,) for n in SIZES] + [(), (3, 5)], dtype, rng)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("target", fo.available_targets())
+@pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
+def test_matches_reference_on_every_target_large(case, kwargs, target, threads, rng, restore_runtime):
+    fo.set_target(target)
+    fo.set_num_threads(threads)
+    _check(case, kwargs, [(10**6 + 3,), (1000, 33)], np.float32, rng, steps=3)
+
+
+@pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
+def test_mixed_dtypes_and_orders_in_one_optimizer(case, kwargs, rng):
+    p32 = np.asarray(rng.standard_normal((40, 7)), np.float32, order="F")
+    p64 = rng.standard_normal(50_000)
+    g32 = [np.asarray(rng.standard_normal((40, 7)), np.float32, order="F") for _ in range(3)]
+    g64 = [rng.standard_normal(50_000) for _ in range(3)]
+    want32, _ = reference.run(case.reference, [p32], [[g] for g in g32], case.hyper(kwargs))
+    want64, _ = reference.run(case.reference, [p64], [[g] for g in g64], case.hyper(kwargs))
+    opt = case.cls([p32, p64], **kwargs)
+    for a, b in zip(g32, g64):
+        opt.step([a, b])
+    np.testing.assert_allclose(p32, want32[0], **tolerance(np.float32, kwargs["lr"], 3))
+    np.testing.assert_allclose(p64, want64[0], **tolerance(np.float64))
+
+
+@pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
+def test_nan_gradient_touches_only_its_own_parameter(case, kwargs, rng):
+    params, grads = make_problem(rng, [(64,), (64,)], np.float64, 2)
+    clean = [p.copy() for p in params]
+    grads[0][0][5] = np.nan
+    expected, _ = reference.run(case.reference, clean[1:], [g[1:] for g in grads], case.hyper(kwargs))
+    opt = case.cls(params, **kwargs)
+    for g in grads:
+        opt.step(g)
+    assert np.isnan(params[0][5])
+    assert np.isfinite(np.delete(params[0], 5)).all()
+    np.testing.assert_allclose(params[1], expected[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
+def test_reaches_the_minimum_of_a_convex_quadratic(case, kwargs):
+    # f(x) = 0.5 * sum(a * (x - c)^2): gradient a * (x - c)
+    a = np.linspace(0.5, 2.0, 16)
+    c = np.linspace(-1.0, 1.0, 16)
+    x = np.zeros(16)
+    kwargs = {**kwargs, "maximize": False}
+    kwargs.pop("weight_decay", None)
+    opt = case.cls([x], **{**kwargs, "lr": kwargs["lr"] * 2})
+    for _ in range(3000):
+        opt.step([a * (x - c)])
+    np.testing.assert_allclose(x, c, atol=2e-2)

@@ -1,0 +1,41 @@
+"""Every rule that torch.optim has, beside torch, for 20 steps with random hyper-parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from problems import make_problem
+from registry import CASES
+
+torch = pytest.importorskip("torch")
+
+TORCH_CASES = [c for c in CASES if c.torch_name]
+TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
+
+
+def _torch_kwargs(kwargs):
+    return {k: v for k, v in kwargs.items()}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: c.name)
+def test_matches_torch_after_20_steps(case, dtype, seed):
+    rng = np.random.default_rng(seed)
+    kwargs = case.random_args(rng)
+    params, grads = make_problem(rng, [(33,), (17, 9), (1025,)], dtype, 20)
+    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    topt = getattr(torch.optim, case.torch_name)(tparams, **_torch_kwargs(kwargs))
+    opt = case.cls(params, **kwargs)
+    for step_grads in grads:
+        opt.step(step_grads)
+        for tp, g in zip(tparams, step_grads):
+            tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+    for p, tp in zip(params, tparams):
+        np.testing.assert_allclose(p, tp.detach().numpy(), **TOLERANCE[dtype])
+    for name, tp in zip(range(len(params)), tparams):
+        for slot, value in topt.state[tp].items():
+            if slot != "step":
+                np.testing.assert_allclose(opt.state[name][slot], value.numpy(), **TOLERANCE[dtype], err_msg=slot)

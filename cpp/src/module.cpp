@@ -31,13 +31,25 @@ PYBIND11_MODULE(_core, m) {
         .def("set_clock", &Plan::set_clock, py::arg("group"), py::arg("steps_done"), py::arg("fresh"))
         .def("steps_done", &Plan::steps_done, py::arg("group"))
         .def("fresh", &Plan::fresh, py::arg("group"))
-        .def("step", &Plan::step, py::arg("grads"));
+        .def("scalars", &Plan::scalars, py::arg("group"))
+        .def("set_scalars", &Plan::set_scalars, py::arg("group"), py::arg("values"))
+        .def("step", &Plan::step, py::arg("grads"))
+        .def("apply", &Plan::apply);
 
     m.def("rules", [] {
         py::dict out;
-        for (const RuleInfo& r : rule_table()) out[py::str(r.name)] = py::make_tuple(py::tuple(py::cast(r.fields)), r.slots);
+        for (const RuleInfo& r : rule_table()) {
+            py::dict info;
+            info["fields"] = py::tuple(py::cast(r.fields));
+            info["slots"] = r.slots;
+            info["scalars"] = py::tuple(py::cast(r.scalar_names));
+            info["scalar_init"] = py::tuple(py::cast(r.scalar_init));
+            info["norms"] = r.norms;
+            info["needs_grad"] = r.needs_grad;
+            out[py::str(r.name)] = info;
+        }
         return out;
-    }, "name -> (hyper-parameter fields, number of state slots) for every native rule");
+    }, "name -> what the Python layer needs to know of every native rule");
 
     m.def("targets", [] {
         py::list out;

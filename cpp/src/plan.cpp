@@ -34,13 +34,26 @@ const RuleInfo& find_rule(const std::string& name) {
 }  // namespace
 
 template <class T>
-Work<T> Plan::Arrays<T>::work(const void* coeffs_begin) const {
+void Plan::Arrays<T>::prepare_norms(int norms) {
+    for (const ArrayRef<T>& ref : refs) block_offsets.push_back(block_offsets.back() + (ref.size + kBlock - 1) / kBlock);
+    partials.assign(std::size_t(block_offsets.back()) * std::size_t(norms), 0.0);
+    ratios.assign(refs.size(), T(1));
+    for (std::size_t k = 0; k < refs.size(); ++k) refs[k].ratio = &ratios[k];
+}
+
+template <class T>
+Work<T> Plan::Arrays<T>::work() {
     Work<T> w;
     w.arrays = refs.data();
     w.offsets = offsets.data();
     w.group = group.data();
-    w.coeffs = coeffs_begin;
+    w.coeffs = coeffs.data();
     w.count = index_t(refs.size());
+    if (!ratios.empty()) {
+        w.block_offsets = block_offsets.data();
+        w.partials = partials.data();
+        w.ratios = ratios.data();
+    }
     return w;
 }
 
@@ -89,9 +102,14 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         params_.push_back(std::move(p));
     }
     std::sort(owned_.begin(), owned_.end());
+    if (rule_->norms > 0) {
+        f32_.prepare_norms(rule_->norms);
+        f64_.prepare_norms(rule_->norms);
+    }
     hyper_.assign(std::size_t(group_count) * rule_->fields.size(), 0.0);
     steps_done_.assign(group_count, 0);
     fresh_.assign(group_count, 1);
+    for (int k = 0; k < group_count; ++k) scalars_.insert(scalars_.end(), rule_->scalar_init.begin(), rule_->scalar_init.end());
     f32_.coeffs.assign((std::size_t(group_count) * rule_->coeffs_f32_size) / sizeof(double) + 1, 0.0);
     f64_.coeffs.assign((std::size_t(group_count) * rule_->coeffs_f64_size) / sizeof(double) + 1, 0.0);
 }
@@ -109,8 +127,32 @@ void Plan::set_clock(int group, std::int64_t steps_done, bool fresh) {
     fresh_[group] = fresh;
 }
 
-std::int64_t Plan::steps_done(int group) const { return steps_done_.at(group); }
-bool Plan::fresh(int group) const { return fresh_.at(group) != 0; }
+void Plan::check_group(int group) const {
+    if (group < 0 || group >= group_count_) throw py::index_error("group index out of range");
+}
+
+std::int64_t Plan::steps_done(int group) const {
+    check_group(group);
+    return steps_done_[group];
+}
+
+bool Plan::fresh(int group) const {
+    check_group(group);
+    return fresh_[group] != 0;
+}
+
+std::vector<double> Plan::scalars(int group) const {
+    check_group(group);
+    const std::size_t n = rule_->scalar_names.size();
+    return {scalars_.begin() + std::ptrdiff_t(group * n), scalars_.begin() + std::ptrdiff_t((group + 1) * n)};
+}
+
+void Plan::set_scalars(int group, const std::vector<double>& values) {
+    check_group(group);
+    const std::size_t n = rule_->scalar_names.size();
+    if (values.size() != n) throw py::value_error("wrong number of running scalars");
+    std::copy(values.begin(), values.end(), scalars_.begin() + std::ptrdiff_t(group * n));
+}
 
 std::string Plan::label(std::size_t i) const {
     return "grads[" + py::repr(params_[i].name).cast<std::string>() + "]";
@@ -190,24 +232,39 @@ void Plan::attach_grad(std::size_t i, PyObject* grad) {
 }
 
 void Plan::step(py::handle grads) {
+    if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
     check_grad_container(grads);
     for (std::size_t i = 0; i < params_.size(); ++i) {
         PyObject* g = grad_at(grads, i);
         if (g == nullptr && PyErr_Occurred()) throw py::error_already_set();
         attach_grad(i, g);
     }
-    const std::size_t fields = rule_->fields.size();
+    run();
+}
+
+void Plan::apply() {
+    if (rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' needs gradients: use step(grads)");
+    run();
+}
+
+void Plan::run() {
+    const std::size_t fields = rule_->fields.size(), n_scalars = rule_->scalar_names.size();
+    std::vector<double>& next = scratch_scalars_;
+    next = scalars_;  // advanced here, kept only once the step has run
     for (int k = 0; k < group_count_; ++k) {
-        const Clock clock{steps_done_[k] + 1, fresh_[k] != 0};
-        rule_->fold(hyper_.data() + k * fields, clock,
-                    reinterpret_cast<char*>(f32_.coeffs.data()) + k * rule_->coeffs_f32_size,
+        const double* row = hyper_.data() + k * fields;
+        double* scalars = next.data() + k * n_scalars;
+        const Clock clock{steps_done_[k] + 1, fresh_[k] != 0, scalars};
+        rule_->advance(row, clock, scalars);
+        rule_->fold(row, clock, reinterpret_cast<char*>(f32_.coeffs.data()) + k * rule_->coeffs_f32_size,
                     reinterpret_cast<char*>(f64_.coeffs.data()) + k * rule_->coeffs_f64_size);
     }
-    const StepRequest request{rule_->id, f32_.work(f32_.coeffs.data()), f64_.work(f64_.coeffs.data()), num_threads()};
+    const StepRequest request{rule_->id, f32_.work(), f64_.work(), num_threads()};
     {
         py::gil_scoped_release unlocked;
         current_target().step(request);
     }
+    scalars_.swap(next);
     for (int k = 0; k < group_count_; ++k) {
         ++steps_done_[k];
         fresh_[k] = 0;

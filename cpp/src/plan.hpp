@@ -26,7 +26,10 @@ public:
     void set_clock(int group, std::int64_t steps_done, bool fresh);
     std::int64_t steps_done(int group) const;
     bool fresh(int group) const;
-    void step(py::handle grads);
+    std::vector<double> scalars(int group) const;
+    void set_scalars(int group, const std::vector<double>& values);
+    void step(py::handle grads);  // rules that read gradients
+    void apply();                 // rules that do not (Lookahead's synchronisation)
 
 private:
     struct Param {
@@ -44,7 +47,11 @@ private:
         std::vector<index_t> offsets{0};
         std::vector<int> group;
         std::vector<double> coeffs;  // storage for Coeffs<T>[group count]
-        Work<T> work(const void* coeffs_begin) const;
+        std::vector<index_t> block_offsets{0};  // rules with norms only
+        std::vector<double> partials;
+        std::vector<T> ratios;
+        void prepare_norms(int norms);
+        Work<T> work();
     };
 
     std::string label(std::size_t i) const;
@@ -52,6 +59,8 @@ private:
     void check_grad_container(py::handle grads) const;
     void attach_grad(std::size_t i, PyObject* grad);
     bool overlaps_owned_memory(const char* begin, const char* end) const;
+    void check_group(int group) const;
+    void run();  // fold this step's constants, run the kernels, advance the clocks
 
     const RuleInfo* rule_;
     std::vector<Param> params_;
@@ -61,6 +70,8 @@ private:
     std::vector<double> hyper_;  // group_count_ rows of rule_->fields.size()
     std::vector<std::int64_t> steps_done_;
     std::vector<char> fresh_;
+    std::vector<double> scalars_;  // group_count_ rows of the rule's running scalars
+    std::vector<double> scratch_scalars_;
     std::vector<std::pair<const char*, const char*>> owned_;  // sorted memory of params and states
 };
 

@@ -10,14 +10,20 @@
 namespace fastoptim {
 
 using FoldFunction = void (*)(const double* row, const Clock& clock, void* coeffs_f32, void* coeffs_f64);
+using AdvanceFunction = void (*)(const double* row, const Clock& clock, double* scalars);
 
 struct RuleInfo {
     RuleId id;
     std::string name;
     std::vector<std::string> fields;  // the hyper-parameter row, in order
     int slots;                        // state arrays per parameter
+    std::vector<std::string> scalar_names;
+    std::vector<double> scalar_init;
+    int norms;
+    bool needs_grad;
     std::size_t coeffs_f32_size, coeffs_f64_size;
     FoldFunction fold;
+    AdvanceFunction advance;
 };
 
 template <class Rule>
@@ -29,11 +35,32 @@ void fold_row(const double* row, const Clock& clock, void* coeffs_f32, void* coe
     *static_cast<typename Rule::template Coeffs<double>*>(coeffs_f64) = Rule::template fold<double>(hyper, clock);
 }
 
+template <class Rule>
+void advance_row(const double* row, const Clock& clock, double* scalars) {
+    typename Rule::Hyper hyper;
+    std::memcpy(&hyper, row, sizeof(hyper));
+    Rule::advance(hyper, clock, scalars);
+}
+
+template <class Rule>
+RuleInfo info_of(RuleId id) {
+    return RuleInfo{id,
+                    Rule::name,
+                    {Rule::fields.begin(), Rule::fields.end()},
+                    Rule::slots,
+                    {Rule::scalar_names, Rule::scalar_names + Rule::scalars},
+                    {Rule::scalar_init, Rule::scalar_init + Rule::scalars},
+                    Rule::norms,
+                    Rule::needs_grad,
+                    sizeof(typename Rule::template Coeffs<float>),
+                    sizeof(typename Rule::template Coeffs<double>),
+                    &fold_row<Rule>,
+                    &advance_row<Rule>};
+}
+
 inline const std::vector<RuleInfo>& rule_table() {
     static const std::vector<RuleInfo> table = {
-#define FASTOPTIM_RULE_INFO(Rule)                                                          \
-    RuleInfo{RuleId::Rule, Rule::name, {Rule::fields.begin(), Rule::fields.end()}, Rule::slots, \
-             sizeof(Rule::Coeffs<float>), sizeof(Rule::Coeffs<double>), &fold_row<Rule>},
+#define FASTOPTIM_RULE_INFO(Rule) info_of<Rule>(RuleId::Rule),
         FASTOPTIM_FOR_EACH_RULE(FASTOPTIM_RULE_INFO)
 #undef FASTOPTIM_RULE_INFO
     };

@@ -17,19 +17,39 @@ namespace fastoptim {
 inline constexpr int kMaxStateSlots = 4;
 
 // One parameter array with its gradient and its state arrays (unused slots are null).
+// Rules that scale a whole array by a ratio of norms (LAMB, LARS) find it at *ratio.
 template <class T>
 struct ArrayRef {
     T* param = nullptr;
     const T* grad = nullptr;
     T* state[kMaxStateSlots] = {};
     index_t size = 0;
+    const T* ratio = nullptr;
 };
 
 // Where a parameter group is in its life: `step` counts this step (1 on the first), `fresh`
-// says its state arrays hold nothing yet (torch seeds some buffers from the first gradient).
+// says its state arrays hold nothing yet (torch seeds some buffers from the first gradient),
+// `scalars` are the group's running scalars after this step's advance (NAdam's Πμ).
 struct Clock {
     std::int64_t step = 1;
     bool fresh = true;
+    const double* scalars = nullptr;
 };
+
+FASTOPTIM_TARGET_BEGIN
+
+// What a rule has unless it says otherwise: no per-group running scalars, no norms, and a
+// gradient to read. Rules derive from it and override what they need.
+struct RuleBase {
+    static constexpr int scalars = 0;       // running per-group scalars (NAdam's mu_product)
+    static constexpr const char* scalar_names[1] = {""};
+    static constexpr double scalar_init[1] = {0.0};
+    static constexpr int norms = 0;         // per-array norms the update needs (LAMB, LARS)
+    static constexpr bool needs_grad = true;
+    template <class Hyper>
+    static void advance(const Hyper&, const Clock&, double*) {}
+};
+
+FASTOPTIM_TARGET_END
 
 }  // namespace fastoptim

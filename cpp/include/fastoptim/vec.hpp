@@ -127,6 +127,18 @@ FASTOPTIM_INLINE V sign(V x) {
     return select(x > zero, one, select(x < zero, minus_one, x * zero));
 }
 
+// np.maximum: like max, but a NaN in either operand is the result.
+template <class V>
+FASTOPTIM_INLINE V maximum(V a, V b) {
+    return select(is_nan(a), a, max(a, b));
+}
+
+// torch.clamp(x, lo, hi): NaN stays NaN (max(lo, x) returns x when x is NaN).
+template <class V>
+FASTOPTIM_INLINE V clamp(V x, V lo, V hi) {
+    return min(hi, max(lo, x));
+}
+
 // The widest vector the including file was compiled for.
 template <class T> struct NativeVecOf { using type = Scalar<T>; };
 #if defined(__AVX512F__) && defined(__AVX512DQ__)

@@ -19,7 +19,7 @@
 namespace fastoptim {
 FASTOPTIM_TARGET_BEGIN
 
-struct Adam {
+struct Adam : RuleBase {
     static constexpr const char* name = "adam";
     static constexpr std::array<const char*, 8> fields = {
         "lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize", "decoupled"};
@@ -68,7 +68,7 @@ struct Adam {
         v.store(a.state[1] + i);
         V v_hat = v;
         if (c.amsgrad) {
-            v_hat = max(V::load(a.state[2] + i), v);
+            v_hat = maximum(V::load(a.state[2] + i), v);
             v_hat.store(a.state[2] + i);
         }
         const V denom = sqrt(v_hat) * V(c.inv_sqrt_bias2) + V(c.eps);

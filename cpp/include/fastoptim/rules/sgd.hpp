@@ -14,7 +14,7 @@
 namespace fastoptim {
 FASTOPTIM_TARGET_BEGIN
 
-struct Sgd {
+struct Sgd : RuleBase {
     static constexpr const char* name = "sgd";
     static constexpr std::array<const char*, 6> fields = {
         "lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"};

@@ -44,6 +44,162 @@ def adam(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
     p -= lr / (1 - b1**t) * m / (np.sqrt(v_hat) / np.sqrt(1 - b2**t) + eps)
 
 
+
+def _signed(g: Array, hp: Hyper) -> Array:
+    return -g if hp.get("maximize", False) else g
+
+
+def _l2(g: Array, p: Array, hp: Hyper) -> Array:
+    return g + hp["weight_decay"] * p if hp["weight_decay"] else g
+
+
+def adagrad(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    g = _l2(_signed(g, hp), p, hp)
+    s = st.get("sum", np.full_like(p, hp["initial_accumulator_value"])) + g * g
+    st["sum"] = s
+    p -= hp["lr"] / (1 + (t - 1) * hp["lr_decay"]) * g / (np.sqrt(s) + hp["eps"])
+
+
+def adadelta(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    rho, eps = hp["rho"], hp["eps"]
+    g = _l2(_signed(g, hp), p, hp)
+    s = rho * st.get("square_avg", np.zeros_like(p)) + (1 - rho) * g * g
+    u = st.get("acc_delta", np.zeros_like(p))
+    delta = np.sqrt(u + eps) / np.sqrt(s + eps) * g
+    st["square_avg"], st["acc_delta"] = s, rho * u + (1 - rho) * delta * delta
+    p -= hp["lr"] * delta
+
+
+def rmsprop(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    alpha, mu = hp["alpha"], hp["momentum"]
+    g = _l2(_signed(g, hp), p, hp)
+    s = alpha * st.get("square_avg", np.zeros_like(p)) + (1 - alpha) * g * g
+    st["square_avg"] = s
+    if hp["centered"]:
+        mean = alpha * st.get("grad_avg", np.zeros_like(p)) + (1 - alpha) * g
+        st["grad_avg"] = mean
+        s = s - mean * mean
+    u = g / (np.sqrt(s) + hp["eps"])
+    if mu > 0:
+        b = mu * st.get("momentum_buffer", np.zeros_like(p)) + u
+        st["momentum_buffer"] = b
+        u = u + mu * b if hp.get("nesterov", False) else b
+    p -= hp["lr"] * u
+
+
+def rprop(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    (eta_minus, eta_plus), (low, high) = hp["etas"], hp["step_sizes"]
+    g = _signed(g, hp)
+    prev = st.get("prev", np.zeros_like(p))
+    step = st.get("step_size", np.full_like(p, hp["lr"]))
+    agree = g * prev
+    factor = np.where(agree > 0, eta_plus, np.where(agree < 0, eta_minus, np.where(np.isnan(agree), agree, 1.0)))
+    step = np.clip(step * factor, low, high)
+    g = np.where(agree < 0, 0.0, g)
+    st["prev"], st["step_size"] = g, step
+    p -= np.sign(g) * step
+
+
+def adamax(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    (b1, b2), eps = hp["betas"], hp["eps"]
+    g = _l2(_signed(g, hp), p, hp)
+    m = b1 * st.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+    u = np.maximum(b2 * st.get("exp_inf", np.zeros_like(p)), np.abs(g) + eps)
+    st["exp_avg"], st["exp_inf"] = m, u
+    p -= hp["lr"] / (1 - b1**t) * m / u
+
+
+def _decay_or_l2(p: Array, g: Array, hp: Hyper) -> Array:
+    if hp["decoupled_weight_decay"]:
+        p *= 1 - hp["lr"] * hp["weight_decay"]
+        return g
+    return _l2(g, p, hp)
+
+
+def nadam(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    lr, (b1, b2), eps, psi = hp["lr"], hp["betas"], hp["eps"], hp["momentum_decay"]
+    g = _decay_or_l2(p, _signed(g, hp), hp)
+    mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+    mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+    product = st.get("mu_product", 1.0) * mu
+    m = b1 * st.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+    v = b2 * st.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    st["exp_avg"], st["exp_avg_sq"], st["mu_product"] = m, v, product
+    d = np.sqrt(v / (1 - b2**t)) + eps
+    p -= lr * (1 - mu) / (1 - product) * g / d
+    p -= lr * mu_next / (1 - product * mu_next) * m / d
+
+
+def radam(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    lr, (b1, b2), eps = hp["lr"], hp["betas"], hp["eps"]
+    g = _decay_or_l2(p, _signed(g, hp), hp)
+    m = b1 * st.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+    v = b2 * st.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    st["exp_avg"], st["exp_avg_sq"] = m, v
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+    m_hat = m / (1 - b1**t)
+    if rho_t > 5:
+        r = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        p -= lr * r * m_hat * np.sqrt(1 - b2**t) / (np.sqrt(v) + eps)
+    else:
+        p -= lr * m_hat
+
+
+def adabound(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    lr, (b1, b2), eps, gamma = hp["lr"], hp["betas"], hp["eps"], hp["gamma"]
+    g = _l2(g, p, hp)
+    m = b1 * st.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+    v = b2 * st.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    st["exp_avg"], st["exp_avg_sq"] = m, v
+    if hp["amsbound"]:
+        v = np.maximum(st.get("max_exp_avg_sq", np.zeros_like(p)), v)
+        st["max_exp_avg_sq"] = v
+    final_lr = hp["final_lr"] * lr / hp["initial_lr"]
+    lower, upper = final_lr * (1 - 1 / (gamma * t + 1)), final_lr * (1 + 1 / (gamma * t))
+    step_size = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+    p -= np.clip(step_size / (np.sqrt(v) + eps), lower, upper) * m
+
+
+def lamb(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    lr, (b1, b2), eps = hp["lr"], hp["betas"], hp["eps"]
+    m = b1 * st.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+    v = b2 * st.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    st["exp_avg"], st["exp_avg_sq"] = m, v
+    r = (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps) + hp["weight_decay"] * p
+    p_norm, r_norm = np.linalg.norm(p.ravel()), np.linalg.norm(r.ravel())
+    trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+    p -= lr * trust * r
+
+
+def lars(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    wd = hp["weight_decay"]
+    w_norm, g_norm = np.linalg.norm(p.ravel()), np.linalg.norm(g.ravel())
+    local = hp["trust_coefficient"] * w_norm / (g_norm + wd * w_norm) if w_norm > 0 and g_norm > 0 else 1.0
+    v = hp["momentum"] * st.get("momentum_buffer", np.zeros_like(p)) + hp["lr"] * local * (g + wd * p)
+    st["momentum_buffer"] = v
+    p -= v
+
+
+def lion(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    lr, (b1, b2) = hp["lr"], hp["betas"]
+    g = _signed(g, hp)
+    m = st.get("exp_avg", np.zeros_like(p))
+    p -= lr * (np.sign(b1 * m + (1 - b1) * g) + hp["weight_decay"] * p)
+    st["exp_avg"] = b2 * m + (1 - b2) * g
+
+
+def lookahead(inner: Callable[..., None]) -> Callable[..., None]:
+    """Lookahead around the reference `inner`: hp carries k and alpha beside inner's settings."""
+    def rule(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+        slow = st.setdefault("slow", p.copy())
+        inner(p, g, st, hp, t)
+        if t % hp["k"] == 0:
+            slow += hp["alpha"] * (p - slow)
+            p[...] = slow
+    return rule
+
+
 def run(rule: Callable[..., None], params: list[Array], grads_per_step: list[list[Array]], hp: Hyper) -> tuple[
         list[Array], list[dict[str, Array]]]:
     """Several steps of `rule` in float64 from the given starting values."""

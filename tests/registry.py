@@ -23,12 +23,16 @@ class Case:
     arg_sets: list[dict[str, Any]]
     random_args: Callable[[np.random.Generator], dict[str, Any]]
     torch_name: str | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)  # torch's defaults, for the reference
+    solve: dict[str, Any] = field(default_factory=dict)  # settings that converge on the quadratic
+    rosenbrock: dict[str, Any] | None = None  # settings for Rosenbrock's valley, where they differ
 
     def hyper(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The full hyper-parameter dict a group gets from `kwargs`."""
+        """The full hyper-parameter dict a group gets from `kwargs` (plus Lookahead's k and alpha)."""
         opt = self.cls([np.zeros(1)], **kwargs)
-        return {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "param_names")}
+        hyper = {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "param_names")}
+        if isinstance(opt, fo.Lookahead):
+            hyper.update(k=opt.k, alpha=opt.alpha)
+        return hyper
 
     def __repr__(self) -> str:
         return self.name
@@ -52,18 +56,139 @@ def _random_adam(rng: np.random.Generator) -> dict[str, Any]:
                 maximize=bool(rng.integers(2)))
 
 
+def _betas(rng: np.random.Generator) -> tuple[float, float]:
+    return (_u(rng, 0.5, 0.99), _u(rng, 0.9, 0.9999))
+
+
+def _wd(rng: np.random.Generator) -> float:
+    return [0.0, _u(rng, 1e-4, 1e-1)][rng.integers(2)]
+
+
+def _random_adagrad(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 1e-3, 0.1), lr_decay=[0.0, _u(rng, 0, 0.1)][rng.integers(2)], weight_decay=_wd(rng),
+                initial_accumulator_value=[0.0, _u(rng, 0, 1)][rng.integers(2)], eps=10 ** _u(rng, -10, -6),
+                maximize=bool(rng.integers(2)))
+
+
+def _random_adadelta(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 0.1, 2.0), rho=_u(rng, 0.5, 0.99), eps=10 ** _u(rng, -7, -4), weight_decay=_wd(rng),
+                maximize=bool(rng.integers(2)))
+
+
+def _random_rmsprop(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 1e-4, 1e-2), alpha=_u(rng, 0.8, 0.999), eps=10 ** _u(rng, -8, -5), weight_decay=_wd(rng),
+                momentum=[0.0, _u(rng, 0.5, 0.95)][rng.integers(2)], centered=bool(rng.integers(2)),
+                maximize=bool(rng.integers(2)))
+
+
+def _random_rprop(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 1e-3, 0.1), etas=(_u(rng, 0.3, 0.7), _u(rng, 1.1, 1.5)),
+                step_sizes=(_u(rng, 1e-6, 1e-4), _u(rng, 1, 50)), maximize=bool(rng.integers(2)))
+
+
+def _random_adamax(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 1e-4, 1e-2), betas=_betas(rng), eps=10 ** _u(rng, -10, -6), weight_decay=_wd(rng),
+                maximize=bool(rng.integers(2)))
+
+
+def _random_nadam(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(_random_adamax(rng), momentum_decay=_u(rng, 1e-3, 1e-2),
+                decoupled_weight_decay=bool(rng.integers(2)))
+
+
+def _random_radam(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(_random_adamax(rng), decoupled_weight_decay=bool(rng.integers(2)))
+
+
+def _random_adabound(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 1e-4, 1e-2), betas=_betas(rng), final_lr=_u(rng, 0.01, 0.5), gamma=_u(rng, 1e-4, 1e-2),
+                eps=10 ** _u(rng, -10, -6), weight_decay=_wd(rng), amsbound=bool(rng.integers(2)))
+
+
+def _random_lamb(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 1e-4, 1e-2), betas=_betas(rng), eps=10 ** _u(rng, -8, -5), weight_decay=_wd(rng))
+
+
+def _random_lars(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 0.1, 2.0), momentum=_u(rng, 0, 0.95), weight_decay=_wd(rng),
+                trust_coefficient=_u(rng, 1e-4, 1e-2))
+
+
+def _random_lion(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 1e-5, 1e-3), betas=_betas(rng), weight_decay=_wd(rng), maximize=bool(rng.integers(2)))
+
+
+def _random_lookahead(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(_random_sgd(rng), k=int(rng.integers(1, 6)), alpha=_u(rng, 0, 1))
+
+
+def _random_ranger(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(lr=_u(rng, 1e-4, 1e-2), betas=_betas(rng), eps=10 ** _u(rng, -8, -4), weight_decay=_wd(rng),
+                k=int(rng.integers(1, 8)), alpha=_u(rng, 0, 1))
+
+
+def lookahead_sgd(params: Any, k: int = 3, alpha: float = 0.5, **sgd: Any) -> fo.Lookahead:
+    """Lookahead around SGD, the registry's generic Lookahead case."""
+    return fo.Lookahead(fo.SGD(params, **sgd), k=k, alpha=alpha)
+
+
 CASES = [
     Case("sgd", fo.SGD, reference.sgd,
          [dict(lr=0.05), dict(lr=0.05, momentum=0.9), dict(lr=0.02, momentum=0.9, dampening=0.3, weight_decay=0.01),
           dict(lr=0.02, momentum=0.8, nesterov=True, maximize=True)],
-         _random_sgd, "SGD"),
+         _random_sgd, "SGD", dict(lr=0.1, momentum=0.9), dict(lr=1e-3, momentum=0.9)),
     Case("adam", fo.Adam, reference.adam,
          [dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1, amsgrad=True), dict(lr=3e-3, betas=(0.8, 0.99), maximize=True),
           dict(lr=1e-2, weight_decay=0.05, decoupled_weight_decay=True)],
-         _random_adam, "Adam"),
+         _random_adam, "Adam", dict(lr=0.05)),
     Case("adamw", fo.AdamW, reference.adam,
          [dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1, amsgrad=True)],
-         _random_adam, "AdamW"),
+         _random_adam, "AdamW", dict(lr=0.05, weight_decay=0.0)),
+    Case("adagrad", fo.Adagrad, reference.adagrad,
+         [dict(lr=0.1), dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.5, maximize=True)],
+         _random_adagrad, "Adagrad", dict(lr=0.5)),
+    Case("adadelta", fo.Adadelta, reference.adadelta,
+         [dict(), dict(lr=0.5, rho=0.8, eps=1e-5, weight_decay=0.01, maximize=True)],
+         _random_adadelta, "Adadelta", dict(lr=50.0), dict(lr=1.0)),
+    Case("rmsprop", fo.RMSprop, reference.rmsprop,
+         [dict(), dict(lr=1e-3, momentum=0.9, centered=True, weight_decay=0.01),
+          dict(lr=1e-3, alpha=0.9, momentum=0.5, maximize=True)],
+         _random_rmsprop, "RMSprop", dict(lr=0.01)),
+    Case("rmsprop_nesterov", fo.RMSprop, reference.rmsprop,
+         [dict(lr=1e-3, momentum=0.9, nesterov=True), dict(lr=1e-3, momentum=0.8, nesterov=True, centered=True)],
+         lambda rng: dict(_random_rmsprop(rng), momentum=0.9, nesterov=True), None, dict(lr=0.005, momentum=0.5, nesterov=True)),
+    Case("rprop", fo.Rprop, reference.rprop,
+         [dict(), dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-4, 1.0), maximize=True)],
+         _random_rprop, "Rprop", dict(lr=0.01)),
+    Case("adamax", fo.Adamax, reference.adamax,
+         [dict(), dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=0.01, maximize=True)],
+         _random_adamax, "Adamax", dict(lr=0.05)),
+    Case("nadam", fo.NAdam, reference.nadam,
+         [dict(), dict(lr=1e-2, weight_decay=0.01, momentum_decay=1e-2),
+          dict(lr=1e-2, weight_decay=0.05, decoupled_weight_decay=True, maximize=True)],
+         _random_nadam, "NAdam", dict(lr=0.05)),
+    Case("radam", fo.RAdam, reference.radam,
+         [dict(), dict(lr=1e-2, weight_decay=0.01), dict(lr=1e-2, betas=(0.8, 0.9), weight_decay=0.05,
+                                                      decoupled_weight_decay=True, maximize=True)],
+         _random_radam, "RAdam", dict(lr=0.05), dict(lr=4e-3)),
+    Case("adabound", fo.AdaBound, reference.adabound,
+         [dict(), dict(lr=1e-2, final_lr=0.05, gamma=1e-2, weight_decay=0.01, amsbound=True)],
+         _random_adabound, None, dict(lr=0.05, final_lr=0.1), dict(lr=0.01, final_lr=0.01)),
+    Case("lamb", fo.LAMB, reference.lamb,
+         [dict(), dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01)],
+         _random_lamb, None, dict(lr=0.05)),
+    Case("lars", fo.LARS, reference.lars,
+         [dict(), dict(lr=0.5, momentum=0.5, weight_decay=0.01, trust_coefficient=0.01)],
+         _random_lars, None, dict(lr=1.0, momentum=0.5, trust_coefficient=0.05)),
+    Case("lion", fo.Lion, reference.lion,
+         [dict(), dict(lr=1e-3, betas=(0.8, 0.95), weight_decay=0.1, maximize=True)],
+         _random_lion, None, dict(lr=0.01)),
+    Case("lookahead", lookahead_sgd, reference.lookahead(reference.sgd),
+         [dict(lr=0.05, momentum=0.9), dict(lr=0.02, k=1, alpha=0.3), dict(lr=0.02, k=2, alpha=1.0, weight_decay=0.1)],
+         _random_lookahead, None, dict(lr=0.1, momentum=0.9), dict(lr=1e-3, momentum=0.9)),
+    Case("ranger", fo.Ranger, reference.lookahead(reference.radam),
+         [dict(), dict(lr=1e-2, k=2, alpha=0.7, weight_decay=0.01)],
+         _random_ranger, None, dict(lr=0.05), dict(lr=4e-3)),
 ]
 
 ARG_CASES = [(case, kwargs) for case in CASES for kwargs in case.arg_sets]

@@ -8,8 +8,8 @@ import pytest
 
 import fastoptim as fo
 import reference
-from problems import make_problem, tolerance
-from registry import ARG_CASES, arg_id
+from problems import make_problem, state_tolerance, tolerance
+from registry import ARG_CASES, CASES, arg_id
 
 SIZES = [0, 1, 7, 8, 15, 16, 17, 31, 33, 1023, 1025]
 
@@ -20,10 +20,16 @@ def _check(case, kwargs, shapes, dtype, rng, steps=5):
     opt = case.cls({f"p{i}": p for i, p in enumerate(params)}, **kwargs)
     for step_grads in grads:
         opt.step({f"p{i}": g for i, g in enumerate(step_grads)})
+    checkpoint = opt.state_dict()
+    saved = checkpoint["optimizer"]["state"] if "optimizer" in checkpoint else checkpoint["state"]
     for i, (p, want) in enumerate(zip(params, expected)):
-        np.testing.assert_allclose(p, want, **tolerance(dtype, kwargs["lr"], steps), err_msg=f"param p{i}")
+        np.testing.assert_allclose(p, want, **tolerance(dtype, case.hyper(kwargs)["lr"], steps), err_msg=f"param p{i}")
         for slot, value in expected_state[i].items():
-            np.testing.assert_allclose(opt.state[f"p{i}"][slot], value, **tolerance(dtype), err_msg=f"{slot} of p{i}")
+            if isinstance(value, (np.ndarray, np.generic)):
+                np.testing.assert_allclose(opt.state[f"p{i}"][slot], value, **state_tolerance(dtype, value),
+                                           err_msg=f"{slot} of p{i}")
+            else:  # a running scalar, saved with each parameter
+                assert saved[f"p{i}"][slot] == pytest.approx(value, rel=1e-14), slot
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -52,7 +58,7 @@ def test_mixed_dtypes_and_orders_in_one_optimizer(case, kwargs, rng):
     opt = case.cls([p32, p64], **kwargs)
     for a, b in zip(g32, g64):
         opt.step([a, b])
-    np.testing.assert_allclose(p32, want32[0], **tolerance(np.float32, kwargs["lr"], 3))
+    np.testing.assert_allclose(p32, want32[0], **tolerance(np.float32, case.hyper(kwargs)["lr"], 3))
     np.testing.assert_allclose(p64, want64[0], **tolerance(np.float64))
 
 
@@ -70,15 +76,34 @@ def test_nan_gradient_touches_only_its_own_parameter(case, kwargs, rng):
     np.testing.assert_allclose(params[1], expected[0], rtol=1e-12)
 
 
-@pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
-def test_reaches_the_minimum_of_a_convex_quadratic(case, kwargs):
-    # f(x) = 0.5 * sum(a * (x - c)^2): gradient a * (x - c)
-    a = np.linspace(0.5, 2.0, 16)
-    c = np.linspace(-1.0, 1.0, 16)
-    x = np.zeros(16)
-    kwargs = {**kwargs, "maximize": False}
-    kwargs.pop("weight_decay", None)
-    opt = case.cls([x], **{**kwargs, "lr": kwargs["lr"] * 2})
-    for _ in range(3000):
-        opt.step([a * (x - c)])
+def _minimize(case, settings, gradient, x, steps, decay):
+    """Run `settings` on `gradient`, shrinking every group's lr by `decay` per step."""
+    opt = case.cls([x], **settings)
+    for _ in range(steps):
+        opt.step([gradient(x)])
+        for group in opt.param_groups:
+            group["lr"] *= decay
+    return x
+
+
+@pytest.mark.parametrize("case", CASES, ids=arg_id)
+def test_reaches_the_minimum_of_a_convex_quadratic(case):
+    # f(x) = 0.5 * sum(a * (x - c)^2), minimum at c
+    a, c = np.linspace(0.5, 2.0, 16), np.linspace(-1.0, 1.0, 16)
+    x = _minimize(case, case.solve, lambda x: a * (x - c), np.full(16, 0.1), 4000, 0.999)
     np.testing.assert_allclose(x, c, atol=2e-2)
+
+
+def rosenbrock(x):
+    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+def rosenbrock_gradient(x):
+    return np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2), 200 * (x[1] - x[0] ** 2)])
+
+
+@pytest.mark.parametrize("case", CASES, ids=arg_id)
+def test_makes_progress_on_rosenbrock(case):
+    start = np.array([-1.2, 1.0])
+    x = _minimize(case, case.rosenbrock or case.solve, rosenbrock_gradient, start.copy(), 3000, 0.9999)
+    assert rosenbrock(x) < 0.1 * rosenbrock(start), (x, rosenbrock(x))

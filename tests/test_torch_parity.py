@@ -12,6 +12,9 @@ torch = pytest.importorskip("torch")
 
 TORCH_CASES = [c for c in CASES if c.torch_name]
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
+# torch keeps NAdam's running product of momentum coefficients (mu_product) in a float32
+# tensor even for float64 parameters; ours is a double, so float64 results differ by ~1e-9.
+LOOSER = {("nadam", np.float64): dict(rtol=1e-8, atol=1e-9)}
 
 
 def _torch_kwargs(kwargs):
@@ -33,9 +36,15 @@ def test_matches_torch_after_20_steps(case, dtype, seed):
         for tp, g in zip(tparams, step_grads):
             tp.grad = torch.from_numpy(g.copy())
         topt.step()
+    tol = LOOSER.get((case.name, dtype), TOLERANCE[dtype])
     for p, tp in zip(params, tparams):
-        np.testing.assert_allclose(p, tp.detach().numpy(), **TOLERANCE[dtype])
+        np.testing.assert_allclose(p, tp.detach().numpy(), **tol)
+    saved = opt.state_dict()["state"]
     for name, tp in zip(range(len(params)), tparams):
         for slot, value in topt.state[tp].items():
-            if slot != "step":
-                np.testing.assert_allclose(opt.state[name][slot], value.numpy(), **TOLERANCE[dtype], err_msg=slot)
+            if slot == "step":
+                assert saved[name]["step"] == int(value)
+            elif value.ndim == 0 and slot not in opt.state[name]:  # a running scalar such as mu_product
+                assert saved[name][slot] == pytest.approx(float(value), rel=1e-6), slot
+            else:
+                np.testing.assert_allclose(opt.state[name][slot], value.numpy(), **tol, err_msg=slot)

@@ -25,7 +25,7 @@ def test_sentinels_around_a_sliced_parameter_stay_untouched(case, kwargs, dtype,
             opt.step([g])
         want, _ = reference.run(case.reference, [start], [[g] for g in grads], case.hyper(kwargs))
         assert (buffer[:32] == 12345.0).all() and (buffer[32 + n:] == 12345.0).all()
-        np.testing.assert_allclose(param, want[0], **tolerance(dtype, kwargs["lr"], 3))
+        np.testing.assert_allclose(param, want[0], **tolerance(dtype, case.hyper(kwargs)["lr"], 3))
         assert np.shares_memory(param, buffer)
 
 
@@ -49,7 +49,7 @@ def test_unaligned_fortran_zero_d_and_empty_arrays(case, kwargs, rng):
         opt.step(g)
     want, _ = reference.run(case.reference, starts, grads, case.hyper(kwargs))
     for p, w in zip(params, want):
-        np.testing.assert_allclose(p, w, **tolerance(p.dtype, kwargs["lr"], 2))
+        np.testing.assert_allclose(p, w, **tolerance(p.dtype, case.hyper(kwargs)["lr"], 2))
     assert unaligned.base is not None and np.shares_memory(unaligned, raw)
 
 

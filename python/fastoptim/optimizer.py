@@ -132,6 +132,11 @@ class Optimizer:
         """The group's hyper-parameters as the native rule's row of doubles."""
         raise NotImplementedError
 
+    @classmethod
+    def _scalar_names(cls) -> tuple[str, ...]:
+        """Running per-group scalars of the rule (NAdam's mu_product), saved with each parameter."""
+        return tuple(_core.rules()[cls._rule]["scalars"])
+
     # ---- groups ---------------------------------------------------------------------------
     def _all_params(self) -> tuple[list[str], list[np.ndarray]]:
         labels = [f"params[{n!r}]" for g in self.param_groups for n in g["param_names"]]
@@ -177,10 +182,12 @@ class Optimizer:
             self._build(clocks + [(0, True)])
 
     # ---- the native plan ------------------------------------------------------------------
-    def _clocks(self) -> list[tuple[int, bool]]:
-        return [(self._plan.steps_done(i), self._plan.fresh(i)) for i in range(len(self.param_groups))]
+    def _clocks(self) -> list[tuple[Any, ...]]:
+        """Each group's (steps done, fresh, running scalars), to carry into a rebuilt plan."""
+        return [(self._plan.steps_done(i), self._plan.fresh(i), self._plan.scalars(i))
+                for i in range(len(self._plan_groups))]
 
-    def _build(self, clocks: Sequence[tuple[int, bool]]) -> None:
+    def _build(self, clocks: Sequence[tuple[Any, ...]]) -> None:
         """Allocate missing state (once, in the parameter's dtype and layout) and point a new plan at it."""
         params, states, group_of, names = [], [], [], []
         clocks = list(clocks)
@@ -191,7 +198,7 @@ class Optimizer:
                 for slot in needed:
                     if slot not in slots:
                         slots[slot] = np.zeros_like(param)
-                        clocks[index] = (clocks[index][0], True)
+                        clocks[index] = (clocks[index][0], True, *clocks[index][2:])
                 params.append(param)
                 states.append([slots.get(s) for s in self._slots])
                 group_of.append(index)
@@ -199,8 +206,11 @@ class Optimizer:
         plan = _core.Plan(self._rule, params, states, group_of, names, len(self.param_groups))
         for index, group in enumerate(self.param_groups):
             plan.set_hyper(index, self._row(group))
-            plan.set_clock(index, *clocks[index])
+            plan.set_clock(index, *clocks[index][:2])
+            if len(clocks[index]) > 2:
+                plan.set_scalars(index, clocks[index][2])
         self._plan = plan
+        self._plan_groups = list(self.param_groups)
         self._changed[0] = False
         self._group_ids = [[id(p) for p in g["params"]] for g in self.param_groups]
 
@@ -237,8 +247,9 @@ class Optimizer:
             state: dict[Hashable, dict[str, Any]] = {}
             for index, group in enumerate(self.param_groups):
                 steps = self._plan.steps_done(index)
+                scalars = dict(zip(self._scalar_names(), self._plan.scalars(index)))
                 for name in group["param_names"]:
-                    entry: dict[str, Any] = {"step": steps}
+                    entry: dict[str, Any] = {"step": steps, **scalars}
                     entry.update({k: v.copy(order="K") for k, v in self.state[name].items()})
                     state[name] = entry
             groups = [{**{k: v for k, v in g.items() if k not in _RESERVED}, "params": list(g["param_names"])}
@@ -250,7 +261,7 @@ class Optimizer:
         parameters, state shapes and dtypes); on any error nothing changes. A resumed run
         continues bit-identically."""
         with self._lock:
-            merged, loaded, clocks = self._check_state_dict(state_dict)
+            merged, loaded, clocks, scalars = self._check_state_dict(state_dict)
             for group, hyper in zip(self.param_groups, merged):
                 group.update(hyper)
             for group in self.param_groups:
@@ -263,9 +274,11 @@ class Optimizer:
                     for slot in slots.keys() - loaded[name].keys():
                         slots[slot].fill(0)
             self._build(clocks)
+            for index, values in enumerate(scalars):
+                self._plan.set_scalars(index, values)
 
     def _check_state_dict(self, state_dict: Mapping[str, Any]) -> tuple[
-            list[dict[str, Any]], dict[Hashable, dict[str, np.ndarray]], list[tuple[int, bool]]]:
+            list[dict[str, Any]], dict[Hashable, dict[str, np.ndarray]], list[tuple[int, bool]], list[list[float]]]:
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= state_dict.keys():
             raise TypeError("state_dict must be a dict with 'state' and 'param_groups', as state_dict() returns")
         saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
@@ -274,7 +287,9 @@ class Optimizer:
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(saved_groups)} param groups; the optimizer has "
                              f"{len(self.param_groups)}")
-        merged, loaded, clocks = [], {}, []
+        merged, loaded, clocks, scalars = [], {}, [], []
+        scalar_names = self._scalar_names()
+        scalar_init = list(_core.rules()[self._rule]["scalar_init"])
         for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if list(saved.get("params", ())) != group["param_names"]:
                 raise ValueError(f"param_groups[{index}] of state_dict holds parameters {list(saved.get('params', ()))!r}; "
@@ -284,6 +299,7 @@ class Optimizer:
             self._check_group(hyper)
             needed = self._needed_slots(hyper)
             steps = None
+            group_scalars = None
             for name, param in zip(group["param_names"], group["params"]):
                 entry = saved_state.get(name, {"step": 0})
                 if not isinstance(entry, Mapping) or "step" not in entry:
@@ -294,9 +310,20 @@ class Optimizer:
                 if steps is not None and step != steps:
                     raise ValueError(f"the parameters of param_groups[{index}] have different steps in state_dict")
                 steps = int(step)
+                values = [entry.get(n) for n in scalar_names]
+                if None in values:
+                    if step > 0:
+                        raise ValueError(f"state_dict['state'][{name!r}] lacks {scalar_names[values.index(None)]!r}")
+                    values = scalar_init
+                if any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) for v in values):
+                    raise TypeError(f"state_dict['state'][{name!r}]: {', '.join(scalar_names)} must be numbers")
+                if group_scalars is not None and values != group_scalars:
+                    raise ValueError(f"the parameters of param_groups[{index}] have different "
+                                     f"{', '.join(scalar_names)} in state_dict")
+                group_scalars = [float(v) for v in values]
                 arrays = {}
                 for slot, value in entry.items():
-                    if slot == "step":
+                    if slot == "step" or slot in scalar_names:
                         continue
                     label = f"state_dict['state'][{name!r}][{slot!r}]"
                     if slot not in self._slots:
@@ -314,11 +341,12 @@ class Optimizer:
                 loaded[name] = arrays
             merged.append(hyper)
             clocks.append((steps or 0, not steps))
+            scalars.append(group_scalars if group_scalars is not None else scalar_init)
         ours = {n for g in self.param_groups for n in g["param_names"]}
         for name in saved_state:
             if name not in ours:
                 raise ValueError(f"state_dict['state'] has an entry for {name!r}, which is not a parameter of this optimizer")
-        return merged, loaded, clocks
+        return merged, loaded, clocks, scalars
 
     # ---- display --------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -1,0 +1,69 @@
+"""AdaBound and AMSBound (Luo et al., 2019); torch has no twin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_betas, check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["AdaBound"]
+
+
+class AdaBound(Optimizer):
+    r"""AdaBound (Luo, Xiong, Liu & Sun, ICLR 2019), following the authors' reference code.
+    PyTorch has no AdaBound; names follow the paper's code.
+
+    .. math::
+        g_t &\leftarrow g_t + \lambda\theta_{t-1} \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        \hat v_t &\leftarrow \max(\hat v_{t-1}, v_t) \text{ (amsbound) or } v_t \\
+        f &= \text{final\_lr}\cdot\gamma/\gamma_0,\quad
+            \ell_t = f\,(1 - \tfrac{1}{\zeta t + 1}),\quad u_t = f\,(1 + \tfrac{1}{\zeta t}) \\
+        \theta_t &\leftarrow \theta_{t-1} - \operatorname{clamp}\!\Big(
+            \frac{\gamma\sqrt{1-\beta_2^t}/(1-\beta_1^t)}{\sqrt{\hat v_t}+\epsilon}, \ell_t, u_t\Big)\, m_t
+
+    γ₀ is the group's lr when it was created, kept in the group as ``initial_lr`` (the key
+    torch's schedulers use for the same thing), so a schedule scales the final lr with γ.
+
+    Args: lr γ (1e-3), betas (0.9, 0.999), final_lr (0.1), gamma ζ (1e-3, in (0, 1)), eps (1e-8),
+    weight_decay λ (0), amsbound (False).
+    State per parameter: ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsbound).
+    """
+
+    _rule = "adabound"
+    _slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0,
+                 amsbound: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps,
+                                      weight_decay=weight_decay, amsbound=amsbound))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_betas("betas", group["betas"])
+        check_real("final_lr", group["final_lr"], low=0.0)
+        check_real("gamma", group["gamma"], low=0.0, low_open=True, high=1.0, high_open=True)
+        check_real("eps", group["eps"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        check_bool("amsbound", group["amsbound"])
+        if "initial_lr" in group:
+            check_real("initial_lr", group["initial_lr"], low=0.0, low_open=True)
+        elif group["lr"] <= 0:
+            raise ValueError("AdaBound needs lr > 0 when a group is created: final_lr is scaled by lr / initial lr")
+
+    def _append_group(self, raw: Any) -> None:
+        super()._append_group(raw)
+        group = self.param_groups[-1]
+        dict.setdefault(group, "initial_lr", group["lr"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots if group["amsbound"] else self._slots[:2]
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        b1, b2 = group["betas"]
+        return [float(group["lr"]), float(b1), float(b2), float(group["final_lr"]), float(group["gamma"]),
+                float(group["eps"]), float(group["weight_decay"]), float(group["amsbound"]),
+                float(group.get("initial_lr", group["lr"]))]

@@ -1,0 +1,46 @@
+"""Adadelta (torch.optim.Adadelta)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["Adadelta"]
+
+
+class Adadelta(Optimizer):
+    r"""Adadelta (Zeiler, 2012) — ``torch.optim.Adadelta``.
+
+    .. math::
+        g_t &\leftarrow \pm g_t + \lambda\theta_{t-1} \\
+        s_t &\leftarrow \rho s_{t-1} + (1-\rho) g_t^2 \\
+        \Delta_t &\leftarrow \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{s_t + \epsilon}}\, g_t \\
+        u_t &\leftarrow \rho u_{t-1} + (1-\rho)\Delta_t^2 \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\Delta_t
+
+    Args: lr γ (1.0), rho ρ (0.9), eps ε (1e-6), weight_decay λ (0), maximize.
+    State per parameter: ``square_avg``, ``acc_delta``.
+    """
+
+    _rule = "adadelta"
+    _slots = ("square_avg", "acc_delta")
+
+    def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+                 *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_real("rho", group["rho"], low=0.0, high=1.0)
+        check_real("eps", group["eps"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        check_bool("maximize", group["maximize"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        return [float(group[k]) for k in ("lr", "rho", "eps", "weight_decay", "maximize")]

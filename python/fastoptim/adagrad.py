@@ -1,0 +1,47 @@
+"""Adagrad (torch.optim.Adagrad)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["Adagrad"]
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad (Duchi, Hazan & Singer, 2011) — ``torch.optim.Adagrad``.
+
+    .. math::
+        g_t &\leftarrow \pm g_t + \lambda\theta_{t-1} \\
+        s_t &\leftarrow s_{t-1} + g_t^2 \qquad (s_0 = \text{initial\_accumulator\_value}) \\
+        \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma}{1 + (t-1)\eta}\,\frac{g_t}{\sqrt{s_t} + \epsilon}
+
+    Args: lr γ (1e-2), lr_decay η (0), weight_decay λ (0), initial_accumulator_value (0),
+    eps ε (1e-10), maximize. State per parameter: ``sum``.
+    """
+
+    _rule = "adagrad"
+    _slots = ("sum",)
+
+    def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_real("lr_decay", group["lr_decay"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        check_real("initial_accumulator_value", group["initial_accumulator_value"], low=0.0)
+        check_real("eps", group["eps"], low=0.0)
+        check_bool("maximize", group["maximize"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        return [float(group[k]) for k in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
+                                          "maximize")]

@@ -1,0 +1,129 @@
+"""Adam's relatives in torch.optim: Adamax, NAdam and RAdam."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_betas, check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["NAdam", "RAdam", "Adamax"]
+
+
+def _check_adam_like(group: Mapping[str, Any]) -> None:
+    check_real("lr", group["lr"], low=0.0)
+    check_betas("betas", group["betas"])
+    check_real("eps", group["eps"], low=0.0)
+    check_real("weight_decay", group["weight_decay"], low=0.0)
+    check_bool("maximize", group["maximize"])
+
+
+class Adamax(Optimizer):
+    r"""Adamax, Adam with the infinity norm (Kingma & Ba, 2015, §7) — ``torch.optim.Adamax``.
+
+    .. math::
+        g_t &\leftarrow \pm g_t + \lambda\theta_{t-1} \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t \\
+        u_t &\leftarrow \max(\beta_2 u_{t-1}, |g_t| + \epsilon) \\
+        \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,\frac{m_t}{u_t}
+
+    Args: lr γ (2e-3), betas (0.9, 0.999), eps ε (1e-8), weight_decay λ (0), maximize.
+    State per parameter: ``exp_avg``, ``exp_inf``.
+    """
+
+    _rule = "adamax"
+    _slots = ("exp_avg", "exp_inf")
+
+    def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        _check_adam_like(group)
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        b1, b2 = group["betas"]
+        return [float(group["lr"]), float(b1), float(b2), float(group["eps"]), float(group["weight_decay"]),
+                float(group["maximize"])]
+
+
+class NAdam(Optimizer):
+    r"""NAdam, Adam with Nesterov momentum (Dozat, 2016) — ``torch.optim.NAdam``.
+
+    .. math::
+        \mu_t &= \beta_1\,(1 - \tfrac12\, 0.96^{t\psi}),\quad \Pi_t = \textstyle\prod_{i \le t} \mu_i \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        d_t &= \sqrt{v_t / (1-\beta_2^t)} + \epsilon \\
+        \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma(1-\mu_t)}{1-\Pi_t}\frac{g_t}{d_t}
+            - \frac{\gamma\mu_{t+1}}{1-\Pi_t\mu_{t+1}}\frac{m_t}{d_t}
+
+    with ``g ← ±g + λθ`` (or ``θ ← θ(1−γλ)`` when decoupled_weight_decay).
+    Args: lr γ (2e-3), betas (0.9, 0.999), eps (1e-8), weight_decay λ (0), momentum_decay ψ (4e-3),
+    decoupled_weight_decay (False), maximize.
+    State per parameter: ``exp_avg``, ``exp_avg_sq``, and the scalar ``mu_product`` (Π).
+    """
+
+    _rule = "nadam"
+    _slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        _check_adam_like(group)
+        check_real("momentum_decay", group["momentum_decay"], low=0.0)
+        check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        b1, b2 = group["betas"]
+        return [float(group["lr"]), float(b1), float(b2), float(group["eps"]), float(group["weight_decay"]),
+                float(group["momentum_decay"]), float(group["decoupled_weight_decay"]), float(group["maximize"])]
+
+
+class RAdam(Optimizer):
+    r"""RAdam, rectified Adam (Liu et al., 2020) — ``torch.optim.RAdam``.
+
+    .. math::
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        \rho_\infty &= \frac{2}{1-\beta_2} - 1,\quad \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t} \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\, r_t \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{v_t}+\epsilon},\quad
+            r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+            \quad\text{if } \rho_t > 5 \\
+        \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t \quad\text{otherwise}
+
+    with ``g ← ±g + λθ`` (or ``θ ← θ(1−γλ)`` when decoupled_weight_decay).
+    Args: lr γ (1e-3), betas (0.9, 0.999), eps (1e-8), weight_decay λ (0), decoupled_weight_decay, maximize.
+    State per parameter: ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    _rule = "radam"
+    _slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        _check_adam_like(group)
+        check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        b1, b2 = group["betas"]
+        return [float(group["lr"]), float(b1), float(b2), float(group["eps"]), float(group["weight_decay"]),
+                float(group["decoupled_weight_decay"]), float(group["maximize"])]

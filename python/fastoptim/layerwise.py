@@ -1,0 +1,81 @@
+"""Large-batch rules that scale each array by a ratio of norms: LAMB and LARS (torch has neither)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_betas, check_real
+from .optimizer import Optimizer
+
+__all__ = ["LAMB", "LARS"]
+
+
+class LAMB(Optimizer):
+    r"""LAMB (You et al., ICLR 2020, Algorithm 2 with bias correction). PyTorch has no LAMB.
+
+    .. math::
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        r_t &= \frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon} + \lambda\theta_{t-1} \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\,\frac{\lVert\theta_{t-1}\rVert}{\lVert r_t\rVert}\, r_t
+
+    per parameter array; the trust ratio is 1 where either norm is 0. Norms are summed in a
+    fixed order, so results are the same bits on every CPU and thread count.
+
+    Args: lr γ (1e-3), betas (0.9, 0.999), eps ε (1e-6), weight_decay λ (0).
+    State per parameter: ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    _rule = "lamb"
+    _slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_betas("betas", group["betas"])
+        check_real("eps", group["eps"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        b1, b2 = group["betas"]
+        return [float(group["lr"]), float(b1), float(b2), float(group["eps"]), float(group["weight_decay"])]
+
+
+class LARS(Optimizer):
+    r"""LARS (You, Gitman & Ginsburg, 2017, Algorithm 1). PyTorch has no LARS.
+
+    .. math::
+        \ell &= \eta\,\frac{\lVert w\rVert}{\lVert g\rVert + \lambda\lVert w\rVert}
+            \quad\text{(per array; 1 where } \lVert w\rVert \text{ or } \lVert g\rVert \text{ is 0)} \\
+        v &\leftarrow \mu v + \gamma\,\ell\,(g + \lambda w) \\
+        w &\leftarrow w - v
+
+    Args: lr γ (1.0: the trust coefficient already scales the step to η‖w‖), momentum μ (0.9),
+    weight_decay λ (0), trust_coefficient η (1e-3). State per parameter: ``momentum_buffer``.
+    """
+
+    _rule = "lars"
+    _slots = ("momentum_buffer",)
+
+    def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 1e-3) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      trust_coefficient=trust_coefficient))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_real("momentum", group["momentum"], low=0.0, high=1.0, high_open=True)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        check_real("trust_coefficient", group["trust_coefficient"], low=0.0, low_open=True)
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        return [float(group[k]) for k in ("lr", "momentum", "weight_decay", "trust_coefficient")]

@@ -1,0 +1,46 @@
+"""Lion (Chen et al., 2023); torch has no twin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_betas, check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["Lion"]
+
+
+class Lion(Optimizer):
+    r"""Lion, evolved sign momentum (Chen et al., "Symbolic Discovery of Optimization
+    Algorithms", 2023, Algorithm 2). PyTorch has no Lion.
+
+    .. math::
+        c_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\,(\operatorname{sign}(c_t) + \lambda\theta_{t-1})
+            \qquad (\operatorname{sign}(0) = 0) \\
+        m_t &\leftarrow \beta_2 m_{t-1} + (1-\beta_2) g_t
+
+    Use a learning rate 3-10x smaller than AdamW's and a weight decay 3-10x larger (the paper's advice).
+    Args: lr γ (1e-4), betas (0.9, 0.99), weight_decay λ (0), maximize. State per parameter: ``exp_avg``.
+    """
+
+    _rule = "lion"
+    _slots = ("exp_avg",)
+
+    def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_betas("betas", group["betas"])
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        check_bool("maximize", group["maximize"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        b1, b2 = group["betas"]
+        return [float(group["lr"]), float(b1), float(b2), float(group["weight_decay"]), float(group["maximize"])]

@@ -1,0 +1,60 @@
+"""RMSprop (torch.optim.RMSprop), with Nesterov momentum beyond torch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["RMSprop"]
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (Hinton, Coursera lecture 6e) — ``torch.optim.RMSprop``, plus ``nesterov``.
+
+    .. math::
+        g_t &\leftarrow \pm g_t + \lambda\theta_{t-1} \\
+        s_t &\leftarrow \alpha s_{t-1} + (1-\alpha) g_t^2 \\
+        \bar g_t &\leftarrow \alpha \bar g_{t-1} + (1-\alpha) g_t,\quad
+            \tilde s_t = s_t - \bar g_t^2 \text{ (centered), else } s_t \\
+        u_t &= g_t / (\sqrt{\tilde s_t} + \epsilon) \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma u_t \text{ (no momentum)} \\
+        b_t &\leftarrow \mu b_{t-1} + u_t,\quad \theta_t \leftarrow \theta_{t-1} - \gamma b_t
+            \text{ (momentum, as torch)} \\
+        &\phantom{\leftarrow}\ \theta_t \leftarrow \theta_{t-1} - \gamma (u_t + \mu b_t)
+            \text{ (nesterov=True: beyond torch)}
+
+    Args: lr γ (1e-2), alpha α (0.99), eps ε (1e-8), weight_decay λ (0), momentum μ (0),
+    centered (False), maximize, nesterov (False; needs momentum > 0).
+    State per parameter: ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
+    """
+
+    _rule = "rmsprop"
+    _slots = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 maximize: bool = False, nesterov: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=centered, maximize=maximize, nesterov=nesterov))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        check_real("alpha", group["alpha"], low=0.0, high=1.0)
+        check_real("eps", group["eps"], low=0.0)
+        check_real("weight_decay", group["weight_decay"], low=0.0)
+        momentum = check_real("momentum", group["momentum"], low=0.0)
+        check_bool("centered", group["centered"])
+        check_bool("maximize", group["maximize"])
+        if check_bool("nesterov", group["nesterov"]) and momentum <= 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) + (
+            ("grad_avg",) if group["centered"] else ())
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        return [float(group[k]) for k in ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "nesterov",
+                                          "maximize")]

@@ -1,0 +1,52 @@
+"""Rprop (torch.optim.Rprop)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._validation import check_bool, check_real
+from .optimizer import Optimizer
+
+__all__ = ["Rprop"]
+
+
+class Rprop(Optimizer):
+    r"""Resilient backpropagation (Riedmiller & Braun, 1993) — ``torch.optim.Rprop``; for full batches.
+
+    .. math::
+        g_t &\leftarrow \pm g_t,\quad s = g_t\, g_{t-1} \\
+        \eta &= \eta_+ \ (s > 0),\quad \eta_- \ (s < 0),\quad 1 \ (s = 0) \\
+        \Delta_t &\leftarrow \operatorname{clamp}(\eta\,\Delta_{t-1}, \Delta_{\min}, \Delta_{\max})
+            \qquad (\Delta_0 = \gamma) \\
+        g_t &\leftarrow 0 \text{ where } s < 0,\quad \theta_t \leftarrow \theta_{t-1} - \operatorname{sign}(g_t)\,\Delta_t
+
+    Args: lr γ (1e-2), etas (η₋, η₊) = (0.5, 1.2), step_sizes (Δmin, Δmax) = (1e-6, 50), maximize.
+    State per parameter: ``prev``, ``step_size``.
+    """
+
+    _rule = "rprop"
+    _slots = ("prev", "step_size")
+
+    def __init__(self, params: Any, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize))
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        check_real("lr", group["lr"], low=0.0)
+        etas, sizes = group["etas"], group["step_sizes"]
+        for name, pair in (("etas", etas), ("step_sizes", sizes)):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"{name} must be a tuple of 2 numbers, got {pair!r}")
+        check_real("etas[0]", etas[0], low=0.0, low_open=True, high=1.0, high_open=True)
+        check_real("etas[1]", etas[1], low=1.0, low_open=True)
+        low = check_real("step_sizes[0]", sizes[0], low=0.0)
+        check_real("step_sizes[1]", sizes[1], low=low)
+        check_bool("maximize", group["maximize"])
+
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return self._slots
+
+    def _row(self, group: Mapping[str, Any]) -> list[float]:
+        (eta_minus, eta_plus), (low, high) = group["etas"], group["step_sizes"]
+        return [float(group["lr"]), float(eta_minus), float(eta_plus), float(low), float(high), float(group["maximize"])]

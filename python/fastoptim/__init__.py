@@ -19,18 +19,43 @@ from ._config import (
     set_target,
     show_config,
 )
+from . import lr_scheduler, schedules
 from ._core import __version__
+from .adabound import AdaBound
+from .adadelta import Adadelta
+from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .adam_variants import Adamax, NAdam, RAdam
+from .layerwise import LAMB, LARS
+from .lion import Lion
+from .lookahead import Lookahead, Ranger
 from .optimizer import Optimizer, ParamGroup
+from .rmsprop import RMSprop
+from .rprop import Rprop
 from .sgd import SGD
 
 __all__ = [
+    "LAMB",
+    "LARS",
     "SGD",
+    "AdaBound",
+    "Adadelta",
+    "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
+    "Lion",
+    "Lookahead",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "Ranger",
+    "Rprop",
     "Optimizer",
     "ParamGroup",
     "__version__",
+    "lr_scheduler",
+    "schedules",
     "available_targets",
     "config",
     "get_num_threads",

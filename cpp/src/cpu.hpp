@@ -11,6 +11,7 @@ namespace fastoptim {
 struct Target {
     const char* name;
     StepFunction step;
+    ProbeFunction probe;
     bool supported;  // the CPU and the operating system can run it
 };
 

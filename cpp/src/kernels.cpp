@@ -2,6 +2,7 @@
 // defining FASTOPTIM_TARGET_NS (sse2, avx2, avx512, generic) and that target's flags; the
 // namespace keeps each target's instantiations apart at link time.
 #include "fastoptim/fastoptim.hpp"
+#include "fastoptim/probe.hpp"
 #include "targets.hpp"
 
 #define FASTOPTIM_CONCAT_(a, b) a##_##b
@@ -18,6 +19,35 @@ void FASTOPTIM_CONCAT(step, FASTOPTIM_TARGET_NS)(const StepRequest& request) {
         FASTOPTIM_FOR_EACH_RULE(FASTOPTIM_RULE_CASE)
 #undef FASTOPTIM_RULE_CASE
     }
+}
+
+namespace {
+
+template <class T, int R, int W = 0>
+bool probe_writes(const ProbeRequest& r) {
+    if constexpr (W > R) {
+        return false;
+    } else {
+        if (r.writes != W) return probe_writes<T, R, W + 1>(r);
+        probe<R, W, T>(reinterpret_cast<T* const*>(r.arrays), r.n, r.threads);
+        return true;
+    }
+}
+
+template <class T, int R = 1>
+bool probe_reads(const ProbeRequest& r) {
+    if constexpr (R > 6) {
+        return false;
+    } else {
+        if (r.reads != R) return probe_reads<T, R + 1>(r);
+        return probe_writes<T, R>(r);
+    }
+}
+
+}  // namespace
+
+bool FASTOPTIM_CONCAT(probe, FASTOPTIM_TARGET_NS)(const ProbeRequest& request) {
+    return request.is_double ? probe_reads<double>(request) : probe_reads<float>(request);
 }
 
 }  // namespace fastoptim

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "plan.hpp"
+#include "probe_binding.hpp"
 #include "runtime.hpp"
 
 namespace py = pybind11;
@@ -73,4 +74,7 @@ PYBIND11_MODULE(_core, m) {
         }
     }, py::arg("n"));
     m.def("has_openmp", &has_openmp);
+
+    m.def("probe", &run_probe, py::arg("arrays"), py::arg("writes"), py::arg("threads"),
+          "One read-modify-write sweep: read every array, write the first `writes` of them.");
 }

@@ -22,12 +22,26 @@ struct StepRequest {
 
 using StepFunction = void (*)(const StepRequest&);
 
+// The bandwidth probe: one sweep reading `reads` arrays of n elements and writing `writes`.
+struct ProbeRequest {
+    void* const* arrays;
+    bool is_double;
+    int reads, writes;
+    index_t n;
+    int threads;
+};
+using ProbeFunction = bool (*)(const ProbeRequest&);  // false if reads/writes are out of range
+
 // Defined by cpp/src/kernels.cpp, compiled once per target with its own flags.
-void step_generic(const StepRequest&);
+#define FASTOPTIM_DECLARE_TARGET(name)       \
+    void step_##name(const StepRequest&);    \
+    bool probe_##name(const ProbeRequest&);
+FASTOPTIM_DECLARE_TARGET(generic)
 #if defined(FASTOPTIM_X86)
-void step_sse2(const StepRequest&);
-void step_avx2(const StepRequest&);
-void step_avx512(const StepRequest&);
+FASTOPTIM_DECLARE_TARGET(sse2)
+FASTOPTIM_DECLARE_TARGET(avx2)
+FASTOPTIM_DECLARE_TARGET(avx512)
 #endif
+#undef FASTOPTIM_DECLARE_TARGET
 
 }  // namespace fastoptim

@@ -9,7 +9,11 @@ namespace fastoptim {
 FASTOPTIM_TARGET_BEGIN
 
 template <class Rule, class T, class V = NativeVec<T>>
-void sweep(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a, index_t begin, index_t end) {
+void sweep(const typename Rule::template Coeffs<T>& coeffs, const ArrayRef<T>& arrays, index_t begin, index_t end) {
+    // Local copies: the stores through float pointers could otherwise alias the coefficients,
+    // forcing a reload of every constant per element and keeping the flags' branches in the loop.
+    const typename Rule::template Coeffs<T> c = coeffs;
+    const ArrayRef<T> a = arrays;
     constexpr index_t w = V::width;
     index_t i = begin;
     for (; i + 2 * w <= end; i += 2 * w) {  // two independent vectors in flight

@@ -54,8 +54,10 @@ def check_disjoint(labels: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
 def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number in [low, high] (or open at either end)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    kind = type(value)
+    if kind is not float and kind is not int:  # the common cases skip the slow ABC check
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number!r}")
@@ -67,14 +69,14 @@ def check_real(name: str, value: Any, *, low: float | None = None, high: float |
 
 
 def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
+    if value is not True and value is not False and not isinstance(value, np.bool_):
         raise TypeError(f"{name} must be True or False, got {_describe(value)}")
     return bool(value)
 
 
 def check_betas(name: str, value: Any, *, count: int = 2) -> tuple[float, ...]:
     """A tuple of `count` coefficients, each in [0, 1)."""
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != count:
+    if type(value) is not tuple and (not isinstance(value, Sequence) or isinstance(value, str)) or len(value) != count:
         raise TypeError(f"{name} must be a tuple of {count} numbers, got {_describe(value)}")
     return tuple(check_real(f"{name}[{i}]", b, low=0.0, high=1.0, high_open=True) for i, b in enumerate(value))
 

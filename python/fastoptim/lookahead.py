@@ -85,7 +85,7 @@ class Lookahead:
         self._sync = _core.Plan("lookahead", params, [[self.slow[n]] for n in names], [0] * len(params), names, 1)
         self._sync.set_hyper(0, [self._alpha])
 
-    def step(self, grads: Mapping[Hashable, np.ndarray] | Sequence[np.ndarray]) -> None:
+    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
         """One step of the inner optimizer; every k-th also pulls both weights together."""
         with self._lock:
             self.optimizer.step(grads)

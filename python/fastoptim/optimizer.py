@@ -212,17 +212,21 @@ class Optimizer:
         self._plan = plan
         self._plan_groups = list(self.param_groups)
         self._changed[0] = False
-        self._group_ids = [[id(p) for p in g["params"]] for g in self.param_groups]
+        self._group_arrays = [(g["params"], len(g["params"])) for g in self.param_groups]
+        self._group_slots = [self._needed_slots(g) for g in self.param_groups]
 
     def _refresh(self) -> None:
-        """Revalidate edited groups, then hand the new hyper-parameters to the plan."""
+        """Revalidate edited groups, then hand the new hyper-parameters to the plan.
+
+        Runs once after any edit (a scheduler's every step), so it checks only what an edit can
+        change: the hyper-parameters, and whether new state arrays are needed."""
         for index, group in enumerate(self.param_groups):
-            if [id(p) for p in group.get("params", ())] != self._group_ids[index]:
+            arrays, count = self._group_arrays[index]
+            if group.get("params") is not arrays or len(arrays) != count:
                 raise ValueError(f"param_groups[{index}]['params'] was changed; the arrays of a group are "
                                  "fixed (use add_param_group to add parameters)")
             self._check_group(group)
-        if any(s not in self.state[n] for g in self.param_groups for s in self._needed_slots(g)
-               for n in g["param_names"]):
+        if any(self._needed_slots(g) != slots for g, slots in zip(self.param_groups, self._group_slots)):
             self._build(self._clocks())
             return
         for index, group in enumerate(self.param_groups):
@@ -230,7 +234,7 @@ class Optimizer:
         self._changed[0] = False
 
     # ---- stepping -------------------------------------------------------------------------
-    def step(self, grads: Mapping[Hashable, np.ndarray] | Sequence[np.ndarray]) -> None:
+    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
         """Update every parameter in place from `grads`: a dict keyed like the parameters, or
         a list in their order. Each gradient must have its parameter's dtype, shape and memory
         order. Steps of one optimizer from several threads are serialized."""

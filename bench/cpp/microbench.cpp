@@ -1,0 +1,144 @@
+// Google Benchmark timing of each rule's step on each supported instruction-set target, in
+// float32 and float64, reporting bytes per second (the bytes a step must move) beside the
+// bandwidth probe's sweep with the same traffic.
+//
+//   fastoptim_microbench --benchmark_filter='adam/avx2' --benchmark_min_time=0.2s
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cpu.hpp"
+#include "rule_table.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace {
+
+using namespace fastoptim;
+
+// A benchmark setting of each rule: its hyper-parameter row, and the array accesses per
+// element of one step (reads + writes), for bytes per second.
+struct Setting {
+    const char* rule;
+    std::vector<double> row;
+    int slots_used;
+    int accesses;
+};
+
+const std::vector<Setting>& settings() {
+    static const std::vector<Setting> table = {
+        {"sgd", {1e-3, 0.9, 0.0, 0.0, 0, 0}, 1, 5},
+        {"adam", {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}, 2, 7},
+        {"adagrad", {1e-2, 0.0, 0.0, 0.0, 1e-10, 0}, 1, 5},
+        {"adadelta", {1.0, 0.9, 1e-6, 0.0, 0}, 2, 7},
+        {"rmsprop", {1e-2, 0.99, 1e-8, 0.0, 0.0, 0, 0, 0}, 1, 5},
+        {"rprop", {1e-2, 0.5, 1.2, 1e-6, 50.0, 0}, 2, 7},
+        {"adamax", {2e-3, 0.9, 0.999, 1e-8, 0.0, 0}, 2, 7},
+        {"nadam", {2e-3, 0.9, 0.999, 1e-8, 0.0, 4e-3, 0, 0}, 2, 7},
+        {"radam", {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0}, 2, 7},
+        {"adabound", {1e-3, 0.9, 0.999, 0.1, 1e-3, 1e-8, 0.0, 0, 1e-3}, 2, 7},
+        {"lamb", {1e-3, 0.9, 0.999, 1e-6, 0.0}, 2, 10},
+        {"lars", {1.0, 0.9, 0.0, 1e-3}, 1, 7},
+        {"lion", {1e-4, 0.9, 0.99, 0.0, 0}, 1, 5},
+    };
+    return table;
+}
+
+template <class T>
+struct Arrays {
+    std::vector<std::vector<T>> storage;
+    std::vector<ArrayRef<T>> refs;
+    std::vector<index_t> offsets{0}, block_offsets{0};
+    std::vector<int> group{0};
+    std::vector<double> partials;
+    std::vector<T> ratios{T(1)};
+
+    Arrays(index_t n, int slots) : storage(2 + slots, std::vector<T>(std::size_t(n), T(0.5))) {
+        ArrayRef<T> ref;
+        ref.param = storage[0].data();
+        ref.grad = storage[1].data();
+        for (int s = 0; s < slots; ++s) ref.state[s] = storage[2 + s].data();
+        ref.size = n;
+        ref.ratio = ratios.data();
+        refs.push_back(ref);
+        offsets.push_back(n);
+        block_offsets.push_back((n + 4095) / 4096);
+        partials.assign(std::size_t(block_offsets.back()) * 2, 0.0);
+    }
+
+    Work<T> work(const void* coeffs) {
+        Work<T> w;
+        w.arrays = refs.data();
+        w.offsets = offsets.data();
+        w.group = group.data();
+        w.coeffs = coeffs;
+        w.count = 1;
+        w.block_offsets = block_offsets.data();
+        w.partials = partials.data();
+        w.ratios = ratios.data();
+        return w;
+    }
+};
+
+template <class T>
+void run_step(benchmark::State& state, const Target* target, const RuleInfo* rule, const Setting* setting, int threads) {
+    const index_t n = state.range(0);
+    Arrays<T> arrays(n, setting->slots_used);
+    Arrays<T> none(0, 0);
+    std::vector<double> coeffs32(rule->coeffs_f32_size / sizeof(double) + 1), coeffs64(rule->coeffs_f64_size / sizeof(double) + 1);
+    std::vector<double> scalars(rule->scalar_init);
+    std::int64_t step = 0;
+    for (auto _ : state) {
+        const Clock clock{++step, step == 1, scalars.data()};
+        rule->advance(setting->row.data(), clock, scalars.data());
+        rule->fold(setting->row.data(), clock, coeffs32.data(), coeffs64.data());
+        StepRequest request{rule->id, {}, {}, threads};
+        if constexpr (sizeof(T) == 4) {
+            request.f32 = arrays.work(coeffs32.data());
+        } else {
+            request.f64 = arrays.work(coeffs64.data());
+        }
+        target->step(request);
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations() * n);
+    state.SetBytesProcessed(state.iterations() * n * index_t(sizeof(T)) * setting->accesses);
+}
+
+int default_threads() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const int threads = default_threads();
+    for (const Target& target : built_targets()) {
+        if (!target.supported) continue;
+        for (const Setting& setting : settings()) {
+            const RuleInfo* rule = nullptr;
+            for (const RuleInfo& r : rule_table())
+                if (r.name == setting.rule) rule = &r;
+            if (rule == nullptr) continue;
+            for (const char* dtype : {"f32", "f64"}) {
+                const std::string name = std::string(setting.rule) + "/" + target.name + "/" + dtype;
+                auto* b = std::string(dtype) == "f32"
+                              ? benchmark::RegisterBenchmark(name.c_str(), run_step<float>, &target, rule, &setting, threads)
+                              : benchmark::RegisterBenchmark(name.c_str(), run_step<double>, &target, rule, &setting, threads);
+                b->Arg(10000)->Arg(1000000)->Arg(10000000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+            }
+        }
+    }
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -1,0 +1,199 @@
+"""The side-by-side benchmark (fastoptim._bench): its NumPy peer is correct, and a tiny run
+writes a complete JSON, a table and a plot."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import fastoptim as fo
+from fastoptim import _bench
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+STAT_FIELDS = {"gels", "median_s", "q1_s", "q3_s", "min_s", "steps"}
+
+
+@pytest.mark.parametrize("rule", list(_bench.RULES))
+def test_numpy_peer_computes_fastoptims_update(rule: str, rng: np.random.Generator) -> None:
+    shapes = [(7, 5), (33,), (1,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    mine = [p.copy() for p in params]
+    opt = _bench.RULES[rule].make_fastoptim(params)
+    peer = _bench.numpy_optimizer(rule, mine)
+    for _ in range(8):  # past RAdam's switch to the rectified update at step 6
+        grads = [rng.standard_normal(s) for s in shapes]
+        opt.step(grads)
+        peer.step(grads)
+    for theirs, ours in zip(params, mine):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-13)
+    for index, slots in enumerate(peer.state):
+        for slot, value in slots.items():
+            np.testing.assert_allclose(value, opt.state[index][slot], rtol=1e-10, atol=1e-13, err_msg=slot)
+
+
+def test_numpy_peer_keeps_float32_and_allocates_nothing_per_step(rng: np.random.Generator) -> None:
+    params = [rng.standard_normal(1000, dtype=np.float32)]
+    peer = _bench.numpy_optimizer("adam", params)
+    grads = [rng.standard_normal(1000, dtype=np.float32)]
+    peer.step(grads)
+    buffers = [id(peer.tmp[0]), id(peer.state[0]["exp_avg"])]
+    peer.step(grads)
+    assert params[0].dtype == np.float32 and peer.state[0]["exp_avg"].dtype == np.float32
+    assert [id(peer.tmp[0]), id(peer.state[0]["exp_avg"])] == buffers
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str, Path]:
+    """One tiny run through the command's entry point: two sizes, two rules, two timed steps."""
+    out = tmp_path_factory.mktemp("bench")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = _bench.main(["--rules", "adam,lamb", "--sizes", "1e3,1e4", "--repeats", "2", "--max-repeats", "2",
+                            "--min-time", "1e-6", "--warmup", "1", "--threads", "1", "--out", str(out)])
+    assert code == 0, stderr.getvalue()
+    return json.loads((out / "bench.json").read_text()), stdout.getvalue(), stderr.getvalue(), out
+
+
+def test_json_names_the_machine(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
+    document = tiny[0]
+    m = document["machine"]
+    assert m["cpu"] and m["cores"] >= 1 and m["date"]
+    assert m["fastoptim"] == {**fo.config(), "num_threads": 1}
+    assert m["threads"]["fastoptim"] == 1
+    assert (m["torch"] is not None) == HAS_TORCH
+    assert document["settings"]["rules"] == ["adam", "lamb"] and document["settings"]["sizes"] == ["1e3", "1e4"]
+
+
+def test_json_has_every_peer_and_field(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
+    document = tiny[0]
+    assert document["peers"] == list(_bench.PEERS)
+    results = document["results"]
+    assert [(r["rule"], r["work"]) for r in results] == [("adam", "1e3"), ("adam", "1e4"), ("lamb", "1e3"),
+                                                         ("lamb", "1e4")]
+    for r in results:
+        assert set(r["peers"]) | set(r["skipped"]) == set(_bench.PEERS), r["rule"]
+        assert not set(r["peers"]) & set(r["skipped"])
+        assert {"fastoptim", "numpy", "probe"} <= set(r["peers"])
+        for stats in r["peers"].values():
+            assert STAT_FIELDS <= set(stats)
+            assert stats["steps"] == r["repeats"] >= 2
+            assert stats["q1_s"] <= stats["median_s"] <= stats["q3_s"]
+            assert stats["gels"] == pytest.approx(r["elements"] / stats["median_s"] / 1e9)
+        for peer, stats in r["peers"].items():
+            if peer not in ("fastoptim", "probe"):  # every peer did fastoptim's update
+                assert stats["deviation"] < 1e-3, peer
+        assert r["bytes_per_element"] == 4 * sum(a + b for a, b in r["traffic"])
+    adam, lamb = results[0], results[2]
+    assert adam["traffic"] == [[4, 3]] and lamb["traffic"] == [[4, 2], [3, 1]]
+    assert "torch has no" not in " ".join(adam["skipped"].values())
+    if HAS_TORCH:
+        assert {"torch_forloop", "torch_foreach", "torch_fused"} <= set(adam["peers"])
+        assert "torch.optim has no LAMB" in lamb["skipped"]["torch_fused"]
+    if not HAS_DEEPSPEED:
+        assert "DeepSpeed is not installed" in adam["skipped"]["deepspeed"]
+        assert any("DeepSpeed is not installed" in n for n in document["notes"])
+
+
+def test_ratios_agree_with_the_throughputs(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
+    for r in tiny[0]["results"]:
+        gels = {p: s["gels"] for p, s in r["peers"].items()}
+        for peer, fraction in r["fraction_of_probe"].items():
+            assert fraction == pytest.approx(gels[peer] / gels["probe"])
+            assert fraction > 0
+        assert "probe" not in r["fraction_of_probe"]
+        if "torch_fused" in gels:
+            assert r["ratio_to_torch_fused"]["torch_fused"] == pytest.approx(1.0)
+            for peer, ratio in r["ratio_to_torch_fused"].items():
+                assert ratio == pytest.approx(gels[peer] / gels["torch_fused"])
+        else:
+            assert r["ratio_to_torch_fused"] is None
+
+
+def test_table_and_progress(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
+    document, stdout, stderr, _ = tiny
+    lines = stdout.splitlines()
+    assert lines[0].split()[:4] == ["rule", "dtype", "work", "fastoptim"]
+    assert lines[0].split()[-2:] == ["fo/fused", "fo/probe"]
+    rows = [line.split() for line in lines[2:6]]
+    assert [row[:3] for row in rows] == [["adam", "float32", "1e3"], ["adam", "float32", "1e4"],
+                                         ["lamb", "float32", "1e3"], ["lamb", "float32", "1e4"]]
+    first = document["results"][0]
+    assert rows[0][3] == f"{first['peers']['fastoptim']['gels']:.3g}"
+    assert rows[0][-1] == f"{100 * first['fraction_of_probe']['fastoptim']:.0f}%"
+    assert rows[2][-2] == "—"  # LAMB has no torch fused
+    assert "[1/4] adam float32 1e3" in stderr and "[4/4] lamb float32 1e4" in stderr
+
+
+def test_plot_is_written(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
+    pytest.importorskip("matplotlib")
+    png = tiny[3] / "bench.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(png) in tiny[0]["files"]
+
+
+def test_without_matplotlib_the_run_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m.startswith("matplotlib")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import matplotlib now fails
+    settings = _bench.Settings(rules=["sgd"], works=[_bench.parse_work("100")], dtypes=["float64"],
+                               peers=["fastoptim", "numpy", "probe"], threads=1, repeats=2, max_repeats=2,
+                               min_time=1e-6, warmup=1, out=tmp_path, progress=False)
+    document = _bench.run(settings, stream=io.StringIO())
+    assert _bench.PLOT_HINT in document["notes"]
+    assert not (tmp_path / "bench.png").exists()
+    assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["peers"]["numpy"]["deviation"] < 1e-12
+
+
+def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _bench.main(["--rules", "adam,nope"]) == 2
+    assert "unknown rule nope" in capsys.readouterr().err
+    assert _bench.main(["--sizes", "1e4,huge"]) == 2
+    assert _bench.main(["--repeats", "0"]) == 2
+    assert _bench.main(["--help"]) == 0
+    assert "--min-time" in capsys.readouterr().out
+
+
+def test_sizes_and_model() -> None:
+    assert [w.label for w in _bench._sizes(_bench.DEFAULT_SIZES)] == ["1e4", "1e5", "1e6", "1e7", "5e7", "model"]
+    model = _bench.parse_work("model")
+    assert len(model.shapes) == 100 and model.elements == 8 * (256 * 256 + 256) + 42 * (64 * 64 + 64)
+    assert _bench.parse_work("5e7").elements == 50_000_000 and _bench.parse_work("1234").label == "1234"
+
+
+def test_alternation_gives_every_peer_the_same_steps() -> None:
+    order: list[str] = []
+    steps = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    times = _bench.alternate(steps, warmup=2, repeats=4, min_time=1e-9, max_repeats=4, max_time=60)
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
+    timed = order[6:]  # after two warm-up rounds, each round starts one peer later
+    assert [timed[i:i + 3] for i in range(0, 12, 3)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+
+
+def test_memory_guard_splits_peers_and_keeps_the_references() -> None:
+    rule, peers = _bench.RULES["adam"], list(_bench.PEERS)
+    assert _bench.plan_groups(peers, 1000, rule, None) == [peers]
+    assert _bench.plan_groups(peers, 1000, rule, 10**9) == [peers]
+    groups = _bench.plan_groups(peers, 1000, rule, 20_000)
+    assert len(groups) > 1
+    assert all({"fastoptim", "probe"} <= set(g) for g in groups)
+    others = [p for g in groups for p in g if p not in ("fastoptim", "probe")]
+    assert sorted(others) == sorted(set(peers) - {"fastoptim", "probe"})
+
+
+def test_every_rule_has_a_probe_traffic_and_a_fastoptim_class() -> None:
+    expected = {"sgd": [(2, 1)], "sgd_momentum": [(3, 2)], "adam": [(4, 3)], "amsgrad": [(5, 4)],
+                "adagrad": [(3, 2)], "rmsprop": [(3, 2)], "lion": [(3, 2)], "lamb": [(4, 2), (3, 1)],
+                "lars": [(2, 0), (3, 2)]}
+    for name, rule in _bench.RULES.items():
+        assert list(rule.passes) == expected.get(name, [(4, 3)]), name
+        assert math.isfinite(rule.bytes_per_element)
+        assert isinstance(rule.make_fastoptim([np.zeros(2, np.float32)]), fo.Optimizer)

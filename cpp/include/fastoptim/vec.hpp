@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
 
 #include "config.hpp"
 
@@ -27,8 +28,14 @@ struct Scalar {
     T x;
     Scalar() = default;
     FASTOPTIM_INLINE Scalar(T v) : x(v) {}
-    static FASTOPTIM_INLINE Scalar load(const T* p) { return Scalar(*p); }
-    FASTOPTIM_INLINE void store(T* p) const { *p = x; }
+    // memcpy: NumPy arrays need not be aligned, and a misaligned T* access is undefined
+    // behaviour; compilers turn this into one plain move.
+    static FASTOPTIM_INLINE Scalar load(const T* p) {
+        Scalar s;
+        std::memcpy(&s.x, p, sizeof(T));
+        return s;
+    }
+    FASTOPTIM_INLINE void store(T* p) const { std::memcpy(p, &x, sizeof(T)); }
 };
 template <class T> FASTOPTIM_INLINE Scalar<T> operator+(Scalar<T> a, Scalar<T> b) { return a.x + b.x; }
 template <class T> FASTOPTIM_INLINE Scalar<T> operator-(Scalar<T> a, Scalar<T> b) { return a.x - b.x; }

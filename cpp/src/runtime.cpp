@@ -6,6 +6,10 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define FASTOPTIM_HAS_FORK 1
+#endif
 
 namespace fastoptim {
 namespace {
@@ -25,6 +29,15 @@ int default_threads() {
 
 std::atomic<int> threads{default_threads()};
 
+// GNU OpenMP's thread pool does not survive fork(): a child whose parent already ran a
+// parallel region hangs in its first one. A forked child therefore steps on one thread.
+std::atomic<bool> forked_child{false};
+
+#if defined(FASTOPTIM_HAS_FORK)
+void on_fork_child() { forked_child.store(true); }
+const bool fork_handler_installed = pthread_atfork(nullptr, nullptr, &on_fork_child) == 0;
+#endif
+
 }  // namespace
 
 const Target& current_target() { return *target_slot().load(std::memory_order_relaxed); }
@@ -39,7 +52,7 @@ void set_target(const std::string& name) {
     throw std::invalid_argument("unknown target '" + name + "'");
 }
 
-int num_threads() { return threads.load(std::memory_order_relaxed); }
+int num_threads() { return forked_child.load(std::memory_order_relaxed) ? 1 : threads.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));

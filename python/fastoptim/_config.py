@@ -33,7 +33,12 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use at most `n` threads per step. Small steps always run on the calling thread."""
+    """Use at most `n` threads per step. Small steps always run on the calling thread.
+
+    In a process forked (``multiprocessing``'s "fork" start method) from one that already
+    stepped, fastoptim uses one thread whatever `n` is: GNU OpenMP's threads do not survive
+    fork(), and a parallel region there would hang. Use the "spawn" start method for threads.
+    """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     _core.set_num_threads(n)

@@ -189,6 +189,7 @@ class Optimizer:
 
     def _build(self, clocks: Sequence[tuple[Any, ...]]) -> None:
         """Allocate missing state (once, in the parameter's dtype and layout) and point a new plan at it."""
+        self._changed[0] = False  # before the groups are read: a concurrent edit then survives
         params, states, group_of, names = [], [], [], []
         clocks = list(clocks)
         for index, group in enumerate(self.param_groups):
@@ -211,7 +212,6 @@ class Optimizer:
                 plan.set_scalars(index, clocks[index][2])
         self._plan = plan
         self._plan_groups = list(self.param_groups)
-        self._changed[0] = False
         self._group_arrays = [(g["params"], len(g["params"])) for g in self.param_groups]
         self._group_slots = [self._needed_slots(g) for g in self.param_groups]
 
@@ -219,19 +219,25 @@ class Optimizer:
         """Revalidate edited groups, then hand the new hyper-parameters to the plan.
 
         Runs once after any edit (a scheduler's every step), so it checks only what an edit can
-        change: the hyper-parameters, and whether new state arrays are needed."""
-        for index, group in enumerate(self.param_groups):
-            arrays, count = self._group_arrays[index]
-            if group.get("params") is not arrays or len(arrays) != count:
-                raise ValueError(f"param_groups[{index}]['params'] was changed; the arrays of a group are "
-                                 "fixed (use add_param_group to add parameters)")
-            self._check_group(group)
-        if any(self._needed_slots(g) != slots for g, slots in zip(self.param_groups, self._group_slots)):
-            self._build(self._clocks())
-            return
-        for index, group in enumerate(self.param_groups):
-            self._plan.set_hyper(index, self._row(group))
+        change: the hyper-parameters, and whether new state arrays are needed. The flag is
+        cleared before the groups are read, so an edit another thread makes meanwhile is seen
+        at the next step rather than lost."""
         self._changed[0] = False
+        try:
+            for index, group in enumerate(self.param_groups):
+                arrays, count = self._group_arrays[index]
+                if group.get("params") is not arrays or len(arrays) != count:
+                    raise ValueError(f"param_groups[{index}]['params'] was changed; the arrays of a group are "
+                                     "fixed (use add_param_group to add parameters)")
+                self._check_group(group)
+            if any(self._needed_slots(g) != slots for g, slots in zip(self.param_groups, self._group_slots)):
+                self._build(self._clocks())
+                return
+            for index, group in enumerate(self.param_groups):
+                self._plan.set_hyper(index, self._row(group))
+        except BaseException:
+            self._changed[0] = True  # still to be applied once the groups are valid
+            raise
 
     # ---- stepping -------------------------------------------------------------------------
     def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:

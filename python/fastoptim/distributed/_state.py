@@ -1,0 +1,152 @@
+"""Between a whole optimizer's state dict and the shards of ZeroRedundancyOptimizer.
+
+A shard is the state dict of a rank's local optimizer, whose parameters are pieces
+``(name, start, stop)`` of the real ones (elements in memory order). A consolidated state
+dict is exactly what ``optimizer_class(params).state_dict()`` gives: both fastoptim formats
+are handled, the plain one (``state``, ``param_groups``) and Lookahead's (``optimizer``,
+``slow``, ``steps``, ``k``, ``alpha``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._common import f_only, flat
+
+__all__ = ["Merger", "Piece", "split"]
+
+# (key in the local optimizer, index of the parameter, start, stop)
+Piece = tuple[Hashable, int, int, int]
+
+
+def _lookahead(sd: Any) -> bool:
+    return isinstance(sd, Mapping) and "optimizer" in sd and "slow" in sd
+
+
+class _Cutter:
+    """Pieces of the saved arrays in their parameter's memory order, each array flattened once."""
+
+    def __init__(self, names: Sequence[Hashable], params: Sequence[np.ndarray]) -> None:
+        self.names, self.params = names, params
+        self._flat: dict[int, np.ndarray] = {}
+
+    def __call__(self, value: np.ndarray, p: int, label: str, start: int, stop: int) -> np.ndarray:
+        param = self.params[p]
+        if value.dtype != param.dtype:
+            raise TypeError(f"{label} has dtype {value.dtype}; its parameter is {param.dtype}")
+        if value.shape != param.shape:
+            raise ValueError(f"{label} has shape {value.shape}; its parameter has shape {param.shape}")
+        if id(value) not in self._flat:
+            self._flat[id(value)] = value.reshape(-1, order="F" if f_only(param) else "C")
+        return self._flat[id(value)][start:stop]
+
+
+def split(sd: Any, names: Sequence[Hashable], params: Sequence[np.ndarray],
+          groups: Sequence[Sequence[Hashable]], pieces: Sequence[Sequence[Piece]]) -> dict[str, Any]:
+    """The shard of a consolidated state dict that the local optimizer holding `pieces`
+    (per group) loads. `groups` lists each group's parameter names. Views, not copies."""
+    return _split(sd, _Cutter(names, params), groups, pieces)
+
+
+def _split(sd: Any, cut: _Cutter, groups: Sequence[Sequence[Hashable]],
+           pieces: Sequence[Sequence[Piece]]) -> dict[str, Any]:
+    if _lookahead(sd):
+        slow = sd["slow"]
+        if not isinstance(slow, Mapping):
+            raise TypeError("state_dict['slow'] must be a dict")
+        shard = {}
+        for group in pieces:
+            for key, p, start, stop in group:
+                name = cut.names[p]
+                if name in slow:
+                    value = slow[name]
+                    if not isinstance(value, np.ndarray):
+                        raise TypeError(f"state_dict['slow'][{name!r}] must be a numpy.ndarray")
+                    shard[key] = cut(value, p, f"state_dict['slow'][{name!r}]", start, stop)
+        inner = _split(sd["optimizer"], cut, groups, pieces)
+        return {k: inner if k == "optimizer" else shard if k == "slow" else v for k, v in sd.items()}
+    if not isinstance(sd, Mapping) or not {"state", "param_groups"} <= sd.keys():
+        raise TypeError("state_dict must be a dict with 'state' and 'param_groups', as state_dict() returns")
+    saved_groups, saved_state = sd["param_groups"], sd["state"]
+    if not isinstance(saved_state, Mapping):
+        raise TypeError("state_dict['state'] must be a dict")
+    if len(saved_groups) != len(groups):
+        raise ValueError(f"state_dict has {len(saved_groups)} param groups; the optimizer has {len(groups)}")
+    for index, (saved, names) in enumerate(zip(saved_groups, groups)):
+        if not isinstance(saved, Mapping) or list(saved.get("params", ())) != list(names):
+            held = list(saved.get("params", ())) if isinstance(saved, Mapping) else saved
+            raise ValueError(f"param_groups[{index}] of state_dict holds parameters {held!r}; the optimizer's group "
+                             f"holds {list(names)!r}")
+    known = set(cut.names)
+    for name in saved_state:
+        if name not in known:
+            raise ValueError(f"state_dict['state'] has an entry for {name!r}, which is not a parameter of this "
+                             "optimizer")
+    state: dict[Hashable, dict[str, Any]] = {}
+    for group in pieces:
+        for key, p, start, stop in group:
+            name = cut.names[p]
+            entry = saved_state.get(name)
+            if entry is None:
+                continue
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"state_dict['state'][{name!r}] must be a dict with a 'step'")
+            state[key] = {slot: cut(v, p, f"state_dict['state'][{name!r}][{slot!r}]", start, stop)
+                          if isinstance(v, np.ndarray) else v for slot, v in entry.items()}
+    out_groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": [key for key, *_ in group]}
+                  for saved, group in zip(saved_groups, pieces)]
+    return {"state": state, "param_groups": out_groups}
+
+
+class Merger:
+    """Builds a consolidated state dict from the shards of every rank, one shard at a time."""
+
+    def __init__(self, names: Sequence[Hashable], params: Sequence[np.ndarray],
+                 groups: Sequence[Sequence[Hashable]]) -> None:
+        self.names, self.params, self.groups = names, params, groups
+        self.index = {n: i for i, n in enumerate(names)}
+        self.result: dict[str, Any] | None = None
+        self._flat: dict[int, np.ndarray] = {}
+
+    def add(self, shard: Mapping[str, Any]) -> None:
+        if self.result is None:
+            self.result = self._skeleton(shard)
+        self._fill(shard, self.result)
+
+    def _zeros(self, name: Hashable) -> np.ndarray:
+        array = np.zeros_like(self.params[self.index[name]])
+        self._flat[id(array)] = flat(array)
+        return array
+
+    def _skeleton(self, shard: Mapping[str, Any]) -> dict[str, Any]:
+        """Scalars, hyper-parameters and zeroed arrays of the right slots, from the first shard."""
+        if _lookahead(shard):
+            slow = {name: self._zeros(name) for names in self.groups for name in names}
+            return {k: self._skeleton(v) if k == "optimizer" else slow if k == "slow" else v for k, v in shard.items()}
+        state: dict[Hashable, dict[str, Any]] = {}
+        for saved, names in zip(shard["param_groups"], self.groups):
+            entries = [shard["state"][k] for k in saved["params"] if k in shard["state"]]
+            if not entries:
+                continue
+            for name in names:
+                state[name] = {k: self._zeros(name) if isinstance(v, np.ndarray) else v for k, v in entries[0].items()}
+        groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": list(names)}
+                  for saved, names in zip(shard["param_groups"], self.groups)]
+        return {"state": state, "param_groups": groups}
+
+    def _fill(self, shard: Mapping[str, Any], out: dict[str, Any]) -> None:
+        if _lookahead(shard):
+            self._fill(shard["optimizer"], out["optimizer"])
+            for (name, start, stop), value in shard["slow"].items():
+                self._flat[id(out["slow"][name])][start:stop] = value.reshape(-1)
+            return
+        for (name, start, stop), entry in shard["state"].items():
+            target = out["state"].get(name)
+            if target is None:
+                continue
+            for slot, value in entry.items():
+                if isinstance(value, np.ndarray) and slot in target:
+                    self._flat[id(target[slot])][start:stop] = value.reshape(-1)

@@ -1,0 +1,191 @@
+"""Data parallelism: every rank holds the whole model and optimizer, gradients are averaged."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..lookahead import Lookahead
+from ..optimizer import Optimizer, ParamGroup
+from ._common import (
+    check_options,
+    compare_signatures,
+    flat,
+    node_info,
+    ordered_grads,
+    raise_together,
+    resolve_comm,
+    set_rank_threads,
+    step_header,
+)
+from ._exchange import Exchange, broadcast_arrays
+from ._layout import plan
+from ._signature import optimizer_items
+
+__all__ = ["DistributedOptimizer"]
+
+
+class DistributedOptimizer:
+    r"""Data-parallel training over MPI around any fastoptim optimizer (Lookahead included).
+
+    Every rank holds the whole model and a whole optimizer. ``step(grads)`` averages each
+    gradient across the N ranks of `comm`,
+
+    .. math::
+        \bar g = \bigl(((g_0 + g_1) + g_2) + \dots + g_{N-1}\bigr) / N
+
+    writes :math:`\bar g` into the gradient arrays you passed (as torch's DDP leaves the
+    average in ``.grad``), optionally clips it to a global norm, then steps the optimizer
+    locally. Gradients travel in buckets of at most `bucket_cap_mb`: small arrays packed into
+    one flat buffer, large ones sent from where they lie. Each element of the sum is computed
+    once, by one rank, then copied to all (a reduce-scatter and an allgather, the traffic of
+    one Allreduce), so after any number of steps every rank holds the same bits.
+
+    At construction, collectively: the ranks' parameters (names, shapes, dtypes, groups,
+    hyper-parameters, steps taken) must match, or every rank raises ``ValueError`` naming the
+    first difference; then the parameters and the optimizer state are broadcast from rank 0,
+    so every rank starts equal; then each rank's fastoptim threads are set (see
+    `num_threads`). A communicator of size 1 gives the plain optimizer's results.
+
+    Args:
+        optimizer: a fastoptim optimizer, built alike on every rank.
+        comm: an mpi4py intracommunicator (default ``MPI.COMM_WORLD``).
+        max_grad_norm: clip the averaged gradient to this global 2-norm, as torch's
+            ``clip_grad_norm_`` (scale by ``max_grad_norm / (norm + 1e-6)`` when below 1);
+            ``math.inf`` measures the norm without clipping. The norm of the last step is
+            ``grad_norm``. Default None: no clipping, no norm.
+        bucket_cap_mb: the largest message, in MiB (25, torch DDP's default).
+        reduction: ``"rank_order"`` (default) sums in rank order on the owning rank, the same
+            bits under any MPI library; ``"mpi"`` lets MPI's ``Reduce_scatter`` sum.
+        num_threads: fastoptim threads for this rank. Default: the cores of this node shared
+            by its ranks (``cores // ranks``, each rank's own affinity respected, at least 1),
+            and no more than ``OMP_NUM_THREADS`` when that is set. It calls
+            :func:`fastoptim.set_num_threads`, which is process-wide.
+
+    Every rank must call ``step``, ``load_state_dict`` and the constructor, in the same order:
+    they communicate. A rank whose gradients are refused makes every rank raise.
+    """
+
+    def __init__(self, optimizer: Optimizer | Lookahead, comm: Any = None, *, max_grad_norm: float | None = None,
+                 bucket_cap_mb: float = 25.0, reduction: str = "rank_order", num_threads: int | None = None) -> None:
+        if not isinstance(optimizer, (Optimizer, Lookahead)):
+            raise TypeError(f"optimizer must be a fastoptim optimizer, got {type(optimizer).__name__}")
+        comm = resolve_comm(comm)
+        error: BaseException | None = None
+        options: tuple[Any, ...] = (None, 1, "rank_order", None)
+        try:
+            options = check_options(max_grad_norm, bucket_cap_mb, reduction, num_threads)
+        except (TypeError, ValueError) as caught:
+            error = caught
+        raise_together(comm, error, "DistributedOptimizer()")
+        self._max_grad_norm: float | None
+        self._max_grad_norm, cap, self.reduction, threads = options
+        self.optimizer = optimizer
+        self.comm = comm
+        self.grad_norm: float | None = None
+        groups = optimizer.param_groups
+        self._names: list[Hashable] = [n for g in groups for n in g["param_names"]]
+        self._params: list[np.ndarray] = [p for g in groups for p in g["params"]]
+
+        items = optimizer_items(optimizer) + [("options (max_grad_norm, bucket bytes, reduction)",
+                                               repr((self._max_grad_norm, cap, self.reduction)))]
+        gathered = comm.allgather((items, node_info()))
+        compare_signatures([g[0] for g in gathered], "DistributedOptimizer()")
+        self.num_threads = set_rank_threads([g[1] for g in gathered], comm.rank, threads)
+
+        state = optimizer.state
+        slots = [state[n][s] for n in self._names for s in sorted(state.get(n, {}))]
+        broadcast_arrays(comm, self._params + slots, cap)
+        layout = plan([p.size for p in self._params], [p.dtype for p in self._params], comm.size, cap,
+                      whole_arrays=False)
+        self._exchange = Exchange(comm, layout, self.reduction, shard=False)
+
+    # ---- what the wrapped optimizer shows ---------------------------------------------------
+    @property
+    def param_groups(self) -> list[ParamGroup]:
+        """The optimizer's groups: edit them (or drive them with a scheduler) alike on every rank."""
+        return self.optimizer.param_groups
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.optimizer.defaults
+
+    @property
+    def state(self) -> dict[Hashable, dict[str, np.ndarray]]:
+        return self.optimizer.state
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value: float | None) -> None:
+        self._max_grad_norm = check_options(value, 1, "rank_order", None)[0]
+
+    def memory(self) -> dict[str, int]:
+        """This rank's optimizer memory in bytes: ``state`` (the optimizer's state arrays) and
+        ``buffers`` (the gradient shard and message buffers)."""
+        state = sum(a.nbytes for slots in self.optimizer.state.values() for a in slots.values())
+        return {"state": state, "buffers": self._exchange.nbytes()}
+
+    # ---- stepping ---------------------------------------------------------------------------
+    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
+        """Average `grads` across ranks into the arrays themselves, clip (if asked), step.
+
+        `grads` is a dict keyed like the parameters or a list in their order; each gradient
+        must be writable and have its parameter's dtype, shape and memory order."""
+        error: BaseException | None = None
+        ordered: list[np.ndarray] = []
+        try:
+            ordered = ordered_grads(grads, self._names, self._params, writable=True)
+        except (TypeError, ValueError) as caught:
+            error = caught
+        step_header(self.comm, error, self._max_grad_norm, "DistributedOptimizer.step")
+        if self.comm.size == 1 and self._max_grad_norm is None:
+            self.optimizer.step(ordered)
+            return
+        clip = self._max_grad_norm is not None
+        partial = self._exchange.allreduce([flat(g) for g in ordered], measure=clip)
+        if self._max_grad_norm is not None:
+            self.grad_norm = self._exchange.global_norm(partial)
+            factor = self._max_grad_norm / (self.grad_norm + 1e-6)
+            if factor < 1.0:
+                for g in ordered:
+                    np.multiply(g, factor, out=g)
+        self.optimizer.step(ordered)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state dict: the same on every rank, loadable by the plain optimizer
+        and by :class:`ZeroRedundancyOptimizer` under any world size."""
+        return self.optimizer.state_dict()
+
+    def consolidated_state_dict(self, to: int = 0) -> dict[str, Any] | None:
+        """:meth:`state_dict` on rank `to`, None on the others (as ZeroRedundancyOptimizer's)."""
+        if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.comm.size:
+            raise ValueError(f"to must be a rank of the communicator (0 to {self.comm.size - 1}), got {to!r}")
+        return self.state_dict() if self.comm.rank == to else None
+
+    def load_state_dict(self, state_dict: Mapping[str, Any] | None) -> None:
+        """Collective: load rank 0's `state_dict` on every rank (other ranks may pass None).
+        It is checked before anything changes; if any rank refuses it, every rank raises."""
+        loaded = self.comm.bcast(state_dict if self.comm.rank == 0 else None, root=0)
+        error: BaseException | None = None
+        try:
+            if loaded is None:
+                raise TypeError("rank 0 passed no state dict; load_state_dict loads rank 0's on every rank")
+            if isinstance(loaded, Mapping) and "zero_shard" in loaded:
+                raise ValueError("this is one shard of a ZeroRedundancyOptimizer; load a consolidated state dict "
+                                 "(ZeroRedundancyOptimizer.consolidated_state_dict)")
+            self.optimizer.load_state_dict(loaded)
+        except (TypeError, ValueError) as caught:
+            error = caught
+        raise_together(self.comm, error, "DistributedOptimizer.load_state_dict")
+
+    def __repr__(self) -> str:
+        inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())
+        clip = "" if self._max_grad_norm is None else f", max_grad_norm={self._max_grad_norm}"
+        return (f"DistributedOptimizer(rank {self.comm.rank} of {self.comm.size}, reduction={self.reduction!r}"
+                f"{clip}, threads={self.num_threads},\n{inner}\n)")

@@ -1,0 +1,347 @@
+"""ZeRO stage 1: the optimizer state is partitioned across ranks (Rajbhandari et al., 2020)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .._validation import check_disjoint, check_param_array
+from ..lookahead import Lookahead
+from ..optimizer import Optimizer, ParamGroup, _named_arrays
+from ._common import (
+    check_options,
+    compare_signatures,
+    flat,
+    node_info,
+    ordered_grads,
+    raise_together,
+    resolve_comm,
+    set_rank_threads,
+    step_header,
+)
+from ._exchange import Exchange, broadcast_arrays
+from ._layout import Layout, plan
+from ._signature import group_items
+from ._state import Merger, Piece, split
+
+__all__ = ["ZeroRedundancyOptimizer"]
+
+_TAG = 0x5A31  # point-to-point messages of checkpoints
+
+
+def _user_groups(params: Any) -> list[tuple[dict[str, Any], list[Hashable], list[np.ndarray]]]:
+    """(hyper-parameter overrides, names, arrays) per group, from any form the optimizers take."""
+    if isinstance(params, np.ndarray):
+        raise TypeError("params must be an iterable of arrays, a dict name -> array or a list of group "
+                        "dicts, not a single array: wrap it in a list")
+    if isinstance(params, Mapping):
+        raw_groups: list[Any] = [params] if "params" in params else [{"params": params}]
+    elif isinstance(params, Iterable) and not isinstance(params, (str, bytes)):
+        raw_groups = list(params)
+        if raw_groups and not isinstance(raw_groups[0], Mapping):
+            raw_groups = [{"params": raw_groups}]
+    else:
+        raise TypeError(f"params must be arrays, a dict name -> array or a list of group dicts, got "
+                        f"{type(params).__name__}")
+    if not raw_groups:
+        raise ValueError("params is empty: the optimizer has nothing to update")
+    groups: list[tuple[dict[str, Any], list[Hashable], list[np.ndarray]]] = []
+    known: set[Hashable] = set()
+    for raw in raw_groups:
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"a param group must be a dict, got {type(raw).__name__}")
+        if "params" not in raw:
+            raise ValueError("a param group needs a 'params' entry")
+        next_index = sum(isinstance(n, int) for _, names, _ in groups for n in names)
+        arrays, names = _named_arrays(raw["params"], next_index)
+        if "param_names" in raw:
+            names = list(raw["param_names"])
+            if len(names) != len(arrays):
+                raise ValueError("param_names and params differ in length")
+        if not arrays:
+            raise ValueError("a param group has no parameters")
+        for name, array in zip(names, arrays):
+            check_param_array(f"params[{name!r}]", array)
+            if not isinstance(name, Hashable):
+                raise TypeError(f"parameter names must be hashable, got {type(name).__name__}")
+            if name in known:
+                raise ValueError(f"parameter name {name!r} is given twice")
+            known.add(name)
+        groups.append(({k: v for k, v in raw.items() if k not in ("params", "param_names")}, list(names), list(arrays)))
+    all_names = [n for _, names, _ in groups for n in names]
+    check_disjoint([f"params[{n!r}]" for n in all_names], [a for _, _, arrays in groups for a in arrays])
+    return groups
+
+
+def _reads_whole_arrays(optimizer_class: Callable[..., Any], defaults: Mapping[str, Any]) -> bool:
+    """Whether the rule reads whole arrays (per-array norms: LAMB, LARS), from a one-element probe."""
+    probe = optimizer_class([np.zeros(1)], **defaults)
+    core = probe.optimizer if isinstance(probe, Lookahead) else probe
+    if not isinstance(core, Optimizer):
+        raise TypeError(f"optimizer_class must build a fastoptim optimizer, got {type(probe).__name__}")
+    rules = _core.rules()
+    return core._rule not in rules or int(rules[core._rule]["norms"]) > 0
+
+
+class ZeroRedundancyOptimizer:
+    r"""ZeRO stage 1 (Rajbhandari et al., SC 2020) over MPI: each of the N ranks keeps and
+    updates the optimizer state of only its 1/N of the parameters' elements.
+
+    The signature is torch's ``ZeroRedundancyOptimizer(params, optimizer_class, **defaults)``
+    with `comm` for `process_group`. Every rank passes the whole model's parameters; they are
+    broadcast from rank 0 at construction. A step
+
+    1. reduce-scatters the gradients: each rank receives the average
+       :math:`\bigl(((g_0 + g_1) + \dots + g_{N-1}\bigr) / N` of the elements it owns;
+    2. clips to a global norm if asked (one scalar gathered from each rank);
+    3. steps a local ``optimizer_class`` whose parameters are the owned elements, as views
+       into your arrays, so that it updates them in place;
+    4. allgathers the updated elements into every rank's arrays.
+
+    The parameters are split in buckets of at most `bucket_cap_mb`; for element-wise rules
+    every bucket is divided evenly, so each rank's state is 1/N of the whole (to 16
+    elements a bucket), and the results are the unsharded optimizer's to the last bit (given
+    the same averaged gradient), on every rank. Rules that read whole arrays (LAMB and LARS,
+    whose trust ratios use per-array norms) are given whole arrays instead: each array
+    belongs to one rank, assigned greedily by size, so their norms are the unsharded ones
+    and the results again the same bits; the state per rank is then balanced only to the
+    size of the largest array.
+
+    Your gradient arrays are read, never written. ``param_groups`` are the local optimizer's
+    (its ``params`` are this rank's pieces): edit hyper-parameters, or drive them with a
+    scheduler, alike on every rank.
+
+    Checkpoints: :meth:`state_dict` is this rank's shard (it loads back under the same world
+    size); :meth:`consolidated_state_dict` gathers the whole state on one rank in the format
+    of ``optimizer_class(params).state_dict()``, which the plain optimizer,
+    :class:`DistributedOptimizer`, or a ZeroRedundancyOptimizer of any world size loads.
+
+    Args:
+        params: the parameters, as the optimizers take them (list, dict, pairs or groups).
+        optimizer_class: a fastoptim optimizer class (``fo.AdamW``, ``fo.Ranger``, ...) or any
+            callable that builds one from ``(params, **defaults)``.
+        comm: an mpi4py intracommunicator (default ``MPI.COMM_WORLD``).
+        max_grad_norm, bucket_cap_mb, reduction, num_threads: as :class:`DistributedOptimizer`.
+        **defaults: the hyper-parameters, passed to `optimizer_class`.
+    """
+
+    def __init__(self, params: Any, optimizer_class: Callable[..., Any], comm: Any = None, *,
+                 max_grad_norm: float | None = None, bucket_cap_mb: float = 25.0, reduction: str = "rank_order",
+                 num_threads: int | None = None, **defaults: Any) -> None:
+        comm = resolve_comm(comm)
+        action = "ZeroRedundancyOptimizer()"
+        error: BaseException | None = None
+        groups: list[tuple[dict[str, Any], list[Hashable], list[np.ndarray]]] = []
+        options: tuple[Any, ...] = (None, 1, "rank_order", None)
+        try:
+            if not callable(optimizer_class):
+                raise TypeError(f"optimizer_class must be a fastoptim optimizer class, got {optimizer_class!r}")
+            options = check_options(max_grad_norm, bucket_cap_mb, reduction, num_threads)
+            groups = _user_groups(params)
+        except (TypeError, ValueError) as caught:
+            error = caught
+        raise_together(comm, error, action)
+        self._max_grad_norm: float | None
+        self._max_grad_norm, self._cap, self.reduction, threads = options
+        self.comm = comm
+        self.optimizer_class = optimizer_class
+        self.grad_norm: float | None = None
+        self._groups = [names for _, names, _ in groups]
+        self._names: list[Hashable] = [n for names in self._groups for n in names]
+        self._params: list[np.ndarray] = [a for _, _, arrays in groups for a in arrays]
+        self._group_of = [i for i, names in enumerate(self._groups) for _ in names]
+
+        name = getattr(optimizer_class, "__qualname__", type(optimizer_class).__qualname__)
+        items = [("optimizer_class", name), ("defaults", repr(sorted(defaults.items())))] + group_items(groups)
+        items.append(("options (max_grad_norm, bucket bytes, reduction)",
+                      repr((self._max_grad_norm, self._cap, self.reduction))))
+        gathered = comm.allgather((items, node_info()))
+        compare_signatures([g[0] for g in gathered], action)
+        self.num_threads = set_rank_threads([g[1] for g in gathered], comm.rank, threads)
+        broadcast_arrays(comm, self._params, self._cap)
+
+        whole = False
+        try:
+            whole = _reads_whole_arrays(optimizer_class, defaults)
+        except (TypeError, ValueError) as caught:
+            error = caught
+        raise_together(comm, error, action)
+        self.layout: Layout = plan([p.size for p in self._params], [p.dtype for p in self._params], comm.size,
+                                   self._cap, whole_arrays=whole)
+        self._exchange = Exchange(comm, self.layout, self.reduction, shard=True)
+        self._flats = [flat(p) for p in self._params]
+        self._exchange.bind_params(self._flats)
+
+        self._pieces = self._pieces_of(comm.rank)
+        local_groups = []
+        self._local_grads: list[np.ndarray] = []
+        shard_offsets = {(p.param, p.start): p.shard_offset for p in self.layout.pieces(comm.rank)}
+        for (hyper, _, _), group in zip(groups, self._pieces):
+            local_groups.append({**hyper, "params": [self._flats[p][a:b] for _, p, a, b in group],
+                                 "param_names": [key for key, *_ in group]})
+            for _, p, a, b in group:
+                dtype = self._params[p].dtype
+                shard = self._exchange.shard.get(dtype, np.empty(0, dtype))
+                offset = shard_offsets.get((p, a), 0)
+                self._local_grads.append(shard[offset:offset + b - a])
+        self.optimizer: Any = None
+        try:
+            self.optimizer = optimizer_class(local_groups, **defaults)
+        except (TypeError, ValueError) as caught:
+            error = caught
+        raise_together(comm, error, action)
+
+    def _pieces_of(self, rank: int) -> list[list[Piece]]:
+        """What `rank`'s local optimizer holds, per group: ``((name, start, stop), param, start,
+        stop)``; a group where the rank owns nothing gets an empty piece of its first array."""
+        by_group: list[list[Piece]] = [[] for _ in self._groups]
+        for p in self.layout.pieces(rank):
+            key = (self._names[p.param], p.start, p.stop)
+            by_group[self._group_of[p.param]].append((key, p.param, p.start, p.stop))
+        first = 0
+        for index, names in enumerate(self._groups):
+            if not by_group[index]:
+                by_group[index].append(((self._names[first], 0, 0), first, 0, 0))
+            first += len(names)
+        return by_group
+
+    # ---- what the local optimizer shows -----------------------------------------------------
+    @property
+    def param_groups(self) -> list[ParamGroup]:
+        """The local optimizer's groups (one per group of `params`; ``params`` holds this rank's
+        pieces). Edit hyper-parameters, or drive them with a scheduler, alike on every rank."""
+        groups: list[ParamGroup] = self.optimizer.param_groups
+        return groups
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        defaults: dict[str, Any] = self.optimizer.defaults
+        return defaults
+
+    @property
+    def state(self) -> dict[Hashable, dict[str, np.ndarray]]:
+        """This rank's state, keyed by piece ``(name, start, stop)``."""
+        state: dict[Hashable, dict[str, np.ndarray]] = self.optimizer.state
+        return state
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value: float | None) -> None:
+        self._max_grad_norm = check_options(value, 1, "rank_order", None)[0]
+
+    def memory(self) -> dict[str, int]:
+        """This rank's optimizer memory in bytes: ``state`` (its share of the state arrays) and
+        ``buffers`` (its gradient shard and the message buffers)."""
+        state = sum(a.nbytes for slots in self.optimizer.state.values() for a in slots.values())
+        return {"state": state, "buffers": self._exchange.nbytes()}
+
+    # ---- stepping ---------------------------------------------------------------------------
+    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
+        """Average `grads` across ranks, update the owned elements, share them with all ranks.
+
+        `grads` is a dict keyed like the parameters or a list in their order; each gradient
+        must have its parameter's dtype, shape and memory order. It is only read."""
+        error: BaseException | None = None
+        ordered: list[np.ndarray] = []
+        try:
+            ordered = ordered_grads(grads, self._names, self._params, writable=False)
+        except (TypeError, ValueError) as caught:
+            error = caught
+        step_header(self.comm, error, self._max_grad_norm, "ZeroRedundancyOptimizer.step")
+        self._exchange.reduce_scatter([flat(g) for g in ordered])
+        if self._max_grad_norm is not None:
+            self.grad_norm = self._exchange.global_norm(self._exchange.shard_partial())
+            factor = self._max_grad_norm / (self.grad_norm + 1e-6)
+            if factor < 1.0:
+                self._exchange.scale_shard(factor)
+        self.optimizer.step(self._local_grads)
+        self._exchange.allgather_params()
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's shard: loads back into the same rank of the same layout (world size,
+        parameters, bucket size). To change the world size, use :meth:`consolidated_state_dict`."""
+        meta = {"world_size": self.comm.size, "rank": self.comm.rank, "layout": self.layout.fingerprint()}
+        return {"zero_shard": meta, "state_dict": self.optimizer.state_dict()}
+
+    def consolidated_state_dict(self, to: int = 0) -> dict[str, Any] | None:
+        """Collective: the whole state on rank `to` (None on the others), as
+        ``optimizer_class(params).state_dict()`` gives it. Rank `to` receives the shards one
+        at a time, so it needs memory for the whole state and one shard."""
+        bad = isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.comm.size
+        targets = self.comm.allgather(None if bad else to)
+        if any(t != targets[0] for t in targets) or targets[0] is None:
+            raise ValueError(f"consolidated_state_dict: every rank must pass the same rank `to` of the "
+                             f"communicator (0 to {self.comm.size - 1}); got {targets}")
+        mine = self.optimizer.state_dict()
+        if self.comm.rank != to:
+            self.comm.send(mine, dest=to, tag=_TAG)
+            return None
+        merger = Merger(self._names, self._params, self._groups)
+        for rank in range(self.comm.size):
+            merger.add(mine if rank == to else self.comm.recv(source=rank, tag=_TAG))
+        assert merger.result is not None
+        return merger.result
+
+    def load_state_dict(self, state_dict: Mapping[str, Any] | None) -> None:
+        """Collective. Either every rank passes its own :meth:`state_dict` (same world size and
+        layout), or rank 0 passes a consolidated one (from :meth:`consolidated_state_dict`, a
+        plain optimizer or :class:`DistributedOptimizer`, saved under any world size) and the
+        other ranks pass None (or anything: rank 0's is used); rank 0 sends each rank its share.
+        Everything is checked before the state changes; if any rank fails, every rank raises."""
+        action = "ZeroRedundancyOptimizer.load_state_dict"
+        shard = isinstance(state_dict, Mapping) and "zero_shard" in state_dict
+        kinds = self.comm.allgather("shard" if shard else "other")
+        error: BaseException | None = None
+        if all(k == "shard" for k in kinds):
+            assert isinstance(state_dict, Mapping)
+            try:
+                meta = state_dict["zero_shard"]
+                here = {"world_size": self.comm.size, "rank": self.comm.rank, "layout": self.layout.fingerprint()}
+                if dict(meta) != here:
+                    raise ValueError(f"this shard was saved by rank {meta.get('rank')} of {meta.get('world_size')} "
+                                     f"(layout {meta.get('layout')}); this is rank {self.comm.rank} of "
+                                     f"{self.comm.size} (layout {here['layout']}): to change the world size, "
+                                     "the parameters or the bucket size, load a consolidated state dict")
+                self.optimizer.load_state_dict(state_dict["state_dict"])
+            except (TypeError, ValueError, KeyError) as caught:
+                error = caught
+            raise_together(self.comm, error, action)
+            return
+        if kinds[0] == "shard":
+            raise ValueError(f"{action}: rank 0 passed a shard but not every rank did: pass every rank its own "
+                             "shard, or a consolidated state dict on rank 0")
+        shares: list[dict[str, Any]] = []
+        if self.comm.rank == 0:
+            try:
+                if state_dict is None:
+                    raise TypeError("rank 0 passed no state dict")
+                shares = [split(state_dict, self._names, self._params, self._groups, self._pieces_of(r))
+                          for r in range(self.comm.size)]
+            except (TypeError, ValueError) as caught:
+                error = caught
+        raise_together(self.comm, error, action)
+        if self.comm.rank == 0:
+            for rank in range(1, self.comm.size):
+                self.comm.send(shares[rank], dest=rank, tag=_TAG)
+            mine = shares[0]
+        else:
+            mine = self.comm.recv(source=0, tag=_TAG)
+        try:
+            self.optimizer.load_state_dict(mine)
+        except (TypeError, ValueError) as caught:
+            error = caught
+        raise_together(self.comm, error, action)
+
+    def __repr__(self) -> str:
+        inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())
+        clip = "" if self._max_grad_norm is None else f", max_grad_norm={self._max_grad_norm}"
+        split_by = "whole arrays" if self.layout.whole_arrays else "elements"
+        return (f"ZeroRedundancyOptimizer(rank {self.comm.rank} of {self.comm.size}, split by {split_by}, "
+                f"reduction={self.reduction!r}{clip}, threads={self.num_threads}, local optimizer:\n{inner}\n)")

@@ -77,3 +77,9 @@ def test_repr_names_every_group_and_hyper_parameter():
     text = repr(opt)
     assert text.startswith("AdamW (") and "Parameter Group 0" in text
     assert "lr: 0.01" in text and "weight_decay: 0.01" in text and "3 elements (float32)" in text
+
+
+def test_params_from_a_generator():
+    arrays = [np.zeros(3), np.zeros(2)]
+    opt = fo.SGD(a for a in arrays)
+    assert [len(g["params"]) for g in opt.param_groups] == [2]

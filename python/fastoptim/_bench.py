@@ -729,14 +729,18 @@ class Settings:
     seed: int = 0
     out: Path | None = None
     plot: bool = True
+    warm_cache: bool = True
     progress: bool = True
 
 
 def alternate(steps: dict[str, Callable[[], None]], warmup: int, repeats: int, min_time: float, max_repeats: int,
-              max_time: float) -> dict[str, list[float]]:
+              max_time: float, warm_cache: bool = True) -> dict[str, list[float]]:
     """Time one step of each peer in turn, `warmup` untimed rounds first, then enough rounds for
     the fastest peer's steps to add up to `min_time` (at least `repeats`, at most `max_repeats`
-    and what fits in `max_time`). The starting peer rotates each round. Returns seconds per step."""
+    and what fits in `max_time`). The starting peer rotates each round. With `warm_cache`, each
+    timed step follows an untimed step of the same peer, so arrays that fit in the caches are in
+    them, as in a training loop that steps one optimizer; without it, the peers evict each
+    other. Returns seconds per step."""
     names = list(steps)
     clock = time.perf_counter
     last = dict.fromkeys(names, 0.0)
@@ -756,6 +760,8 @@ def alternate(steps: dict[str, Callable[[], None]], warmup: int, repeats: int, m
             k = r % len(names)
             for name in names[k:] + names[:k]:
                 step = steps[name]
+                if warm_cache:
+                    step()
                 start = clock()
                 step()
                 times[name].append(clock() - start)
@@ -859,7 +865,7 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
                 continue
             status(f"timing {len(running)} peers{where}")
             times = alternate({p: r.step for p, r in running.items()}, warmup, settings.repeats, settings.min_time,
-                              settings.max_repeats, settings.max_time)
+                              settings.max_repeats, settings.max_time, settings.warm_cache)
             for peer, ts in times.items():
                 pooled.setdefault(peer, []).extend(ts)
             reference = running.get("fastoptim")
@@ -1182,6 +1188,9 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
                    help="Adam in float32 over every size (the default of `fastoptim bench`); overrides --rules "
                         "and --dtypes")
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
+    p.add_argument("--cold-cache", action="store_true",
+                   help="time each peer's step right after the other peers' (they evict each other's arrays); "
+                        "by default each timed step follows an untimed one of the same peer, as in training")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     return p
 
@@ -1197,7 +1206,8 @@ def main(argv: Sequence[str] | None = None, *, full: bool = False, prog: str = "
     settings = Settings(rules=args.rules, works=args.sizes, dtypes=args.dtypes, peers=args.peers,
                         threads=args.threads, repeats=args.repeats, min_time=args.min_time,
                         max_repeats=args.max_repeats, max_time=args.max_time, warmup=args.warmup, seed=args.seed,
-                        out=args.out, plot=not args.no_plot, progress=not args.quiet)
+                        out=args.out, plot=not args.no_plot, progress=not args.quiet,
+                        warm_cache=not args.cold_cache)
     document = run(settings)
     print(table(document["results"], settings.peers))
     print()

@@ -132,6 +132,22 @@ void finish_norms(const Work<T>& w) {
     }
 }
 
+// body(t, nt) on `threads` threads in one OpenMP region, or on the calling thread alone when
+// the work is too small to pay for waking the others.
+template <class Body>
+void run_parallel(int threads, bool small, const Body& body) {
+    if (threads <= 1 || small) {
+        body(0, 1);
+        return;
+    }
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());
+#else
+    body(0, 1);
+#endif
+}
+
 // One step of Rule over the float32 and float64 arrays together.
 template <class Rule>
 void step_all(const Work<float>& f32, const Work<double>& f64, int threads) {
@@ -154,16 +170,7 @@ void step_all(const Work<float>& f32, const Work<double>& f64, int threads) {
         sweep_span<Rule>(f32, share_edge(n32, t, nt, kGrain), share_edge(n32, t + 1, nt, kGrain));
         sweep_span<Rule>(f64, share_edge(n64, t, nt, kGrain), share_edge(n64, t + 1, nt, kGrain));
     };
-    if (threads <= 1 || n32 + 2 * n64 < kParallelMin) {
-        body(0, 1);  // small steps stay on the calling thread: no region at all
-        return;
-    }
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());
-#else
-    body(0, 1);
-#endif
+    run_parallel(threads, n32 + 2 * n64 < kParallelMin, body);
 }
 
 FASTOPTIM_TARGET_END

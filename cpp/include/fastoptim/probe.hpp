@@ -16,7 +16,6 @@ void probe_range(T* const* arrays, index_t begin, index_t end) {
     static_assert(R >= 1 && W >= 0 && W <= R, "reads R >= 1, writes 0..R");
     T* a[R];
     for (int r = 0; r < R; ++r) a[r] = arrays[r];
-    const V scale(T(0.5));
     V sink(T(0));
     index_t i = begin;
     auto body = [&](auto vec, index_t j) {
@@ -38,7 +37,6 @@ void probe_range(T* const* arrays, index_t begin, index_t end) {
         volatile T keep = out[0];
         (void)keep;
     }
-    (void)scale;
 }
 
 // One sweep of n elements over R arrays (W written), with `threads` threads.
@@ -47,16 +45,7 @@ void probe(T* const* arrays, index_t n, int threads) {
     auto body = [&](int t, int nt) {
         probe_range<R, W, T>(arrays, share_edge(n, t, nt, kGrain), share_edge(n, t + 1, nt, kGrain));
     };
-    if (threads <= 1 || n < kParallelMin) {
-        body(0, 1);
-        return;
-    }
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());
-#else
-    body(0, 1);
-#endif
+    run_parallel(threads, n < kParallelMin, body);
 }
 
 FASTOPTIM_TARGET_END

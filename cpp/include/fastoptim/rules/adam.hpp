@@ -13,8 +13,7 @@
 #include <array>
 #include <cmath>
 
-#include "../rule.hpp"
-#include "../vec.hpp"
+#include "moments.hpp"
 
 namespace fastoptim {
 FASTOPTIM_TARGET_BEGIN
@@ -29,9 +28,9 @@ struct Adam : RuleBase {
     };
     template <class T>
     struct Coeffs {
-        T grad_sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2;
+        Moments<T> moments;
         T step_size, inv_sqrt_bias2, eps;
-        bool amsgrad, decays;
+        bool amsgrad;
     };
 
     template <class T>
@@ -39,16 +38,8 @@ struct Adam : RuleBase {
         const double t = double(clock.step);
         const double bias1 = 1.0 - std::pow(h.beta1, t);
         const double bias2 = 1.0 - std::pow(h.beta2, t);
-        const bool decoupled = h.decoupled != 0;
         Coeffs<T> c;
-        c.grad_sign = h.maximize != 0 ? T(-1) : T(1);
-        c.l2 = decoupled ? T(0) : T(h.weight_decay);
-        c.decay = T(1.0 - h.lr * h.weight_decay);
-        c.decays = decoupled && h.weight_decay != 0;
-        c.beta1 = T(h.beta1);
-        c.one_minus_beta1 = T(1.0 - h.beta1);
-        c.beta2 = T(h.beta2);
-        c.one_minus_beta2 = T(1.0 - h.beta2);
+        c.moments = Moments<T>::fold(h.lr, h.beta1, h.beta2, h.weight_decay, h.decoupled != 0, h.maximize != 0);
         c.step_size = T(h.lr / bias1);
         c.inv_sqrt_bias2 = T(1.0 / std::sqrt(bias2));
         c.eps = T(h.eps);
@@ -58,14 +49,8 @@ struct Adam : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        V p = V::load(a.param + i);
-        V g = V::load(a.grad + i) * V(c.grad_sign);
-        if (c.decays) p = p * V(c.decay);
-        if (c.l2 != T(0)) g = g + V(c.l2) * p;
-        const V m = V(c.beta1) * V::load(a.state[0] + i) + V(c.one_minus_beta1) * g;
-        const V v = V(c.beta2) * V::load(a.state[1] + i) + V(c.one_minus_beta2) * (g * g);
-        m.store(a.state[0] + i);
-        v.store(a.state[1] + i);
+        V p, g, m, v;
+        c.moments.advance(a, i, p, g, m, v);
         V v_hat = v;
         if (c.amsgrad) {
             v_hat = maximum(V::load(a.state[2] + i), v);

@@ -10,8 +10,7 @@
 #include <array>
 #include <cmath>
 
-#include "../rule.hpp"
-#include "../vec.hpp"
+#include "moments.hpp"
 
 namespace fastoptim {
 FASTOPTIM_TARGET_BEGIN
@@ -29,8 +28,8 @@ struct Nadam : RuleBase {
     };
     template <class T>
     struct Coeffs {
-        T grad_sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bias2, eps, grad_step, avg_step;
-        bool decays;
+        Moments<T> moments;
+        T inv_bias2, eps, grad_step, avg_step;
     };
 
     static double mu(const Hyper& h, double t) { return h.beta1 * (1.0 - 0.5 * std::pow(0.96, t * h.momentum_decay)); }
@@ -44,16 +43,8 @@ struct Nadam : RuleBase {
     static Coeffs<T> fold(const Hyper& h, const Clock& clock) {
         const double t = double(clock.step), product = clock.scalars[0];
         const double mu_t = mu(h, t), mu_next = mu(h, t + 1.0);
-        const bool decoupled = h.decoupled != 0;
         Coeffs<T> c;
-        c.grad_sign = h.maximize != 0 ? T(-1) : T(1);
-        c.l2 = decoupled ? T(0) : T(h.weight_decay);
-        c.decay = T(1.0 - h.lr * h.weight_decay);
-        c.decays = decoupled && h.weight_decay != 0;
-        c.beta1 = T(h.beta1);
-        c.one_minus_beta1 = T(1.0 - h.beta1);
-        c.beta2 = T(h.beta2);
-        c.one_minus_beta2 = T(1.0 - h.beta2);
+        c.moments = Moments<T>::fold(h.lr, h.beta1, h.beta2, h.weight_decay, h.decoupled != 0, h.maximize != 0);
         c.inv_bias2 = T(1.0 / (1.0 - std::pow(h.beta2, t)));
         c.eps = T(h.eps);
         c.grad_step = T(h.lr * (1.0 - mu_t) / (1.0 - product));
@@ -63,14 +54,8 @@ struct Nadam : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        V p = V::load(a.param + i);
-        V g = V::load(a.grad + i) * V(c.grad_sign);
-        if (c.decays) p = p * V(c.decay);
-        if (c.l2 != T(0)) g = g + V(c.l2) * p;
-        const V m = V(c.beta1) * V::load(a.state[0] + i) + V(c.one_minus_beta1) * g;
-        const V v = V(c.beta2) * V::load(a.state[1] + i) + V(c.one_minus_beta2) * (g * g);
-        m.store(a.state[0] + i);
-        v.store(a.state[1] + i);
+        V p, g, m, v;
+        c.moments.advance(a, i, p, g, m, v);
         const V d = sqrt(v * V(c.inv_bias2)) + V(c.eps);
         (p - V(c.grad_step) * g / d - V(c.avg_step) * m / d).store(a.param + i);
     }

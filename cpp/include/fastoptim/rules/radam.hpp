@@ -11,8 +11,7 @@
 #include <array>
 #include <cmath>
 
-#include "../rule.hpp"
-#include "../vec.hpp"
+#include "moments.hpp"
 
 namespace fastoptim {
 FASTOPTIM_TARGET_BEGIN
@@ -27,8 +26,9 @@ struct Radam : RuleBase {
     };
     template <class T>
     struct Coeffs {
-        T grad_sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size;
-        bool decays, rectified;
+        Moments<T> moments;
+        T eps, step_size;
+        bool rectified;
     };
 
     template <class T>
@@ -37,16 +37,8 @@ struct Radam : RuleBase {
         const double bias1 = 1.0 - std::pow(h.beta1, t), beta2_t = std::pow(h.beta2, t), bias2 = 1.0 - beta2_t;
         const double rho_inf = 2.0 / (1.0 - h.beta2) - 1.0;
         const double rho_t = rho_inf - 2.0 * t * beta2_t / bias2;
-        const bool decoupled = h.decoupled != 0;
         Coeffs<T> c;
-        c.grad_sign = h.maximize != 0 ? T(-1) : T(1);
-        c.l2 = decoupled ? T(0) : T(h.weight_decay);
-        c.decay = T(1.0 - h.lr * h.weight_decay);
-        c.decays = decoupled && h.weight_decay != 0;
-        c.beta1 = T(h.beta1);
-        c.one_minus_beta1 = T(1.0 - h.beta1);
-        c.beta2 = T(h.beta2);
-        c.one_minus_beta2 = T(1.0 - h.beta2);
+        c.moments = Moments<T>::fold(h.lr, h.beta1, h.beta2, h.weight_decay, h.decoupled != 0, h.maximize != 0);
         c.eps = T(h.eps);
         c.rectified = rho_t > 5.0;
         if (c.rectified) {
@@ -60,14 +52,8 @@ struct Radam : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        V p = V::load(a.param + i);
-        V g = V::load(a.grad + i) * V(c.grad_sign);
-        if (c.decays) p = p * V(c.decay);
-        if (c.l2 != T(0)) g = g + V(c.l2) * p;
-        const V m = V(c.beta1) * V::load(a.state[0] + i) + V(c.one_minus_beta1) * g;
-        const V v = V(c.beta2) * V::load(a.state[1] + i) + V(c.one_minus_beta2) * (g * g);
-        m.store(a.state[0] + i);
-        v.store(a.state[1] + i);
+        V p, g, m, v;
+        c.moments.advance(a, i, p, g, m, v);
         const V step = c.rectified ? V(c.step_size) * m / (sqrt(v) + V(c.eps)) : V(c.step_size) * m;
         (p - step).store(a.param + i);
     }

@@ -172,10 +172,19 @@ def test_sizes_and_model() -> None:
 def test_alternation_gives_every_peer_the_same_steps() -> None:
     order: list[str] = []
     steps = {name: (lambda name=name: order.append(name)) for name in "abc"}
-    times = _bench.alternate(steps, warmup=2, repeats=4, min_time=1e-9, max_repeats=4, max_time=60)
+    times = _bench.alternate(steps, warmup=2, repeats=4, min_time=1e-9, max_repeats=4, max_time=60,
+                             warm_cache=False)
     assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
     timed = order[6:]  # after two warm-up rounds, each round starts one peer later
     assert [timed[i:i + 3] for i in range(0, 12, 3)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+
+
+def test_with_a_warm_cache_each_timed_step_follows_one_of_the_same_peer() -> None:
+    order: list[str] = []
+    steps = {name: (lambda name=name: order.append(name)) for name in "ab"}
+    times = _bench.alternate(steps, warmup=1, repeats=2, min_time=1e-9, max_repeats=2, max_time=60)
+    assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+    assert order[2:] == list("aabbbbaa")  # rounds rotate the first peer; each step is doubled
 
 
 def test_memory_guard_splits_peers_and_keeps_the_references() -> None:

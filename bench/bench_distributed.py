@@ -83,8 +83,9 @@ def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(dict(setup=f"plain {name}", ranks=1, threads=fo.get_num_threads(), reduction="-",
                          step=timed(plain.step, grads, args.steps), state=state, buffers=0, peak=peak))
         return rows
-    from fastoptim.distributed import DistributedOptimizer, ZeroRedundancyOptimizer
     from mpi4py import MPI
+
+    from fastoptim.distributed import DistributedOptimizer, ZeroRedundancyOptimizer
     comm = MPI.COMM_WORLD
     for reduction in args.reductions:
         for kind in ("DistributedOptimizer", "ZeroRedundancyOptimizer"):

@@ -27,13 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import fastoptim as fo
 import numpy as np
+from mpi4py import MPI
+
+import fastoptim as fo
 from fastoptim.demo.data import Split, train_test_split
 from fastoptim.demo.mlp import MLP
 from fastoptim.distributed import DistributedOptimizer, ZeroRedundancyOptimizer
 from fastoptim.lr_scheduler import WarmupCosineLR
-from mpi4py import MPI
 
 
 def build(args: argparse.Namespace, split: Split, ranks: int, comm: Any) -> tuple[MLP, Any, Any]:

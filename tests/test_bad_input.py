@@ -12,6 +12,10 @@ import fastoptim as fo
 GOOD = np.arange(12, dtype=np.float32).reshape(3, 4)
 
 
+def _label(value):
+    return value if isinstance(value, str) else ""
+
+
 def _bad_constructions():
     big = np.zeros((4, 6), np.float32)
     readonly = np.zeros(4, np.float32)
@@ -46,7 +50,7 @@ def _bad_constructions():
     ]
 
 
-@pytest.mark.parametrize(("what", "make", "error", "message"), _bad_constructions(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(("what", "make", "error", "message"), _bad_constructions(), ids=_label)
 def test_bad_construction_is_refused(what, make, error, message):
     with pytest.raises(error, match=message):
         make()
@@ -70,8 +74,10 @@ def _bad_steps():
         ("short list", [g["w"]], ValueError, "has 1 arrays; the optimizer has 2"),
         ("not a container", (x for x in g.values()), TypeError, "grads must be a dict"),
         ("not an array", {**g, "b": [1.0] * 4}, TypeError, r"grads\['b'\] must be a numpy.ndarray"),
-        ("wrong dtype", {**g, "w": np.ones((3, 4))}, TypeError, r"grads\['w'\] has dtype float64; its parameter is float32"),
-        ("wrong shape", {**g, "w": np.ones((4, 3), np.float32)}, ValueError, r"shape \(4, 3\); its parameter has shape \(3, 4\)"),
+        ("wrong dtype", {**g, "w": np.ones((3, 4))}, TypeError,
+         r"grads\['w'\] has dtype float64; its parameter is float32"),
+        ("wrong shape", {**g, "w": np.ones((4, 3), np.float32)}, ValueError,
+         r"shape \(4, 3\); its parameter has shape \(3, 4\)"),
         ("wrong order", {**g, "w": np.asfortranarray(np.ones((3, 4), np.float32))}, ValueError, "memory order"),
         ("strided", {**g, "w": np.ones((3, 8), np.float32)[:, ::2]}, ValueError, "not contiguous"),
         ("big-endian", {**g, "b": np.ones(4, ">f8")}, TypeError, "has dtype"),
@@ -82,7 +88,7 @@ def _snapshot(opt, *arrays):
     return [a.tobytes() for a in arrays] + [a.tobytes() for s in opt.state.values() for a in s.values()]
 
 
-@pytest.mark.parametrize(("what", "grads", "error", "message"), _bad_steps(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(("what", "grads", "error", "message"), _bad_steps(), ids=_label)
 def test_bad_grads_are_refused_and_nothing_changes(what, grads, error, message):
     opt, w, b = _optimizer()
     opt.step(_good_grads())

@@ -16,13 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fastoptim as fo
 import numpy as np
 import pytest
-from fastoptim.distributed._common import share_of_cores
-from fastoptim.distributed._layout import ALIGN, plan
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import fastoptim as fo
+from fastoptim.distributed._common import share_of_cores
+from fastoptim.distributed._layout import ALIGN, plan
 
 TESTS = Path(__file__).resolve().parent
 CHECKS = TESTS / "mpi" / "check_distributed.py"

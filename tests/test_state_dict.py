@@ -69,35 +69,34 @@ def test_load_restores_hyper_parameters():
 
 
 def _bad_state_dicts():
-    def base():
+    def edited(change):
         opt = fo.Adam({"w": np.zeros((2, 3), np.float32)}, lr=0.1)
         opt.step({"w": np.ones((2, 3), np.float32)})
-        return opt.state_dict()
+        sd = opt.state_dict()
+        change(sd, sd["state"]["w"], sd["param_groups"][0])
+        return sd
 
-    cases = []
-    sd = base(); sd["state"]["w"]["exp_avg"] = np.zeros((3, 2), np.float32)
-    cases.append(("shape", sd, ValueError, r"shape \(3, 2\)"))
-    sd = base(); sd["state"]["w"]["exp_avg"] = np.zeros((2, 3))
-    cases.append(("dtype", sd, TypeError, "dtype float64"))
-    sd = base(); sd["param_groups"].append(dict(sd["param_groups"][0]))
-    cases.append(("group count", sd, ValueError, "2 param groups"))
-    sd = base(); sd["param_groups"][0]["params"] = ["v"]
-    cases.append(("names", sd, ValueError, "holds parameters"))
-    sd = base(); sd["param_groups"][0]["lr"] = -1.0
-    cases.append(("bad lr", sd, ValueError, "lr must be >= 0"))
-    sd = base(); del sd["state"]["w"]["exp_avg_sq"]
-    cases.append(("missing slot", sd, ValueError, "lacks 'exp_avg_sq'"))
-    sd = base(); sd["state"]["w"]["momentum"] = np.zeros((2, 3), np.float32)
-    cases.append(("unknown slot", sd, ValueError, "no state named 'momentum'"))
-    sd = base(); sd["state"]["v"] = {"step": 1}
-    cases.append(("unknown param", sd, ValueError, "not a parameter"))
-    sd = base(); sd["state"]["w"]["step"] = -2
-    cases.append(("negative step", sd, ValueError, "step"))
-    cases.append(("not a dict", [1, 2], TypeError, "state_dict must be a dict"))
-    return cases
+    return [
+        ("shape", edited(lambda sd, w, g: w.update(exp_avg=np.zeros((3, 2), np.float32))), ValueError,
+         r"shape \(3, 2\)"),
+        ("dtype", edited(lambda sd, w, g: w.update(exp_avg=np.zeros((2, 3)))), TypeError, "dtype float64"),
+        ("group count", edited(lambda sd, w, g: sd["param_groups"].append(dict(g))), ValueError, "2 param groups"),
+        ("names", edited(lambda sd, w, g: g.update(params=["v"])), ValueError, "holds parameters"),
+        ("bad lr", edited(lambda sd, w, g: g.update(lr=-1.0)), ValueError, "lr must be >= 0"),
+        ("missing slot", edited(lambda sd, w, g: w.pop("exp_avg_sq")), ValueError, "lacks 'exp_avg_sq'"),
+        ("unknown slot", edited(lambda sd, w, g: w.update(momentum=np.zeros((2, 3), np.float32))), ValueError,
+         "no state named 'momentum'"),
+        ("unknown param", edited(lambda sd, w, g: sd["state"].update(v={"step": 1})), ValueError, "not a parameter"),
+        ("negative step", edited(lambda sd, w, g: w.update(step=-2)), ValueError, "step"),
+        ("not a dict", [1, 2], TypeError, "state_dict must be a dict"),
+    ]
 
 
-@pytest.mark.parametrize(("what", "sd", "error", "message"), _bad_state_dicts(), ids=lambda v: v if isinstance(v, str) else "")
+def _label(value):
+    return value if isinstance(value, str) else ""
+
+
+@pytest.mark.parametrize(("what", "sd", "error", "message"), _bad_state_dicts(), ids=_label)
 def test_bad_state_dict_is_refused_and_nothing_changes(what, sd, error, message):
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
     opt = fo.Adam({"w": w}, lr=0.2)

@@ -20,6 +20,7 @@ import os
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
+from . import distributed, lr_scheduler, schedules
 from ._config import (  # noqa: E402
     available_targets,
     config,
@@ -29,7 +30,6 @@ from ._config import (  # noqa: E402
     set_target,
     show_config,
 )
-from . import distributed, lr_scheduler, schedules
 from ._core import __version__
 from .adabound import AdaBound
 from .adadelta import Adadelta

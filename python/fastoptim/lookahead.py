@@ -100,13 +100,15 @@ class Lookahead:
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:
-            return {"optimizer": self.optimizer.state_dict(), "slow": {n: a.copy(order="K") for n, a in self.slow.items()},
+            slow = {n: a.copy(order="K") for n, a in self.slow.items()}
+            return {"optimizer": self.optimizer.state_dict(), "slow": slow,
                     "steps": self._steps, "k": self._k, "alpha": self._alpha}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; everything is checked before anything changes."""
         with self._lock:
-            if not isinstance(state_dict, Mapping) or not {"optimizer", "slow", "steps", "k", "alpha"} <= state_dict.keys():
+            keys = {"optimizer", "slow", "steps", "k", "alpha"}
+            if not isinstance(state_dict, Mapping) or not keys <= state_dict.keys():
                 raise TypeError("state_dict must be a dict with 'optimizer', 'slow', 'steps', 'k' and 'alpha'")
             k = check_int("k", state_dict["k"], low=1)
             alpha = check_real("alpha", state_dict["alpha"], low=0.0, high=1.0)
@@ -118,7 +120,8 @@ class Lookahead:
             for name, param in zip(names, params):
                 value = slow[name]
                 if not isinstance(value, np.ndarray) or value.dtype != param.dtype or value.shape != param.shape:
-                    raise ValueError(f"state_dict['slow'][{name!r}] must be an array of the parameter's dtype and shape")
+                    raise ValueError(f"state_dict['slow'][{name!r}] must be an array of the parameter's dtype "
+                                     "and shape")
             self.optimizer._check_state_dict(state_dict["optimizer"])  # raises before anything changes
             self.optimizer.load_state_dict(state_dict["optimizer"])
             for name in names:

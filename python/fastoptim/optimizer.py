@@ -302,7 +302,8 @@ class Optimizer:
         scalar_init = list(_core.rules()[self._rule]["scalar_init"])
         for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if list(saved.get("params", ())) != group["param_names"]:
-                raise ValueError(f"param_groups[{index}] of state_dict holds parameters {list(saved.get('params', ()))!r}; "
+                raise ValueError(f"param_groups[{index}] of state_dict holds parameters "
+                                 f"{list(saved.get('params', ()))!r}; "
                                  f"the optimizer's group holds {group['param_names']!r}")
             hyper = {**{k: v for k, v in group.items() if k not in _RESERVED},
                      **{k: v for k, v in saved.items() if k not in _RESERVED}}
@@ -355,7 +356,8 @@ class Optimizer:
         ours = {n for g in self.param_groups for n in g["param_names"]}
         for name in saved_state:
             if name not in ours:
-                raise ValueError(f"state_dict['state'] has an entry for {name!r}, which is not a parameter of this optimizer")
+                raise ValueError(f"state_dict['state'] has an entry for {name!r}, which is not a parameter "
+                                 "of this optimizer")
         return merged, loaded, clocks, scalars
 
     # ---- display --------------------------------------------------------------------------

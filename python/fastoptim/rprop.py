@@ -19,7 +19,8 @@ class Rprop(Optimizer):
         \eta &= \eta_+ \ (s > 0),\quad \eta_- \ (s < 0),\quad 1 \ (s = 0) \\
         \Delta_t &\leftarrow \operatorname{clamp}(\eta\,\Delta_{t-1}, \Delta_{\min}, \Delta_{\max})
             \qquad (\Delta_0 = \gamma) \\
-        g_t &\leftarrow 0 \text{ where } s < 0,\quad \theta_t \leftarrow \theta_{t-1} - \operatorname{sign}(g_t)\,\Delta_t
+        g_t &\leftarrow 0 \text{ where } s < 0,\quad
+            \theta_t \leftarrow \theta_{t-1} - \operatorname{sign}(g_t)\,\Delta_t
 
     Args: lr γ (1e-2), etas (η₋, η₊) = (0.5, 1.2), step_sizes (Δmin, Δmax) = (1e-6, 50), maximize.
     State per parameter: ``prev``, ``step_size``.
@@ -49,4 +50,5 @@ class Rprop(Optimizer):
 
     def _row(self, group: Mapping[str, Any]) -> list[float]:
         (eta_minus, eta_plus), (low, high) = group["etas"], group["step_sizes"]
-        return [float(group["lr"]), float(eta_minus), float(eta_plus), float(low), float(high), float(group["maximize"])]
+        return [float(group["lr"]), float(eta_minus), float(eta_plus), float(low), float(high),
+                float(group["maximize"])]

@@ -24,8 +24,8 @@ import fastoptim
 from fastoptim.lr_scheduler import WarmupCosineLR
 
 from . import landscape
-from .landscape import PLOT_HINT
 from .data import Split, train_test_split
+from .landscape import PLOT_HINT
 from .mlp import MLP
 from .optimizers import OPTIMIZERS, OptimizerSpec
 

@@ -9,8 +9,6 @@ import pytest
 
 import fastoptim as fo
 
-GOOD = np.arange(12, dtype=np.float32).reshape(3, 4)
-
 
 def _label(value):
     return value if isinstance(value, str) else ""

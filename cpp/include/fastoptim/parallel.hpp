@@ -1,8 +1,10 @@
 // One step over many arrays: one OpenMP region for all of them, not one per array.
 //
-// The arrays of one dtype are laid end to end in a single index space (prefix offsets); each
-// thread takes one contiguous share of it, cut at multiples of kGrain so two threads never
-// write the same cache line. Element-wise rules give the same bits whatever the cut.
+// The arrays of one dtype are laid end to end in a single index space (prefix offsets), cut
+// into pieces of kPiece elements. Threads take the next piece as they come free: the calling
+// thread starts at once while the others wake (tens of microseconds in a VM), and a thread
+// whose core is busy with another program takes fewer pieces instead of holding the step up.
+// Element-wise rules give the same bits whatever the cut.
 //
 // Rules that scale each array by a ratio of norms (LAMB, LARS) first measure fixed blocks of
 // kBlock elements, each summed in 16 fixed lanes whatever the vector width, then add the
@@ -11,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "sweep.hpp"
@@ -37,7 +40,9 @@ struct Work {
 
 FASTOPTIM_TARGET_BEGIN
 
-inline constexpr index_t kGrain = 64;             // elements: a multiple of any cache line
+// float32 elements per piece: 64 KiB per array, a few hundred KiB per piece across a rule's
+// arrays (within any L2), and enough pieces to even out a late thread.
+inline constexpr index_t kPiece = 1 << 14;
 inline constexpr index_t kParallelMin = 1 << 15;  // elements below which threads cost more than they give
 inline constexpr index_t kBlock = 4096;           // elements per partial norm
 inline constexpr int kLanes = 16;                 // accumulators per block, for every width
@@ -47,12 +52,6 @@ index_t total(const Work<T>& w) { return w.count ? w.offsets[w.count] : 0; }
 
 template <class T>
 index_t total_blocks(const Work<T>& w) { return w.count ? w.block_offsets[w.count] : 0; }
-
-inline index_t share_edge(index_t total, int part, int parts, index_t grain) {
-    if (part >= parts) return total;
-    const index_t edge = index_t(double(total) * part / parts) / grain * grain;
-    return std::min(edge, total);
-}
 
 template <class Rule, class T>
 const typename Rule::template Coeffs<T>& coeffs_of(const Work<T>& w, index_t k) {
@@ -132,45 +131,54 @@ void finish_norms(const Work<T>& w) {
     }
 }
 
-// body(t, nt) on `threads` threads in one OpenMP region, or on the calling thread alone when
-// the work is too small to pay for waking the others.
-template <class Body>
-void run_parallel(int threads, bool small, const Body& body) {
-    if (threads <= 1 || small) {
-        body(0, 1);
+// task(piece) for every piece in [0, pieces): on the calling thread alone when the work is too
+// small to pay for waking the others, else on `threads` threads in one OpenMP region, each
+// taking the next piece as it comes free.
+template <class Task>
+void run_pieces(int threads, bool small, index_t pieces, const Task& task) {
+#if defined(_OPENMP)
+    if (threads > 1 && !small && pieces > 1) {
+        std::atomic<index_t> next{0};
+#pragma omp parallel num_threads(threads)
+        for (index_t piece; (piece = next.fetch_add(1, std::memory_order_relaxed)) < pieces;) task(piece);
         return;
     }
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());
 #else
-    body(0, 1);
+    (void)threads;
+    (void)small;
 #endif
+    for (index_t piece = 0; piece < pieces; ++piece) task(piece);
 }
+
+inline index_t pieces_of(index_t n, index_t piece) { return (n + piece - 1) / piece; }
 
 // One step of Rule over the float32 and float64 arrays together.
 template <class Rule>
 void step_all(const Work<float>& f32, const Work<double>& f64, int threads) {
     const index_t n32 = total(f32), n64 = total(f64);
-    // Thread t of nt does its share; barriers bind to the enclosing region, if any.
-    auto body = [&](int t, int nt) {
-        if constexpr (Rule::norms > 0) {
-            const index_t b32 = total_blocks(f32), b64 = total_blocks(f64);
-            measure_span<Rule>(f32, share_edge(b32, t, nt, 1), share_edge(b32, t + 1, nt, 1));
-            measure_span<Rule>(f64, share_edge(b64, t, nt, 1), share_edge(b64, t + 1, nt, 1));
-#if defined(_OPENMP)
-#pragma omp barrier
-#pragma omp single
-#endif
-            {
-                finish_norms<Rule>(f32);
-                finish_norms<Rule>(f64);
-            }
-        }
-        sweep_span<Rule>(f32, share_edge(n32, t, nt, kGrain), share_edge(n32, t + 1, nt, kGrain));
-        sweep_span<Rule>(f64, share_edge(n64, t, nt, kGrain), share_edge(n64, t + 1, nt, kGrain));
-    };
-    run_parallel(threads, n32 + 2 * n64 < kParallelMin, body);
+    const bool small = n32 + 2 * n64 < kParallelMin;
+    if constexpr (Rule::norms > 0) {
+        // Blocks of kBlock elements, measured in any order; their sums are added in block order.
+        const index_t b32 = total_blocks(f32), b64 = total_blocks(f64);
+        constexpr index_t blocks = kPiece / kBlock;
+        const index_t p32 = pieces_of(b32, blocks), p64 = pieces_of(b64, 2 * blocks);
+        run_pieces(threads, small, p32 + p64, [&](index_t p) {
+            if (p < p32)
+                measure_span<Rule>(f32, p * blocks, std::min(b32, (p + 1) * blocks));
+            else
+                measure_span<Rule>(f64, (p - p32) * 2 * blocks, std::min(b64, (p - p32 + 1) * 2 * blocks));
+        });
+        finish_norms<Rule>(f32);
+        finish_norms<Rule>(f64);
+    }
+    // float64 pieces have half the elements: the same bytes.
+    const index_t p32 = pieces_of(n32, kPiece), p64 = pieces_of(n64, kPiece / 2);
+    run_pieces(threads, small, p32 + p64, [&](index_t p) {
+        if (p < p32)
+            sweep_span<Rule>(f32, p * kPiece, std::min(n32, (p + 1) * kPiece));
+        else
+            sweep_span<Rule>(f64, (p - p32) * (kPiece / 2), std::min(n64, (p - p32 + 1) * (kPiece / 2)));
+    });
 }
 
 FASTOPTIM_TARGET_END

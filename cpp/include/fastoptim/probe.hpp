@@ -1,7 +1,7 @@
 // The bandwidth probe: the read-modify-write sweep an optimizer step can at best reach.
 //
 // Reads R arrays and writes the first W of them, element by element, split between threads
-// exactly as a step is (parallel.hpp), with the same vector type. Its time for n elements is
+// exactly as a step is (parallel.hpp), with the same vector type and prefetch. Its time for n elements is
 // the floor for any rule that moves the same bytes, so every kernel is reported as a fraction
 // of it.
 #pragma once
@@ -17,6 +17,8 @@ void probe_range(T* const* arrays, index_t begin, index_t end) {
     T* a[R];
     for (int r = 0; r < R; ++r) a[r] = arrays[r];
     V sink(T(0));
+    Streams<T> streams;
+    for (int r = 0; r < R; ++r) streams.add(a[r]);
     index_t i = begin;
     auto body = [&](auto vec, index_t j) {
         using U = decltype(vec);
@@ -26,9 +28,17 @@ void probe_range(T* const* arrays, index_t begin, index_t end) {
         for (int w = 0; w < W; ++w) sum.store(a[w] + j);
         return sum;
     };
+    // The same walk as sweep (sweep.hpp): two vectors per step, the lines ahead prefetched.
+    constexpr index_t step = 2 * V::width;
+    constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
+    for (; i + step + Streams<T>::ahead <= end; i += step) {
+        if (step >= fetched || (i - begin) % fetched == 0) streams.template fetch<fetched>(i);
+        const V s0 = body(V(), i), s1 = body(V(), i + V::width);
+        if constexpr (W == 0) sink = sink + s0 + s1;  // keep read-only sweeps alive
+    }
     for (; i + V::width <= end; i += V::width) {
         const V s = body(V(), i);
-        if constexpr (W == 0) sink = sink + s;  // keep read-only sweeps alive
+        if constexpr (W == 0) sink = sink + s;
     }
     for (; i < end; ++i) body(Scalar<T>(T(0)), i);
     if constexpr (W == 0) {
@@ -42,10 +52,10 @@ void probe_range(T* const* arrays, index_t begin, index_t end) {
 // One sweep of n elements over R arrays (W written), with `threads` threads.
 template <int R, int W, class T>
 void probe(T* const* arrays, index_t n, int threads) {
-    auto body = [&](int t, int nt) {
-        probe_range<R, W, T>(arrays, share_edge(n, t, nt, kGrain), share_edge(n, t + 1, nt, kGrain));
-    };
-    run_parallel(threads, n < kParallelMin, body);
+    constexpr index_t piece = kPiece * 4 / index_t(sizeof(T));  // float32 pieces' bytes
+    run_pieces(threads, n < kParallelMin, pieces_of(n, piece), [&](index_t p) {
+        probe_range<R, W, T>(arrays, p * piece, std::min(n, (p + 1) * piece));
+    });
 }
 
 FASTOPTIM_TARGET_END

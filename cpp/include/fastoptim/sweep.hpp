@@ -2,6 +2,7 @@
 // arithmetic (so the bits do not depend on where a vector boundary falls).
 #pragma once
 
+#include "prefetch.hpp"
 #include "rule.hpp"
 #include "vec.hpp"
 
@@ -14,9 +15,21 @@ void sweep(const typename Rule::template Coeffs<T>& coeffs, const ArrayRef<T>& a
     // forcing a reload of every constant per element and keeping the flags' branches in the loop.
     const typename Rule::template Coeffs<T> c = coeffs;
     const ArrayRef<T> a = arrays;
-    constexpr index_t w = V::width;
+    constexpr index_t w = V::width, step = 2 * w;  // two independent vectors in flight
+    Streams<T> streams;
+    streams.add(a.param);
+    streams.add(a.grad);
+    for (T* slot : a.state) streams.add(slot);
     index_t i = begin;
-    for (; i + 2 * w <= end; i += 2 * w) {  // two independent vectors in flight
+    // A line is fetched once when a step of two vectors covers at least one line, else the
+    // same line a few times: cheap beside the loads.
+    constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
+    for (; i + step + Streams<T>::ahead <= end; i += step) {
+        if (step >= fetched || (i - begin) % fetched == 0) streams.template fetch<fetched>(i);
+        Rule::template update<V>(c, a, i);
+        Rule::template update<V>(c, a, i + w);
+    }
+    for (; i + step <= end; i += step) {
         Rule::template update<V>(c, a, i);
         Rule::template update<V>(c, a, i + w);
     }

@@ -1,0 +1,56 @@
+// Software prefetch of the streams a sweep walks.
+//
+// An optimizer step walks four to seven arrays at once. The hardware prefetcher tracks them,
+// but from DRAM it starts late on each new page and keeps too few lines in flight per stream;
+// asking for the line kPrefetchBytes ahead in every stream measured 5-15% faster at 1e7-5e7
+// elements on 2 cores (bench/README.md) and changes nothing in cache. A hint only: the bits do
+// not depend on it.
+#pragma once
+
+#include "config.hpp"
+
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#endif
+
+namespace fastoptim {
+FASTOPTIM_TARGET_BEGIN
+
+inline constexpr index_t kPrefetchBytes = 2048;  // how far ahead of the sweep, in every stream
+inline constexpr index_t kLineBytes = 64;
+inline constexpr int kMaxStreams = 8;
+
+FASTOPTIM_INLINE void prefetch_line(const char* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 3);
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    _mm_prefetch(p, _MM_HINT_T0);
+#else
+    (void)p;
+#endif
+}
+
+// The arrays of one sweep, as bytes, to prefetch ahead of element i.
+template <class T>
+struct Streams {
+    const char* base[kMaxStreams];
+    int count = 0;
+
+    void add(const T* p) {
+        if (p != nullptr && count < kMaxStreams) base[count++] = reinterpret_cast<const char*>(p);
+    }
+    static constexpr index_t ahead = kPrefetchBytes / index_t(sizeof(T));  // elements
+
+    // The lines holding elements [i + ahead, i + ahead + n) of every stream; the caller keeps
+    // i + ahead + n within the arrays.
+    template <index_t n>
+    FASTOPTIM_INLINE void fetch(index_t i) const {
+        constexpr index_t bytes = n * index_t(sizeof(T));
+        const index_t at = (i + ahead) * index_t(sizeof(T));
+        for (int s = 0; s < count; ++s)
+            for (index_t b = 0; b < bytes; b += kLineBytes) prefetch_line(base[s] + at + b);
+    }
+};
+
+FASTOPTIM_TARGET_END
+}  // namespace fastoptim

@@ -81,8 +81,13 @@ void measure_block(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>
     V acc[n_norms][groups];
     for (auto& row : acc)
         for (V& v : row) v = V(T(0));
+    Streams<T> streams;  // what measure reads: p, g and the first measured_slots states
+    streams.add(a.param);
+    streams.add(a.grad);
+    for (int s = 0; s < Rule::measured_slots; ++s) streams.add(a.state[s]);
     index_t i = lo;
     for (; i + kLanes <= hi; i += kLanes) {
+        if (i + Streams<T>::ahead + kLanes <= a.size) streams.template fetch<kLanes>(i);
         for (int g = 0; g < groups; ++g) {
             V squares[n_norms];
             Rule::template measure<V>(c, a, i + g * w, squares);

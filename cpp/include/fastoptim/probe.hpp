@@ -12,7 +12,7 @@ namespace fastoptim {
 FASTOPTIM_TARGET_BEGIN
 
 template <int R, int W, class T, class V = NativeVec<T>>
-void probe_range(T* const* arrays, index_t begin, index_t end) {
+void probe_range(T* const* arrays, index_t n, index_t begin, index_t end) {
     static_assert(R >= 1 && W >= 0 && W <= R, "reads R >= 1, writes 0..R");
     T* a[R];
     for (int r = 0; r < R; ++r) a[r] = arrays[r];
@@ -31,10 +31,14 @@ void probe_range(T* const* arrays, index_t begin, index_t end) {
     // The same walk as sweep (sweep.hpp): two vectors per step, the lines ahead prefetched.
     constexpr index_t step = 2 * V::width;
     constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
-    for (; i + step + Streams<T>::ahead <= end; i += step) {
+    for (; i + step <= end && i + Streams<T>::ahead + fetched <= n; i += step) {
         if (step >= fetched || (i - begin) % fetched == 0) streams.template fetch<fetched>(i);
         const V s0 = body(V(), i), s1 = body(V(), i + V::width);
         if constexpr (W == 0) sink = sink + s0 + s1;  // keep read-only sweeps alive
+    }
+    for (; i + step <= end; i += step) {
+        const V s0 = body(V(), i), s1 = body(V(), i + V::width);
+        if constexpr (W == 0) sink = sink + s0 + s1;
     }
     for (; i + V::width <= end; i += V::width) {
         const V s = body(V(), i);
@@ -54,7 +58,7 @@ template <int R, int W, class T>
 void probe(T* const* arrays, index_t n, int threads) {
     constexpr index_t piece = kPiece * 4 / index_t(sizeof(T));  // float32 pieces' bytes
     run_pieces(threads, n < kParallelMin, pieces_of(n, piece), [&](index_t p) {
-        probe_range<R, W, T>(arrays, p * piece, std::min(n, (p + 1) * piece));
+        probe_range<R, W, T>(arrays, n, p * piece, std::min(n, (p + 1) * piece));
     });
 }
 

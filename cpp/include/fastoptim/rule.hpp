@@ -45,6 +45,8 @@ struct RuleBase {
     static constexpr const char* scalar_names[1] = {""};
     static constexpr double scalar_init[1] = {0.0};
     static constexpr int norms = 0;         // per-array norms the update needs (LAMB, LARS)
+    static constexpr int measured_slots = 0;  // state slots the norm pass reads (prefetched)
+    static constexpr bool update_reads_grad = true;  // else the update pass leaves g alone (LAMB)
     static constexpr bool needs_grad = true;
     template <class Hyper>
     static void advance(const Hyper&, const Clock&, double*) {}

@@ -16,15 +16,16 @@ void sweep(const typename Rule::template Coeffs<T>& coeffs, const ArrayRef<T>& a
     const typename Rule::template Coeffs<T> c = coeffs;
     const ArrayRef<T> a = arrays;
     constexpr index_t w = V::width, step = 2 * w;  // two independent vectors in flight
-    Streams<T> streams;
+    Streams<T> streams;  // every array the update reads: prefetching one it skips costs bandwidth
     streams.add(a.param);
-    streams.add(a.grad);
+    if constexpr (Rule::update_reads_grad) streams.add(a.grad);
     for (T* slot : a.state) streams.add(slot);
     index_t i = begin;
     // A line is fetched once when a step of two vectors covers at least one line, else the
-    // same line a few times: cheap beside the loads.
+    // same line a few times: cheap beside the loads. Fetches run on past `end` (the next
+    // piece, another thread's or ours) up to the array's end.
     constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
-    for (; i + step + Streams<T>::ahead <= end; i += step) {
+    for (; i + step <= end && i + Streams<T>::ahead + fetched <= a.size; i += step) {
         if (step >= fetched || (i - begin) % fetched == 0) streams.template fetch<fetched>(i);
         Rule::template update<V>(c, a, i);
         Rule::template update<V>(c, a, i + w);

@@ -23,6 +23,8 @@ struct Lamb : RuleBase {
     static constexpr std::array<const char*, 5> fields = {"lr", "beta1", "beta2", "eps", "weight_decay"};
     static constexpr int slots = 2;  // exp_avg, exp_avg_sq
     static constexpr int norms = 2;  // ‖p‖, ‖r‖
+    static constexpr int measured_slots = 2;  // the norm pass advances m and v
+    static constexpr bool update_reads_grad = false;  // the update pass reads p, m and v
     struct Hyper {
         double lr, beta1, beta2, eps, weight_decay;
     };

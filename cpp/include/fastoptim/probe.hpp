@@ -28,7 +28,9 @@ void probe_range(T* const* arrays, index_t n, index_t begin, index_t end) {
         for (int w = 0; w < W; ++w) sum.store(a[w] + j);
         return sum;
     };
-    // The same walk as sweep (sweep.hpp): two vectors per step, the lines ahead prefetched.
+    // The same walk as sweep (sweep.hpp): scalars up to alignment, then two vectors per step,
+    // the lines ahead prefetched.
+    for (index_t stop = std::min(end, i + misaligned_elements<V>(a[0] + i)); i < stop; ++i) body(Scalar<T>(T(0)), i);
     constexpr index_t step = 2 * V::width;
     constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
     for (; i + step <= end && i + Streams<T>::ahead + fetched <= n; i += step) {

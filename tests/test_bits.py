@@ -28,7 +28,11 @@ def _trajectory(case, kwargs, dtype, target, threads):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
 def test_same_bytes_on_every_target_and_thread_count(case, kwargs, dtype, restore_runtime):
-    runs = {(t, n): _trajectory(case, kwargs, dtype, t, n)
+    _assert_same_everywhere(_trajectory, case, kwargs, dtype)
+
+
+def _assert_same_everywhere(trajectory, case, kwargs, dtype):
+    runs = {(t, n): trajectory(case, kwargs, dtype, t, n)
             for t, n in itertools.product(fo.available_targets(), [1, 2])}
     (first_key, first), *rest = runs.items()
     for key, other in rest:
@@ -62,8 +66,4 @@ def _offset_trajectory(case, kwargs, dtype, target, threads):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
 def test_same_bytes_whatever_the_alignment(case, kwargs, dtype, restore_runtime):
-    runs = {(t, n): _offset_trajectory(case, kwargs, dtype, t, n)
-            for t, n in itertools.product(fo.available_targets(), [1, 2])}
-    (first_key, first), *rest = runs.items()
-    for key, other in rest:
-        assert other == first, f"{key} differs from {first_key}"
+    _assert_same_everywhere(_offset_trajectory, case, kwargs, dtype)

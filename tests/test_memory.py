@@ -49,3 +49,20 @@ def test_peak_rss_after_100_steps_equals_that_after_the_first():
     assert run.returncode == 0, run.stderr
     first, last = map(int, run.stdout.split())
     assert last - first < 2048, f"peak RSS grew from {first} kB to {last} kB"  # ru_maxrss is in kB
+
+
+@pytest.mark.parametrize("offset", range(0, 64, 4))
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_state_starts_at_its_parameters_offset_in_a_cache_line(offset, order):
+    """The kernels align the parameter's vector body; state at the same offset aligns with it."""
+    import fastoptim as fo
+
+    buffer = np.zeros(64 * 64 + 32, np.float32)
+    start = (-buffer.ctypes.data % 64 + offset) // 4
+    param = buffer[start:start + 64 * 64].reshape(64, 64, order=order)
+    opt = fo.Adam([param], amsgrad=True)
+    opt.step([np.ones_like(param)])
+    for name, state in opt.state[0].items():
+        assert state.ctypes.data % 64 == param.ctypes.data % 64, name
+        assert state.shape == param.shape and state.flags.f_contiguous == param.flags.f_contiguous, name
+        assert np.all(state != 0), name  # allocated as zeros, then stepped once with g = 1

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import _core
+from ._memory import state_like
 from ._validation import check_disjoint, check_param_array
 
 __all__ = ["Optimizer", "ParamGroup"]
@@ -198,7 +199,7 @@ class Optimizer:
                 slots = self.state.setdefault(name, {})
                 for slot in needed:
                     if slot not in slots:
-                        slots[slot] = np.zeros_like(param)
+                        slots[slot] = state_like(param)
                         clocks[index] = (clocks[index][0], True, *clocks[index][2:])
                 params.append(param)
                 states.append([slots.get(s) for s in self._slots])
@@ -279,7 +280,7 @@ class Optimizer:
                     slots = self.state.setdefault(name, {})
                     for slot, saved in loaded[name].items():
                         if slot not in slots:
-                            slots[slot] = np.empty_like(param)
+                            slots[slot] = state_like(param)
                         np.copyto(slots[slot], saved)
                     for slot in slots.keys() - loaded[name].keys():
                         slots[slot].fill(0)

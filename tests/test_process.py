@@ -164,9 +164,11 @@ def test_no_thread_pool_left_spinning_after_a_step():
     print(f"\nidle probe, fastoptim's defaults: {result}")
     assert result["spin"] == "1000"  # fastoptim's default, set on import
     assert result["policy"] is None
-    burns = result["burns"]
-    # CPU time the whole process used while its only thread slept 0.2 s right after a step
-    assert max(burns) < 0.020, f"threads kept spinning after steps: {burns} s of CPU per 0.2 s sleep"
+    burns = sorted(result["burns"])
+    # CPU time the whole process used while its only thread slept 0.2 s right after a step. A
+    # spinning pool burns in every window (the control below: 0.2 s each); one window of five may
+    # see a one-off burst (seen once in CI: 26 ms in the first window, 0.1 ms in the other four).
+    assert burns[-2] < 0.020, f"threads kept spinning after steps: {burns} s of CPU per 0.2 s sleep"
     # NumPy's BLAS right after a step is not slowed down by OpenMP threads busy-waiting (generous:
     # the machine may be shared; with OMP_WAIT_POLICY=active the slowdown is far larger where
     # BLAS needs the cores)

@@ -14,15 +14,21 @@ from registry import ARG_CASES, arg_id
 SHAPES = [(10**6 + 3,), (7,), (1025,), (33, 31), ()]
 
 
-def _trajectory(case, kwargs, dtype, target, threads):
+def _final_bytes(case, kwargs, params, grad_steps, target, threads):
+    """Step `params` through `grad_steps` on one target and thread count: the bytes of the
+    parameters and of every state array after."""
     fo.set_target(target)
     fo.set_num_threads(threads)
-    params, grads = make_problem(np.random.default_rng(7), SHAPES, dtype, 5)
     opt = case.cls(params, **kwargs)
-    for g in grads:
+    for g in grad_steps:
         opt.step(g)
     state = [a for name in sorted(opt.state, key=str) for _, a in sorted(opt.state[name].items())]
     return [a.tobytes() for a in params + state]
+
+
+def _trajectory(case, kwargs, dtype, target, threads):
+    params, grads = make_problem(np.random.default_rng(7), SHAPES, dtype, 5)
+    return _final_bytes(case, kwargs, params, grads, target, threads)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -42,8 +48,6 @@ def _assert_same_everywhere(trajectory, case, kwargs, dtype):
 def _offset_trajectory(case, kwargs, dtype, target, threads):
     """Parameters that start 0..15 elements into 64-byte-aligned buffers, gradients one element
     further: the scalar head that aligns each vector body differs per target and array."""
-    fo.set_target(target)
-    fo.set_num_threads(threads)
     rng = np.random.default_rng(11)
     itemsize = np.dtype(dtype).itemsize
 
@@ -56,11 +60,8 @@ def _offset_trajectory(case, kwargs, dtype, target, threads):
 
     sizes = [40_000 + 7 * k for k in range(16)]  # above the single-thread cut-off together
     params = [at_offset(rng.standard_normal(n), k) for k, n in enumerate(sizes)]
-    opt = case.cls(params, **kwargs)
-    for _ in range(3):
-        opt.step([at_offset(rng.standard_normal(n), k + 1) for k, n in enumerate(sizes)])
-    state = [a for name in sorted(opt.state, key=str) for _, a in sorted(opt.state[name].items())]
-    return [a.tobytes() for a in params + state]
+    grads = [[at_offset(rng.standard_normal(n), k + 1) for k, n in enumerate(sizes)] for _ in range(3)]
+    return _final_bytes(case, kwargs, params, grads, target, threads)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -23,6 +23,7 @@ same number of times, and ends compared with fastoptim (``deviation``). Throughp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import gc
@@ -612,7 +613,10 @@ class _Env:
                 self.deepspeed_reason = "DeepSpeedCPUAdam needs torch, which is not installed"
             else:
                 try:
-                    module = importlib.import_module("deepspeed.ops.adam")
+                    # DeepSpeed's logger writes to the stdout it finds at import: give it stderr,
+                    # so its messages do not land in the table.
+                    with contextlib.redirect_stdout(sys.stderr):
+                        module = importlib.import_module("deepspeed.ops.adam")
                     self.deepspeed_adam = module.DeepSpeedCPUAdam
                 except Exception as error:  # noqa: BLE001  (a broken install or op build: skip, say why)
                     self.deepspeed_reason = f"DeepSpeed is installed but DeepSpeedCPUAdam failed to import: {error}"

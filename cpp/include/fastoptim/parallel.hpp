@@ -81,10 +81,7 @@ void measure_block(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>
     V acc[n_norms][groups];
     for (auto& row : acc)
         for (V& v : row) v = V(T(0));
-    Streams<T> streams;  // what measure reads: p, g and the first measured_slots states
-    streams.add(a.param);
-    streams.add(a.grad);
-    for (int s = 0; s < Rule::measured_slots; ++s) streams.add(a.state[s]);
+    const Streams<T> streams = streams_of(a, true, Rule::measured_slots);
     index_t i = lo;
     for (; i + kLanes <= hi; i += kLanes) {
         if (i + Streams<T>::ahead + kLanes <= a.size) streams.template fetch<kLanes>(i);
@@ -157,6 +154,20 @@ void run_pieces(int threads, bool small, index_t pieces, const Task& task) {
 
 inline index_t pieces_of(index_t n, index_t piece) { return (n + piece - 1) / piece; }
 
+// f32(lo, hi) over [0, n32) in pieces of `piece` and f64(lo, hi) over [0, n64) in pieces of
+// half that (the same bytes), all in one run_pieces.
+template <class F32, class F64>
+void run_split(int threads, bool small, index_t n32, index_t n64, index_t piece, const F32& f32, const F64& f64) {
+    const index_t half = std::max<index_t>(piece / 2, 1);
+    const index_t p32 = pieces_of(n32, piece), p64 = pieces_of(n64, half);
+    run_pieces(threads, small, p32 + p64, [&](index_t p) {
+        if (p < p32)
+            f32(p * piece, std::min(n32, (p + 1) * piece));
+        else
+            f64((p - p32) * half, std::min(n64, (p - p32 + 1) * half));
+    });
+}
+
 // One step of Rule over the float32 and float64 arrays together.
 template <class Rule>
 void step_all(const Work<float>& f32, const Work<double>& f64, int threads) {
@@ -164,26 +175,14 @@ void step_all(const Work<float>& f32, const Work<double>& f64, int threads) {
     const bool small = n32 + 2 * n64 < kParallelMin;
     if constexpr (Rule::norms > 0) {
         // Blocks of kBlock elements, measured in any order; their sums are added in block order.
-        const index_t b32 = total_blocks(f32), b64 = total_blocks(f64);
-        constexpr index_t blocks = kPiece / kBlock;
-        const index_t p32 = pieces_of(b32, blocks), p64 = pieces_of(b64, 2 * blocks);
-        run_pieces(threads, small, p32 + p64, [&](index_t p) {
-            if (p < p32)
-                measure_span<Rule>(f32, p * blocks, std::min(b32, (p + 1) * blocks));
-            else
-                measure_span<Rule>(f64, (p - p32) * 2 * blocks, std::min(b64, (p - p32 + 1) * 2 * blocks));
-        });
+        run_split(threads, small, total_blocks(f32), total_blocks(f64), kPiece / kBlock,
+                  [&](index_t lo, index_t hi) { measure_span<Rule>(f32, lo, hi); },
+                  [&](index_t lo, index_t hi) { measure_span<Rule>(f64, lo, hi); });
         finish_norms<Rule>(f32);
         finish_norms<Rule>(f64);
     }
-    // float64 pieces have half the elements: the same bytes.
-    const index_t p32 = pieces_of(n32, kPiece), p64 = pieces_of(n64, kPiece / 2);
-    run_pieces(threads, small, p32 + p64, [&](index_t p) {
-        if (p < p32)
-            sweep_span<Rule>(f32, p * kPiece, std::min(n32, (p + 1) * kPiece));
-        else
-            sweep_span<Rule>(f64, (p - p32) * (kPiece / 2), std::min(n64, (p - p32 + 1) * (kPiece / 2)));
-    });
+    run_split(threads, small, n32, n64, kPiece, [&](index_t lo, index_t hi) { sweep_span<Rule>(f32, lo, hi); },
+              [&](index_t lo, index_t hi) { sweep_span<Rule>(f64, lo, hi); });
 }
 
 FASTOPTIM_TARGET_END

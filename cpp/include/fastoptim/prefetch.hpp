@@ -1,13 +1,12 @@
 // Software prefetch of the streams a sweep walks.
 //
 // An optimizer step walks four to seven arrays at once. The hardware prefetcher tracks them,
-// but from DRAM it starts late on each new page and keeps too few lines in flight per stream;
-// asking for the line kPrefetchBytes ahead in every stream measured 5-15% faster at 1e7-5e7
-// elements on 2 cores (bench/README.md) and changes nothing in cache. A hint only: the bits do
-// not depend on it.
+// but from DRAM it starts late on each new page and keeps too few lines in flight per stream,
+// so the sweep also asks for the line kPrefetchBytes ahead in every stream it reads. A hint
+// only: the bits do not depend on it.
 #pragma once
 
-#include "config.hpp"
+#include "rule.hpp"
 
 #if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
 #include <xmmintrin.h>
@@ -18,7 +17,7 @@ FASTOPTIM_TARGET_BEGIN
 
 inline constexpr index_t kPrefetchBytes = 2048;  // how far ahead of the sweep, in every stream
 inline constexpr index_t kLineBytes = 64;
-inline constexpr int kMaxStreams = 8;
+inline constexpr int kMaxStreams = 2 + kMaxStateSlots;  // p, g and every state slot
 
 FASTOPTIM_INLINE void prefetch_line(const char* p) {
 #if defined(__GNUC__) || defined(__clang__)
@@ -51,6 +50,17 @@ struct Streams {
             for (index_t b = 0; b < bytes; b += kLineBytes) prefetch_line(base[s] + at + b);
     }
 };
+
+// The arrays of `a` a pass reads: p, g when `grad`, and the first `slots` state slots that
+// exist. Prefetching an array the pass skips would cost bandwidth.
+template <class T>
+Streams<T> streams_of(const ArrayRef<T>& a, bool grad, int slots) {
+    Streams<T> streams;
+    streams.add(a.param);
+    if (grad) streams.add(a.grad);
+    for (int s = 0; s < slots; ++s) streams.add(a.state[s]);
+    return streams;
+}
 
 FASTOPTIM_TARGET_END
 }  // namespace fastoptim

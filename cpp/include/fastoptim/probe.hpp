@@ -6,6 +6,8 @@
 // of it.
 #pragma once
 
+#include <type_traits>
+
 #include "parallel.hpp"
 
 namespace fastoptim {
@@ -13,40 +15,19 @@ FASTOPTIM_TARGET_BEGIN
 
 template <int R, int W, class T, class V = NativeVec<T>>
 void probe_range(T* const* arrays, index_t n, index_t begin, index_t end) {
-    static_assert(R >= 1 && W >= 0 && W <= R, "reads R >= 1, writes 0..R");
+    static_assert(R >= 1 && R <= kMaxStreams && W >= 0 && W <= R, "reads 1..kMaxStreams arrays, writes 0..R");
     T* a[R];
-    for (int r = 0; r < R; ++r) a[r] = arrays[r];
-    V sink(T(0));
     Streams<T> streams;
-    for (int r = 0; r < R; ++r) streams.add(a[r]);
-    index_t i = begin;
-    auto body = [&](auto vec, index_t j) {
+    for (int r = 0; r < R; ++r) streams.add(a[r] = arrays[r]);
+    V sink(T(0));
+    walk<V>(streams, a[0], n, begin, end, [&](auto vec, index_t j) {
         using U = decltype(vec);
         U sum = U::load(a[0] + j);
         for (int r = 1; r < R; ++r) sum = sum + U::load(a[r] + j);
         sum = sum * U(T(0.5));
         for (int w = 0; w < W; ++w) sum.store(a[w] + j);
-        return sum;
-    };
-    // The same walk as sweep (sweep.hpp): scalars up to alignment, then two vectors per step,
-    // the lines ahead prefetched.
-    for (index_t stop = std::min(end, i + misaligned_elements<V>(a[0] + i)); i < stop; ++i) body(Scalar<T>(T(0)), i);
-    constexpr index_t step = 2 * V::width;
-    constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
-    for (; i + step <= end && i + Streams<T>::ahead + fetched <= n; i += step) {
-        if (step >= fetched || (i - begin) % fetched == 0) streams.template fetch<fetched>(i);
-        const V s0 = body(V(), i), s1 = body(V(), i + V::width);
-        if constexpr (W == 0) sink = sink + s0 + s1;  // keep read-only sweeps alive
-    }
-    for (; i + step <= end; i += step) {
-        const V s0 = body(V(), i), s1 = body(V(), i + V::width);
-        if constexpr (W == 0) sink = sink + s0 + s1;
-    }
-    for (; i + V::width <= end; i += V::width) {
-        const V s = body(V(), i);
-        if constexpr (W == 0) sink = sink + s;
-    }
-    for (; i < end; ++i) body(Scalar<T>(T(0)), i);
+        if constexpr (W == 0 && std::is_same_v<U, V>) sink = sink + sum;  // keep read-only sweeps alive
+    });
     if constexpr (W == 0) {
         T out[V::width];
         sink.store(out);
@@ -58,10 +39,9 @@ void probe_range(T* const* arrays, index_t n, index_t begin, index_t end) {
 // One sweep of n elements over R arrays (W written), with `threads` threads.
 template <int R, int W, class T>
 void probe(T* const* arrays, index_t n, int threads) {
-    constexpr index_t piece = kPiece * 4 / index_t(sizeof(T));  // float32 pieces' bytes
-    run_pieces(threads, n < kParallelMin, pieces_of(n, piece), [&](index_t p) {
-        probe_range<R, W, T>(arrays, n, p * piece, std::min(n, (p + 1) * piece));
-    });
+    // Pieces of the same bytes as a step's.
+    const auto range = [&](index_t lo, index_t hi) { probe_range<R, W, T>(arrays, n, lo, hi); };
+    run_split(threads, n < kParallelMin, sizeof(T) == 4 ? n : 0, sizeof(T) == 4 ? 0 : n, kPiece, range, range);
 }
 
 FASTOPTIM_TARGET_END

@@ -1,5 +1,5 @@
-// Applying a rule to a range of one array: full vectors, then a scalar tail with the same
-// arithmetic (so the bits do not depend on where a vector boundary falls).
+// Applying a rule to a range of one array: an aligning scalar head, full vectors, then a
+// scalar tail, all with the same arithmetic (so the bits do not depend on where they fall).
 #pragma once
 
 #include <algorithm>
@@ -21,38 +21,44 @@ index_t misaligned_elements(const T* p) {
     return index_t((bytes - at % bytes) % bytes / sizeof(T));
 }
 
+// The walk of every sweep over elements [begin, end) of arrays of `size` elements: scalars up
+// to the first element where `lead` is vector-aligned (a 64-byte access that straddles two
+// cache lines costs both, and NumPy's large arrays start 16 bytes into a page; arrays at the
+// same offset all align at once), then two vectors per step with the lines ahead prefetched,
+// then single vectors and scalars. visit(U(), i) handles U::width elements at i, U being V or
+// Scalar<T> with the same arithmetic, so the bits do not depend on where the cuts fall.
+template <class V, class T, class Visit>
+FASTOPTIM_INLINE void walk(const Streams<T>& streams, const T* lead, index_t size, index_t begin, index_t end,
+                           const Visit& visit) {
+    constexpr index_t w = V::width, step = 2 * w;  // two independent vectors in flight
+    index_t i = begin;
+    for (const index_t stop = std::min(end, i + misaligned_elements<V>(lead + i)); i < stop; ++i)
+        visit(Scalar<T>(T(0)), i);
+    // A line is fetched once when a step of two vectors covers at least one line, else the
+    // same line a few times: cheap beside the loads. Fetches run on past `end` (the next
+    // piece, another thread's or ours) up to the arrays' end.
+    constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
+    for (; i + step <= end && i + Streams<T>::ahead + fetched <= size; i += step) {
+        if (step >= fetched || (i - begin) % fetched == 0) streams.template fetch<fetched>(i);
+        visit(V(), i);
+        visit(V(), i + w);
+    }
+    for (; i + step <= end; i += step) {
+        visit(V(), i);
+        visit(V(), i + w);
+    }
+    for (; i + w <= end; i += w) visit(V(), i);
+    for (; i < end; ++i) visit(Scalar<T>(T(0)), i);
+}
+
 template <class Rule, class T, class V = NativeVec<T>>
 void sweep(const typename Rule::template Coeffs<T>& coeffs, const ArrayRef<T>& arrays, index_t begin, index_t end) {
     // Local copies: the stores through float pointers could otherwise alias the coefficients,
     // forcing a reload of every constant per element and keeping the flags' branches in the loop.
     const typename Rule::template Coeffs<T> c = coeffs;
     const ArrayRef<T> a = arrays;
-    constexpr index_t w = V::width, step = 2 * w;  // two independent vectors in flight
-    Streams<T> streams;  // every array the update reads: prefetching one it skips costs bandwidth
-    streams.add(a.param);
-    if constexpr (Rule::update_reads_grad) streams.add(a.grad);
-    for (T* slot : a.state) streams.add(slot);
-    index_t i = begin;
-    // Scalars up to the first element whose parameter address is vector-aligned: a 64-byte
-    // load or store that straddles two cache lines costs both (NumPy's large arrays start 16
-    // bytes into a page), 15-20% in L2. Arrays with the same offset all align at once.
-    for (index_t stop = std::min(end, i + misaligned_elements<V>(a.param + i)); i < stop; ++i)
-        Rule::template update<Scalar<T>>(c, a, i);
-    // A line is fetched once when a step of two vectors covers at least one line, else the
-    // same line a few times: cheap beside the loads. Fetches run on past `end` (the next
-    // piece, another thread's or ours) up to the array's end.
-    constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
-    for (; i + step <= end && i + Streams<T>::ahead + fetched <= a.size; i += step) {
-        if (step >= fetched || (i - begin) % fetched == 0) streams.template fetch<fetched>(i);
-        Rule::template update<V>(c, a, i);
-        Rule::template update<V>(c, a, i + w);
-    }
-    for (; i + step <= end; i += step) {
-        Rule::template update<V>(c, a, i);
-        Rule::template update<V>(c, a, i + w);
-    }
-    for (; i + w <= end; i += w) Rule::template update<V>(c, a, i);
-    for (; i < end; ++i) Rule::template update<Scalar<T>>(c, a, i);
+    walk<V>(streams_of(a, Rule::update_reads_grad, kMaxStateSlots), a.param, a.size, begin, end,
+            [&](auto vec, index_t i) { Rule::template update<decltype(vec)>(c, a, i); });
 }
 
 // The whole array on the calling thread: the entry point for C++ users of one rule.

@@ -1,4 +1,5 @@
-"""The same trajectory gives the same bytes on every instruction-set target and thread count."""
+"""The same trajectory gives the same bytes on every instruction-set target and thread count,
+prefetched or not."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ from registry import ARG_CASES, arg_id
 SHAPES = [(10**6 + 3,), (7,), (1025,), (33, 31), ()]
 
 
-def _final_bytes(case, kwargs, params, grad_steps, target, threads):
-    """Step `params` through `grad_steps` on one target and thread count: the bytes of the
-    parameters and of every state array after."""
+ALWAYS, NEVER = 0, 2**62  # fo.set_prefetch_above: prefetch every step, or none
+
+# Every target on one thread without prefetching and on two with: each code path of the sweep
+# meets every target, at the cost of two runs per target.
+SETTINGS = [(1, NEVER), (2, ALWAYS)]
+
+
+def _final_bytes(case, kwargs, params, grad_steps, target, threads, prefetch_above):
+    """Step `params` through `grad_steps` on one target, thread count and prefetch setting: the
+    bytes of the parameters and of every state array after."""
     fo.set_target(target)
     fo.set_num_threads(threads)
+    fo.set_prefetch_above(prefetch_above)
     opt = case.cls(params, **kwargs)
     for g in grad_steps:
         opt.step(g)
@@ -26,26 +35,26 @@ def _final_bytes(case, kwargs, params, grad_steps, target, threads):
     return [a.tobytes() for a in params + state]
 
 
-def _trajectory(case, kwargs, dtype, target, threads):
+def _trajectory(case, kwargs, dtype, target, threads, prefetch_above):
     params, grads = make_problem(np.random.default_rng(7), SHAPES, dtype, 5)
-    return _final_bytes(case, kwargs, params, grads, target, threads)
+    return _final_bytes(case, kwargs, params, grads, target, threads, prefetch_above)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
-def test_same_bytes_on_every_target_and_thread_count(case, kwargs, dtype, restore_runtime):
+def test_same_bytes_on_every_target_thread_count_and_prefetch(case, kwargs, dtype, restore_runtime):
     _assert_same_everywhere(_trajectory, case, kwargs, dtype)
 
 
 def _assert_same_everywhere(trajectory, case, kwargs, dtype):
-    runs = {(t, n): trajectory(case, kwargs, dtype, t, n)
-            for t, n in itertools.product(fo.available_targets(), [1, 2])}
+    runs = {(t, n, p): trajectory(case, kwargs, dtype, t, n, p)
+            for t, (n, p) in itertools.product(fo.available_targets(), SETTINGS)}
     (first_key, first), *rest = runs.items()
     for key, other in rest:
         assert other == first, f"{key} differs from {first_key}"
 
 
-def _offset_trajectory(case, kwargs, dtype, target, threads):
+def _offset_trajectory(case, kwargs, dtype, target, threads, prefetch_above):
     """Parameters that start 0..15 elements into 64-byte-aligned buffers, gradients one element
     further: the scalar head that aligns each vector body differs per target and array."""
     rng = np.random.default_rng(11)
@@ -61,7 +70,7 @@ def _offset_trajectory(case, kwargs, dtype, target, threads):
     sizes = [40_000 + 7 * k for k in range(16)]  # above the single-thread cut-off together
     params = [at_offset(rng.standard_normal(n), k) for k, n in enumerate(sizes)]
     grads = [[at_offset(rng.standard_normal(n), k + 1) for k, n in enumerate(sizes)] for _ in range(3)]
-    return _final_bytes(case, kwargs, params, grads, target, threads)
+    return _final_bytes(case, kwargs, params, grads, target, threads, prefetch_above)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

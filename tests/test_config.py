@@ -17,6 +17,8 @@ def test_config_reports_version_targets_and_threads():
     assert cfg["target"] in cfg["available_targets"]
     assert set(cfg["available_targets"]) <= set(cfg["built_targets"])
     assert cfg["num_threads"] == fo.get_num_threads() >= 1
+    assert cfg["prefetch_above"] == fo.get_prefetch_above() >= 0
+    assert cfg["last_level_cache"] >= 0
     assert {"sgd", "adam"} <= set(cfg["rules"])
 
 
@@ -37,6 +39,26 @@ def test_threads_can_be_set_and_are_validated(restore_runtime):
         fo.set_num_threads(0)
     with pytest.raises(TypeError):
         fo.set_num_threads(1.5)  # type: ignore[arg-type]
+
+
+def test_prefetch_threshold_is_a_quarter_of_the_last_level_cache():
+    run = _python("import fastoptim as fo; c = fo.config(); print(c['last_level_cache'], c['prefetch_above'])")
+    assert run.returncode == 0, run.stderr
+    cache, above = map(int, run.stdout.split())
+    assert above == (cache // 4 if cache > 0 else 8 << 20)
+    l3 = os.sysconf("SC_LEVEL3_CACHE_SIZE") if "SC_LEVEL3_CACHE_SIZE" in os.sysconf_names else 0
+    if sys.platform.startswith("linux") and l3 > 0:  # glibc reads it from CPUID, fastoptim from sysfs
+        assert cache == l3
+
+
+def test_prefetch_threshold_can_be_set_and_is_validated(restore_runtime):
+    fo.set_prefetch_above(0)
+    assert fo.get_prefetch_above() == 0
+    fo.set_prefetch_above(2**40)
+    for bad, error in [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("8M", TypeError)]:
+        with pytest.raises(error, match="nbytes"):
+            fo.set_prefetch_above(bad)  # type: ignore[arg-type]
+        assert fo.get_prefetch_above() == 2**40
 
 
 def test_unknown_or_unsupported_target_is_refused(restore_runtime):

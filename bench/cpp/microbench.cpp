@@ -1,6 +1,6 @@
 // Google Benchmark timing of each rule's step on each supported instruction-set target, in
-// float32 and float64, reporting bytes per second (the bytes a step must move) beside the
-// bandwidth probe's sweep with the same traffic.
+// float32 and float64, reporting bytes per second (the bytes a step must move). The bandwidth
+// probe to hold them against is `python -m fastoptim bench --peers fastoptim,probe`.
 //
 //   fastoptim_microbench --benchmark_filter='adam/avx2' --benchmark_min_time=0.2s
 #include <benchmark/benchmark.h>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cache.hpp"
 #include "cpu.hpp"
 #include "rule_table.hpp"
 
@@ -87,6 +88,7 @@ struct Arrays {
 template <class T>
 void run_step(benchmark::State& state, const Target* target, const RuleInfo* rule, const Setting* setting, int threads) {
     const index_t n = state.range(0);
+    const index_t prefetch_above = default_prefetch_above();  // as the extension's default
     Arrays<T> arrays(n, setting->slots_used);
     Arrays<T> none(0, 0);
     std::vector<double> coeffs32(rule->coeffs_f32_size / sizeof(double) + 1), coeffs64(rule->coeffs_f64_size / sizeof(double) + 1);
@@ -96,7 +98,7 @@ void run_step(benchmark::State& state, const Target* target, const RuleInfo* rul
         const Clock clock{++step, step == 1, scalars.data()};
         rule->advance(setting->row.data(), clock, scalars.data());
         rule->fold(setting->row.data(), clock, coeffs32.data(), coeffs64.data());
-        StepRequest request{rule->id, {}, {}, threads};
+        StepRequest request{rule->id, {}, {}, threads, prefetch_above};
         if constexpr (sizeof(T) == 4) {
             request.f32 = arrays.work(coeffs32.data());
         } else {

@@ -14,7 +14,8 @@ void FASTOPTIM_CONCAT(step, FASTOPTIM_TARGET_NS)(const StepRequest& request) {
     switch (request.rule) {
 #define FASTOPTIM_RULE_CASE(Rule)                                           \
     case RuleId::Rule:                                                      \
-        step_all<Rule>(request.f32, request.f64, request.threads);          \
+        step_all<Rule>(request.f32, request.f64, request.threads,          \
+                       request.prefetch_above);                             \
         return;
         FASTOPTIM_FOR_EACH_RULE(FASTOPTIM_RULE_CASE)
 #undef FASTOPTIM_RULE_CASE
@@ -29,7 +30,7 @@ bool probe_writes(const ProbeRequest& r) {
         return false;
     } else {
         if (r.writes != W) return probe_writes<T, R, W + 1>(r);
-        probe<R, W, T>(reinterpret_cast<T* const*>(r.arrays), r.n, r.threads);
+        probe<R, W, T>(reinterpret_cast<T* const*>(r.arrays), r.n, r.threads, r.prefetch_above);
         return true;
     }
 }

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "plan.hpp"
+#include "cache.hpp"
 #include "probe_binding.hpp"
 #include "runtime.hpp"
 
@@ -74,6 +75,16 @@ PYBIND11_MODULE(_core, m) {
         }
     }, py::arg("n"));
     m.def("has_openmp", &has_openmp);
+    m.def("last_level_cache_bytes", &last_level_cache_bytes, "the largest cache level the system reports; 0 if none");
+    m.def("get_prefetch_above", &prefetch_above,
+          "Bytes a step's arrays must add up to before its sweeps prefetch; below, they are expected in the cache.");
+    m.def("set_prefetch_above", [](std::int64_t bytes) {
+        try {
+            set_prefetch_above(bytes);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+    }, py::arg("bytes"));
 
     m.def("probe", &run_probe, py::arg("arrays"), py::arg("writes"), py::arg("threads"),
           "One read-modify-write sweep: read every array, write the first `writes` of them.");

@@ -259,7 +259,7 @@ void Plan::run() {
         rule_->fold(row, clock, reinterpret_cast<char*>(f32_.coeffs.data()) + k * rule_->coeffs_f32_size,
                     reinterpret_cast<char*>(f64_.coeffs.data()) + k * rule_->coeffs_f64_size);
     }
-    const StepRequest request{rule_->id, f32_.work(), f64_.work(), num_threads()};
+    const StepRequest request{rule_->id, f32_.work(), f64_.work(), num_threads(), prefetch_above()};
     {
         py::gil_scoped_release unlocked;
         current_target().step(request);

@@ -28,7 +28,7 @@ void run_probe(py::list arrays, int writes, int threads) {
         pointers.push_back(a.mutable_data());
     }
     if (threads < 1) throw py::value_error("probe: threads must be >= 1");
-    const ProbeRequest request{pointers.data(), dtype == f64, int(pointers.size()), writes, n, threads};
+    const ProbeRequest request{pointers.data(), dtype == f64, int(pointers.size()), writes, n, threads, prefetch_above()};
     bool ok;
     {
         py::gil_scoped_release unlocked;

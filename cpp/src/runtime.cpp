@@ -3,6 +3,8 @@
 #include <atomic>
 #include <stdexcept>
 
+#include "cache.hpp"
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -28,6 +30,8 @@ int default_threads() {
 }
 
 std::atomic<int> threads{default_threads()};
+
+std::atomic<std::int64_t> prefetch_bytes{default_prefetch_above()};
 
 // GNU OpenMP's thread pool does not survive fork(): a child whose parent already ran a
 // parallel region hangs in its first one. A forked child therefore steps on one thread.
@@ -57,6 +61,13 @@ int num_threads() { return forked_child.load(std::memory_order_relaxed) ? 1 : th
 void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
     threads.store(n);
+}
+
+std::int64_t prefetch_above() { return prefetch_bytes.load(std::memory_order_relaxed); }
+
+void set_prefetch_above(std::int64_t bytes) {
+    if (bytes < 0) throw std::invalid_argument("prefetch_above must be >= 0 bytes, got " + std::to_string(bytes));
+    prefetch_bytes.store(bytes);
 }
 
 bool has_openmp() {

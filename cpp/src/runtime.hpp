@@ -14,4 +14,9 @@ int num_threads();
 void set_num_threads(int n);  // std::invalid_argument if n < 1
 bool has_openmp();
 
+// Steps whose arrays add up to more bytes than this prefetch (prefetch.hpp); by default
+// default_prefetch_above() (cache.hpp).
+std::int64_t prefetch_above();
+void set_prefetch_above(std::int64_t bytes);  // std::invalid_argument if bytes < 0
+
 }  // namespace fastoptim

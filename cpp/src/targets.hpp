@@ -18,6 +18,7 @@ struct StepRequest {
     Work<float> f32;
     Work<double> f64;
     int threads;
+    index_t prefetch_above;  // bytes; see prefetch.hpp
 };
 
 using StepFunction = void (*)(const StepRequest&);
@@ -29,6 +30,7 @@ struct ProbeRequest {
     int reads, writes;
     index_t n;
     int threads;
+    index_t prefetch_above;
 };
 using ProbeFunction = bool (*)(const ProbeRequest&);  // false if reads/writes are out of range
 

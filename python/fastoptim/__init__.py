@@ -25,8 +25,10 @@ from ._config import (  # noqa: E402
     available_targets,
     config,
     get_num_threads,
+    get_prefetch_above,
     get_target,
     set_num_threads,
+    set_prefetch_above,
     set_target,
     show_config,
 )
@@ -70,8 +72,10 @@ __all__ = [
     "available_targets",
     "config",
     "get_num_threads",
+    "get_prefetch_above",
     "get_target",
     "set_num_threads",
+    "set_prefetch_above",
     "set_target",
     "show_config",
 ]

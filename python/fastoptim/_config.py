@@ -1,4 +1,4 @@
-"""Build and runtime settings: instruction-set targets and threads."""
+"""Build and runtime settings: instruction-set targets, threads and prefetching."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 from . import _core
 
-__all__ = ["available_targets", "config", "get_num_threads", "get_target", "set_num_threads", "set_target",
-           "show_config"]
+__all__ = ["available_targets", "config", "get_num_threads", "get_prefetch_above", "get_target", "set_num_threads",
+           "set_prefetch_above", "set_target", "show_config"]
 
 
 def available_targets() -> list[str]:
@@ -44,8 +44,29 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(n)
 
 
+def get_prefetch_above() -> int:
+    """Bytes a step's arrays (parameters, gradients and state together) must add up to before
+    its kernels prefetch ahead in software. Default: a quarter of the CPU's last-level cache
+    (8 MiB when the system does not report one). Below it, the arrays are expected in that
+    cache from the previous step, where the hardware prefetcher keeps up alone and software
+    prefetches only slow the sweep; above it they stream from memory, where prefetching
+    speeds it up."""
+    return int(_core.get_prefetch_above())
+
+
+def set_prefetch_above(nbytes: int) -> None:
+    """Prefetch in steps whose arrays add up to more than `nbytes` (0: always). A speed
+    setting only: the results are the same bits either way."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    _core.set_prefetch_above(nbytes)
+
+
 def config() -> dict[str, Any]:
-    """The version, the targets built, supported and chosen, threads and the compiler."""
+    """The version, the targets built, supported and chosen, threads, the last-level cache and
+    the prefetch threshold, and the compiler."""
     return {
         "version": _core.__version__,
         "target": get_target(),
@@ -53,6 +74,8 @@ def config() -> dict[str, Any]:
         "built_targets": [name for name, _ in _core.targets()],
         "num_threads": get_num_threads(),
         "openmp": bool(_core.has_openmp()),
+        "last_level_cache": int(_core.last_level_cache_bytes()),
+        "prefetch_above": get_prefetch_above(),
         "compiler": _core.compiler,
         "rules": sorted(_core.rules()),
     }

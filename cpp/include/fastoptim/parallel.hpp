@@ -58,16 +58,24 @@ const typename Rule::template Coeffs<T>& coeffs_of(const Work<T>& w, index_t k) 
     return static_cast<const typename Rule::template Coeffs<T>*>(w.coeffs)[w.group[k]];
 }
 
+// Every byte of the arrays a step reads: with the cache size, whether it prefetches.
+template <class T>
+index_t bytes_of(const Work<T>& w) {
+    index_t bytes = 0;
+    for (index_t k = 0; k < w.count; ++k) bytes += bytes_of(w.arrays[k]);
+    return bytes;
+}
+
 // Sweep elements [lo, hi) of the concatenated index space.
 template <class Rule, class T>
-void sweep_span(const Work<T>& w, index_t lo, index_t hi) {
+void sweep_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
     if (lo >= hi) return;
     index_t k = std::upper_bound(w.offsets, w.offsets + w.count + 1, lo) - w.offsets - 1;
     for (; k < w.count && w.offsets[k] < hi; ++k) {
         const index_t base = w.offsets[k];
         const index_t b = std::max(lo, base) - base;
         const index_t e = std::min(hi, w.offsets[k + 1]) - base;
-        sweep<Rule, T>(coeffs_of<Rule>(w, k), w.arrays[k], b, e);
+        sweep<Rule, T>(coeffs_of<Rule>(w, k), w.arrays[k], b, e, prefetch);
     }
 }
 
@@ -75,16 +83,16 @@ void sweep_span(const Work<T>& w, index_t lo, index_t hi) {
 // to lane (i − lo) mod 16, lanes are added pairwise in double.
 template <class Rule, class T, class V = NativeVec<T>>
 void measure_block(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a, index_t lo, index_t hi,
-                   double* out) {
+                   bool prefetch, double* out) {
     constexpr int n_norms = Rule::norms, w = V::width, groups = kLanes / w;
     static_assert(kLanes % w == 0, "vector width must divide the lane count");
     V acc[n_norms][groups];
     for (auto& row : acc)
         for (V& v : row) v = V(T(0));
-    const Streams<T> streams = streams_of(a, true, Rule::measured_slots);
+    const Streams<T> streams = streams_of(a, prefetch, true, Rule::measured_slots);
     index_t i = lo;
     for (; i + kLanes <= hi; i += kLanes) {
-        if (i + Streams<T>::ahead + kLanes <= a.size) streams.template fetch<kLanes>(i);
+        if (streams.count > 0 && i + Streams<T>::ahead + kLanes <= a.size) streams.template fetch<kLanes>(i);
         for (int g = 0; g < groups; ++g) {
             V squares[n_norms];
             Rule::template measure<V>(c, a, i + g * w, squares);
@@ -110,14 +118,14 @@ void measure_block(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>
 
 // Measure blocks [lo, hi) of the concatenated block space.
 template <class Rule, class T>
-void measure_span(const Work<T>& w, index_t lo, index_t hi) {
+void measure_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
     if (lo >= hi) return;
     index_t k = std::upper_bound(w.block_offsets, w.block_offsets + w.count + 1, lo) - w.block_offsets - 1;
     for (index_t b = lo; b < hi; ++b) {
         while (w.block_offsets[k + 1] <= b) ++k;
         const index_t begin = (b - w.block_offsets[k]) * kBlock;
         const index_t end = std::min(begin + kBlock, w.arrays[k].size);
-        measure_block<Rule, T>(coeffs_of<Rule>(w, k), w.arrays[k], begin, end, w.partials + b * Rule::norms);
+        measure_block<Rule, T>(coeffs_of<Rule>(w, k), w.arrays[k], begin, end, prefetch, w.partials + b * Rule::norms);
     }
 }
 
@@ -168,21 +176,24 @@ void run_split(int threads, bool small, index_t n32, index_t n64, index_t piece,
     });
 }
 
-// One step of Rule over the float32 and float64 arrays together.
+// One step of Rule over the float32 and float64 arrays together, prefetched when their arrays
+// add up to more than `prefetch_above` bytes (prefetch.hpp).
 template <class Rule>
-void step_all(const Work<float>& f32, const Work<double>& f64, int threads) {
+void step_all(const Work<float>& f32, const Work<double>& f64, int threads,
+              index_t prefetch_above = kDefaultPrefetchAbove) {
     const index_t n32 = total(f32), n64 = total(f64);
     const bool small = n32 + 2 * n64 < kParallelMin;
+    const bool prefetch = bytes_of(f32) + bytes_of(f64) > prefetch_above;
     if constexpr (Rule::norms > 0) {
         // Blocks of kBlock elements, measured in any order; their sums are added in block order.
         run_split(threads, small, total_blocks(f32), total_blocks(f64), kPiece / kBlock,
-                  [&](index_t lo, index_t hi) { measure_span<Rule>(f32, lo, hi); },
-                  [&](index_t lo, index_t hi) { measure_span<Rule>(f64, lo, hi); });
+                  [&](index_t lo, index_t hi) { measure_span<Rule>(f32, lo, hi, prefetch); },
+                  [&](index_t lo, index_t hi) { measure_span<Rule>(f64, lo, hi, prefetch); });
         finish_norms<Rule>(f32);
         finish_norms<Rule>(f64);
     }
-    run_split(threads, small, n32, n64, kPiece, [&](index_t lo, index_t hi) { sweep_span<Rule>(f32, lo, hi); },
-              [&](index_t lo, index_t hi) { sweep_span<Rule>(f64, lo, hi); });
+    run_split(threads, small, n32, n64, kPiece, [&](index_t lo, index_t hi) { sweep_span<Rule>(f32, lo, hi, prefetch); },
+              [&](index_t lo, index_t hi) { sweep_span<Rule>(f64, lo, hi, prefetch); });
 }
 
 FASTOPTIM_TARGET_END

@@ -2,8 +2,11 @@
 //
 // An optimizer step walks four to seven arrays at once. The hardware prefetcher tracks them,
 // but from DRAM it starts late on each new page and keeps too few lines in flight per stream,
-// so the sweep also asks for the line kPrefetchBytes ahead in every stream it reads. A hint
-// only: the bits do not depend on it.
+// so the sweep also asks for the line kPrefetchBytes ahead in every stream it reads. From the
+// last-level cache the hardware keeps up alone, and the extra instructions and fill buffers
+// only slow the sweep: a step whose arrays fit in the cache is not prefetched. Where that line
+// falls is `prefetch_above`, the step's bytes (every array it reads) beyond which it prefetches;
+// the extension sets it from the CPU's cache size. A hint only: the bits do not depend on it.
 #pragma once
 
 #include "rule.hpp"
@@ -13,6 +16,10 @@
 #endif
 
 namespace fastoptim {
+
+// prefetch_above for callers that do not know the cache: a quarter of a 32 MiB last-level cache.
+inline constexpr index_t kDefaultPrefetchAbove = index_t(8) << 20;
+
 FASTOPTIM_TARGET_BEGIN
 
 inline constexpr index_t kPrefetchBytes = 2048;  // how far ahead of the sweep, in every stream
@@ -52,14 +59,23 @@ struct Streams {
 };
 
 // The arrays of `a` a pass reads: p, g when `grad`, and the first `slots` state slots that
-// exist. Prefetching an array the pass skips would cost bandwidth.
+// exist; none unless `prefetch`. Prefetching an array the pass skips would cost bandwidth.
 template <class T>
-Streams<T> streams_of(const ArrayRef<T>& a, bool grad, int slots) {
+Streams<T> streams_of(const ArrayRef<T>& a, bool prefetch, bool grad, int slots) {
     Streams<T> streams;
+    if (!prefetch) return streams;
     streams.add(a.param);
     if (grad) streams.add(a.grad);
     for (int s = 0; s < slots; ++s) streams.add(a.state[s]);
     return streams;
+}
+
+// The bytes of every array of `a`: what a pass over all of it brings into the cache.
+template <class T>
+index_t bytes_of(const ArrayRef<T>& a) {
+    int arrays = (a.param != nullptr) + (a.grad != nullptr);
+    for (const T* s : a.state) arrays += s != nullptr;
+    return a.size * index_t(sizeof(T)) * arrays;
 }
 
 FASTOPTIM_TARGET_END

@@ -14,11 +14,14 @@ namespace fastoptim {
 FASTOPTIM_TARGET_BEGIN
 
 template <int R, int W, class T, class V = NativeVec<T>>
-void probe_range(T* const* arrays, index_t n, index_t begin, index_t end) {
+void probe_range(T* const* arrays, index_t n, index_t begin, index_t end, bool prefetch) {
     static_assert(R >= 1 && R <= kMaxStreams && W >= 0 && W <= R, "reads 1..kMaxStreams arrays, writes 0..R");
     T* a[R];
     Streams<T> streams;
-    for (int r = 0; r < R; ++r) streams.add(a[r] = arrays[r]);
+    for (int r = 0; r < R; ++r) {
+        a[r] = arrays[r];
+        if (prefetch) streams.add(a[r]);
+    }
     V sink(T(0));
     walk<V>(streams, a[0], n, begin, end, [&](auto vec, index_t j) {
         using U = decltype(vec);
@@ -36,11 +39,13 @@ void probe_range(T* const* arrays, index_t n, index_t begin, index_t end) {
     }
 }
 
-// One sweep of n elements over R arrays (W written), with `threads` threads.
+// One sweep of n elements over R arrays (W written), with `threads` threads, prefetched when the
+// arrays add up to more than `prefetch_above` bytes, as a step's.
 template <int R, int W, class T>
-void probe(T* const* arrays, index_t n, int threads) {
+void probe(T* const* arrays, index_t n, int threads, index_t prefetch_above = kDefaultPrefetchAbove) {
     // Pieces of the same bytes as a step's.
-    const auto range = [&](index_t lo, index_t hi) { probe_range<R, W, T>(arrays, n, lo, hi); };
+    const bool prefetch = n * R * index_t(sizeof(T)) > prefetch_above;
+    const auto range = [&](index_t lo, index_t hi) { probe_range<R, W, T>(arrays, n, lo, hi, prefetch); };
     run_split(threads, n < kParallelMin, sizeof(T) == 4 ? n : 0, sizeof(T) == 4 ? 0 : n, kPiece, range, range);
 }
 

@@ -24,8 +24,8 @@ index_t misaligned_elements(const T* p) {
 // The walk of every sweep over elements [begin, end) of arrays of `size` elements: scalars up
 // to the first element where `lead` is vector-aligned (a 64-byte access that straddles two
 // cache lines costs both, and NumPy's large arrays start 16 bytes into a page; arrays at the
-// same offset all align at once), then two vectors per step with the lines ahead prefetched,
-// then single vectors and scalars. visit(U(), i) handles U::width elements at i, U being V or
+// same offset all align at once), then two vectors per step with the lines ahead prefetched
+// (when `streams` has any), then single vectors and scalars. visit(U(), i) handles U::width elements at i, U being V or
 // Scalar<T> with the same arithmetic, so the bits do not depend on where the cuts fall.
 template <class V, class T, class Visit>
 FASTOPTIM_INLINE void walk(const Streams<T>& streams, const T* lead, index_t size, index_t begin, index_t end,
@@ -38,7 +38,7 @@ FASTOPTIM_INLINE void walk(const Streams<T>& streams, const T* lead, index_t siz
     // same line a few times: cheap beside the loads. Fetches run on past `end` (the next
     // piece, another thread's or ours) up to the arrays' end.
     constexpr index_t fetched = step * index_t(sizeof(T)) < kLineBytes ? kLineBytes / index_t(sizeof(T)) : step;
-    for (; i + step <= end && i + Streams<T>::ahead + fetched <= size; i += step) {
+    for (; streams.count > 0 && i + step <= end && i + Streams<T>::ahead + fetched <= size; i += step) {
         if (step >= fetched || (i - begin) % fetched == 0) streams.template fetch<fetched>(i);
         visit(V(), i);
         visit(V(), i + w);
@@ -52,19 +52,22 @@ FASTOPTIM_INLINE void walk(const Streams<T>& streams, const T* lead, index_t siz
 }
 
 template <class Rule, class T, class V = NativeVec<T>>
-void sweep(const typename Rule::template Coeffs<T>& coeffs, const ArrayRef<T>& arrays, index_t begin, index_t end) {
+void sweep(const typename Rule::template Coeffs<T>& coeffs, const ArrayRef<T>& arrays, index_t begin, index_t end,
+           bool prefetch) {
     // Local copies: the stores through float pointers could otherwise alias the coefficients,
     // forcing a reload of every constant per element and keeping the flags' branches in the loop.
     const typename Rule::template Coeffs<T> c = coeffs;
     const ArrayRef<T> a = arrays;
-    walk<V>(streams_of(a, Rule::update_reads_grad, kMaxStateSlots), a.param, a.size, begin, end,
+    walk<V>(streams_of(a, prefetch, Rule::update_reads_grad, kMaxStateSlots), a.param, a.size, begin, end,
             [&](auto vec, index_t i) { Rule::template update<decltype(vec)>(c, a, i); });
 }
 
 // The whole array on the calling thread: the entry point for C++ users of one rule.
+// Prefetched when its arrays add up to more than `prefetch_above` bytes (prefetch.hpp).
 template <class Rule, class T>
-void apply(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a) {
-    sweep<Rule, T>(c, a, 0, a.size);
+void apply(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a,
+           index_t prefetch_above = kDefaultPrefetchAbove) {
+    sweep<Rule, T>(c, a, 0, a.size, bytes_of(a) > prefetch_above);
 }
 
 FASTOPTIM_TARGET_END

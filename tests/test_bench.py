@@ -8,6 +8,8 @@ import importlib.util
 import io
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _bench
+from fastoptim import _bench, _omp
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
@@ -59,7 +61,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str,
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = _bench.main(["--rules", "adam,lamb", "--sizes", "1e3,1e4", "--repeats", "2", "--max-repeats", "2",
-                            "--min-time", "1e-6", "--warmup", "1", "--threads", "1", "--out", str(out)])
+                            "--min-time", "1e-6", "--warmup", "1", "--threads", "1", "--out", str(out),
+                            "--omp-spin", "fastoptim"])  # this process's spin: no second process
     assert code == 0, stderr.getvalue()
     return json.loads((out / "bench.json").read_text()), stdout.getvalue(), stderr.getvalue(), out
 
@@ -151,6 +154,34 @@ def test_without_matplotlib_the_run_says_so(tmp_path: Path, monkeypatch: pytest.
     assert _bench.PLOT_HINT in document["notes"]
     assert not (tmp_path / "bench.png").exists()
     assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["peers"]["numpy"]["deviation"] < 1e-12
+
+
+def test_json_names_the_openmp_wait(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
+    wait = tiny[0]["machine"]["openmp_wait"]
+    assert wait == _omp.wait_settings()
+    if _omp.set_on_import:
+        assert wait["GOMP_SPINCOUNT"] == _omp.FASTOPTIM_SPIN and wait["set_by"] == "fastoptim"
+    assert "OpenMP wait for every peer: " in tiny[1]
+
+
+@pytest.mark.parametrize(("environment", "spin", "expected"), [
+    ({}, "openmp", _omp.OPENMP_DEFAULT_SPIN),  # run again, as torch has it alone
+    ({}, "fastoptim", _omp.FASTOPTIM_SPIN),
+    ({"GOMP_SPINCOUNT": "5"}, "openmp", "5"),  # the user's setting is kept, and said so
+])
+def test_every_peer_runs_under_the_chosen_openmp_spin(environment: dict[str, str], spin: str, expected: str,
+                                                      tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    command = [sys.executable, "-m", "fastoptim", "bench", "--sizes", "1e3", "--peers", "fastoptim,probe",
+               "--repeats", "1", "--max-repeats", "1", "--warmup", "1", "--no-plot", "--quiet",
+               "--out", str(tmp_path), "--omp-spin", spin]
+    run = subprocess.run(command, capture_output=True, text=True, env={**env, **environment}, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    wait = json.loads((tmp_path / "bench.json").read_text())["machine"]["openmp_wait"]
+    assert wait["GOMP_SPINCOUNT"] == expected
+    assert f"OpenMP wait for every peer: GOMP_SPINCOUNT={expected}" in run.stdout
+    assert ("not applied" in run.stdout) == bool(environment)
 
 
 def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,20 +8,15 @@
     array([-0.1, -0.1, -0.1], dtype=float32)
 """
 
+# ruff: noqa: E402 (the imports after shorten_spin load GNU OpenMP, which reads it once)
 from __future__ import annotations
 
-import os
+from . import _omp
 
-# After a parallel region, OpenMP's threads spin for a while before sleeping. GNU OpenMP's
-# default spin (~300k iterations) kept our two threads busy between training steps and
-# starved NumPy's BLAS threads on the same cores: a matmul + step loop ran 2x slower, and a
-# demo epoch up to 70x slower under load. A short spin keeps back-to-back steps as fast.
-# Either variable, set by the user, wins; it only acts if GNU OpenMP is not loaded yet.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "1000"
+_omp.shorten_spin()  # before the kernels load GNU OpenMP, which reads it once
 
 from . import distributed, lr_scheduler, schedules
-from ._config import (  # noqa: E402
+from ._config import (
     available_targets,
     config,
     get_num_threads,

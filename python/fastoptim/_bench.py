@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -46,7 +47,7 @@ import numpy.typing as npt
 
 import fastoptim as fo
 
-from . import _core
+from . import _core, _omp
 
 __all__ = ["PEERS", "RULES", "main", "numpy_optimizer", "run"]
 
@@ -940,6 +941,7 @@ def machine(env: _Env) -> dict[str, Any]:
         "torch": None if env.torch is None else str(env.torch.__version__),
         "deepspeed": version("deepspeed"),
         "fastoptim": fo.config(),
+        "openmp_wait": _omp.wait_settings(),
         "threads": {"fastoptim": fo.get_num_threads(),
                     "torch": None if env.torch is None else int(env.torch.get_num_threads()),
                     "numpy": 1},
@@ -1160,6 +1162,10 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+# GOMP_SPINCOUNT for each --omp-spin choice.
+SPINS = {"openmp": _omp.OPENMP_DEFAULT_SPIN, "fastoptim": _omp.FASTOPTIM_SPIN}
+
+
 def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -1196,7 +1202,34 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
                    help="time each peer's step right after the other peers' (they evict each other's arrays); "
                         "by default each timed step follows an untimed one of the same peer, as in training")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    p.add_argument("--omp-spin", choices=list(SPINS), default="openmp",
+                   help="GNU OpenMP's busy-wait after a parallel region, one for every peer (the process has one "
+                        "OpenMP): 'openmp', its own default, as torch has it alone (GOMP_SPINCOUNT="
+                        f"{_omp.OPENMP_DEFAULT_SPIN}); 'fastoptim', the shorter spin `import fastoptim` sets "
+                        f"(GOMP_SPINCOUNT={_omp.FASTOPTIM_SPIN}), which torch imported after it shares. "
+                        "Wait variables set in the environment are kept")
     return p
+
+
+def _rerun_with_spin(choice: str, argv: Sequence[str], full: bool, prog: str) -> int | None:
+    """GNU OpenMP read its wait settings when `import fastoptim` loaded it: for another spin the
+    benchmark runs again in a process that starts with it. None when this process has it, or
+    when the user set the wait variables (kept, and noted in the results)."""
+    wanted = SPINS[choice]
+    if not _omp.set_on_import or os.environ.get("GOMP_SPINCOUNT") == wanted:
+        return None
+    code = f"import sys; from fastoptim._bench import main; sys.exit(main(sys.argv[1:], full={full!r}, prog={prog!r}))"
+    return subprocess.run([sys.executable, "-c", code, *argv], env={**os.environ, "GOMP_SPINCOUNT": wanted},
+                          check=False).returncode
+
+
+def _spin_line(choice: str) -> str:
+    wait = _omp.wait_settings()
+    shown = ", ".join(f"{k}={v}" for k, v in wait.items() if k != "set_by" and v is not None) or "its defaults"
+    line = f"OpenMP wait for every peer: {shown}"
+    if wait["set_by"] == "environment" and wait["GOMP_SPINCOUNT"] != SPINS[choice]:
+        line += f" (set in the environment; --omp-spin {choice} not applied)"
+    return line
 
 
 def main(argv: Sequence[str] | None = None, *, full: bool = False, prog: str = "fastoptim bench") -> int:
@@ -1207,6 +1240,9 @@ def main(argv: Sequence[str] | None = None, *, full: bool = False, prog: str = "
         return stop.code if isinstance(stop.code, int) else 2
     if args.quick:
         args.rules, args.dtypes = ["adam"], ["float32"]
+    rerun = _rerun_with_spin(args.omp_spin, list(sys.argv[1:] if argv is None else argv), full, prog)
+    if rerun is not None:
+        return rerun
     settings = Settings(rules=args.rules, works=args.sizes, dtypes=args.dtypes, peers=args.peers,
                         threads=args.threads, repeats=args.repeats, min_time=args.min_time,
                         max_repeats=args.max_repeats, max_time=args.max_time, warmup=args.warmup, seed=args.seed,
@@ -1220,6 +1256,7 @@ def main(argv: Sequence[str] | None = None, *, full: bool = False, prog: str = "
     m = document["machine"]
     print(f"{m['cpu']}, {_threads(settings.threads)} (fastoptim {m['fastoptim']['version']}, "
           f"{m['fastoptim']['target']}; torch {m['torch'] or '—'}; NumPy {m['numpy']}, one thread)")
+    print(_spin_line(args.omp_spin))
     for note in document["notes"]:
         print(f"note: {note}")
     if document.get("files"):

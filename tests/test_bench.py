@@ -180,6 +180,8 @@ def test_every_peer_runs_under_the_chosen_openmp_spin(environment: dict[str, str
     assert run.returncode == 0, run.stderr
     wait = json.loads((tmp_path / "bench.json").read_text())["machine"]["openmp_wait"]
     assert wait["GOMP_SPINCOUNT"] == expected
+    assert wait["set_by"] == ("environment" if environment else
+                              "fastoptim bench --omp-spin openmp" if spin == "openmp" else "fastoptim")
     assert f"OpenMP wait for every peer: GOMP_SPINCOUNT={expected}" in run.stdout
     assert ("not applied" in run.stdout) == bool(environment)
 

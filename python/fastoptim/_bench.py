@@ -1218,7 +1218,8 @@ def _rerun_with_spin(choice: str, argv: Sequence[str], full: bool, prog: str) ->
     wanted = SPINS[choice]
     if not _omp.set_on_import or os.environ.get("GOMP_SPINCOUNT") == wanted:
         return None
-    code = f"import sys; from fastoptim._bench import main; sys.exit(main(sys.argv[1:], full={full!r}, prog={prog!r}))"
+    code = (f"import sys; from fastoptim import _omp; _omp.chosen_by = 'fastoptim bench --omp-spin {choice}'; "
+            f"from fastoptim._bench import main; sys.exit(main(sys.argv[1:], full={full!r}, prog={prog!r}))")
     return subprocess.run([sys.executable, "-c", code, *argv], env={**os.environ, "GOMP_SPINCOUNT": wanted},
                           check=False).returncode
 

@@ -14,6 +14,7 @@ OPENMP_DEFAULT_SPIN = "300000"  # GNU OpenMP's own GOMP_SPINCOUNT when neither v
 _VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 set_on_import = False  # whether `import fastoptim` chose GOMP_SPINCOUNT (else the environment did)
+chosen_by: str | None = None  # who put the wait variables in the environment, when known
 
 
 def shorten_spin() -> None:
@@ -33,4 +34,4 @@ def shorten_spin() -> None:
 def wait_settings() -> dict[str, str | None]:
     """The wait variables this process started GNU OpenMP with, and who set them."""
     return {**{name: os.environ.get(name) for name in _VARIABLES},
-            "set_by": "fastoptim" if set_on_import else "environment"}
+            "set_by": "fastoptim" if set_on_import else chosen_by or "environment"}

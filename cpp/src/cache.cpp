@@ -28,7 +28,10 @@ std::int64_t from_sysfs() {
         if (!(level_file >> level) || !(size_file >> size) || !(type_file >> type)) continue;
         if (type == "Instruction") continue;
         size_file >> unit;
-        const std::int64_t scale = unit == "K" ? 1024 : unit == "M" ? 1024 * 1024 : unit == "G" ? 1024 * 1024 * 1024 : 1;
+        const std::int64_t scale = unit == "K" ? std::int64_t(1) << 10
+                                   : unit == "M" ? std::int64_t(1) << 20
+                                   : unit == "G" ? std::int64_t(1) << 30
+                                                 : 1;
         if (level >= best_level) {
             best_level = level;
             best_bytes = size * scale;

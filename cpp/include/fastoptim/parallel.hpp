@@ -192,7 +192,8 @@ void step_all(const Work<float>& f32, const Work<double>& f64, int threads,
         finish_norms<Rule>(f32);
         finish_norms<Rule>(f64);
     }
-    run_split(threads, small, n32, n64, kPiece, [&](index_t lo, index_t hi) { sweep_span<Rule>(f32, lo, hi, prefetch); },
+    run_split(threads, small, n32, n64, kPiece,
+              [&](index_t lo, index_t hi) { sweep_span<Rule>(f32, lo, hi, prefetch); },
               [&](index_t lo, index_t hi) { sweep_span<Rule>(f64, lo, hi, prefetch); });
 }
 

@@ -25,8 +25,9 @@ index_t misaligned_elements(const T* p) {
 // to the first element where `lead` is vector-aligned (a 64-byte access that straddles two
 // cache lines costs both, and NumPy's large arrays start 16 bytes into a page; arrays at the
 // same offset all align at once), then two vectors per step with the lines ahead prefetched
-// (when `streams` has any), then single vectors and scalars. visit(U(), i) handles U::width elements at i, U being V or
-// Scalar<T> with the same arithmetic, so the bits do not depend on where the cuts fall.
+// (when `streams` has any), then single vectors and scalars. visit(U(), i) handles U::width
+// elements at i, U being V or Scalar<T> with the same arithmetic, so the bits do not depend
+// on where the cuts fall.
 template <class V, class T, class Visit>
 FASTOPTIM_INLINE void walk(const Streams<T>& streams, const T* lead, index_t size, index_t begin, index_t end,
                            const Visit& visit) {

@@ -4,8 +4,8 @@
 
 #include <stdexcept>
 
-#include "plan.hpp"
 #include "cache.hpp"
+#include "plan.hpp"
 #include "probe_binding.hpp"
 #include "runtime.hpp"
 
@@ -78,13 +78,13 @@ PYBIND11_MODULE(_core, m) {
     m.def("last_level_cache_bytes", &last_level_cache_bytes, "the largest cache level the system reports; 0 if none");
     m.def("get_prefetch_above", &prefetch_above,
           "Bytes a step's arrays must add up to before its sweeps prefetch; below, they are expected in the cache.");
-    m.def("set_prefetch_above", [](std::int64_t bytes) {
+    m.def("set_prefetch_above", [](std::int64_t nbytes) {
         try {
-            set_prefetch_above(bytes);
+            set_prefetch_above(nbytes);
         } catch (const std::invalid_argument& e) {
             throw py::value_error(e.what());
         }
-    }, py::arg("bytes"));
+    }, py::arg("nbytes"));
 
     m.def("probe", &run_probe, py::arg("arrays"), py::arg("writes"), py::arg("threads"),
           "One read-modify-write sweep: read every array, write the first `writes` of them.");

@@ -65,9 +65,9 @@ void set_num_threads(int n) {
 
 std::int64_t prefetch_above() { return prefetch_bytes.load(std::memory_order_relaxed); }
 
-void set_prefetch_above(std::int64_t bytes) {
-    if (bytes < 0) throw std::invalid_argument("prefetch_above must be >= 0 bytes, got " + std::to_string(bytes));
-    prefetch_bytes.store(bytes);
+void set_prefetch_above(std::int64_t nbytes) {
+    if (nbytes < 0) throw std::invalid_argument("nbytes must be >= 0, got " + std::to_string(nbytes));
+    prefetch_bytes.store(nbytes);
 }
 
 bool has_openmp() {

@@ -17,6 +17,6 @@ bool has_openmp();
 // Steps whose arrays add up to more bytes than this prefetch (prefetch.hpp); by default
 // default_prefetch_above() (cache.hpp).
 std::int64_t prefetch_above();
-void set_prefetch_above(std::int64_t bytes);  // std::invalid_argument if bytes < 0
+void set_prefetch_above(std::int64_t nbytes);  // std::invalid_argument if nbytes < 0
 
 }  // namespace fastoptim

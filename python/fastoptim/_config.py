@@ -59,9 +59,7 @@ def set_prefetch_above(nbytes: int) -> None:
     setting only: the results are the same bits either way."""
     if isinstance(nbytes, bool) or not isinstance(nbytes, int):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
-    if nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-    _core.set_prefetch_above(nbytes)
+    _core.set_prefetch_above(nbytes)  # ValueError if negative
 
 
 def config() -> dict[str, Any]:

@@ -239,3 +239,17 @@ def test_every_rule_has_a_probe_traffic_and_a_fastoptim_class() -> None:
         assert list(rule.passes) == expected.get(name, [(4, 3)]), name
         assert math.isfinite(rule.bytes_per_element)
         assert isinstance(rule.make_fastoptim([np.zeros(2, np.float32)]), fo.Optimizer)
+
+
+
+def test_the_prefetch_ab_script_prints_a_row_per_size() -> None:
+    """bench/prefetch_ab.py, behind the figures for the prefetch line: both settings timed."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "prefetch_ab.py"
+    run = subprocess.run([sys.executable, str(script), "--sizes", "1e3,model", "--rounds", "2"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines() if line.split()[:1] in (["1e3"], ["model"])]
+    assert [r[0] for r in rows] == ["1e3", "model"]
+    assert all(float(x) > 0 for r in rows for x in r[2:8]), rows
+    assert [r[8] for r in rows] == ["off", "on" if 16 * 701_056 > fo.get_prefetch_above() else "off"]
+    assert "default line" in run.stdout

@@ -1,0 +1,421 @@
+"""The NumPy peer: every rule written with in-place ufuncs (``out=``) and preallocated temporaries.
+
+One class per optimizer, over :class:`NumpyOptimizer`, which holds each array's state and its
+temporaries, allocated once, and folds the step's scalars once per step: NumPy at its careful
+best, so the benchmark compares fastoptim with a peer, not a straw man. The tests check each
+class against fastoptim's update. ``Array`` is the array type every module of the benchmark
+annotates with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
+
+
+class NumpyOptimizer:
+    """Base of the NumPy peer: per-array state and two temporaries, allocated once.
+
+    ``_scalars(t)`` folds the step's scalars once; ``_update(i, p, g, k)`` updates array i in
+    place using ``self.tmp[i]`` (and ``self.tmp2[i]`` where a rule needs a second one).
+    Hyper-parameters have torch's names and fastoptim's defaults; ``maximize`` is not offered.
+    """
+
+    slots: tuple[str, ...] = ()
+    needs_second_tmp = False
+
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        self.params = list(params)
+        self.hp = hp
+        self.t = 0
+        self.state: list[dict[str, Array]] = [{s: self._initial(s, p) for s in self._needed()} for p in self.params]
+        self.tmp = [np.empty_like(p) for p in self.params]
+        self.tmp2 = [np.empty_like(p) for p in self.params] if self.needs_second_tmp else self.tmp
+        wd = float(hp.get("weight_decay", 0.0))
+        # g + λp goes to its own buffer, so `tmp` stays free for the rule
+        self.l2 = wd if wd and not hp.get("decoupled_weight_decay", False) and self.uses_l2 else 0.0
+        self.geff = [np.empty_like(p) for p in self.params] if self.l2 else []
+
+    uses_l2 = True
+
+    def _needed(self) -> tuple[str, ...]:
+        return self.slots
+
+    def _initial(self, slot: str, p: Array) -> Array:
+        return np.zeros_like(p)
+
+    def _grad(self, i: int, p: Array, g: Array) -> Array:
+        if not self.l2:
+            return g
+        out = self.geff[i]
+        np.multiply(p, self.l2, out=out)
+        out += g
+        return out
+
+    def step(self, grads: Sequence[Array]) -> None:
+        self.t += 1
+        k = self._scalars(self.t)
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            self._update(i, p, self._grad(i, p, g), k)
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        return {}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        raise NotImplementedError
+
+
+def _ema(avg: Array, x: Array, beta: float, tmp: Array) -> None:
+    """avg ← β·avg + (1 − β)·x, in place."""
+    avg *= beta
+    np.multiply(x, 1.0 - beta, out=tmp)
+    avg += tmp
+
+
+def _ema_sq(avg: Array, x: Array, beta: float, tmp: Array) -> None:
+    """avg ← β·avg + (1 − β)·x², in place."""
+    avg *= beta
+    np.multiply(x, x, out=tmp)
+    tmp *= 1.0 - beta
+    avg += tmp
+
+
+class NpSGD(NumpyOptimizer):
+    slots = ("momentum_buffer",)
+
+    def _needed(self) -> tuple[str, ...]:
+        return self.slots if self.hp["momentum"] else ()
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        mu, lr, tmp = self.hp["momentum"], self.hp["lr"], self.tmp[i]
+        if mu:
+            b = self.state[i]["momentum_buffer"]
+            if self.t == 1:
+                np.copyto(b, g)
+            else:
+                b *= mu
+                if self.hp["dampening"]:
+                    np.multiply(g, 1.0 - self.hp["dampening"], out=tmp)
+                    b += tmp
+                else:
+                    b += g
+            if self.hp["nesterov"]:
+                np.multiply(b, mu, out=tmp)
+                tmp += g
+                g = tmp
+            else:
+                g = b
+        np.multiply(g, lr, out=tmp)
+        p -= tmp
+
+
+class NpAdam(NumpyOptimizer):
+    slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def _needed(self) -> tuple[str, ...]:
+        return self.slots if self.hp["amsgrad"] else self.slots[:2]
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        b1, b2 = self.hp["betas"]
+        # lr/(1-β1ᵗ) · m / (sqrt(v)/sqrt(1-β2ᵗ) + ε) = step · m / (sqrt(v) + ε·sqrt(1-β2ᵗ)): one pass fewer
+        sqrt_bias2 = math.sqrt(1 - b2**t)
+        return {"step": self.hp["lr"] * sqrt_bias2 / (1 - b1**t), "eps": self.hp["eps"] * sqrt_bias2}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        (b1, b2), st, tmp = self.hp["betas"], self.state[i], self.tmp[i]
+        if self.hp.get("decoupled_weight_decay") and self.hp["weight_decay"]:
+            p *= 1 - self.hp["lr"] * self.hp["weight_decay"]
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        _ema(m, g, b1, tmp)
+        _ema_sq(v, g, b2, tmp)
+        if self.hp["amsgrad"]:
+            v = np.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
+        np.sqrt(v, out=tmp)  # denominator, then the step
+        tmp += k["eps"]
+        np.divide(m, tmp, out=tmp)
+        tmp *= k["step"]
+        p -= tmp
+
+
+class NpAdamW(NpAdam):
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        super().__init__(params, {**hp, "decoupled_weight_decay": True})
+
+
+class NpAdagrad(NumpyOptimizer):
+    slots = ("sum",)
+
+    def _initial(self, slot: str, p: Array) -> Array:
+        return np.full_like(p, self.hp["initial_accumulator_value"])
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        s, tmp = self.state[i]["sum"], self.tmp[i]
+        np.multiply(g, g, out=tmp)
+        s += tmp
+        np.sqrt(s, out=tmp)
+        tmp += self.hp["eps"]
+        np.divide(g, tmp, out=tmp)
+        tmp *= self.hp["lr"] / (1 + (self.t - 1) * self.hp["lr_decay"])
+        p -= tmp
+
+
+class NpAdadelta(NumpyOptimizer):
+    slots = ("square_avg", "acc_delta")
+    needs_second_tmp = True
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        rho, eps, st = self.hp["rho"], self.hp["eps"], self.state[i]
+        s, u, tmp, tmp2 = st["square_avg"], st["acc_delta"], self.tmp[i], self.tmp2[i]
+        _ema_sq(s, g, rho, tmp)
+        np.add(s, eps, out=tmp)
+        np.sqrt(tmp, out=tmp)
+        np.add(u, eps, out=tmp2)
+        np.sqrt(tmp2, out=tmp2)
+        np.divide(tmp2, tmp, out=tmp)
+        tmp *= g  # delta
+        _ema_sq(u, tmp, rho, tmp2)
+        tmp *= self.hp["lr"]
+        p -= tmp
+
+
+class NpRMSprop(NumpyOptimizer):
+    slots = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def _needed(self) -> tuple[str, ...]:
+        return ("square_avg",) + (("momentum_buffer",) if self.hp["momentum"] else ()) + (
+            ("grad_avg",) if self.hp["centered"] else ())
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        alpha, st, tmp = self.hp["alpha"], self.state[i], self.tmp[i]
+        s = st["square_avg"]
+        _ema_sq(s, g, alpha, tmp)
+        if self.hp["centered"]:
+            avg = st["grad_avg"]
+            _ema(avg, g, alpha, tmp)
+            np.multiply(avg, avg, out=tmp)
+            np.subtract(s, tmp, out=tmp)
+            np.sqrt(tmp, out=tmp)
+        else:
+            np.sqrt(s, out=tmp)
+        tmp += self.hp["eps"]
+        np.divide(g, tmp, out=tmp)
+        if self.hp["momentum"]:
+            b = st["momentum_buffer"]
+            b *= self.hp["momentum"]
+            b += tmp
+            np.multiply(b, self.hp["lr"], out=tmp)
+        else:
+            tmp *= self.hp["lr"]
+        p -= tmp
+
+
+class NpRprop(NumpyOptimizer):
+    slots = ("prev", "step_size")
+    uses_l2 = False
+
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        super().__init__(params, hp)
+        self.up = [np.empty(p.shape, bool) for p in self.params]
+        self.down = [np.empty(p.shape, bool) for p in self.params]
+
+    def _initial(self, slot: str, p: Array) -> Array:
+        return np.full_like(p, self.hp["lr"]) if slot == "step_size" else np.zeros_like(p)
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        (eta_minus, eta_plus), (low, high) = self.hp["etas"], self.hp["step_sizes"]
+        prev, step, tmp = self.state[i]["prev"], self.state[i]["step_size"], self.tmp[i]
+        up, down = self.up[i], self.down[i]
+        np.multiply(g, prev, out=tmp)
+        np.greater(tmp, 0, out=up)
+        np.less(tmp, 0, out=down)
+        np.multiply(step, eta_plus, out=step, where=up)
+        np.multiply(step, eta_minus, out=step, where=down)
+        np.clip(step, low, high, out=step)
+        np.copyto(prev, g)
+        np.copyto(prev, 0, where=down)
+        np.sign(prev, out=tmp)
+        tmp *= step
+        p -= tmp
+
+
+class NpAdamax(NumpyOptimizer):
+    slots = ("exp_avg", "exp_inf")
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        (b1, b2), st, tmp = self.hp["betas"], self.state[i], self.tmp[i]
+        m, u = st["exp_avg"], st["exp_inf"]
+        _ema(m, g, b1, tmp)
+        np.abs(g, out=tmp)
+        tmp += self.hp["eps"]
+        u *= b2
+        np.maximum(u, tmp, out=u)
+        np.divide(m, u, out=tmp)
+        tmp *= self.hp["lr"] / (1 - b1**self.t)
+        p -= tmp
+
+
+class NpNAdam(NumpyOptimizer):
+    slots = ("exp_avg", "exp_avg_sq")
+    needs_second_tmp = True
+
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        super().__init__(params, hp)
+        self.mu_product = 1.0
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        lr, (b1, b2), psi = self.hp["lr"], self.hp["betas"], self.hp["momentum_decay"]
+        mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        self.mu_product *= mu
+        return {"grad_step": lr * (1 - mu) / (1 - self.mu_product),
+                "avg_step": lr * mu_next / (1 - self.mu_product * mu_next),
+                "inv_sqrt_bias2": 1 / math.sqrt(1 - b2**t)}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        (b1, b2), st, tmp, tmp2 = self.hp["betas"], self.state[i], self.tmp[i], self.tmp2[i]
+        if self.hp["decoupled_weight_decay"] and self.hp["weight_decay"]:
+            p *= 1 - self.hp["lr"] * self.hp["weight_decay"]
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        _ema(m, g, b1, tmp)
+        _ema_sq(v, g, b2, tmp)
+        np.sqrt(v, out=tmp)  # d
+        tmp *= k["inv_sqrt_bias2"]
+        tmp += self.hp["eps"]
+        np.multiply(m, k["avg_step"], out=tmp2)  # grad_step·g + avg_step·m, then / d
+        p -= np.divide(tmp2, tmp, out=tmp2)
+        np.multiply(g, k["grad_step"], out=tmp2)
+        p -= np.divide(tmp2, tmp, out=tmp2)
+
+
+class NpRAdam(NumpyOptimizer):
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        lr, (b1, b2) = self.hp["lr"], self.hp["betas"]
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho_t > 5:
+            r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            return {"rectified": 1.0, "step": lr * r * math.sqrt(1 - b2**t) / (1 - b1**t)}
+        return {"rectified": 0.0, "step": lr / (1 - b1**t)}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        (b1, b2), st, tmp = self.hp["betas"], self.state[i], self.tmp[i]
+        if self.hp["decoupled_weight_decay"] and self.hp["weight_decay"]:
+            p *= 1 - self.hp["lr"] * self.hp["weight_decay"]
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        _ema(m, g, b1, tmp)
+        _ema_sq(v, g, b2, tmp)
+        if k["rectified"]:
+            np.sqrt(v, out=tmp)
+            tmp += self.hp["eps"]
+            np.divide(m, tmp, out=tmp)
+            tmp *= k["step"]
+        else:
+            np.multiply(m, k["step"], out=tmp)
+        p -= tmp
+
+
+class NpAdaBound(NumpyOptimizer):
+    slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def _needed(self) -> tuple[str, ...]:
+        return self.slots if self.hp["amsbound"] else self.slots[:2]
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        lr, (b1, b2), gamma = self.hp["lr"], self.hp["betas"], self.hp["gamma"]
+        final = self.hp["final_lr"] * lr / self.hp.get("initial_lr", lr)
+        return {"lower": final * (1 - 1 / (gamma * t + 1)), "upper": final * (1 + 1 / (gamma * t)),
+                "step": lr * math.sqrt(1 - b2**t) / (1 - b1**t)}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        (b1, b2), st, tmp = self.hp["betas"], self.state[i], self.tmp[i]
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        _ema(m, g, b1, tmp)
+        _ema_sq(v, g, b2, tmp)
+        if self.hp["amsbound"]:
+            v = np.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
+        np.sqrt(v, out=tmp)
+        tmp += self.hp["eps"]
+        np.divide(k["step"], tmp, out=tmp)
+        np.clip(tmp, k["lower"], k["upper"], out=tmp)
+        tmp *= m
+        p -= tmp
+
+
+def _norm(x: Array) -> float:
+    flat = x.reshape(-1)
+    return math.sqrt(float(np.dot(flat, flat)))
+
+
+class NpLAMB(NumpyOptimizer):
+    slots = ("exp_avg", "exp_avg_sq")
+    needs_second_tmp = True
+    uses_l2 = False
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        b1, b2 = self.hp["betas"]
+        return {"inv_bias1": 1 / (1 - b1**t), "inv_bias2": 1 / (1 - b2**t)}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        (b1, b2), st, tmp, tmp2 = self.hp["betas"], self.state[i], self.tmp[i], self.tmp2[i]
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        _ema(m, g, b1, tmp)
+        _ema_sq(v, g, b2, tmp)
+        np.multiply(v, k["inv_bias2"], out=tmp)  # r = m̂ / (sqrt(v̂) + ε) + λp
+        np.sqrt(tmp, out=tmp)
+        tmp += self.hp["eps"]
+        np.divide(m, tmp, out=tmp)
+        tmp *= k["inv_bias1"]
+        if self.hp["weight_decay"]:
+            np.multiply(p, self.hp["weight_decay"], out=tmp2)
+            tmp += tmp2
+        p_norm, r_norm = _norm(p), _norm(tmp)
+        trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+        tmp *= self.hp["lr"] * trust
+        p -= tmp
+
+
+class NpLARS(NumpyOptimizer):
+    slots = ("momentum_buffer",)
+    uses_l2 = False
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        wd, tmp, v = self.hp["weight_decay"], self.tmp[i], self.state[i]["momentum_buffer"]
+        w_norm, g_norm = _norm(p), _norm(g)
+        local = (self.hp["trust_coefficient"] * w_norm / (g_norm + wd * w_norm) if w_norm > 0 and g_norm > 0
+                 else 1.0)
+        if wd:
+            np.multiply(p, wd, out=tmp)
+            tmp += g
+            tmp *= self.hp["lr"] * local
+        else:
+            np.multiply(g, self.hp["lr"] * local, out=tmp)
+        v *= self.hp["momentum"]
+        v += tmp
+        p -= v
+
+
+class NpLion(NumpyOptimizer):
+    slots = ("exp_avg",)
+    needs_second_tmp = True
+    uses_l2 = False
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        (b1, b2), lr, wd = self.hp["betas"], self.hp["lr"], self.hp["weight_decay"]
+        m, tmp, tmp2 = self.state[i]["exp_avg"], self.tmp[i], self.tmp2[i]
+        np.multiply(m, b1, out=tmp)  # sign(β1·m + (1 − β1)·g)
+        np.multiply(g, 1 - b1, out=tmp2)
+        tmp += tmp2
+        np.sign(tmp, out=tmp)
+        if wd:
+            p *= 1 - lr * wd
+        tmp *= lr
+        p -= tmp
+        _ema(m, g, b2, tmp)

@@ -253,3 +253,23 @@ def test_the_prefetch_ab_script_prints_a_row_per_size() -> None:
     assert all(float(x) > 0 for r in rows for x in r[2:8]), rows
     assert [r[8] for r in rows] == ["off", "on" if 16 * 701_056 > fo.get_prefetch_above() else "off"]
     assert "default line" in run.stdout
+
+
+def test_the_training_loop_script_prints_a_row_per_setting_between_and_size(tmp_path: Path) -> None:
+    """bench/training_loop.py, behind the README's figures for steps inside a loop: one child per
+    setting, each timing N threads and one after each kind of work between steps."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "training_loop.py"
+    out = tmp_path / "loop.json"
+    run = subprocess.run([sys.executable, str(script), "--sizes", "1e3,model", "--rounds", "2", "--ms", "0.2",
+                          "--settings", "default,OMP_PROC_BIND=false", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["setting"], r["between"], r["work"]) for r in rows] == [
+        (s, b, w) for s in ("default", "OMP_PROC_BIND=false") for b in ("none", "sleep", "blas")
+        for w in ("1e3", "model")]
+    assert all(r["n_threads"] > 0 and r["one_thread"] > 0 and r["threads"] == fo.get_num_threads() for r in rows)
+    settings = (["default"], ["OMP_PROC_BIND=false"])
+    printed = [line.split() for line in run.stdout.splitlines() if line.split()[:1] in settings]
+    assert len(printed) == len(rows)
+    assert "NumPy's BLAS" in run.stdout

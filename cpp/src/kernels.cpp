@@ -10,16 +10,16 @@
 
 namespace fastoptim {
 
-void FASTOPTIM_CONCAT(step, FASTOPTIM_TARGET_NS)(const StepRequest& request) {
+PieceCounts FASTOPTIM_CONCAT(step, FASTOPTIM_TARGET_NS)(const StepRequest& request) {
     switch (request.rule) {
 #define FASTOPTIM_RULE_CASE(Rule)                                           \
     case RuleId::Rule:                                                      \
-        step_all<Rule>(request.f32, request.f64, request.threads,          \
-                       request.prefetch_above);                             \
-        return;
+        return step_all<Rule>(request.f32, request.f64, request.threads,   \
+                              request.prefetch_above);
         FASTOPTIM_FOR_EACH_RULE(FASTOPTIM_RULE_CASE)
 #undef FASTOPTIM_RULE_CASE
     }
+    return {};
 }
 
 namespace {

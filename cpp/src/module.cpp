@@ -8,6 +8,7 @@
 #include "plan.hpp"
 #include "probe_binding.hpp"
 #include "runtime.hpp"
+#include "thread_backoff.hpp"
 
 namespace py = pybind11;
 using namespace fastoptim;
@@ -36,7 +37,16 @@ PYBIND11_MODULE(_core, m) {
         .def("scalars", &Plan::scalars, py::arg("group"))
         .def("set_scalars", &Plan::set_scalars, py::arg("group"), py::arg("values"))
         .def("step", &Plan::step, py::arg("grads"))
-        .def("apply", &Plan::apply);
+        .def("apply", &Plan::apply)
+        .def_property_readonly("last_threads", &Plan::last_threads);
+
+    // The backoff's rule alone, for the tests (cpp/src/thread_backoff.hpp).
+    py::class_<ThreadBackoff>(m, "_ThreadBackoff")
+        .def(py::init<>())
+        .def("threads_for_step", &ThreadBackoff::threads_for_step, py::arg("requested"), py::arg("cold"))
+        .def("record", [](ThreadBackoff& b, bool cold, index_t pieces, index_t busiest, bool parallel) {
+            b.record(cold, PieceCounts{pieces, busiest, parallel});
+        }, py::arg("cold"), py::arg("pieces"), py::arg("busiest"), py::arg("parallel"));
 
     m.def("rules", [] {
         py::dict out;

@@ -259,11 +259,17 @@ void Plan::run() {
         rule_->fold(row, clock, reinterpret_cast<char*>(f32_.coeffs.data()) + k * rule_->coeffs_f32_size,
                     reinterpret_cast<char*>(f64_.coeffs.data()) + k * rule_->coeffs_f64_size);
     }
-    const StepRequest request{rule_->id, f32_.work(), f64_.work(), num_threads(), prefetch_above()};
+    const bool cold = step_is_cold();
+    const int threads = backoff_.threads_for_step(num_threads(), cold);
+    const StepRequest request{rule_->id, f32_.work(), f64_.work(), threads, prefetch_above()};
+    PieceCounts counts;
     {
         py::gil_scoped_release unlocked;
-        current_target().step(request);
+        counts = current_target().step(request);
+        note_step_end();
     }
+    backoff_.record(cold, counts);
+    last_threads_ = counts.parallel ? threads : 1;
     scalars_.swap(next);
     for (int k = 0; k < group_count_; ++k) {
         ++steps_done_[k];

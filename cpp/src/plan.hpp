@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "rule_table.hpp"
+#include "thread_backoff.hpp"
 
 namespace fastoptim {
 
@@ -30,6 +31,7 @@ public:
     void set_scalars(int group, const std::vector<double>& values);
     void step(py::handle grads);  // rules that read gradients
     void apply();                 // rules that do not (Lookahead's synchronisation)
+    int last_threads() const { return last_threads_; }  // threads the last step's update ran on
 
 private:
     struct Param {
@@ -73,6 +75,8 @@ private:
     std::vector<double> scalars_;  // group_count_ rows of the rule's running scalars
     std::vector<double> scratch_scalars_;
     std::vector<std::pair<const char*, const char*>> owned_;  // sorted memory of params and states
+    ThreadBackoff backoff_;
+    int last_threads_ = 0;
 };
 
 }  // namespace fastoptim

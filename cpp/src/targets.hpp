@@ -21,7 +21,7 @@ struct StepRequest {
     index_t prefetch_above;  // bytes; see prefetch.hpp
 };
 
-using StepFunction = void (*)(const StepRequest&);
+using StepFunction = PieceCounts (*)(const StepRequest&);  // how the update pass was shared
 
 // The bandwidth probe: one sweep reading `reads` arrays of n elements and writing `writes`.
 struct ProbeRequest {
@@ -36,7 +36,7 @@ using ProbeFunction = bool (*)(const ProbeRequest&);  // false if reads/writes a
 
 // Defined by cpp/src/kernels.cpp, compiled once per target with its own flags.
 #define FASTOPTIM_DECLARE_TARGET(name)       \
-    void step_##name(const StepRequest&);    \
+    PieceCounts step_##name(const StepRequest&); \
     bool probe_##name(const ProbeRequest&);
 FASTOPTIM_DECLARE_TARGET(generic)
 #if defined(FASTOPTIM_X86)

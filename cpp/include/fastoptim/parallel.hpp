@@ -38,6 +38,16 @@ struct Work {
     T* ratios = nullptr;                     // count; ArrayRef::ratio points here
 };
 
+// How one pass was shared: its pieces, the most any one thread took, and whether it ran on more
+// than one thread. A pass whose busiest thread took nearly every piece gained nothing from the
+// others (they woke late), and the caller may run the next ones alone (cpp/src/thread_backoff.hpp).
+// Plain data like Work: it crosses from every target back to the dispatcher.
+struct PieceCounts {
+    index_t pieces = 0;
+    index_t busiest = 0;
+    bool parallel = false;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 // float32 elements per piece: 64 KiB per array, a few hundred KiB per piece across a rule's
@@ -145,19 +155,28 @@ void finish_norms(const Work<T>& w) {
 // small to pay for waking the others, else on `threads` threads in one OpenMP region, each
 // taking the next piece as it comes free.
 template <class Task>
-void run_pieces(int threads, bool small, index_t pieces, const Task& task) {
+PieceCounts run_pieces(int threads, bool small, index_t pieces, const Task& task) {
 #if defined(_OPENMP)
     if (threads > 1 && !small && pieces > 1) {
-        std::atomic<index_t> next{0};
+        std::atomic<index_t> next{0}, busiest{0};
+        int team = 1;
 #pragma omp parallel num_threads(threads)
-        for (index_t piece; (piece = next.fetch_add(1, std::memory_order_relaxed)) < pieces;) task(piece);
-        return;
+        {
+            if (omp_get_thread_num() == 0) team = omp_get_num_threads();
+            index_t mine = 0;
+            for (index_t piece; (piece = next.fetch_add(1, std::memory_order_relaxed)) < pieces; ++mine) task(piece);
+            index_t most = busiest.load(std::memory_order_relaxed);
+            while (mine > most && !busiest.compare_exchange_weak(most, mine, std::memory_order_relaxed)) {
+            }
+        }
+        return {pieces, busiest.load(std::memory_order_relaxed), team > 1};
     }
 #else
     (void)threads;
     (void)small;
 #endif
     for (index_t piece = 0; piece < pieces; ++piece) task(piece);
+    return {pieces, pieces, false};
 }
 
 inline index_t pieces_of(index_t n, index_t piece) { return (n + piece - 1) / piece; }
@@ -165,10 +184,10 @@ inline index_t pieces_of(index_t n, index_t piece) { return (n + piece - 1) / pi
 // f32(lo, hi) over [0, n32) in pieces of `piece` and f64(lo, hi) over [0, n64) in pieces of
 // half that (the same bytes), all in one run_pieces.
 template <class F32, class F64>
-void run_split(int threads, bool small, index_t n32, index_t n64, index_t piece, const F32& f32, const F64& f64) {
+PieceCounts run_split(int threads, bool small, index_t n32, index_t n64, index_t piece, const F32& f32, const F64& f64) {
     const index_t half = std::max<index_t>(piece / 2, 1);
     const index_t p32 = pieces_of(n32, piece), p64 = pieces_of(n64, half);
-    run_pieces(threads, small, p32 + p64, [&](index_t p) {
+    return run_pieces(threads, small, p32 + p64, [&](index_t p) {
         if (p < p32)
             f32(p * piece, std::min(n32, (p + 1) * piece));
         else
@@ -177,9 +196,9 @@ void run_split(int threads, bool small, index_t n32, index_t n64, index_t piece,
 }
 
 // One step of Rule over the float32 and float64 arrays together, prefetched when their arrays
-// add up to more than `prefetch_above` bytes (prefetch.hpp).
+// add up to more than `prefetch_above` bytes (prefetch.hpp). Returns how the update pass was shared.
 template <class Rule>
-void step_all(const Work<float>& f32, const Work<double>& f64, int threads,
+PieceCounts step_all(const Work<float>& f32, const Work<double>& f64, int threads,
               index_t prefetch_above = kDefaultPrefetchAbove) {
     const index_t n32 = total(f32), n64 = total(f64);
     const bool small = n32 + 2 * n64 < kParallelMin;
@@ -192,9 +211,9 @@ void step_all(const Work<float>& f32, const Work<double>& f64, int threads,
         finish_norms<Rule>(f32);
         finish_norms<Rule>(f64);
     }
-    run_split(threads, small, n32, n64, kPiece,
-              [&](index_t lo, index_t hi) { sweep_span<Rule>(f32, lo, hi, prefetch); },
-              [&](index_t lo, index_t hi) { sweep_span<Rule>(f64, lo, hi, prefetch); });
+    return run_split(threads, small, n32, n64, kPiece,
+                     [&](index_t lo, index_t hi) { sweep_span<Rule>(f32, lo, hi, prefetch); },
+                     [&](index_t lo, index_t hi) { sweep_span<Rule>(f64, lo, hi, prefetch); });
 }
 
 FASTOPTIM_TARGET_END

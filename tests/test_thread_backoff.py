@@ -1,0 +1,87 @@
+"""The thread backoff (cpp/src/thread_backoff.hpp): after a cold step whose threads did not share
+the work, cold steps run on the calling thread for a run of 4, 8, ... 64, each ended by one try
+on every thread; warm steps always get every thread. Its bits are the thread counts' bits, which
+tests/test_bits.py compares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastoptim as fo
+from fastoptim import _core
+
+COLD, WARM = True, False
+UNSHARED = dict(pieces=10, busiest=9, parallel=True)  # one thread took 9 of 10 pieces
+SHARED = dict(pieces=10, busiest=5, parallel=True)
+
+
+def cold_threads(backoff: _core._ThreadBackoff, steps: int) -> list[int]:
+    """Threads granted to `steps` cold steps asking for 2, the tries recorded as unshared."""
+    granted = []
+    for _ in range(steps):
+        threads = backoff.threads_for_step(2, COLD)
+        granted.append(threads)
+        if threads == 2:
+            backoff.record(COLD, **UNSHARED)
+    return granted
+
+
+def test_a_new_backoff_grants_every_thread() -> None:
+    assert _core._ThreadBackoff().threads_for_step(2, COLD) == 2
+
+
+def test_unshared_cold_steps_double_the_lone_run_up_to_64() -> None:
+    granted = cold_threads(_core._ThreadBackoff(), 1 + 4 + 1 + 8 + 1 + 16 + 1 + 32 + 1 + 64 + 1 + 64 + 1)
+    tries = [i for i, t in enumerate(granted) if t == 2]
+    assert np.diff(tries).tolist() == [5, 9, 17, 33, 65, 65]
+    assert set(granted) == {1, 2}
+
+
+def test_a_shared_try_starts_the_run_over() -> None:
+    backoff = _core._ThreadBackoff()
+    assert cold_threads(backoff, 1 + 4 + 1 + 8) == [2] + [1] * 4 + [2] + [1] * 8
+    assert backoff.threads_for_step(2, COLD) == 2
+    backoff.record(COLD, **SHARED)
+    assert backoff.threads_for_step(2, COLD) == 2  # shared: no lone run
+    backoff.record(COLD, **UNSHARED)
+    assert [backoff.threads_for_step(2, COLD) for _ in range(5)] == [1, 1, 1, 1, 2]  # 4 again, not 16
+
+
+def test_four_fifths_of_the_pieces_still_counts_as_shared() -> None:
+    backoff = _core._ThreadBackoff()
+    backoff.record(COLD, pieces=10, busiest=8, parallel=True)
+    assert backoff.threads_for_step(2, COLD) == 2
+    backoff.record(COLD, pieces=5, busiest=5, parallel=True)
+    assert backoff.threads_for_step(2, COLD) == 1
+
+
+def test_warm_steps_get_every_thread_and_leave_the_run_alone() -> None:
+    backoff = _core._ThreadBackoff()
+    backoff.record(COLD, **UNSHARED)
+    for _ in range(10):
+        assert backoff.threads_for_step(2, WARM) == 2
+        backoff.record(WARM, **UNSHARED)  # says nothing of waking threads
+    assert [backoff.threads_for_step(2, COLD) for _ in range(5)] == [1, 1, 1, 1, 2]
+
+
+def test_steps_that_ran_on_one_thread_leave_the_run_alone() -> None:
+    backoff = _core._ThreadBackoff()
+    backoff.record(COLD, pieces=10, busiest=10, parallel=False)  # small, or one thread asked
+    assert backoff.threads_for_step(2, COLD) == 2
+    backoff.record(COLD, **UNSHARED)
+    assert backoff.threads_for_step(1, COLD) == 1  # one thread asked: the run is not spent
+    assert [backoff.threads_for_step(2, COLD) for _ in range(5)] == [1, 1, 1, 1, 2]
+
+
+@pytest.mark.usefixtures("restore_runtime")
+def test_a_step_says_how_many_threads_it_ran_on() -> None:
+    """A new optimizer's first step of a large array uses every thread; a small one, one."""
+    if not fo.config()["openmp"]:
+        pytest.skip("built without OpenMP: every step runs on one thread")
+    fo.set_num_threads(2)
+    large, small = np.zeros(1_000_000, np.float32), np.zeros(1_000, np.float32)
+    for array, expected in ((large, 2), (small, 1)):
+        opt = fo.Adam([array], lr=1e-3)
+        opt.step([np.ones_like(array)])
+        assert opt._plan.last_threads == expected

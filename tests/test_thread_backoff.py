@@ -1,7 +1,7 @@
-"""The thread backoff (cpp/src/thread_backoff.hpp): after a cold step whose threads did not share
-the work, cold steps run on the calling thread for a run of 4, 8, ... 64, each ended by one try
-on every thread; warm steps always get every thread. Its bits are the thread counts' bits, which
-tests/test_bits.py compares."""
+"""The thread backoff (cpp/src/thread_backoff.hpp): after two cold steps in a row whose threads did
+not share the work, cold steps run on the calling thread for a run of 4, 8, ... 64, each ended
+by one try on every thread; a shared cold step starts over; warm steps always get every thread.
+Its bits are the thread counts' bits, which tests/test_bits.py compares."""
 
 from __future__ import annotations
 
@@ -32,44 +32,65 @@ def test_a_new_backoff_grants_every_thread() -> None:
 
 
 def test_unshared_cold_steps_double_the_lone_run_up_to_64() -> None:
-    granted = cold_threads(_core._ThreadBackoff(), 1 + 4 + 1 + 8 + 1 + 16 + 1 + 32 + 1 + 64 + 1 + 64 + 1)
+    granted = cold_threads(_core._ThreadBackoff(), 2 + 4 + 1 + 8 + 1 + 16 + 1 + 32 + 1 + 64 + 1 + 64 + 1)
     tries = [i for i, t in enumerate(granted) if t == 2]
-    assert np.diff(tries).tolist() == [5, 9, 17, 33, 65, 65]
+    assert np.diff(tries).tolist() == [1, 5, 9, 17, 33, 65, 65]
     assert set(granted) == {1, 2}
 
 
-def test_a_shared_try_starts_the_run_over() -> None:
+def test_one_unshared_cold_step_alone_is_taken_for_chance() -> None:
     backoff = _core._ThreadBackoff()
-    assert cold_threads(backoff, 1 + 4 + 1 + 8) == [2] + [1] * 4 + [2] + [1] * 8
+    for _ in range(3):
+        backoff.record(COLD, **UNSHARED)
+        assert backoff.threads_for_step(2, COLD) == 2
+        backoff.record(COLD, **SHARED)  # breaks the row
+        assert backoff.threads_for_step(2, COLD) == 2
+
+
+def test_a_shared_try_starts_it_all_over() -> None:
+    backoff = _core._ThreadBackoff()
+    assert cold_threads(backoff, 2 + 4 + 1 + 8) == [2, 2] + [1] * 4 + [2] + [1] * 8
     assert backoff.threads_for_step(2, COLD) == 2
     backoff.record(COLD, **SHARED)
-    assert backoff.threads_for_step(2, COLD) == 2  # shared: no lone run
+    backoff.record(COLD, **UNSHARED)
+    assert backoff.threads_for_step(2, COLD) == 2  # one unshared step after a shared one: no run
     backoff.record(COLD, **UNSHARED)
     assert [backoff.threads_for_step(2, COLD) for _ in range(5)] == [1, 1, 1, 1, 2]  # 4 again, not 16
 
 
 def test_four_fifths_of_the_pieces_still_counts_as_shared() -> None:
     backoff = _core._ThreadBackoff()
-    backoff.record(COLD, pieces=10, busiest=8, parallel=True)
+    for _ in range(2):
+        backoff.record(COLD, pieces=10, busiest=8, parallel=True)
     assert backoff.threads_for_step(2, COLD) == 2
-    backoff.record(COLD, pieces=5, busiest=5, parallel=True)
+    for _ in range(2):
+        backoff.record(COLD, pieces=5, busiest=5, parallel=True)
     assert backoff.threads_for_step(2, COLD) == 1
+
+
+def unshared_twice(backoff: _core._ThreadBackoff) -> None:
+    for _ in range(2):
+        backoff.record(COLD, **UNSHARED)
 
 
 def test_warm_steps_get_every_thread_and_leave_the_run_alone() -> None:
     backoff = _core._ThreadBackoff()
-    backoff.record(COLD, **UNSHARED)
+    for _ in range(5):
+        backoff.record(WARM, **UNSHARED)  # back to back: says nothing of waking threads
+    assert backoff.threads_for_step(2, COLD) == 2
+    unshared_twice(backoff)
     for _ in range(10):
         assert backoff.threads_for_step(2, WARM) == 2
-        backoff.record(WARM, **UNSHARED)  # says nothing of waking threads
+        backoff.record(WARM, **SHARED)
     assert [backoff.threads_for_step(2, COLD) for _ in range(5)] == [1, 1, 1, 1, 2]
 
 
 def test_steps_that_ran_on_one_thread_leave_the_run_alone() -> None:
     backoff = _core._ThreadBackoff()
-    backoff.record(COLD, pieces=10, busiest=10, parallel=False)  # small, or one thread asked
+    for _ in range(2):
+        backoff.record(COLD, pieces=10, busiest=10, parallel=False)  # small, or one thread asked
     assert backoff.threads_for_step(2, COLD) == 2
-    backoff.record(COLD, **UNSHARED)
+    unshared_twice(backoff)
     assert backoff.threads_for_step(1, COLD) == 1  # one thread asked: the run is not spent
     assert [backoff.threads_for_step(2, COLD) for _ in range(5)] == [1, 1, 1, 1, 2]
 

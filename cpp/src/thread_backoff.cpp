@@ -25,11 +25,12 @@ int ThreadBackoff::threads_for_step(int requested, bool cold) {
 
 void ThreadBackoff::record(bool cold, const PieceCounts& counts) {
     if (!cold || !counts.parallel) return;  // warm steps say nothing of waking threads
-    if (5 * counts.busiest > 4 * counts.pieces) {
+    if (5 * counts.busiest <= 4 * counts.pieces) {
+        unshared_in_row_ = 0;
+        next_run_ = kFirstRun;
+    } else if (++unshared_in_row_ >= 2) {
         alone_left_ = next_run_;
         next_run_ = std::min(2 * next_run_, kLongestRun);
-    } else {
-        next_run_ = kFirstRun;
     }
 }
 

@@ -3,13 +3,13 @@
 // In a training loop the forward and backward passes run between two steps, and by the next
 // step the OpenMP threads have gone to sleep. Woken, a thread may arrive tens of microseconds
 // late (a VM's idle virtual CPU), or be placed on the calling thread's own core and run the
-// step there while the caller waits: the step then costs more than on one thread. So a "cold"
-// step (no step ended in the last kWarmSeconds: the caller did other work first) in which one
-// thread took more than 4/5 of the pieces sends the next cold steps to the calling thread
-// alone: 4 of them, then one tries the threads again; each try that fails doubles the run, up
-// to 64, and a cold step the threads share starts it over. Warm steps, back to back, always
-// get every thread, and keep them awake for the next. The bits do not depend on it: every
-// thread count gives the same.
+// step there while the caller waits: the step then costs more than on one thread. So when two
+// "cold" steps in a row (no step ended in the last kWarmSeconds: the caller did other work
+// first) had one thread take more than 4/5 of the pieces, the next cold steps run on the
+// calling thread alone: 4 of them, then one tries the threads again; each try that fails
+// doubles the run, up to 64, and a cold step the threads share starts it all over. Warm steps,
+// back to back, always get every thread, and keep them awake for the next. The bits do not
+// depend on it: every thread count gives the same.
 #pragma once
 
 #include "fastoptim/parallel.hpp"
@@ -30,6 +30,7 @@ public:
 private:
     int alone_left_ = 0;
     int next_run_ = kFirstRun;
+    int unshared_in_row_ = 0;  // cold steps; one late thread may be chance, two are a pattern
 };
 
 // The process-wide clock of the steps (one OpenMP pool serves every optimizer).

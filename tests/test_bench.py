@@ -96,6 +96,10 @@ def test_json_has_every_peer_and_field(tiny: tuple[dict[str, Any], str, str, Pat
             if peer not in ("fastoptim", "probe"):  # every peer did fastoptim's update
                 assert stats["deviation"] < 1e-3, peer
         assert r["bytes_per_element"] == 4 * sum(a + b for a, b in r["traffic"])
+        # every step counted, untimed ones (warm-up, and one before each timed step) too; on one
+        # thread the backoff has none to take away
+        assert r["peers"]["fastoptim"]["steps_taken"] == r["warmup"] + 2 * r["repeats"]
+        assert r["peers"]["fastoptim"]["steps_alone"] == 0
     adam, lamb = results[0], results[2]
     assert adam["traffic"] == [[4, 3]] and lamb["traffic"] == [[4, 2], [3, 1]]
     assert "torch has no" not in " ".join(adam["skipped"].values())

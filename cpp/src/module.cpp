@@ -38,7 +38,8 @@ PYBIND11_MODULE(_core, m) {
         .def("set_scalars", &Plan::set_scalars, py::arg("group"), py::arg("values"))
         .def("step", &Plan::step, py::arg("grads"))
         .def("apply", &Plan::apply)
-        .def_property_readonly("last_threads", &Plan::last_threads);
+        .def_property_readonly("last_threads", &Plan::last_threads)
+        .def_property_readonly("steps_alone", &Plan::steps_alone);
 
     // The backoff's rule alone, for the tests (cpp/src/thread_backoff.hpp).
     py::class_<ThreadBackoff>(m, "_ThreadBackoff")

@@ -260,7 +260,9 @@ void Plan::run() {
                     reinterpret_cast<char*>(f64_.coeffs.data()) + k * rule_->coeffs_f64_size);
     }
     const bool cold = step_is_cold();
-    const int threads = backoff_.threads_for_step(num_threads(), cold);
+    const int requested = num_threads();
+    const int threads = backoff_.threads_for_step(requested, cold);
+    steps_alone_ += threads < requested;
     const StepRequest request{rule_->id, f32_.work(), f64_.work(), threads, prefetch_above()};
     PieceCounts counts;
     {

@@ -32,6 +32,7 @@ public:
     void step(py::handle grads);  // rules that read gradients
     void apply();                 // rules that do not (Lookahead's synchronisation)
     int last_threads() const { return last_threads_; }  // threads the last step's update ran on
+    std::int64_t steps_alone() const { return steps_alone_; }  // steps the backoff kept to one thread
 
 private:
     struct Param {
@@ -77,6 +78,7 @@ private:
     std::vector<std::pair<const char*, const char*>> owned_;  // sorted memory of params and states
     ThreadBackoff backoff_;
     int last_threads_ = 0;
+    std::int64_t steps_alone_ = 0;
 };
 
 }  // namespace fastoptim

@@ -199,7 +199,7 @@ PieceCounts run_split(int threads, bool small, index_t n32, index_t n64, index_t
 // add up to more than `prefetch_above` bytes (prefetch.hpp). Returns how the update pass was shared.
 template <class Rule>
 PieceCounts step_all(const Work<float>& f32, const Work<double>& f64, int threads,
-              index_t prefetch_above = kDefaultPrefetchAbove) {
+                     index_t prefetch_above = kDefaultPrefetchAbove) {
     const index_t n32 = total(f32), n64 = total(f64);
     const bool small = n32 + 2 * n64 < kParallelMin;
     const bool prefetch = bytes_of(f32) + bytes_of(f64) > prefetch_above;

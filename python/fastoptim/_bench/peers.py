@@ -44,6 +44,8 @@ class Running:
     step: Callable[[], None]
     params: list[Array] | None
     keep: list[Any] = field(default_factory=list)  # objects that must live as long as the peer
+    # fastoptim only: (steps taken, steps its thread backoff ran on one thread) so far
+    thread_use: Callable[[], tuple[int, int]] | None = None
 
 
 class _Env:
@@ -136,7 +138,12 @@ class _Env:
         grads = [g.copy() for g in grads0]  # each peer its own gradients: no peer reads another's cache
         if peer == "fastoptim":
             opt = rule.make_fastoptim(params)
-            return Running(functools.partial(opt.step, grads), params, [opt, grads])
+
+            def thread_use() -> tuple[int, int]:
+                plan = opt._plan
+                return (plan.steps_done(0), plan.steps_alone) if plan is not None else (0, 0)
+
+            return Running(functools.partial(opt.step, grads), params, [opt, grads], thread_use)
         if peer == "numpy":
             nopt = rule.numpy_class(params, rule.hyper())
             return Running(functools.partial(nopt.step, grads), params, [nopt, grads])

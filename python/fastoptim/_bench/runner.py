@@ -73,6 +73,10 @@ def run(settings: Settings, stream: IO[str] | None = None) -> dict[str, Any]:
             for peer, reason in record["skipped"].items():
                 if reason not in (env.torch_reason, env.deepspeed_reason):
                     skips.setdefault((rule.name, reason), {}).setdefault(PEER_TITLES[peer], []).append(dtype)
+            fastoptim = record["peers"].get("fastoptim", {})
+            if fastoptim.get("steps_alone"):
+                env.note(f"{rule.name} {dtype} {work.label}: fastoptim's thread backoff ran {fastoptim['steps_alone']} "
+                         f"of its {fastoptim['steps_taken']} steps (timed or not) on one thread")
             if len(record["groups"]) > 1:
                 env.note(f"{rule.name} {dtype} {work.label}: not enough memory for every peer at once; "
                          f"alternated in groups {record['groups']}")

@@ -161,6 +161,7 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
     record["warmup"] = warmup
     pooled: dict[str, list[float]] = {}
     deviations: dict[str, float] = {}
+    taken = alone = 0  # fastoptim's steps, and those its thread backoff kept to one thread
     for g, group in enumerate(groups):
         where = f" (group {g + 1}/{len(groups)})" if len(groups) > 1 else ""
         running: dict[str, Running] = {}
@@ -179,6 +180,9 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
             for peer, ts in times.items():
                 pooled.setdefault(peer, []).extend(ts)
             reference = running.get("fastoptim")
+            if reference is not None and reference.thread_use is not None:
+                steps, lone = reference.thread_use()
+                taken, alone = taken + steps, alone + lone
             if reference is not None and reference.params is not None:
                 for peer, r in running.items():
                     if r.params is not None and peer != "fastoptim":
@@ -192,6 +196,8 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
             record["peers"][peer] = _stats(pooled[peer], work.elements)
             if peer in deviations:
                 record["peers"][peer]["deviation"] = deviations[peer]
+    if "fastoptim" in record["peers"]:
+        record["peers"]["fastoptim"].update(steps_taken=taken, steps_alone=alone)
     record["repeats"] = max((len(ts) for ts in pooled.values()), default=0)
     gels = {peer: s["gels"] for peer, s in record["peers"].items()}
     fused, probe = gels.get("torch_fused"), gels.get("probe")

@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
                   f"{g['probe off'] / g['probe on']:6.3f}  {chosen}", flush=True)
     finally:
         fo.set_prefetch_above(default)
-    wait = ", ".join(f"{k}={v}" for k, v in _omp.wait_settings().items() if k != "set_by" and v is not None)
+    wait = _omp.wait_text()
     print(f"default line {default / 2**20:.0f} MiB (last-level cache {fo.config()['last_level_cache'] / 2**20:.0f} "
           f"MiB); Adam float32, {fo.get_num_threads()} threads, {fo.get_target()}; OpenMP wait: {wait or 'defaults'}")
     return 0

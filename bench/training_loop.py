@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
         n, one = float(row["n_threads"]), float(row["one_thread"])  # type: ignore[arg-type]
         print(f"{row['setting']:<24}  {row['between']:<7}  {row['work']:>6}  {n:9.2f}  {one:8.2f}  {n / one:5.2f}")
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    wait = ", ".join(f"{k}={v}" for k, v in _omp.wait_settings().items() if k != "set_by" and v is not None)
+    wait = _omp.wait_text()
     print(f"Gel/s, Adam float32, N = {rows[0]['threads'] if rows else '?'} threads, {fo.get_target()}; "
           f"{args.ms:g} ms between steps; NumPy's BLAS: {blas.get('name')} {blas.get('version')}; "
           f"default OpenMP wait: {wait or 'OpenMP defaults'}")

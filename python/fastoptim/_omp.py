@@ -35,3 +35,9 @@ def wait_settings() -> dict[str, str | None]:
     """The wait variables this process started GNU OpenMP with, and who set them."""
     return {**{name: os.environ.get(name) for name in _VARIABLES},
             "set_by": "fastoptim" if set_on_import else chosen_by or "environment"}
+
+
+def wait_text() -> str:
+    """The wait variables that are set, as ``NAME=value, ...``; empty when GNU OpenMP uses its own."""
+    return ", ".join(f"{name}={value}" for name, value in wait_settings().items()
+                     if name != "set_by" and value is not None)

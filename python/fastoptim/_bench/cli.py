@@ -122,7 +122,7 @@ def _rerun_with_spin(choice: str, argv: Sequence[str], full: bool, prog: str) ->
 
 def _spin_line(choice: str) -> str:
     wait = _omp.wait_settings()
-    shown = ", ".join(f"{k}={v}" for k, v in wait.items() if k != "set_by" and v is not None) or "its defaults"
+    shown = _omp.wait_text() or "its defaults"
     line = f"OpenMP wait for every peer: {shown}"
     if wait["set_by"] == "environment" and wait["GOMP_SPINCOUNT"] != SPINS[choice]:
         line += f" (set in the environment; --omp-spin {choice} not applied)"

@@ -13,4 +13,13 @@ cmake --build "$build/example" -j 2 >/dev/null
 
 cmake -S . -B "$build/bench" -DCMAKE_BUILD_TYPE=Release -DFASTOPTIM_PYTHON=OFF -DFASTOPTIM_BENCHMARKS=ON >/dev/null
 cmake --build "$build/bench" -j 2 >/dev/null
-"$build/bench/bench/cpp/fastoptim_microbench" --benchmark_filter='^(adam|lamb)/.*/f32/10000/' --benchmark_min_time=0.01s
+out="$build/microbench.txt"
+"$build/bench/bench/cpp/fastoptim_microbench" --benchmark_filter='^(adam|lamb)/.*/f32/(probe/)?10000/' \
+  --benchmark_min_time=0.01 | tee "$out"
+# Google Benchmark exits 0 even when a row fails: every row must have run, each rule beside its probe.
+! grep -q "ERROR OCCURRED" "$out"
+for rule in adam lamb; do
+  steps=$(grep -c "^$rule/[a-z0-9]*/f32/10000/" "$out")
+  probes=$(grep -c "^$rule/[a-z0-9]*/f32/probe/10000/" "$out")
+  [ "$steps" -ge 1 ] && [ "$steps" -eq "$probes" ] || { echo "$rule: $steps step rows, $probes probe rows"; exit 1; }
+done

@@ -1,10 +1,13 @@
 // Google Benchmark timing of each rule's step on each supported instruction-set target, in
-// float32 and float64, reporting bytes per second (the bytes a step must move). The bandwidth
-// probe to hold them against is `python -m fastoptim bench --peers fastoptim,probe`.
+// float32 and float64, reporting bytes per second (the bytes a step must move). Beside each,
+// `<rule>/<target>/<dtype>/probe` runs the bandwidth probe over the same bytes: the most a step
+// that moves them can reach. (`python -m fastoptim bench --peers fastoptim,probe` holds them
+// side by side from Python, alternating.)
 //
-//   fastoptim_microbench --benchmark_filter='adam/avx2' --benchmark_min_time=0.2s
+//   fastoptim_microbench --benchmark_filter='adam/avx2' --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -21,30 +24,41 @@ namespace {
 
 using namespace fastoptim;
 
-// A benchmark setting of each rule: its hyper-parameter row, and the array accesses per
-// element of one step (reads + writes), for bytes per second.
+// A benchmark setting of each rule: its hyper-parameter row, and the arrays each sweep of a step
+// reads and writes (as the Python benchmark's `passes`): the bytes it must move, and what the
+// bandwidth probe sweeps beside it.
+struct Pass {
+    int reads, writes;
+};
+
 struct Setting {
     const char* rule;
     std::vector<double> row;
     int slots_used;
-    int accesses;
+    std::vector<Pass> passes;
+
+    int accesses() const {
+        int n = 0;
+        for (const Pass& p : passes) n += p.reads + p.writes;
+        return n;
+    }
 };
 
 const std::vector<Setting>& settings() {
     static const std::vector<Setting> table = {
-        {"sgd", {1e-3, 0.9, 0.0, 0.0, 0, 0}, 1, 5},
-        {"adam", {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}, 2, 7},
-        {"adagrad", {1e-2, 0.0, 0.0, 0.0, 1e-10, 0}, 1, 5},
-        {"adadelta", {1.0, 0.9, 1e-6, 0.0, 0}, 2, 7},
-        {"rmsprop", {1e-2, 0.99, 1e-8, 0.0, 0.0, 0, 0, 0}, 1, 5},
-        {"rprop", {1e-2, 0.5, 1.2, 1e-6, 50.0, 0}, 2, 7},
-        {"adamax", {2e-3, 0.9, 0.999, 1e-8, 0.0, 0}, 2, 7},
-        {"nadam", {2e-3, 0.9, 0.999, 1e-8, 0.0, 4e-3, 0, 0}, 2, 7},
-        {"radam", {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0}, 2, 7},
-        {"adabound", {1e-3, 0.9, 0.999, 0.1, 1e-3, 1e-8, 0.0, 0, 1e-3}, 2, 7},
-        {"lamb", {1e-3, 0.9, 0.999, 1e-6, 0.0}, 2, 10},
-        {"lars", {1.0, 0.9, 0.0, 1e-3}, 1, 7},
-        {"lion", {1e-4, 0.9, 0.99, 0.0, 0}, 1, 5},
+        {"sgd", {1e-3, 0.9, 0.0, 0.0, 0, 0}, 1, {{3, 2}}},
+        {"adam", {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}, 2, {{4, 3}}},
+        {"adagrad", {1e-2, 0.0, 0.0, 0.0, 1e-10, 0}, 1, {{3, 2}}},
+        {"adadelta", {1.0, 0.9, 1e-6, 0.0, 0}, 2, {{4, 3}}},
+        {"rmsprop", {1e-2, 0.99, 1e-8, 0.0, 0.0, 0, 0, 0}, 1, {{3, 2}}},
+        {"rprop", {1e-2, 0.5, 1.2, 1e-6, 50.0, 0}, 2, {{4, 3}}},
+        {"adamax", {2e-3, 0.9, 0.999, 1e-8, 0.0, 0}, 2, {{4, 3}}},
+        {"nadam", {2e-3, 0.9, 0.999, 1e-8, 0.0, 4e-3, 0, 0}, 2, {{4, 3}}},
+        {"radam", {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0}, 2, {{4, 3}}},
+        {"adabound", {1e-3, 0.9, 0.999, 0.1, 1e-3, 1e-8, 0.0, 0, 1e-3}, 2, {{4, 3}}},
+        {"lamb", {1e-3, 0.9, 0.999, 1e-6, 0.0}, 2, {{4, 2}, {3, 1}}},
+        {"lars", {1.0, 0.9, 0.0, 1e-3}, 1, {{2, 0}, {3, 2}}},
+        {"lion", {1e-4, 0.9, 0.99, 0.0, 0}, 1, {{3, 2}}},
     };
     return table;
 }
@@ -108,7 +122,33 @@ void run_step(benchmark::State& state, const Target* target, const RuleInfo* rul
         benchmark::ClobberMemory();
     }
     state.SetItemsProcessed(state.iterations() * n);
-    state.SetBytesProcessed(state.iterations() * n * index_t(sizeof(T)) * setting->accesses);
+    state.SetBytesProcessed(state.iterations() * n * index_t(sizeof(T)) * setting->accesses());
+}
+
+// The bandwidth probe over the same bytes as a step of `setting`: each of its sweeps reads and
+// writes as many arrays of n elements, on the same threads. A rule's bytes per second over the
+// probe's is its share of what the machine gives a step (CPU-bound rules fall short in cache).
+template <class T>
+void run_probe(benchmark::State& state, const Target* target, const Setting* setting, int threads) {
+    const index_t n = state.range(0);
+    int most = 0;
+    for (const Pass& p : setting->passes) most = std::max(most, p.reads);
+    std::vector<std::vector<T>> storage(std::size_t(most), std::vector<T>(std::size_t(n), T(0.5)));
+    std::vector<void*> arrays;
+    for (auto& a : storage) arrays.push_back(a.data());
+    const index_t prefetch_above = default_prefetch_above();
+    for (auto _ : state) {
+        for (const Pass& p : setting->passes) {
+            const ProbeRequest request{arrays.data(), sizeof(T) == 8, p.reads, p.writes, n, threads, prefetch_above};
+            if (!target->probe(request)) {
+                state.SkipWithError("the probe does not take this many arrays");
+                return;
+            }
+        }
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations() * n);
+    state.SetBytesProcessed(state.iterations() * n * index_t(sizeof(T)) * setting->accesses());
 }
 
 int default_threads() {
@@ -131,11 +171,15 @@ int main(int argc, char** argv) {
                 if (r.name == setting.rule) rule = &r;
             if (rule == nullptr) continue;
             for (const char* dtype : {"f32", "f64"}) {
+                const bool f32 = std::string(dtype) == "f32";
                 const std::string name = std::string(setting.rule) + "/" + target.name + "/" + dtype;
-                auto* b = std::string(dtype) == "f32"
-                              ? benchmark::RegisterBenchmark(name.c_str(), run_step<float>, &target, rule, &setting, threads)
-                              : benchmark::RegisterBenchmark(name.c_str(), run_step<double>, &target, rule, &setting, threads);
-                b->Arg(10000)->Arg(1000000)->Arg(10000000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+                auto* step = f32 ? benchmark::RegisterBenchmark(name.c_str(), run_step<float>, &target, rule, &setting, threads)
+                                 : benchmark::RegisterBenchmark(name.c_str(), run_step<double>, &target, rule, &setting, threads);
+                const std::string probe_name = name + "/probe";
+                auto* probe = f32 ? benchmark::RegisterBenchmark(probe_name.c_str(), run_probe<float>, &target, &setting, threads)
+                                  : benchmark::RegisterBenchmark(probe_name.c_str(), run_probe<double>, &target, &setting, threads);
+                for (auto* b : {step, probe})
+                    b->Arg(10000)->Arg(1000000)->Arg(10000000)->UseRealTime()->Unit(benchmark::kMicrosecond);
             }
         }
     }

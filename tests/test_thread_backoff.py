@@ -1,9 +1,14 @@
 """The thread backoff (cpp/src/thread_backoff.hpp): after two cold steps in a row whose threads did
-not share the work, cold steps run on the calling thread for a run of 4, 8, ... 64, each ended
-by one try on every thread; a shared cold step starts over; warm steps always get every thread.
+not share the work, or (where a lone step takes under 200 us) took over 90% of the latest cold
+lone step's time, cold steps run on the calling thread for a run of 4, 8, ... 64, each ended by
+one try on every thread; a cold step shared and not slower starts over; warm steps always get
+every thread. Timed steps under 200 us take a lone reference step at the second cold step and
+after every 256 cold steps on several threads.
 Its bits are the thread counts' bits, which tests/test_bits.py compares."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +19,7 @@ from fastoptim import _core
 COLD, WARM = True, False
 UNSHARED = dict(pieces=10, busiest=9, parallel=True)  # one thread took 9 of 10 pieces
 SHARED = dict(pieces=10, busiest=5, parallel=True)
+LONE = dict(pieces=10, busiest=10, parallel=False)  # ran on one thread
 
 
 def cold_threads(backoff: _core._ThreadBackoff, steps: int) -> list[int]:
@@ -95,6 +101,96 @@ def test_steps_that_ran_on_one_thread_leave_the_run_alone() -> None:
     assert [backoff.threads_for_step(2, COLD) for _ in range(5)] == [1, 1, 1, 1, 2]
 
 
+def timed_with_reference(lone_seconds: float) -> _core._ThreadBackoff:
+    """A backoff whose first cold step ran shared on 2 threads and whose reference step, alone,
+    took `lone_seconds`."""
+    backoff = _core._ThreadBackoff()
+    assert backoff.threads_for_step(2, COLD) == 2  # the first step also touches new state pages
+    backoff.record(COLD, **SHARED, seconds=lone_seconds / 2)
+    assert backoff.threads_for_step(2, COLD) == 1  # the reference
+    backoff.record(COLD, **LONE, seconds=lone_seconds)
+    return backoff
+
+
+def test_timed_steps_take_a_lone_reference_at_the_second_cold_step() -> None:
+    backoff = timed_with_reference(100e-6)
+    for _ in range(10):
+        assert backoff.threads_for_step(2, COLD) == 2
+        backoff.record(COLD, **SHARED, seconds=60e-6)  # faster than alone
+
+
+def test_shared_steps_slower_than_the_lone_reference_fail() -> None:
+    backoff = timed_with_reference(100e-6)
+    for _ in range(2):
+        assert backoff.threads_for_step(2, COLD) == 2
+        backoff.record(COLD, **SHARED, seconds=120e-6)
+    assert [backoff.threads_for_step(2, COLD) for _ in range(5)] == [1, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize(("seconds", "fails"), [(95e-6, True), (91e-6, True), (89e-6, False)])
+def test_shared_steps_must_save_a_tenth_of_the_lone_time(seconds: float, fails: bool) -> None:
+    backoff = timed_with_reference(100e-6)
+    for _ in range(2):
+        backoff.record(COLD, **SHARED, seconds=seconds)
+    assert backoff.threads_for_step(2, COLD) == (1 if fails else 2)
+
+
+def test_one_slower_shared_step_alone_is_taken_for_chance() -> None:
+    backoff = timed_with_reference(100e-6)
+    backoff.record(COLD, **SHARED, seconds=120e-6)
+    assert backoff.threads_for_step(2, COLD) == 2
+    backoff.record(COLD, **SHARED, seconds=60e-6)
+    backoff.record(COLD, **SHARED, seconds=120e-6)
+    assert backoff.threads_for_step(2, COLD) == 2
+
+
+def test_the_lone_runs_refresh_the_reference() -> None:
+    backoff = timed_with_reference(100e-6)
+    for _ in range(2):
+        backoff.record(COLD, **SHARED, seconds=120e-6)
+    for _ in range(4):
+        assert backoff.threads_for_step(2, COLD) == 1
+        backoff.record(COLD, **LONE, seconds=180e-6)  # the machine got slower
+    assert backoff.threads_for_step(2, COLD) == 2
+    backoff.record(COLD, **SHARED, seconds=120e-6)  # faster than the new reference: starts over
+    backoff.record(COLD, **SHARED, seconds=190e-6)
+    assert backoff.threads_for_step(2, COLD) == 2  # one slower step: no run
+
+
+def test_the_reference_is_taken_again_after_256_cold_shared_steps() -> None:
+    backoff = timed_with_reference(100e-6)
+    for _ in range(256):
+        assert backoff.threads_for_step(2, COLD) == 2
+        backoff.record(COLD, **SHARED, seconds=60e-6)
+    for _ in range(3):
+        assert backoff.threads_for_step(2, WARM) == 2  # warm steps never wait for it
+    assert backoff.threads_for_step(2, COLD) == 1
+    backoff.record(COLD, **LONE, seconds=100e-6)
+    assert backoff.threads_for_step(2, COLD) == 2
+
+
+def test_long_steps_take_no_reference() -> None:
+    """Waking threads costs a step of 500 us little: no lone step to time them against."""
+    backoff = _core._ThreadBackoff()
+    for _ in range(300):
+        assert backoff.threads_for_step(2, COLD) == 2
+        backoff.record(COLD, **SHARED, seconds=500e-6)
+
+
+def test_steps_longer_than_200_us_alone_are_not_judged_by_time() -> None:
+    backoff = timed_with_reference(300e-6)  # the first shared step took 150 us: a reference was taken
+    for _ in range(5):
+        assert backoff.threads_for_step(2, COLD) == 2
+        backoff.record(COLD, **SHARED, seconds=290e-6)  # saved little, but the pieces were shared
+
+
+def test_untimed_steps_take_no_reference() -> None:
+    backoff = _core._ThreadBackoff()
+    for _ in range(300):
+        assert backoff.threads_for_step(2, COLD) == 2
+        backoff.record(COLD, **SHARED)
+
+
 @pytest.mark.usefixtures("restore_runtime")
 def test_a_step_says_how_many_threads_it_ran_on() -> None:
     """A new optimizer's first step of a large array uses every thread; a small one, one."""
@@ -106,3 +202,14 @@ def test_a_step_says_how_many_threads_it_ran_on() -> None:
         opt = fo.Adam([array], lr=1e-3)
         opt.step([np.ones_like(array)])
         assert opt._plan.last_threads == expected
+
+
+def test_a_plan_times_its_steps() -> None:
+    """What the backoff judges cold steps by: each step's time, kernels and thread placement."""
+    array = np.zeros(100_000, np.float32)
+    opt = fo.Adam([array], lr=1e-3)
+    assert opt._plan is None or opt._plan.last_seconds == 0
+    start = time.perf_counter()
+    opt.step([np.ones_like(array)])
+    elapsed = time.perf_counter() - start
+    assert 0 < opt._plan.last_seconds <= elapsed

@@ -2,13 +2,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <stdexcept>
 
 #include "cache.hpp"
 #include "plan.hpp"
 #include "probe_binding.hpp"
 #include "runtime.hpp"
 #include "thread_backoff.hpp"
+#include "thread_placement.hpp"
 
 namespace py = pybind11;
 using namespace fastoptim;
@@ -39,15 +39,16 @@ PYBIND11_MODULE(_core, m) {
         .def("step", &Plan::step, py::arg("grads"))
         .def("apply", &Plan::apply)
         .def_property_readonly("last_threads", &Plan::last_threads)
-        .def_property_readonly("steps_alone", &Plan::steps_alone);
+        .def_property_readonly("steps_alone", &Plan::steps_alone)
+        .def_property_readonly("last_seconds", &Plan::last_seconds);
 
     // The backoff's rule alone, for the tests (cpp/src/thread_backoff.hpp).
     py::class_<ThreadBackoff>(m, "_ThreadBackoff")
         .def(py::init<>())
         .def("threads_for_step", &ThreadBackoff::threads_for_step, py::arg("requested"), py::arg("cold"))
-        .def("record", [](ThreadBackoff& b, bool cold, index_t pieces, index_t busiest, bool parallel) {
-            b.record(cold, PieceCounts{pieces, busiest, parallel});
-        }, py::arg("cold"), py::arg("pieces"), py::arg("busiest"), py::arg("parallel"));
+        .def("record", [](ThreadBackoff& b, bool cold, index_t pieces, index_t busiest, bool parallel, double seconds) {
+            b.record(cold, PieceCounts{pieces, busiest, parallel}, seconds);
+        }, py::arg("cold"), py::arg("pieces"), py::arg("busiest"), py::arg("parallel"), py::arg("seconds") = 0.0);
 
     m.def("rules", [] {
         py::dict out;
@@ -70,32 +71,25 @@ PYBIND11_MODULE(_core, m) {
         return out;
     }, "(name, supported by this CPU) for every instruction-set target built");
     m.def("get_target", [] { return std::string(current_target().name); });
-    m.def("set_target", [](const std::string& name) {
-        try {
-            set_target(name);
-        } catch (const std::invalid_argument& e) {
-            throw py::value_error(e.what());
-        }
-    }, py::arg("name"));
+    // The setters throw std::invalid_argument, which pybind11 raises as ValueError.
+    m.def("set_target", &set_target, py::arg("name"));
     m.def("get_num_threads", &num_threads);
-    m.def("set_num_threads", [](int n) {
-        try {
-            set_num_threads(n);
-        } catch (const std::invalid_argument& e) {
-            throw py::value_error(e.what());
-        }
-    }, py::arg("n"));
+    m.def("set_num_threads", &set_num_threads, py::arg("n"));
     m.def("has_openmp", &has_openmp);
     m.def("last_level_cache_bytes", &last_level_cache_bytes, "the largest cache level the system reports; 0 if none");
     m.def("get_prefetch_above", &prefetch_above,
           "Bytes a step's arrays must add up to before its sweeps prefetch; below, they are expected in the cache.");
-    m.def("set_prefetch_above", [](std::int64_t nbytes) {
-        try {
-            set_prefetch_above(nbytes);
-        } catch (const std::invalid_argument& e) {
-            throw py::value_error(e.what());
-        }
-    }, py::arg("nbytes"));
+    m.def("set_prefetch_above", &set_prefetch_above, py::arg("nbytes"));
+
+    m.def("thread_placement_supported", &thread_placement_supported,
+          "Linux with OpenMP, and no OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY or KMP_AFFINITY");
+    m.def("get_thread_placement", &thread_placement);
+    m.def("set_thread_placement", &set_thread_placement, py::arg("on"));
+    m.def("_placed_workers", [] {
+        const PlacedWorkers placed = placed_workers();
+        return py::make_tuple(placed.excluded_cpu, placed.threads, placed.placements);
+    }, "(the CPU the calling thread's workers were last kept off, -1 if none; their thread ids; "
+       "how many times they were placed)");
 
     m.def("probe", &run_probe, py::arg("arrays"), py::arg("writes"), py::arg("threads"),
           "One read-modify-write sweep: read every array, write the first `writes` of them.");

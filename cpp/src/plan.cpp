@@ -4,9 +4,11 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "runtime.hpp"
+#include "thread_placement.hpp"
 
 namespace fastoptim {
 namespace {
@@ -265,12 +267,17 @@ void Plan::run() {
     steps_alone_ += threads < requested;
     const StepRequest request{rule_->id, f32_.work(), f64_.work(), threads, prefetch_above()};
     PieceCounts counts;
+    double seconds;
     {
         py::gil_scoped_release unlocked;
+        const auto start = std::chrono::steady_clock::now();
+        place_workers(threads);
         counts = current_target().step(request);
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         note_step_end();
     }
-    backoff_.record(cold, counts);
+    backoff_.record(cold, counts, seconds);
+    last_seconds_ = seconds;
     last_threads_ = counts.parallel ? threads : 1;
     scalars_.swap(next);
     for (int k = 0; k < group_count_; ++k) {

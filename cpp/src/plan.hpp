@@ -33,6 +33,7 @@ public:
     void apply();                 // rules that do not (Lookahead's synchronisation)
     int last_threads() const { return last_threads_; }  // threads the last step's update ran on
     std::int64_t steps_alone() const { return steps_alone_; }  // steps the backoff kept to one thread
+    double last_seconds() const { return last_seconds_; }  // the last step's kernels (and thread placement)
 
 private:
     struct Param {
@@ -78,6 +79,7 @@ private:
     std::vector<std::pair<const char*, const char*>> owned_;  // sorted memory of params and states
     ThreadBackoff backoff_;
     int last_threads_ = 0;
+    double last_seconds_ = 0;
     std::int64_t steps_alone_ = 0;
 };
 

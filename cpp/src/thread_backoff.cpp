@@ -17,18 +17,40 @@ std::atomic<std::int64_t> last_step_end_ns{0};  // 0: none yet, so the first ste
 
 }  // namespace
 
-int ThreadBackoff::threads_for_step(int requested, bool cold) {
-    if (requested <= 1 || !cold || alone_left_ == 0) return requested;
-    --alone_left_;
-    return 1;
+bool ThreadBackoff::needs_reference() const {
+    if (!(shared_seconds_ > 0 && shared_seconds_ < kShortSeconds)) return false;  // long: not judged by time
+    return lone_seconds_ == 0 || timed_shared_steps_ >= kReferenceEvery;
 }
 
-void ThreadBackoff::record(bool cold, const PieceCounts& counts) {
-    if (!cold || !counts.parallel) return;  // warm steps say nothing of waking threads
-    if (5 * counts.busiest <= 4 * counts.pieces) {
-        unshared_in_row_ = 0;
+int ThreadBackoff::threads_for_step(int requested, bool cold) {
+    if (requested <= 1 || !cold) return requested;
+    if (alone_left_ > 0) {
+        --alone_left_;
+        return 1;
+    }
+    return needs_reference() ? 1 : requested;
+}
+
+void ThreadBackoff::record(bool cold, const PieceCounts& counts, double seconds) {
+    if (!cold) return;  // warm steps say nothing of waking threads
+    if (!counts.parallel) {
+        if (seconds > 0) {
+            lone_seconds_ = seconds;
+            timed_shared_steps_ = 0;
+        }
+        return;
+    }
+    if (seconds > 0) {
+        shared_seconds_ = seconds;
+        timed_shared_steps_ = std::min(timed_shared_steps_ + 1, kReferenceEvery);
+    }
+    const bool unshared = 5 * counts.busiest > 4 * counts.pieces;
+    const bool judged_by_time = seconds > 0 && lone_seconds_ > 0 && lone_seconds_ < kShortSeconds;
+    const bool slower = judged_by_time && seconds > kThreadsMustTake * lone_seconds_;
+    if (!unshared && !slower) {
+        failed_in_row_ = 0;
         next_run_ = kFirstRun;
-    } else if (++unshared_in_row_ >= 2) {
+    } else if (++failed_in_row_ >= 2) {
         alone_left_ = next_run_;
         next_run_ = std::min(2 * next_run_, kLongestRun);
     }

@@ -10,6 +10,16 @@
 // doubles the run, up to 64, and a cold step the threads share starts it all over. Warm steps,
 // back to back, always get every thread, and keep them awake for the next. The bits do not
 // depend on it: every thread count gives the same.
+//
+// Sharing the pieces is not enough when waking the threads costs more than they save: a short
+// step, or a worker that shares its CPU with another program's busy thread. So when steps are
+// timed and a cold step on one thread takes under kShortSeconds, a cold step on several threads
+// that did not save a tenth of its time fails too (a smaller gain is not worth two busy CPUs,
+// and is within noise). Longer steps are not judged by time: waking costs them little, and one
+// step's time is too noisy to overrule what their pieces say. The lone step is taken as a
+// reference at the second timed cold step (the first also touches new state pages) when the
+// first took under kShortSeconds, and again after every kReferenceEvery such steps on several
+// threads; the lone runs refresh it as well.
 #pragma once
 
 #include "fastoptim/parallel.hpp"
@@ -17,20 +27,28 @@
 namespace fastoptim {
 
 inline constexpr double kWarmSeconds = 50e-6;
+inline constexpr double kShortSeconds = 200e-6;   // steps that waking threads may cost more than they save
+inline constexpr double kThreadsMustTake = 0.9;  // at most this share of the lone step's time
 
 class ThreadBackoff {
 public:
-    static constexpr int kFirstRun = 4, kLongestRun = 64;
+    static constexpr int kFirstRun = 4, kLongestRun = 64, kReferenceEvery = 256;
 
-    // Threads for the next step: `requested`, or 1 while a run of lone cold steps lasts.
+    // Threads for the next step: `requested`, or 1 while a run of lone cold steps lasts or for
+    // a reference step.
     int threads_for_step(int requested, bool cold);
-    // What the step that threads_for_step() planned did.
-    void record(bool cold, const PieceCounts& counts);
+    // What the step that threads_for_step() planned did, and how long it took (0: not timed).
+    void record(bool cold, const PieceCounts& counts, double seconds = 0);
 
 private:
+    bool needs_reference() const;
+
     int alone_left_ = 0;
     int next_run_ = kFirstRun;
-    int unshared_in_row_ = 0;  // cold steps; one late thread may be chance, two are a pattern
+    int failed_in_row_ = 0;        // cold steps; one late thread may be chance, two are a pattern
+    double lone_seconds_ = 0;      // the latest timed cold step on one thread; 0: none yet
+    double shared_seconds_ = 0;    // the latest timed cold step on several threads; 0: none yet
+    int timed_shared_steps_ = 0;   // timed cold steps on several threads since the lone one (capped)
 };
 
 // The process-wide clock of the steps (one OpenMP pool serves every optimizer).

@@ -22,9 +22,11 @@ from ._config import (
     get_num_threads,
     get_prefetch_above,
     get_target,
+    get_thread_placement,
     set_num_threads,
     set_prefetch_above,
     set_target,
+    set_thread_placement,
     show_config,
 )
 from ._core import __version__
@@ -69,8 +71,10 @@ __all__ = [
     "get_num_threads",
     "get_prefetch_above",
     "get_target",
+    "get_thread_placement",
     "set_num_threads",
     "set_prefetch_above",
     "set_target",
+    "set_thread_placement",
     "show_config",
 ]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
+from child import run_python
 
 import fastoptim as fo
 
@@ -42,7 +42,7 @@ def test_threads_can_be_set_and_are_validated(restore_runtime):
 
 
 def test_prefetch_threshold_is_a_quarter_of_the_last_level_cache():
-    run = _python("import fastoptim as fo; c = fo.config(); print(c['last_level_cache'], c['prefetch_above'])")
+    run = run_python("import fastoptim as fo; c = fo.config(); print(c['last_level_cache'], c['prefetch_above'])")
     assert run.returncode == 0, run.stderr
     cache, above = map(int, run.stdout.split())
     assert above == (cache // 4 if cache > 0 else 8 << 20)
@@ -70,20 +70,15 @@ def test_unknown_or_unsupported_target_is_refused(restore_runtime):
             fo.set_target(name)
 
 
-def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
-
-
 @pytest.mark.parametrize("target", fo.available_targets())
 def test_fastoptim_isa_forces_a_target(target):
-    run = _python("import fastoptim as fo; print(fo.get_target())", FASTOPTIM_ISA=target)
+    run = run_python("import fastoptim as fo; print(fo.get_target())", FASTOPTIM_ISA=target)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == target
 
 
 def test_fastoptim_isa_unknown_fails_the_import_clearly():
-    run = _python("import fastoptim", FASTOPTIM_ISA="avx9000")
+    run = run_python("import fastoptim", FASTOPTIM_ISA="avx9000")
     assert run.returncode != 0 and "FASTOPTIM_ISA=avx9000: unknown target" in run.stderr
 
 
@@ -91,11 +86,11 @@ def test_fastoptim_isa_unsupported_fails_the_import_clearly():
     unsupported = [t for t in fo.config()["built_targets"] if t not in fo.available_targets()]
     if not unsupported:
         pytest.skip("this CPU supports every target built")
-    run = _python("import fastoptim", FASTOPTIM_ISA=unsupported[0])
+    run = run_python("import fastoptim", FASTOPTIM_ISA=unsupported[0])
     assert run.returncode != 0 and "does not support" in run.stderr
 
 
 def test_omp_num_threads_is_respected():
-    run = _python("import fastoptim as fo; print(fo.get_num_threads())", OMP_NUM_THREADS="3")
+    run = run_python("import fastoptim as fo; print(fo.get_num_threads())", OMP_NUM_THREADS="3")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "3"

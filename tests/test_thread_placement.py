@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from child import run_python
 
 import fastoptim as fo
 from fastoptim import _core
@@ -19,9 +20,8 @@ BINDING_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AF
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in BINDING_VARIABLES + ("FASTOPTIM_THREAD_PLACEMENT",)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**clean, **env},
-                          timeout=120)
+    """`code` in a fresh process whose placement depends only on `env`."""
+    return run_python(code, without=(*BINDING_VARIABLES, "FASTOPTIM_THREAD_PLACEMENT"), **env)
 
 
 def _cpus_of_this_thread() -> set[int]:
@@ -41,13 +41,19 @@ def _step_on_two_threads() -> None:
     assert opt._plan.last_threads == 2
 
 
-@needs_placement
-@pytest.mark.usefixtures("restore_runtime")
-def test_workers_are_kept_off_the_callers_cpu() -> None:
+def _placed_by_a_step() -> tuple[int, list[int]]:
+    """Placement on, one step on two threads: the CPU the workers were kept off, and their ids."""
     fo.set_num_threads(2)
     fo.set_thread_placement(True)
     _step_on_two_threads()
     excluded, workers, _ = _core._placed_workers()
+    return excluded, workers
+
+
+@needs_placement
+@pytest.mark.usefixtures("restore_runtime")
+def test_workers_are_kept_off_the_callers_cpu() -> None:
+    excluded, workers = _placed_by_a_step()
     everywhere = _cpus_of_this_thread()
     assert excluded in everywhere
     assert len(workers) == 1
@@ -59,10 +65,7 @@ def test_workers_are_kept_off_the_callers_cpu() -> None:
 @needs_placement
 @pytest.mark.usefixtures("restore_runtime")
 def test_turning_placement_off_gives_the_workers_every_cpu_back() -> None:
-    fo.set_num_threads(2)
-    fo.set_thread_placement(True)
-    _step_on_two_threads()
-    _, workers, _ = _core._placed_workers()
+    _, workers = _placed_by_a_step()
     fo.set_thread_placement(False)
     assert not fo.get_thread_placement() and not fo.config()["thread_placement"]
     _step_on_two_threads()

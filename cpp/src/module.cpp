@@ -2,7 +2,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-
 #include "cache.hpp"
 #include "plan.hpp"
 #include "probe_binding.hpp"

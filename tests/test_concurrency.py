@@ -3,6 +3,7 @@ they give one by one, and one optimizer stepped or edited from several threads i
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -249,3 +250,156 @@ def test_an_edit_made_while_a_step_reads_the_group_is_not_lost():
     opt.step([g])
     np.testing.assert_allclose(before - p, 0.5 * g, rtol=1e-12,
                                err_msg="the step after the edit did not use lr = 0.5: the edit was lost")
+
+
+def test_a_group_validated_then_edited_still_steps_with_what_was_validated():
+    """Case 8 of issue 15, pinned: another thread writes an invalid value into the group after
+    the step has validated it and before the row reaches the kernel. The step must use the one
+    snapshot it validated; the invalid value is refused at the next step, nothing changed."""
+    p, g = np.zeros(1000), np.ones(1000)
+    opt = fo.SGD([p], lr=1e-3)
+    group = opt.param_groups[0]
+    check = opt._check_group
+
+    def check_then_edit(snapshot):
+        check(snapshot)
+        group["lr"] = math.nan  # as if another thread ran here
+
+    opt._check_group = check_then_edit
+    group["lr"] = 0.5
+    opt.step([g])
+    assert np.isfinite(p).all() and (p == -0.5).all()
+    opt._check_group = check
+    with pytest.raises(ValueError, match="lr must be finite"):
+        opt.step([g])
+    assert (p == -0.5).all()
+
+
+def test_invalid_values_written_in_a_loop_never_reach_the_kernel(two_threads):
+    """Case 8 as reported: one thread writes lr = nan then lr = 0.01 in a loop while another
+    steps for a second. Each step either uses a valid lr or refuses; the parameters stay finite."""
+    rng = np.random.default_rng(8)
+    p, g = rng.standard_normal(LARGE), rng.standard_normal(LARGE)
+    opt = fo.Adam([p], lr=1e-2)
+    group = opt.param_groups[0]
+    stop = threading.Event()
+    outcomes = {"stepped": 0, "refused": 0}
+    refusals: list[str] = []
+
+    def flip() -> None:
+        while not stop.is_set():
+            group["lr"] = math.nan
+            group["betas"] = [0.9, math.nan]
+            group["lr"] = 0.01
+            group["betas"] = [0.9, 0.999]
+
+    def stepper() -> None:
+        deadline = time.perf_counter() + 1.0
+        while time.perf_counter() < deadline:
+            try:
+                opt.step([g])
+                outcomes["stepped"] += 1
+            except ValueError as error:
+                refusals.append(str(error))
+                outcomes["refused"] += 1
+        stop.set()
+
+    with _switch_interval(1e-5):
+        _run_threads([stepper, flip])
+    assert np.isfinite(p).all(), outcomes
+    assert outcomes["stepped"] > 0, outcomes
+    assert all("must be finite" in text for text in refusals), refusals[:3]
+
+
+STRESS_ITERATIONS = 300
+
+
+def test_threads_stepping_editing_replacing_and_checkpointing_one_optimizer(two_threads):
+    """The stress test of issue 15: one optimizer, two threads stepping (dict and list
+    gradients), one editing hyper-parameters (some invalid for a while), one replacing entries
+    of the shared gradients (some with None), one replacing state arrays (some unfit for a
+    while), one saving and loading state dicts. Refusals are expected, crashes and any other
+    error are not; afterwards the optimizer steps and its parameters are finite. CI runs this
+    under AddressSanitizer."""
+    rng = np.random.default_rng(15)
+    params = {"w": rng.standard_normal((300, 200)).astype(np.float32), "b": rng.standard_normal(200),
+              "v": np.asfortranarray(rng.standard_normal((70, 30)).astype(np.float32))}
+    opt = fo.Adam([{"params": {"w": params["w"], "v": params["v"]}}, {"params": {"b": params["b"]}, "lr": 1e-3}],
+                  lr=1e-3, amsgrad=True)
+    def like(key: str, local: np.random.Generator) -> np.ndarray:
+        param = params[key]
+        return np.asarray(local.standard_normal(param.shape), param.dtype, order="F" if key == "v" else "C")
+
+    grads = {k: like(k, rng) for k in params}
+    refusals: list[str] = []
+    lock = threading.Lock()
+
+    def expect_refusal(call: Callable[[], None]) -> None:
+        try:
+            call()
+        except (TypeError, ValueError) as error:
+            with lock:
+                refusals.append(str(error)[:60])
+
+    def step_dict() -> None:
+        for _ in range(STRESS_ITERATIONS):
+            expect_refusal(lambda: opt.step(dict(grads)))
+
+    def step_list() -> None:
+        for _ in range(STRESS_ITERATIONS):
+            expect_refusal(lambda: opt.step([grads.get("w"), grads.get("v"), grads.get("b")]))
+
+    def edit_groups() -> None:
+        local = np.random.default_rng(1)
+        for i in range(STRESS_ITERATIONS):
+            group = opt.param_groups[i % 2]
+            group["lr"] = float(local.uniform(1e-4, 1e-2)) if i % 7 else -1.0
+            group["amsgrad"] = bool(i % 3)
+            if i % 11 == 0:
+                group["weight_decay"] = "heavy"
+            group["weight_decay"] = float(local.uniform(0, 1e-2))
+            group["lr"] = float(local.uniform(1e-4, 1e-2))
+
+    def replace_grads() -> None:
+        local = np.random.default_rng(2)
+        for i in range(STRESS_ITERATIONS):
+            key = ("w", "b", "v")[i % 3]
+            grads[key] = None if i % 5 == 0 else like(key, local)
+            time.sleep(0)
+            grads[key] = like(key, local)
+
+    def replace_state() -> None:
+        for i in range(STRESS_ITERATIONS):
+            name = ("w", "b", "v")[i % 3]
+            slots = opt.state[name]
+            param = params[name]
+            if i % 4 == 0:
+                slots["exp_avg"] = np.zeros(3, param.dtype)  # refused until replaced again
+            slots["exp_avg"] = np.zeros_like(param)
+            if i % 6 == 0:
+                param.flags.writeable = False
+                time.sleep(0)
+                param.flags.writeable = True
+
+    def checkpoint() -> None:
+        saved = None
+        for i in range(STRESS_ITERATIONS // 3):
+            try:
+                state = opt.state_dict()
+            except (TypeError, ValueError):
+                continue
+            if saved is not None and i % 2:
+                expect_refusal(lambda s=saved: opt.load_state_dict(s))
+            saved = state
+
+    with _switch_interval(1e-5):
+        _run_threads([step_dict, step_list, edit_groups, replace_grads, replace_state, checkpoint], timeout=600)
+    for group in opt.param_groups:
+        group["lr"], group["weight_decay"] = 1e-3, 0.0
+    for name, param in params.items():
+        opt.state[name]["exp_avg"] = np.zeros_like(param)
+    opt.step({k: np.zeros_like(v) for k, v in params.items()})
+    assert all(np.isfinite(p).all() for p in params.values())
+    unexpected = [r for r in refusals if not any(t in r for t in (
+        "must be", "has shape", "is read-only", "has dtype", "lr must", "weight_decay must", "state["))]
+    assert not unexpected, unexpected[:5]

@@ -27,8 +27,9 @@ PYBIND11_MODULE(_core, m) {
     }
 
     py::class_<Plan>(m, "Plan")
-        .def(py::init<const std::string&, py::list, py::list, std::vector<int>, py::list, int>(), py::arg("rule"),
-             py::arg("params"), py::arg("states"), py::arg("groups"), py::arg("names"), py::arg("group_count"))
+        .def(py::init<const std::string&, py::list, py::list, std::vector<int>, py::list, int, std::vector<std::string>>(),
+             py::arg("rule"), py::arg("params"), py::arg("states"), py::arg("groups"), py::arg("names"),
+             py::arg("group_count"), py::arg("slot_names"))
         .def("set_hyper", &Plan::set_hyper, py::arg("group"), py::arg("row"))
         .def("set_clock", &Plan::set_clock, py::arg("group"), py::arg("steps_done"), py::arg("fresh"))
         .def("steps_done", &Plan::steps_done, py::arg("group"))
@@ -37,9 +38,12 @@ PYBIND11_MODULE(_core, m) {
         .def("set_scalars", &Plan::set_scalars, py::arg("group"), py::arg("values"))
         .def("step", &Plan::step, py::arg("grads"))
         .def("apply", &Plan::apply)
+        .def("check", &Plan::check)
+        .def_property_readonly("busy", &Plan::busy)
         .def_property_readonly("last_threads", &Plan::last_threads)
         .def_property_readonly("steps_alone", &Plan::steps_alone)
         .def_property_readonly("last_seconds", &Plan::last_seconds);
+    m.attr("MAX_STEPS") = Plan::kMaxSteps;
 
     // The backoff's rule alone, for the tests (cpp/src/thread_backoff.hpp).
     py::class_<ThreadBackoff>(m, "_ThreadBackoff")
@@ -57,6 +61,8 @@ PYBIND11_MODULE(_core, m) {
             info["slots"] = r.slots;
             info["scalars"] = py::tuple(py::cast(r.scalar_names));
             info["scalar_init"] = py::tuple(py::cast(r.scalar_init));
+            info["scalar_low"] = py::tuple(py::cast(r.scalar_low));
+            info["scalar_high"] = py::tuple(py::cast(r.scalar_high));
             info["norms"] = r.norms;
             info["needs_grad"] = r.needs_grad;
             out[py::str(r.name)] = info;

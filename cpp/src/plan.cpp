@@ -15,25 +15,39 @@ namespace {
 
 using npy = py::detail::npy_api;
 
-bool native_byte_order(char order) {
-    const std::uint16_t probe = 1;
-    const bool little = *reinterpret_cast<const unsigned char*>(&probe) == 1;
-    return order == '=' || order == '|' || order == (little ? '<' : '>');
-}
-
-std::string shape_text(const py::ssize_t* dims, int ndim) {
-    std::string s = "(";
-    for (int k = 0; k < ndim; ++k) s += std::to_string(dims[k]) + (ndim == 1 ? "," : k + 1 < ndim ? ", " : "");
-    return s + ")";
-}
-
 const RuleInfo& find_rule(const std::string& name) {
     for (const RuleInfo& r : rule_table())
         if (r.name == name) return r;
     throw py::value_error("unknown rule '" + name + "'");
 }
 
+// A problem from array_problem as the exception Python users expect: TypeError for the wrong
+// kind of object or dtype, ValueError for everything else.
+[[noreturn]] void refuse(const std::string& label, const std::string& problem) {
+    const std::string text = label + " " + problem;
+    if (problem.rfind("must be", 0) == 0 || problem.rfind("has dtype", 0) == 0) throw py::type_error(text);
+    throw py::value_error(text);
+}
+
+std::string repr_text(py::handle h) { return py::repr(h).cast<std::string>(); }
+
 }  // namespace
+
+// Set while a step runs: the plan's scratch (gradient pointers, scalars) belongs to that step.
+class Plan::Busy {
+public:
+    explicit Busy(bool& flag) : flag_(flag) {
+        if (flag_) throw std::runtime_error("this optimizer's plan is already stepping (from another thread, or from "
+                                            "Python code the step called); steps of one plan run one at a time");
+        flag_ = true;
+    }
+    ~Busy() { flag_ = false; }
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+
+private:
+    bool& flag_;
+};
 
 template <class T>
 void Plan::Arrays<T>::prepare_norms(int norms) {
@@ -60,50 +74,80 @@ Work<T> Plan::Arrays<T>::work() {
 }
 
 Plan::Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
-           py::list names, int group_count)
-    : rule_(&find_rule(rule)), group_count_(group_count) {
+           py::list names, int group_count, std::vector<std::string> slot_names)
+    : rule_(&find_rule(rule)), group_count_(group_count), slot_names_(std::move(slot_names)) {
     const std::size_t n = params.size();
     if (states.size() != n || groups.size() != n || names.size() != n)
         throw py::value_error("Plan: params, states, groups and names differ in length");
     if (group_count < 0) throw py::value_error("Plan: negative group count");
+    if (int(slot_names_.size()) != rule_->slots) throw py::value_error("Plan: one slot name per state slot expected");
+    struct Extent {
+        const char *begin, *end;
+        std::size_t param;
+        int state;  // index into Param::states, -1 for the parameter
+        bool operator<(const Extent& o) const { return begin < o.begin || (begin == o.begin && end < o.end); }
+    };
+    std::vector<Extent> extents;  // every array with elements
     for (std::size_t i = 0; i < n; ++i) {
-        py::array a = py::reinterpret_borrow<py::array>(params[i]);
-        const auto* proxy = py::detail::array_proxy(a.ptr());
         Param p;
-        p.array = a;
+        p.array = params[i];
         p.name = names[i];
-        p.is_double = a.dtype().num() == npy::NPY_DOUBLE_;
-        p.shape.assign(a.shape(), a.shape() + a.ndim());
-        p.c_contiguous = proxy->flags & npy::NPY_ARRAY_C_CONTIGUOUS_;
-        p.f_contiguous = proxy->flags & npy::NPY_ARRAY_F_CONTIGUOUS_;
+        const std::string problem = array_problem(p.array.ptr(), ArrayNeeds{-1, nullptr, 0, true});
+        if (!problem.empty()) refuse("params[" + repr_text(p.name) + "]", problem);
+        p.record = ArrayRecord(p.array.ptr());
         if (groups[i] < 0 || groups[i] >= group_count) throw py::value_error("Plan: group index out of range");
         py::list slots = states[i];
         if (int(slots.size()) != rule_->slots) throw py::value_error("Plan: wrong number of state slots");
-
+        const bool is_double = p.record.is_double();
+        const ArrayNeeds state_needs{is_double ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &p.record.shape(), p.record.order(), true};
+        for (int s = 0; s < rule_->slots; ++s) {
+            if (slots[s].is_none()) continue;
+            py::object st = slots[s];
+            const std::string state_problem = array_problem(st.ptr(), state_needs);
+            if (!state_problem.empty())
+                refuse("state[" + repr_text(p.name) + "][" + repr_text(py::str(slot_names_[std::size_t(s)])) + "]", state_problem);
+            p.states.push_back(st);
+            p.state_records.emplace_back(st.ptr());
+            p.state_slots.push_back(s);
+        }
         auto fill = [&](auto& arrays, auto* zero) {
             using T = std::remove_pointer_t<decltype(zero)>;
             ArrayRef<T> ref;
-            ref.param = static_cast<T*>(a.mutable_data());
-            ref.size = index_t(a.size());
-            for (int s = 0; s < rule_->slots; ++s) {
-                if (slots[s].is_none()) continue;
-                py::array st = py::reinterpret_borrow<py::array>(slots[s]);
-                ref.state[s] = static_cast<T*>(st.mutable_data());
-                p.states.push_back(st);
-                owned_.emplace_back(static_cast<const char*>(st.data()),
-                                    static_cast<const char*>(st.data()) + st.nbytes());
-            }
+            ref.param = reinterpret_cast<T*>(p.record.data());
+            ref.size = index_t(p.record.nbytes() / sizeof(T));
+            for (std::size_t k = 0; k < p.states.size(); ++k)
+                ref.state[p.state_slots[k]] = reinterpret_cast<T*>(p.state_records[k].data());
             p.index = arrays.refs.size();
             arrays.refs.push_back(ref);
             arrays.offsets.push_back(arrays.offsets.back() + ref.size);
             arrays.group.push_back(groups[i]);
         };
-        if (p.is_double) fill(f64_, static_cast<double*>(nullptr));
+        if (is_double) fill(f64_, static_cast<double*>(nullptr));
         else fill(f32_, static_cast<float*>(nullptr));
-        owned_.emplace_back(static_cast<const char*>(a.data()), static_cast<const char*>(a.data()) + a.nbytes());
+        for (int k = -1; k < int(p.states.size()); ++k) {
+            const ArrayRecord& r = k < 0 ? p.record : p.state_records[std::size_t(k)];
+            if (r.nbytes()) extents.push_back(Extent{r.data(), r.data() + r.nbytes(), params_.size(), k});
+        }
         params_.push_back(std::move(p));
     }
-    std::sort(owned_.begin(), owned_.end());
+    std::sort(extents.begin(), extents.end());
+    auto extent_label = [&](const Extent& e) {
+        return e.state < 0 ? label(e.param, "params")
+                           : state_label(e.param, params_[e.param].state_slots[std::size_t(e.state)]);
+    };
+    for (std::size_t k = 1; k < extents.size(); ++k)
+        if (extents[k].begin < extents[k - 1].end)
+            throw py::value_error(extent_label(extents[k - 1]) + " and " + extent_label(extents[k]) +
+                                  " share memory; every parameter and state array must own its elements");
+    for (const Extent& e : extents) owned_.emplace_back(e.begin, e.end);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        const Param& p = params_[i];
+        watched_.push_back(Watched{p.array.ptr(), &p.record, i, -1});
+        for (std::size_t k = 0; k < p.states.size(); ++k)
+            watched_.push_back(Watched{p.states[k].ptr(), &p.state_records[k], i, int(k)});
+    }
+    for (const Watched& w : watched_) pin_buffers(w.array, pins_);  // no thread may resize them while the plan points at them
+    grads_.reserve(params_.size());
     if (rule_->norms > 0) {
         f32_.prepare_norms(rule_->norms);
         f64_.prepare_norms(rule_->norms);
@@ -119,12 +163,15 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
 void Plan::set_hyper(int group, const std::vector<double>& row) {
     if (group < 0 || group >= group_count_) throw py::index_error("group index out of range");
     if (row.size() != rule_->fields.size()) throw py::value_error("hyper-parameter row of the wrong length");
+    for (std::size_t k = 0; k < row.size(); ++k)  // the Python layer validated them; a race must not slip through
+        if (!std::isfinite(row[k])) throw py::value_error(rule_->fields[k] + " must be finite");
     std::copy(row.begin(), row.end(), hyper_.begin() + std::ptrdiff_t(group * row.size()));
 }
 
 void Plan::set_clock(int group, std::int64_t steps_done, bool fresh) {
-    if (group < 0 || group >= group_count_) throw py::index_error("group index out of range");
-    if (steps_done < 0) throw py::value_error("step must be >= 0");
+    check_group(group);
+    if (steps_done < 0 || steps_done > kMaxSteps)
+        throw py::value_error("step must be an integer in [0, 2**53], got " + std::to_string(steps_done));
     steps_done_[group] = steps_done;
     fresh_[group] = fresh;
 }
@@ -153,28 +200,44 @@ void Plan::set_scalars(int group, const std::vector<double>& values) {
     check_group(group);
     const std::size_t n = rule_->scalar_names.size();
     if (values.size() != n) throw py::value_error("wrong number of running scalars");
+    for (std::size_t k = 0; k < n; ++k)
+        if (!(values[k] >= rule_->scalar_low[k] && values[k] <= rule_->scalar_high[k]))  // NaN fails too
+            throw py::value_error(rule_->scalar_names[k] + " must be a finite number in [" +
+                                  py::repr(py::float_(rule_->scalar_low[k])).cast<std::string>() + ", " +
+                                  py::repr(py::float_(rule_->scalar_high[k])).cast<std::string>() + "], got " +
+                                  py::repr(py::float_(values[k])).cast<std::string>());
     std::copy(values.begin(), values.end(), scalars_.begin() + std::ptrdiff_t(group * n));
 }
 
-std::string Plan::label(std::size_t i) const {
-    return "grads[" + py::repr(params_[i].name).cast<std::string>() + "]";
+std::string Plan::label(std::size_t i, const char* container) const {
+    return std::string(container) + "[" + repr_text(params_[i].name) + "]";
 }
 
-void Plan::check_grad_container(py::handle grads) const {
+std::string Plan::state_label(std::size_t i, int slot) const {
+    return "state[" + repr_text(params_[i].name) + "][" + repr_text(py::str(slot_names_[std::size_t(slot)])) + "]";
+}
+
+void Plan::hold_grads(py::handle grads) {
     const std::size_t n = params_.size();
+    grads_.clear();
     if (PyDict_Check(grads.ptr())) {
+        // Each gradient is held the moment it is found: the next lookup may run a name's
+        // __eq__, which may drop the dict's own reference.
         for (std::size_t i = 0; i < n; ++i) {
-            const int has = PyDict_Contains(grads.ptr(), params_[i].name.ptr());
-            if (has < 0) throw py::error_already_set();
-            if (!has) throw py::value_error("grads has no entry for parameter " + py::repr(params_[i].name).cast<std::string>());
+            PyObject* g = PyDict_GetItemWithError(grads.ptr(), params_[i].name.ptr());
+            if (g == nullptr) {
+                if (PyErr_Occurred()) throw py::error_already_set();
+                throw py::value_error("grads has no entry for parameter " + repr_text(params_[i].name));
+            }
+            grads_.push_back(py::reinterpret_borrow<py::object>(g));
         }
         if (std::size_t(PyDict_Size(grads.ptr())) != n) {
             py::set known;
             for (const Param& p : params_) known.add(p.name);
-            for (auto key : py::reinterpret_borrow<py::dict>(grads))
-                if (!known.contains(key.first))
-                    throw py::value_error("grads has an entry for " + py::repr(key.first).cast<std::string>() +
-                                          ", which is not a parameter of this optimizer");
+            const py::list keys = py::reinterpret_steal<py::list>(PyDict_Keys(grads.ptr()));  // owned: safe to compare
+            for (py::handle key : keys)
+                if (!known.contains(key))
+                    throw py::value_error("grads has an entry for " + repr_text(key) + ", which is not a parameter of this optimizer");
         }
         return;
     }
@@ -182,15 +245,25 @@ void Plan::check_grad_container(py::handle grads) const {
         const std::size_t got = std::size_t(PySequence_Fast_GET_SIZE(grads.ptr()));
         if (got != n)
             throw py::value_error("grads has " + std::to_string(got) + " arrays; the optimizer has " + std::to_string(n) + " parameters");
+        for (std::size_t i = 0; i < n; ++i) grads_.push_back(py::reinterpret_borrow<py::object>(PySequence_Fast_GET_ITEM(grads.ptr(), Py_ssize_t(i))));
         return;
     }
     throw py::type_error("grads must be a dict keyed like the parameters or a list in their order, got " +
                          std::string(Py_TYPE(grads.ptr())->tp_name));
 }
 
-PyObject* Plan::grad_at(py::handle grads, std::size_t i) const {
-    if (PyDict_Check(grads.ptr())) return PyDict_GetItemWithError(grads.ptr(), params_[i].name.ptr());
-    return PySequence_Fast_GET_ITEM(grads.ptr(), Py_ssize_t(i));
+void Plan::check_arrays() const {
+    for (const Watched& w : watched_) {
+        if (w.record->matches(w.array)) continue;
+        const Param& p = params_[w.param];
+        if (w.state < 0)
+            throw py::value_error(label(w.param, "params") + " " + p.record.change(w.array) +
+                                  " since the optimizer was given it; the arrays of an optimizer must keep their "
+                                  "buffer, shape, dtype and layout (nothing was updated)");
+        throw py::value_error(state_label(w.param, p.state_slots[std::size_t(w.state)]) + " " + w.record->change(w.array) +
+                              " since the optimizer took it; state arrays must keep their buffer, shape, dtype and "
+                              "layout (nothing was updated)");
+    }
 }
 
 bool Plan::overlaps_owned_memory(const char* begin, const char* end) const {
@@ -206,46 +279,54 @@ bool Plan::overlaps_owned_memory(const char* begin, const char* end) const {
 
 void Plan::attach_grad(std::size_t i, PyObject* grad) {
     const Param& p = params_[i];
-    const auto& api = npy::get();
-    if (grad == nullptr || !api.PyArray_Check_(grad))
-        throw py::type_error(label(i) + " must be a numpy.ndarray, got " + std::string(grad ? Py_TYPE(grad)->tp_name : "nothing"));
-    const auto* g = py::detail::array_proxy(grad);
-    const auto* descr = py::detail::array_descriptor_proxy(g->descr);
-    const int want = p.is_double ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_;
-    if (descr->type_num != want || !native_byte_order(descr->byteorder))
-        throw py::type_error(label(i) + " has dtype " + py::str(py::handle(g->descr)).cast<std::string>() +
-                             "; its parameter is " + (p.is_double ? "float64" : "float32"));
-    const bool same_shape = g->nd == int(p.shape.size()) && std::equal(p.shape.begin(), p.shape.end(), g->dimensions);
-    if (!same_shape)
-        throw py::value_error(label(i) + " has shape " + shape_text(g->dimensions, g->nd) + "; its parameter has shape " +
-                              shape_text(p.shape.data(), int(p.shape.size())));
-    const bool c = g->flags & npy::NPY_ARRAY_C_CONTIGUOUS_, f = g->flags & npy::NPY_ARRAY_F_CONTIGUOUS_;
-    const bool same_order = p.c_contiguous ? c : f;  // a parameter both C and F accepts either: then c == f
-    if (!same_order)
-        throw py::value_error(label(i) + (c || f ? " is not in its parameter's memory order (" : " is not contiguous (") +
-                              std::string(p.c_contiguous ? "C" : "Fortran") + "-contiguous expected)");
-    const char* begin = g->data;
-    const std::size_t bytes = std::size_t(p.is_double ? 8 : 4) *
-                              std::size_t(p.is_double ? f64_.refs[p.index].size : f32_.refs[p.index].size);
-    if (overlaps_owned_memory(begin, begin + bytes))
-        throw py::value_error(label(i) + " shares memory with a parameter or an optimizer state array");
-    if (p.is_double) f64_.refs[p.index].grad = reinterpret_cast<const double*>(g->data);
-    else f32_.refs[p.index].grad = reinterpret_cast<const float*>(g->data);
+    if (!(npy::get().PyArray_Check_(grad) && p.record.fits_beside(grad))) {
+        const ArrayNeeds needs{p.record.is_double() ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &p.record.shape(), p.record.order(), false};
+        refuse(label(i, "grads"), array_problem(grad, needs));
+    }
+    const char* begin = py::detail::array_proxy(grad)->data;
+    if (overlaps_owned_memory(begin, begin + p.record.nbytes()))
+        throw py::value_error(label(i, "grads") + " shares memory with a parameter or an optimizer state array");
+    if (p.record.is_double()) f64_.refs[p.index].grad = reinterpret_cast<const double*>(begin);
+    else f32_.refs[p.index].grad = reinterpret_cast<const float*>(begin);
+}
+
+void Plan::release_grads() {
+    for (const Param& p : params_) {
+        if (p.record.is_double()) f64_.refs[p.index].grad = nullptr;
+        else f32_.refs[p.index].grad = nullptr;
+    }
+    grad_buffers_.release();
+    grads_.clear();  // last: freeing a gradient may run Python code, which finds the plan busy
+}
+
+void Plan::check_clocks() const {
+    for (int k = 0; k < group_count_; ++k)
+        if (steps_done_[k] >= kMaxSteps)
+            throw py::value_error("param_groups[" + std::to_string(k) + "] has taken 2**53 steps, the most a step count "
+                                  "holds exactly; nothing was updated");
 }
 
 void Plan::step(py::handle grads) {
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
-    check_grad_container(grads);
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-        PyObject* g = grad_at(grads, i);
-        if (g == nullptr && PyErr_Occurred()) throw py::error_already_set();
-        attach_grad(i, g);
-    }
+    const Busy busy(busy_);
+    check_clocks();
+    struct Release {
+        Plan& plan;
+        ~Release() { plan.release_grads(); }
+    } release{*this};
+    hold_grads(grads);  // may run Python code
+    for (const py::object& g : grads_) grad_buffers_.guard(g.ptr());  // may run the garbage collector
+    // From here to the kernels no Python code runs: the checks below hold when they start.
+    check_arrays();
+    for (std::size_t i = 0; i < params_.size(); ++i) attach_grad(i, grads_[i].ptr());
     run();
 }
 
 void Plan::apply() {
     if (rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' needs gradients: use step(grads)");
+    const Busy busy(busy_);
+    check_clocks();
+    check_arrays();
     run();
 }
 

@@ -1,6 +1,11 @@
 // The native half of an optimizer: the pointers of every parameter and state array, each
 // group's hyper-parameters and clock, and the one call per step that checks the gradients,
 // folds the per-step constants and runs the kernels with the GIL released.
+//
+// Memory safety: the plan validates every array itself (it trusts no caller), holds a strong
+// reference to everything the kernels touch until they return, re-checks every parameter and
+// state array (ArrayRecord) after the last Python code that ran before the kernels, and keeps
+// any thread from resizing their buffers (weak references) or the gradients' (BufferGuard).
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -9,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "array_check.hpp"
 #include "rule_table.hpp"
 #include "thread_backoff.hpp"
 
@@ -18,10 +24,14 @@ namespace py = pybind11;
 
 class Plan {
 public:
-    // params: arrays validated by the Python layer; states[i]: one array or None per slot;
-    // groups[i]: the group of params[i]; names[i]: the key of params[i] in a grads dict.
+    // params: the arrays to update; states[i]: one array or None per slot of the rule, named
+    // slot_names (for messages); groups[i]: the group of params[i]; names[i]: the key of
+    // params[i] in a grads dict. Every array is validated here: ValueError/TypeError if unfit.
     Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
-         py::list names, int group_count);
+         py::list names, int group_count, std::vector<std::string> slot_names);
+
+    // The most steps a group may take: torch keeps step counts as floats, exact up to 2**53.
+    static constexpr std::int64_t kMaxSteps = std::int64_t(1) << 53;
 
     void set_hyper(int group, const std::vector<double>& row);
     void set_clock(int group, std::int64_t steps_done, bool fresh);
@@ -31,6 +41,8 @@ public:
     void set_scalars(int group, const std::vector<double>& values);
     void step(py::handle grads);  // rules that read gradients
     void apply();                 // rules that do not (Lookahead's synchronisation)
+    void check() const { check_arrays(); }  // ValueError if a parameter or state array changed in place
+    bool busy() const { return busy_; }  // a step is running (another thread's, or the caller's own)
     int last_threads() const { return last_threads_; }  // threads the last step's update ran on
     std::int64_t steps_alone() const { return steps_alone_; }  // steps the backoff kept to one thread
     double last_seconds() const { return last_seconds_; }  // the last step's kernels (and thread placement)
@@ -38,12 +50,18 @@ public:
 private:
     struct Param {
         py::object array;
+        ArrayRecord record;
         std::vector<py::object> states;  // kept alive while the plan points at them
+        std::vector<ArrayRecord> state_records;
+        std::vector<int> state_slots;    // the slot of each of `states`
         py::object name;
-        bool is_double;
         std::size_t index;  // within f32_ or f64_
-        std::vector<py::ssize_t> shape;
-        bool c_contiguous, f_contiguous;
+    };
+    struct Watched {  // every array the kernels write, in one list for the check before each step
+        PyObject* array;  // held by its Param
+        const ArrayRecord* record;
+        std::size_t param;
+        int state;  // index into Param::states, -1 for the parameter
     };
     template <class T>
     struct Arrays {
@@ -58,16 +76,22 @@ private:
         Work<T> work();
     };
 
-    std::string label(std::size_t i) const;
-    PyObject* grad_at(py::handle grads, std::size_t i) const;
-    void check_grad_container(py::handle grads) const;
+    class Busy;  // refuses a second entry while a step runs (another thread, or re-entrant Python code)
+
+    std::string label(std::size_t i, const char* container) const;
+    std::string state_label(std::size_t i, int slot) const;
+    void hold_grads(py::handle grads);  // owned references; may run Python code (names' __eq__)
+    void check_arrays() const;          // every parameter and state array as validated; no Python code
     void attach_grad(std::size_t i, PyObject* grad);
+    void release_grads();
     bool overlaps_owned_memory(const char* begin, const char* end) const;
     void check_group(int group) const;
+    void check_clocks() const;
     void run();  // fold this step's constants, run the kernels, advance the clocks
 
     const RuleInfo* rule_;
     std::vector<Param> params_;
+    std::vector<Watched> watched_;
     Arrays<float> f32_;
     Arrays<double> f64_;
     int group_count_;
@@ -77,6 +101,11 @@ private:
     std::vector<double> scalars_;  // group_count_ rows of the rule's running scalars
     std::vector<double> scratch_scalars_;
     std::vector<std::pair<const char*, const char*>> owned_;  // sorted memory of params and states
+    std::vector<std::string> slot_names_;
+    std::vector<py::object> pins_;        // weak references that keep params and states from resizing
+    std::vector<py::object> grads_;       // this step's gradients, held until the kernels return
+    BufferGuard grad_buffers_;            // and kept from being freed or resized meanwhile
+    bool busy_ = false;
     ThreadBackoff backoff_;
     int last_threads_ = 0;
     double last_seconds_ = 0;

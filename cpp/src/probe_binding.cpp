@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "array_check.hpp"
 #include "runtime.hpp"
 
 namespace fastoptim {
@@ -11,12 +12,20 @@ namespace fastoptim {
 namespace py = pybind11;
 
 void run_probe(py::list arrays, int writes, int threads) {
-    std::vector<void*> pointers;
+    // Fixed storage: at 1e4 elements a sweep takes microseconds, and the probe is the yardstick.
+    constexpr std::size_t kMaxArrays = 6;
+    const std::size_t count = arrays.size();
+    if (count < 1 || count > kMaxArrays || writes < 0 || std::size_t(writes) > count)
+        throw py::value_error("probe: needs 1 to 6 arrays and 0 to len(arrays) writes");
+    if (threads < 1) throw py::value_error("probe: threads must be >= 1");
+    void* pointers[kMaxArrays];
+    py::object held[kMaxArrays];  // the list may lose its references while the sweep runs
     index_t n = -1;
     int dtype = -1;
     const int f32 = py::dtype::of<float>().num(), f64 = py::dtype::of<double>().num();
-    for (py::handle h : arrays) {
-        if (!py::isinstance<py::array>(h)) throw py::type_error("probe: arrays must be numpy arrays");
+    for (std::size_t k = 0; k < count; ++k) {
+        PyObject* h = PyList_GET_ITEM(arrays.ptr(), Py_ssize_t(k));
+        if (!py::detail::npy_api::get().PyArray_Check_(h)) throw py::type_error("probe: arrays must be numpy arrays");
         py::array a = py::reinterpret_borrow<py::array>(h);
         if (!(a.flags() & py::array::c_style) || !a.writeable())
             throw py::type_error("probe: arrays must be writable and C-contiguous");
@@ -25,10 +34,20 @@ void run_probe(py::list arrays, int writes, int threads) {
             throw py::type_error("probe: arrays must all be float32 or all float64");
         if (n != -1 && index_t(a.size()) != n) throw py::value_error("probe: arrays differ in size");
         n = index_t(a.size());
-        pointers.push_back(a.mutable_data());
+        pointers[k] = a.mutable_data();
+        held[k] = a;
     }
-    if (threads < 1) throw py::value_error("probe: threads must be >= 1");
-    const ProbeRequest request{pointers.data(), dtype == f64, int(pointers.size()), writes, n, threads, prefetch_above()};
+    BufferGuard guard;  // no thread may resize them while the sweep runs
+    for (std::size_t k = 0; k < count; ++k) guard.guard(held[k].ptr());
+    for (std::size_t k = 0; k < count; ++k) {  // still as checked, after any Python code guarding ran
+        const auto* a = py::detail::array_proxy(held[k].ptr());
+        index_t size = 1;
+        for (int d = 0; d < a->nd; ++d) size *= index_t(a->dimensions[d]);
+        if (a->data != pointers[k] || size != n || !(a->flags & py::array::c_style) ||
+            !(a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
+            throw py::value_error("probe: an array changed while it was being guarded");
+    }
+    const ProbeRequest request{pointers, dtype == f64, int(count), writes, n, threads, prefetch_above()};
     bool ok;
     {
         py::gil_scoped_release unlocked;

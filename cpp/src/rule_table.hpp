@@ -19,6 +19,7 @@ struct RuleInfo {
     int slots;                        // state arrays per parameter
     std::vector<std::string> scalar_names;
     std::vector<double> scalar_init;
+    std::vector<double> scalar_low, scalar_high;  // the range of each running scalar
     int norms;
     bool needs_grad;
     std::size_t coeffs_f32_size, coeffs_f64_size;
@@ -50,6 +51,8 @@ RuleInfo info_of(RuleId id) {
                     Rule::slots,
                     {Rule::scalar_names, Rule::scalar_names + Rule::scalars},
                     {Rule::scalar_init, Rule::scalar_init + Rule::scalars},
+                    {Rule::scalar_low, Rule::scalar_low + Rule::scalars},
+                    {Rule::scalar_high, Rule::scalar_high + Rule::scalars},
                     Rule::norms,
                     Rule::needs_grad,
                     sizeof(typename Rule::template Coeffs<float>),

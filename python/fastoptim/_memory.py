@@ -19,5 +19,6 @@ def state_like(param: np.ndarray) -> np.ndarray:
     buffer = np.zeros(param.size + _VECTOR_BYTES // itemsize, param.dtype)
     start = (offset - buffer.ctypes.data) % _VECTOR_BYTES // itemsize
     flat = buffer[start:start + param.size]
-    order = "F" if param.flags.f_contiguous and not param.flags.c_contiguous else "C"
-    return flat.reshape(param.shape, order=order)
+    if param.flags.f_contiguous and not param.flags.c_contiguous:
+        return flat.reshape(param.shape, order="F")
+    return flat.reshape(param.shape, order="C")

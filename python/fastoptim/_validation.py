@@ -33,6 +33,35 @@ def check_param_array(label: str, array: Any) -> np.ndarray:
     return array
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_like_param(label: str, array: Any, param: np.ndarray) -> np.ndarray:
+    """An array the kernels read or write beside `param` (a gradient, a state array): its
+    dtype, shape and memory order, in the words of the native step's own check."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{label} must be a numpy.ndarray, got {type(array).__name__}")
+    if array.dtype != param.dtype:
+        raise TypeError(f"{label} has dtype {array.dtype}; its parameter is {param.dtype}")
+    if array.shape != param.shape:
+        raise ValueError(f"{label} has shape {_shape(array.shape)}; its parameter has shape {_shape(param.shape)}")
+    fortran = param.flags.f_contiguous and not param.flags.c_contiguous
+    if not (array.flags.f_contiguous if fortran else array.flags.c_contiguous):
+        contiguous = array.flags.c_contiguous or array.flags.f_contiguous
+        problem = "not in its parameter's memory order" if contiguous else "not contiguous"
+        raise ValueError(f"{label} is {problem} ({'Fortran' if fortran else 'C'}-contiguous expected)")
+    return array
+
+
+def check_state_array(label: str, array: Any, param: np.ndarray) -> np.ndarray:
+    """A state array the kernels update beside `param`: like it, and writable."""
+    check_like_param(label, array, param)
+    if not array.flags.writeable:
+        raise ValueError(f"{label} is read-only; the optimizer updates its state in place")
+    return array
+
+
 def _extent(array: np.ndarray) -> tuple[int, int]:
     start = int(array.__array_interface__["data"][0])
     return start, start + array.nbytes
@@ -43,12 +72,13 @@ def check_disjoint(labels: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
     seen: dict[int, str] = {}
     for label, array in zip(labels, arrays):
         if id(array) in seen:
-            raise ValueError(f"{label} is the same array as {seen[id(array)]}; give each parameter once")
+            raise ValueError(f"{label} is the same array as {seen[id(array)]}; each parameter and state array "
+                             "must be given once and share no memory")
         seen[id(array)] = label
     spans = sorted((_extent(a) + (label,) for label, a in zip(labels, arrays) if a.nbytes), key=lambda s: s[0])
     for (_, end, label), (start, _, other) in zip(spans, spans[1:]):
         if start < end:
-            raise ValueError(f"{label} and {other} share memory; each parameter must own its elements")
+            raise ValueError(f"{label} and {other} share memory; each parameter and state array must own its elements")
 
 
 def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None,

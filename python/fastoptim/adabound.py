@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._validation import check_betas, check_bool, check_real
-from .optimizer import Optimizer
+from .optimizer import Optimizer, ParamGroup
 
 __all__ = ["AdaBound"]
 
@@ -54,10 +54,10 @@ class AdaBound(Optimizer):
         elif group["lr"] <= 0:
             raise ValueError("AdaBound needs lr > 0 when a group is created: final_lr is scaled by lr / initial lr")
 
-    def _append_group(self, raw: Any) -> None:
-        super()._append_group(raw)
-        group = self.param_groups[-1]
+    def _new_group(self, raw: Any, pending: Sequence[ParamGroup]) -> ParamGroup:
+        group = super()._new_group(raw, pending)
         dict.setdefault(group, "initial_lr", group["lr"])
+        return group
 
     def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         return self._slots if group["amsbound"] else self._slots[:2]

@@ -25,6 +25,7 @@ class Adagrad(Optimizer):
 
     _rule = "adagrad"
     _slots = ("sum",)
+    _seeded_slots = ("sum",)  # the first step starts from initial_accumulator_value
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False) -> None:

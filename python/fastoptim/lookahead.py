@@ -3,17 +3,45 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._validation import check_int, check_real
+from ._memory import state_like
+from ._tracked import Edits, SlotDict
+from ._validation import check_disjoint, check_int, check_real, check_state_array
 from .adam_variants import RAdam
-from .optimizer import Optimizer, ParamGroup
+from .optimizer import Optimizer, ParamGroup, _same_arrays
 
 __all__ = ["Lookahead", "Ranger"]
+
+
+class _ReadOnlyState(Mapping):  # type: ignore[type-arg]
+    """``Lookahead.state``: each parameter's inner state with its slow weights, to read. Edits go
+    to the two containers that own the arrays, so the view and the steps never disagree."""
+
+    def __init__(self, data: Mapping[Hashable, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: Hashable) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        raise TypeError("Lookahead.state is a read-only view: edit lookahead.optimizer.state[name][slot], or "
+                        "lookahead.slow[name] for the slow weights")
+
+    __delitem__ = __setitem__  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(dict(self._data))
 
 
 class Lookahead:
@@ -27,6 +55,8 @@ class Lookahead:
 
     in one native pass over θ and φ. ``param_groups`` is the inner optimizer's, so schedules
     and edits act on it; ``state_dict()`` holds the inner state, the slow weights and the count.
+    ``slow`` (name -> slow weights) takes a new array of its parameter's dtype, shape and
+    memory order; ``state`` is a read-only view of both.
 
     Args: optimizer (a fastoptim optimizer), k (5), alpha α (0.5, in [0, 1]).
     """
@@ -37,10 +67,17 @@ class Lookahead:
         self.optimizer = optimizer
         self._k = check_int("k", k, low=1)
         self._alpha = check_real("alpha", alpha, low=0.0, high=1.0)
-        self._lock = threading.Lock()
         self._steps = 0
-        self.slow: dict[Hashable, np.ndarray] = {}
-        self._build()
+        self._start_empty()
+        self._rebuild_sync()
+
+    def _start_empty(self) -> None:
+        self._lock = threading.RLock()
+        self._edits = Edits()
+        self._slow = SlotDict({}, self._edits)
+        self._sync: Any = None
+        self._sync_params: tuple[Any, ...] = ()  # the inner optimizer's params the sync plan was built for
+        self._sync_slow: dict[Hashable, np.ndarray] = {}
 
     # k and alpha are validated when set
     @property
@@ -69,66 +106,158 @@ class Lookahead:
         return self.optimizer.defaults
 
     @property
-    def state(self) -> dict[Hashable, dict[str, np.ndarray]]:
-        """The inner optimizer's state, with each parameter's slow weights under ``slow``."""
-        return {name: {**slots, "slow": self.slow[name]} for name, slots in self.optimizer.state.items()}
+    def slow(self) -> SlotDict:
+        """Parameter name -> slow weights φ, the arrays the next synchronisation updates."""
+        return self._slow
+
+    @slow.setter
+    def slow(self, slow: Mapping[Hashable, np.ndarray]) -> None:
+        self._slow = SlotDict(slow, self._edits)
+        self._edits.arrays = True
+
+    @property
+    def state(self) -> Mapping[Hashable, Mapping[str, np.ndarray]]:
+        """The inner optimizer's state, with each parameter's slow weights under ``slow``: a
+        read-only view (edit ``optimizer.state`` and ``slow``)."""
+        return _ReadOnlyState({name: _ReadOnlyState({**slots, "slow": self._sync_slow[name]})
+                               for name, slots in self.optimizer.state.items()})
 
     def _named_params(self) -> tuple[list[Hashable], list[np.ndarray]]:
-        groups = self.optimizer.param_groups
-        return [n for g in groups for n in g["param_names"]], [p for g in groups for p in g["params"]]
+        held = self.optimizer._held
+        return [n for names in held.names for n in names], [p for params in held.params for p in params]
 
-    def _build(self) -> None:
-        names, params = self._named_params()
+    def _check_slow(self, names: list[Hashable], params: list[np.ndarray]) -> dict[Hashable, np.ndarray]:
+        """The slow weights the next plan uses: ``slow`` as the user left it, replaced arrays
+        validated, new parameters' slow weights started as copies; anything else refused."""
+        known = set(names)
+        for name in self._slow:
+            if name not in known:
+                raise ValueError(f"slow has an entry for {name!r}, which is not a parameter of this optimizer")
+        slow: dict[Hashable, np.ndarray] = {}
+        replaced = False
         for name, param in zip(names, params):
-            if name not in self.slow:
-                self.slow[name] = param.copy(order="K")
-        self._sync = _core.Plan("lookahead", params, [[self.slow[n]] for n in names], [0] * len(params), names, 1)
-        self._sync.set_hyper(0, [self._alpha])
+            array = dict.get(self._slow, name)
+            if array is None:
+                if name in self._sync_slow:
+                    raise ValueError(f"slow lacks {name!r}; to restart its slow weights, assign a copy of the "
+                                     "parameter: slow[name] = param.copy()")
+                array = state_like(param)
+                np.copyto(array, param)
+            elif array is not self._sync_slow.get(name):
+                check_state_array(f"slow[{name!r}]", array, param)
+                replaced = True
+            slow[name] = array
+        if replaced:
+            check_disjoint([f"params[{n!r}]" for n in names] + [f"slow[{n!r}]" for n in names],
+                           params + [slow[n] for n in names])
+        return slow
+
+    def _plan(self, names: list[Hashable], params: list[np.ndarray], slow: Mapping[Hashable, np.ndarray],
+              alpha: float) -> Any:
+        plan = _core.Plan("lookahead", params, [[slow[n]] for n in names], [0] * len(params), names, 1, ["slow"])
+        plan.set_hyper(0, [alpha])
+        return plan
+
+    def _rebuild_sync(self) -> None:
+        """A sync plan for the inner optimizer's parameters as they are now; nothing changes on error."""
+        edited = self._edits.arrays
+        self._edits.arrays = False
+        try:
+            names, params = self._named_params()
+            slow = self._check_slow(names, params)
+            plan = self._plan(names, params, slow, self._alpha)
+        except BaseException:
+            self._edits.arrays = self._edits.arrays or edited
+            raise
+        self._commit_sync(plan, params, slow)
+
+    def _commit_sync(self, plan: Any, params: list[np.ndarray], slow: dict[Hashable, np.ndarray]) -> None:
+        self._sync, self._sync_params, self._sync_slow = plan, tuple(params), dict(slow)
+        if not _same_arrays(self._slow, slow):
+            dict.clear(self._slow)
+            dict.update(self._slow, slow)
+
+    def _sync_is_current(self) -> bool:
+        if self._edits.arrays:
+            return False
+        params = self.optimizer._held.params
+        current = tuple(p for group in params for p in group)
+        return len(current) == len(self._sync_params) and all(a is b for a, b in zip(current, self._sync_params))
 
     def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
         """One step of the inner optimizer; every k-th also pulls both weights together."""
         with self._lock:
+            if not self._sync_is_current():
+                self._rebuild_sync()  # refuses a bad edit of `slow` before the inner step changes anything
             self.optimizer.step(grads)
             self._steps += 1
             if self._steps % self._k == 0:
+                if not self._sync_is_current():  # the inner optimizer gained parameters meanwhile
+                    self._rebuild_sync()
                 self._sync.apply()
 
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         with self._lock:
             self.optimizer.add_param_group(param_group)
-            self._build()
+            self._rebuild_sync()
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:
-            slow = {n: a.copy(order="K") for n, a in self.slow.items()}
+            if not self._sync_is_current():
+                self._rebuild_sync()
+            slow = {n: a.copy(order="K") for n, a in self._sync_slow.items()}
             return {"optimizer": self.optimizer.state_dict(), "slow": slow,
                     "steps": self._steps, "k": self._k, "alpha": self._alpha}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; everything is checked before anything changes."""
-        with self._lock:
+        """Restore a :meth:`state_dict`; everything is checked, and the new plans built,
+        before anything changes."""
+        with self._lock, self.optimizer._lock:
             keys = {"optimizer", "slow", "steps", "k", "alpha"}
             if not isinstance(state_dict, Mapping) or not keys <= state_dict.keys():
                 raise TypeError("state_dict must be a dict with 'optimizer', 'slow', 'steps', 'k' and 'alpha'")
-            k = check_int("k", state_dict["k"], low=1)
-            alpha = check_real("alpha", state_dict["alpha"], low=0.0, high=1.0)
-            steps = check_int("steps", state_dict["steps"], low=0)
+            k = check_int("state_dict['k']", state_dict["k"], low=1)
+            alpha = check_real("state_dict['alpha']", state_dict["alpha"], low=0.0, high=1.0)
+            steps = check_int("state_dict['steps']", state_dict["steps"], low=0)
             names, params = self._named_params()
-            slow = state_dict["slow"]
-            if set(slow) != set(names):
+            saved = state_dict["slow"]
+            if not isinstance(saved, Mapping):
+                raise TypeError(f"state_dict['slow'] must be a dict, got {type(saved).__name__}")
+            if set(saved) != set(names):
                 raise ValueError("state_dict['slow'] does not name the same parameters as the optimizer")
+            slow: dict[Hashable, np.ndarray] = {}
             for name, param in zip(names, params):
-                value = slow[name]
-                if not isinstance(value, np.ndarray) or value.dtype != param.dtype or value.shape != param.shape:
-                    raise ValueError(f"state_dict['slow'][{name!r}] must be an array of the parameter's dtype "
-                                     "and shape")
-            self.optimizer._check_state_dict(state_dict["optimizer"])  # raises before anything changes
-            self.optimizer.load_state_dict(state_dict["optimizer"])
-            for name in names:
-                np.copyto(self.slow[name], slow[name])
-            self._k, self._steps = k, steps
-            self._alpha = alpha
-            self._sync.set_hyper(0, [alpha])
+                value = saved[name]
+                label = f"state_dict['slow'][{name!r}]"
+                if not isinstance(value, np.ndarray):
+                    raise TypeError(f"{label} must be a numpy.ndarray, got {type(value).__name__}")
+                if value.dtype != param.dtype or value.shape != param.shape:
+                    raise ValueError(f"{label} must be an array of the parameter's dtype and shape")
+                slow[name] = state_like(param)
+                np.copyto(slow[name], value, casting="no")
+            self.optimizer._check_structure()
+            checked = self.optimizer._check_state_dict(state_dict["optimizer"])
+            plan = self._plan(names, params, slow, alpha)
+            self.optimizer._load(checked)  # the last step that can fail
+            self._commit_sync(plan, params, slow)
+            self._edits.arrays = False
+            self._k, self._steps, self._alpha = k, steps, alpha
+
+    # ---- copies ---------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            if not self._sync_is_current():
+                self._rebuild_sync()
+            return {"optimizer": self.optimizer, "slow": dict(self._sync_slow), "steps": self._steps,
+                    "k": self._k, "alpha": self._alpha}
+
+    def __setstate__(self, saved: Mapping[str, Any]) -> None:
+        self.optimizer = saved["optimizer"]
+        self._k, self._alpha, self._steps = saved["k"], saved["alpha"], saved["steps"]
+        self._start_empty()
+        self._slow = SlotDict(saved["slow"], self._edits)
+        self._sync_slow = dict(saved["slow"])  # as held: the copy's own arrays, taken as they are
+        self._rebuild_sync()
 
     def __repr__(self) -> str:
         inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())

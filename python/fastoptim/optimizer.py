@@ -1,73 +1,35 @@
-"""The optimizer base class every update rule reuses: param groups, state, state dicts, step."""
+"""The optimizer base class every update rule reuses: param groups, state, state dicts, step.
+
+What users may edit between steps, and what the next step does about it:
+
+* honoured: hyper-parameters in ``param_groups``; :meth:`Optimizer.add_param_group`;
+  replacing a state array (``opt.state[name][slot] = np.zeros_like(p)``) by one of the
+  parameter's dtype, shape and memory order, writable and sharing no memory;
+* refused, with nothing changed: replacing, adding or removing entries of a group's ``params``
+  or ``param_names`` or of ``param_groups``; resizing, re-typing or re-shaping a parameter or
+  state array, or making one read-only; state entries for names that are not parameters.
+
+The containers users edit are change-tracked (``_tracked``), so an unchanged optimizer pays a
+flag test per step; the native plan re-checks every array it will write before each step.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from . import _core
+from ._checkpoint import Checked, Clock, check_state_dict, read_hyper
 from ._memory import state_like
-from ._validation import check_disjoint, check_param_array
+from ._tracked import Edits, GroupList, OptimizerState, ParamGroup, ParamList, SlotDict
+from ._validation import check_disjoint, check_param_array, check_state_array
 
 __all__ = ["Optimizer", "ParamGroup"]
 
 _RESERVED = ("params", "param_names")
-
-
-class ParamGroup(dict):  # type: ignore[type-arg]
-    """One parameter group: torch's dict of hyper-parameters plus ``params`` and ``param_names``.
-
-    Edit it freely between steps (``group["lr"] = 0.01``): any change is validated and takes
-    effect at the next step. The arrays in ``params`` are fixed; add more with
-    :meth:`Optimizer.add_param_group`.
-    """
-
-    __slots__ = ("_changed",)
-
-    def __init__(self, data: Mapping[str, Any], changed: list[bool]) -> None:
-        super().__init__(data)
-        self._changed = changed
-
-    def _mark(self) -> None:
-        self._changed[0] = True
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._mark()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self._mark()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self._mark()
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        self._mark()
-        return super().setdefault(key, default)
-
-    def pop(self, key: str, *default: Any) -> Any:
-        self._mark()
-        return super().pop(key, *default)
-
-    def popitem(self) -> tuple[str, Any]:
-        self._mark()
-        return super().popitem()
-
-    def clear(self) -> None:
-        super().clear()
-        self._mark()
-
-    def __ior__(self, other: Any) -> ParamGroup:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pickles and deep-copies as a plain dict
-        return (dict, (dict(self),))
 
 
 def _named_arrays(params: Any, next_index: int) -> tuple[list[Any], list[Hashable]]:
@@ -85,40 +47,66 @@ def _named_arrays(params: Any, next_index: int) -> tuple[list[Any], list[Hashabl
     return items, list(range(next_index, next_index + len(items)))
 
 
+class _Held(NamedTuple):
+    """What the native plan was built from, to compare the user-editable containers with."""
+
+    groups: tuple[ParamGroup, ...]
+    params: tuple[tuple[np.ndarray, ...], ...]  # per group
+    names: tuple[tuple[Hashable, ...], ...]
+    states: dict[Hashable, dict[str, np.ndarray]]  # name -> slot -> array
+    needed: tuple[tuple[str, ...], ...]  # per group: the slots its settings use
+
+
+def _same_arrays(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> bool:
+    return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
+
+
 class Optimizer:
     """Base class: holds param groups and state, and steps every array in one native call.
 
     Subclasses set ``_rule`` (the native rule), ``_slots`` (state names in the rule's slot
     order) and implement ``_check_group``, ``_needed_slots`` and ``_row``.
+
+    Steps, edits and checkpoints of one optimizer from several threads are serialized. An
+    optimizer pickles and deep-copies (the copy owns copies of the parameters and the state,
+    and steps as the original would).
     """
 
     _rule: ClassVar[str]
     _slots: ClassVar[tuple[str, ...]]
+    # Slots whose first step after allocation ignores what they hold (a "fresh" group): they are
+    # left out of the state dict of a fresh group, and a state dict without them loads fresh.
+    _seeded_slots: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any, defaults: Mapping[str, Any]) -> None:
-        self._check_group(dict(defaults))
+        self._check_group(read_hyper(defaults))
         self.defaults = dict(defaults)
-        self._changed = [False]
-        self._lock = threading.Lock()
-        self.param_groups: list[ParamGroup] = []
-        self.state: dict[Hashable, dict[str, np.ndarray]] = {}
-        self._plan: Any = None
+        self._start_empty()
         if isinstance(params, np.ndarray):
             raise TypeError("params must be an iterable of arrays, a dict name -> array or a list of group "
                             "dicts, not a single array: wrap it in a list")
         if isinstance(params, Mapping) and "params" not in params:
-            groups: list[Any] = [{"params": params}]
+            raws: list[Any] = [{"params": params}]
         elif isinstance(params, Mapping):
-            groups = [params]
+            raws = [params]
         else:
-            groups = list(params) if isinstance(params, Iterable) else [params]
-            if groups and not isinstance(groups[0], Mapping):
-                groups = [{"params": groups}]  # the list, not `params`: a generator is spent by now
-        if not groups:
+            raws = list(params) if isinstance(params, Iterable) else [params]
+            if raws and not isinstance(raws[0], Mapping):
+                raws = [{"params": raws}]  # the list, not `params`: a generator is spent by now
+        if not raws:
             raise ValueError("params is empty: the optimizer has nothing to update")
-        for raw in groups:
-            self._append_group(raw)
-        self._build([(0, True)] * len(self.param_groups))
+        groups: list[ParamGroup] = []
+        for raw in raws:
+            groups.append(self._new_group(raw, groups))
+        self._add_groups(groups)
+
+    def _start_empty(self) -> None:
+        self._edits = Edits()
+        self._lock = threading.RLock()
+        self._param_groups = GroupList([], self._edits)
+        self._state = OptimizerState({}, self._edits)
+        self._plan: Any = None
+        self._held = _Held((), (), (), {}, ())
 
     # ---- what each rule provides --------------------------------------------------------
     def _check_group(self, group: Mapping[str, Any]) -> None:
@@ -138,18 +126,55 @@ class Optimizer:
         """Running per-group scalars of the rule (NAdam's mu_product), saved with each parameter."""
         return tuple(_core.rules()[cls._rule]["scalars"])
 
-    # ---- groups ---------------------------------------------------------------------------
-    def _all_params(self) -> tuple[list[str], list[np.ndarray]]:
-        labels = [f"params[{n!r}]" for g in self.param_groups for n in g["param_names"]]
-        arrays = [p for g in self.param_groups for p in g["params"]]
+    @classmethod
+    def _scalar_init(cls) -> list[float]:
+        return list(_core.rules()[cls._rule]["scalar_init"])
+
+    # ---- what users edit --------------------------------------------------------------------
+    @property
+    def param_groups(self) -> GroupList:
+        """torch's list of groups. Edit hyper-parameters in place; add groups with
+        :meth:`add_param_group` (a step after any other change to the list raises)."""
+        return self._param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups: Iterable[Any]) -> None:
+        self._param_groups = GroupList(groups, self._edits)
+        self._edits.arrays = True
+
+    @property
+    def state(self) -> OptimizerState:
+        """Parameter name -> slot name -> state array, the arrays the next step updates. A slot
+        may be given a new array of its parameter's dtype, shape and memory order."""
+        return self._state
+
+    @state.setter
+    def state(self, state: Mapping[Hashable, Any]) -> None:
+        table = OptimizerState({}, self._edits)
+        for name, slots in dict(state).items():
+            table[name] = slots
+        self._state = table
+        self._edits.arrays = True
+
+    # ---- groups -----------------------------------------------------------------------------
+    def _held_labels_and_arrays(self) -> tuple[list[str], list[np.ndarray]]:
+        """Every parameter and state array the plan holds, labelled for messages."""
+        held = self._held
+        labels = [f"params[{n!r}]" for names in held.names for n in names]
+        arrays = [p for params in held.params for p in params]
+        for name, slots in held.states.items():
+            labels += [f"state[{name!r}][{s!r}]" for s in slots]
+            arrays += list(slots.values())
         return labels, arrays
 
-    def _append_group(self, raw: Any) -> None:
+    def _new_group(self, raw: Any, pending: Sequence[ParamGroup]) -> ParamGroup:
+        """A validated group from `raw`, beside the groups held and `pending`; nothing changes."""
         if not isinstance(raw, Mapping):
             raise TypeError(f"a param group must be a dict, got {type(raw).__name__}")
         if "params" not in raw:
             raise ValueError("a param group needs a 'params' entry")
-        next_index = sum(isinstance(n, int) for g in self.param_groups for n in g["param_names"])
+        groups = list(self._held.groups) + list(pending)
+        next_index = sum(isinstance(n, int) for g in groups for n in g["param_names"])
         arrays, names = _named_arrays(raw["params"], next_index)
         if "param_names" in raw:
             names = list(raw["param_names"])
@@ -160,85 +185,194 @@ class Optimizer:
         labels = [f"params[{n!r}]" for n in names]
         for label, array in zip(labels, arrays):
             check_param_array(label, array)
-        known = {n for g in self.param_groups for n in g["param_names"]}
+        known = {n for g in groups for n in g["param_names"]}
         for n in names:
             if not isinstance(n, Hashable):
                 raise TypeError(f"parameter names must be hashable, got {type(n).__name__}")
             if n in known:
                 raise ValueError(f"parameter name {n!r} is given twice")
             known.add(n)
-        old_labels, old_arrays = self._all_params()
+        old_labels, old_arrays = self._held_labels_and_arrays()
+        for g in pending:
+            old_labels += [f"params[{n!r}]" for n in g["param_names"]]
+            old_arrays += list(g["params"])
         check_disjoint(old_labels + labels, old_arrays + arrays)
-        group = {**self.defaults, **{k: v for k, v in raw.items() if k not in _RESERVED}}
-        self._check_group(group)
-        group["params"] = list(arrays)
-        group["param_names"] = list(names)
-        self.param_groups.append(ParamGroup(group, self._changed))
+        data = {**self.defaults, **{k: v for k, v in raw.items() if k not in _RESERVED}}
+        self._check_group(read_hyper(data))
+        data["params"] = ParamList(arrays, self._edits)
+        data["param_names"] = ParamList(names, self._edits)
+        return ParamGroup(data, self._edits)
 
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
-        """Add a group (torch's ``add_param_group``); its state starts empty, at step 0."""
+        """Add a group (torch's ``add_param_group``); its state starts empty, at step 0.
+        Pending edits are applied first; on any error nothing changes."""
         with self._lock:
-            clocks = self._clocks()
-            self._append_group(param_group)
-            self._build(clocks + [(0, True)])
+            self._refresh(check_arrays=True)
+            self._add_groups([self._new_group(param_group, [])])
+
+    def _add_groups(self, new: Sequence[ParamGroup]) -> None:
+        """Allocate the new groups' state, build a plan over every group, then commit."""
+        held = self._held
+        groups = held.groups + tuple(new)
+        snapshots = [read_hyper(g) for g in groups]
+        states = dict(held.states)
+        for group, snapshot in zip(new, snapshots[len(held.groups):]):
+            for name, param in zip(group["param_names"], group["params"]):
+                states[name] = {slot: state_like(param) for slot in self._needed_slots(snapshot)}
+        clocks = self._clocks() + [(0, True, self._scalar_init())] * len(new)
+        self._install(groups, snapshots, states, clocks)
 
     # ---- the native plan ------------------------------------------------------------------
-    def _clocks(self) -> list[tuple[Any, ...]]:
-        """Each group's (steps done, fresh, running scalars), to carry into a rebuilt plan."""
-        return [(self._plan.steps_done(i), self._plan.fresh(i), self._plan.scalars(i))
-                for i in range(len(self._plan_groups))]
+    def _clocks(self) -> list[Clock]:
+        """Each held group's (steps done, fresh, running scalars), to carry into a new plan."""
+        plan = self._plan
+        return [(plan.steps_done(i), plan.fresh(i), plan.scalars(i)) for i in range(len(self._held.groups))]
 
-    def _build(self, clocks: Sequence[tuple[Any, ...]]) -> None:
-        """Allocate missing state (once, in the parameter's dtype and layout) and point a new plan at it."""
-        self._changed[0] = False  # before the groups are read: a concurrent edit then survives
-        params, states, group_of, names = [], [], [], []
-        clocks = list(clocks)
-        for index, group in enumerate(self.param_groups):
-            needed = self._needed_slots(group)
+    def _install(self, groups: Sequence[ParamGroup], snapshots: Sequence[Mapping[str, Any]],
+                 states: Mapping[Hashable, Mapping[str, np.ndarray]], clocks: Sequence[Clock]) -> None:
+        """Build a plan over `groups` with these state arrays and clocks; only once it is built
+        (it validates every array again) commit it and make ``param_groups`` and ``state`` show
+        exactly what it holds."""
+        self._refuse_inside_step("changing the optimizer's arrays")
+        params, plan_states, group_of, names = [], [], [], []
+        for index, group in enumerate(groups):
             for name, param in zip(group["param_names"], group["params"]):
-                slots = self.state.setdefault(name, {})
-                for slot in needed:
-                    if slot not in slots:
-                        slots[slot] = state_like(param)
-                        clocks[index] = (clocks[index][0], True, *clocks[index][2:])
                 params.append(param)
-                states.append([slots.get(s) for s in self._slots])
+                plan_states.append([states[name].get(s) for s in self._slots])
                 group_of.append(index)
                 names.append(name)
-        plan = _core.Plan(self._rule, params, states, group_of, names, len(self.param_groups))
-        for index, group in enumerate(self.param_groups):
-            plan.set_hyper(index, self._row(group))
-            plan.set_clock(index, *clocks[index][:2])
-            if len(clocks[index]) > 2:
-                plan.set_scalars(index, clocks[index][2])
+        plan = _core.Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots))
+        for index, (snapshot, (steps, fresh, scalars)) in enumerate(zip(snapshots, clocks)):
+            plan.set_hyper(index, self._row(snapshot))
+            plan.set_clock(index, steps, fresh)
+            plan.set_scalars(index, scalars)
+        # Commit: nothing below can fail.
         self._plan = plan
-        self._plan_groups = list(self.param_groups)
-        self._group_arrays = [(g["params"], len(g["params"])) for g in self.param_groups]
-        self._group_slots = [self._needed_slots(g) for g in self.param_groups]
+        self._held = _Held(tuple(groups), tuple(tuple(g["params"]) for g in groups),
+                           tuple(tuple(g["param_names"]) for g in groups),
+                           {name: dict(slots) for name, slots in states.items()},
+                           tuple(self._needed_slots(s) for s in snapshots))
+        for group in groups[len(self._param_groups):]:
+            list.append(self._param_groups, group)
+        table = self._state
+        for name, slots in states.items():
+            entry = dict.get(table, name)
+            if isinstance(entry, SlotDict) and entry._edits is self._edits:
+                if not _same_arrays(entry, slots):
+                    dict.clear(entry)
+                    dict.update(entry, slots)
+            else:
+                dict.__setitem__(table, name, SlotDict(slots, self._edits))
+        for name in [n for n in table if n not in states]:
+            dict.__delitem__(table, name)
 
-    def _refresh(self) -> None:
-        """Revalidate edited groups, then hand the new hyper-parameters to the plan.
+    def _refresh(self, check_arrays: bool = False) -> None:
+        """Bring the plan up to date with the edits flagged since the last step (all of
+        ``param_groups`` and ``state`` with `check_arrays`, as before rebuilding or saving), or
+        raise with nothing changed (the flags stay raised, so the next step raises again).
 
-        Runs once after any edit (a scheduler's every step), so it checks only what an edit can
-        change: the hyper-parameters, and whether new state arrays are needed. The flag is
-        cleared before the groups are read, so an edit another thread makes meanwhile is seen
-        at the next step rather than lost."""
-        self._changed[0] = False
+        A hyper-parameter edit (a scheduler's, every step) re-validates one snapshot of each
+        group and hands it to the plan. An edit of the containers of arrays also compares them
+        with what the plan holds: the groups and their arrays must be the same; a state array
+        may be replaced by a valid one, and the plan is rebuilt around it."""
+        edits = self._edits
+        arrays_edited = edits.arrays or check_arrays
+        edits.hyper = edits.arrays = False  # before reading: an edit made meanwhile raises them again
         try:
-            for index, group in enumerate(self.param_groups):
-                arrays, count = self._group_arrays[index]
-                if group.get("params") is not arrays or len(arrays) != count:
-                    raise ValueError(f"param_groups[{index}]['params'] was changed; the arrays of a group are "
-                                     "fixed (use add_param_group to add parameters)")
-                self._check_group(group)
-            if any(self._needed_slots(g) != slots for g, slots in zip(self.param_groups, self._group_slots)):
-                self._build(self._clocks())
-                return
-            for index, group in enumerate(self.param_groups):
-                self._plan.set_hyper(index, self._row(group))
+            held = self._held
+            if arrays_edited:
+                self._check_structure()
+                self._plan.check()  # and no array was changed in place
+            snapshots = [read_hyper(g) for g in held.groups]
+            for snapshot in snapshots:
+                self._check_group(snapshot)
+            needed = tuple(self._needed_slots(s) for s in snapshots)
+            if arrays_edited or needed != held.needed:
+                states, fresh = self._gather_states(needed)
+                if fresh or any(not _same_arrays(states[n], held.states[n]) for n in states):
+                    clocks = [(steps, started or index in fresh, scalars)
+                              for index, (steps, started, scalars) in enumerate(self._clocks())]
+                    self._install(held.groups, snapshots, states, clocks)
+                    return
+                self._held = held._replace(needed=needed)
+            for index, snapshot in enumerate(snapshots):
+                self._plan.set_hyper(index, self._row(snapshot))
         except BaseException:
-            self._changed[0] = True  # still to be applied once the groups are valid
+            edits.hyper = True
+            edits.arrays = edits.arrays or arrays_edited
             raise
+
+    def _check_structure(self) -> None:
+        """The groups, and each group's arrays and names, are those the plan holds."""
+        held = self._held
+        groups = self._param_groups
+        if len(groups) != len(held.groups) or any(a is not b for a, b in zip(groups, held.groups)):
+            raise ValueError("param_groups was changed; groups are added with add_param_group, and never removed, "
+                             "replaced or reordered (nothing was updated)")
+        for index, group in enumerate(held.groups):
+            for key, expected in (("params", held.params[index]), ("param_names", held.names[index])):
+                current = dict.get(group, key)
+                same = isinstance(current, list) and len(current) == len(expected) and all(
+                    a is b or (key == "param_names" and type(a) is type(b) and a == b)
+                    for a, b in zip(current, expected))
+                if not same:
+                    raise ValueError(f"param_groups[{index}][{key!r}] was changed; the arrays of a group are fixed "
+                                     "(add parameters with add_param_group; nothing was updated)")
+                if not (isinstance(current, ParamList) and current._edits is self._edits):
+                    dict.__setitem__(group, key, ParamList(expected, self._edits))  # an equal list: track it
+
+    def _gather_states(self, needed: Sequence[tuple[str, ...]]) -> tuple[
+            dict[Hashable, dict[str, np.ndarray]], set[int]]:
+        """The state arrays the next plan uses, from ``state`` as the user left it: every
+        replaced array validated, missing ones that the settings need allocated (their groups
+        become fresh), anything else refused."""
+        held = self._held
+        known = {name for names in held.names for name in names}
+        for name in self._state:
+            if name not in known:
+                raise ValueError(f"state has an entry for {name!r}, which is not a parameter of this optimizer")
+        states: dict[Hashable, dict[str, np.ndarray]] = {}
+        fresh: set[int] = set()
+        replaced = False
+        for index, (names, params) in enumerate(zip(held.names, held.params)):
+            for name, param in zip(names, params):
+                entry = dict.get(self._state, name, {})
+                if not isinstance(entry, Mapping):
+                    raise TypeError(f"state[{name!r}] must be a dict of state arrays, got {type(entry).__name__}")
+                old = held.states.get(name, {})
+                slots: dict[str, np.ndarray] = {}
+                for slot, array in dict(entry).items():
+                    if slot not in self._slots:
+                        raise ValueError(f"state[{name!r}] has {slot!r}; {type(self).__name__} keeps "
+                                         f"{', '.join(map(repr, self._slots))}")
+                    if array is not old.get(slot):
+                        check_state_array(f"state[{name!r}][{slot!r}]", array, param)
+                        replaced = True
+                    slots[slot] = array
+                for slot in needed[index]:
+                    if slot in slots:
+                        continue
+                    if slot in old:
+                        raise ValueError(f"state[{name!r}] lacks {slot!r}, which the next step needs; to reset it, "
+                                         f"assign zeros: state[{name!r}][{slot!r}] = np.zeros_like(param)")
+                    slots[slot] = state_like(param)
+                    fresh.add(index)
+                states[name] = slots
+        if replaced:
+            labels = [f"params[{n!r}]" for names in held.names for n in names]
+            arrays = [p for params in held.params for p in params]
+            for name, slots in states.items():
+                labels += [f"state[{name!r}][{s!r}]" for s in slots]
+                arrays += list(slots.values())
+            check_disjoint(labels, arrays)
+        return states, fresh
+
+    def _refuse_inside_step(self, action: str) -> None:
+        """The lock is re-entrant, so only the stepping thread itself gets here during a step:
+        from Python code the step ran, such as a parameter name's __eq__."""
+        if self._plan is not None and self._plan.busy:
+            raise RuntimeError(f"{action} is refused while this optimizer steps (from Python code the step ran, "
+                               "such as a parameter name's __eq__); do it between steps")
 
     # ---- stepping -------------------------------------------------------------------------
     def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
@@ -246,120 +380,93 @@ class Optimizer:
         a list in their order. Each gradient must have its parameter's dtype, shape and memory
         order. Steps of one optimizer from several threads are serialized."""
         with self._lock:
-            if self._changed[0]:
+            edits = self._edits
+            if edits.hyper or edits.arrays:
                 self._refresh()
             self._plan.step(grads)
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The state as plain dicts of NumPy arrays (copies) and Python scalars, keyed by
-        parameter name; picklable. ``param_groups`` lists each group's names under ``params``."""
+        parameter name; picklable. ``param_groups`` lists each group's names under ``params``.
+        Pending edits are applied first (and refused as a step would refuse them)."""
         with self._lock:
+            self._refresh(check_arrays=True)
+            held = self._held
             state: dict[Hashable, dict[str, Any]] = {}
-            for index, group in enumerate(self.param_groups):
+            for index, names in enumerate(held.names):
                 steps = self._plan.steps_done(index)
                 scalars = dict(zip(self._scalar_names(), self._plan.scalars(index)))
-                for name in group["param_names"]:
+                unwritten = self._seeded_slots if self._plan.fresh(index) else ()
+                for name in names:
                     entry: dict[str, Any] = {"step": steps, **scalars}
-                    entry.update({k: v.copy(order="K") for k, v in self.state[name].items()})
+                    entry.update({k: v.copy(order="K") for k, v in held.states[name].items() if k not in unwritten})
                     state[name] = entry
-            groups = [{**{k: v for k, v in g.items() if k not in _RESERVED}, "params": list(g["param_names"])}
-                      for g in self.param_groups]
+            groups = [{**read_hyper(g), "params": list(names)} for g, names in zip(held.groups, held.names)]
             return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict`. Everything is checked first (group count, names, hyper-
-        parameters, state shapes and dtypes); on any error nothing changes. A resumed run
-        continues bit-identically."""
+        """Restore a :meth:`state_dict`. Everything is checked, and the new state arrays and
+        plan are built, before anything changes: on any error (TypeError or ValueError naming
+        the part of `state_dict` at fault) nothing changes. A resumed run continues
+        bit-identically. The state arrays are new arrays holding copies of the saved ones."""
         with self._lock:
-            merged, loaded, clocks, scalars = self._check_state_dict(state_dict)
-            for group, hyper in zip(self.param_groups, merged):
-                group.update(hyper)
-            for group in self.param_groups:
-                for name, param in zip(group["param_names"], group["params"]):
-                    slots = self.state.setdefault(name, {})
-                    for slot, saved in loaded[name].items():
-                        if slot not in slots:
-                            slots[slot] = state_like(param)
-                        np.copyto(slots[slot], saved)
-                    for slot in slots.keys() - loaded[name].keys():
-                        slots[slot].fill(0)
-            self._build(clocks)
-            for index, values in enumerate(scalars):
-                self._plan.set_scalars(index, values)
+            self._refuse_inside_step("load_state_dict")
+            self._check_structure()
+            self._load(self._check_state_dict(state_dict))
 
-    def _check_state_dict(self, state_dict: Mapping[str, Any]) -> tuple[
-            list[dict[str, Any]], dict[Hashable, dict[str, np.ndarray]], list[tuple[int, bool]], list[list[float]]]:
-        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= state_dict.keys():
-            raise TypeError("state_dict must be a dict with 'state' and 'param_groups', as state_dict() returns")
-        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(saved_state, Mapping):
-            raise TypeError("state_dict['state'] must be a dict")
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(saved_groups)} param groups; the optimizer has "
-                             f"{len(self.param_groups)}")
-        merged, loaded, clocks, scalars = [], {}, [], []
-        scalar_names = self._scalar_names()
-        scalar_init = list(_core.rules()[self._rule]["scalar_init"])
-        for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
-            if list(saved.get("params", ())) != group["param_names"]:
-                raise ValueError(f"param_groups[{index}] of state_dict holds parameters "
-                                 f"{list(saved.get('params', ()))!r}; "
-                                 f"the optimizer's group holds {group['param_names']!r}")
-            hyper = {**{k: v for k, v in group.items() if k not in _RESERVED},
-                     **{k: v for k, v in saved.items() if k not in _RESERVED}}
-            self._check_group(hyper)
+    def _load(self, checked: Checked) -> None:
+        merged, loaded, clocks = checked
+        held = self._held
+        states: dict[Hashable, dict[str, np.ndarray]] = {}
+        for names, params, hyper in zip(held.names, held.params, merged):
             needed = self._needed_slots(hyper)
-            steps = None
-            group_scalars = None
-            for name, param in zip(group["param_names"], group["params"]):
-                entry = saved_state.get(name, {"step": 0})
-                if not isinstance(entry, Mapping) or "step" not in entry:
-                    raise ValueError(f"state_dict['state'][{name!r}] must be a dict with a 'step'")
-                step = entry["step"]
-                if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-                    raise ValueError(f"state_dict['state'][{name!r}]['step'] must be an integer >= 0, got {step!r}")
-                if steps is not None and step != steps:
-                    raise ValueError(f"the parameters of param_groups[{index}] have different steps in state_dict")
-                steps = int(step)
-                values = [entry.get(n) for n in scalar_names]
-                if None in values:
-                    if step > 0:
-                        raise ValueError(f"state_dict['state'][{name!r}] lacks {scalar_names[values.index(None)]!r}")
-                    values = scalar_init
-                if any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) for v in values):
-                    raise TypeError(f"state_dict['state'][{name!r}]: {', '.join(scalar_names)} must be numbers")
-                if group_scalars is not None and values != group_scalars:
-                    raise ValueError(f"the parameters of param_groups[{index}] have different "
-                                     f"{', '.join(scalar_names)} in state_dict")
-                group_scalars = [float(v) for v in values]
-                arrays = {}
-                for slot, value in entry.items():
-                    if slot == "step" or slot in scalar_names:
-                        continue
-                    label = f"state_dict['state'][{name!r}][{slot!r}]"
-                    if slot not in self._slots:
-                        raise ValueError(f"{label}: {type(self).__name__} has no state named {slot!r}")
-                    if not isinstance(value, np.ndarray):
-                        raise TypeError(f"{label} must be a numpy.ndarray, got {type(value).__name__}")
-                    if value.dtype != param.dtype:
-                        raise TypeError(f"{label} has dtype {value.dtype}; its parameter is {param.dtype}")
-                    if value.shape != param.shape:
-                        raise ValueError(f"{label} has shape {value.shape}; its parameter has shape {param.shape}")
-                    arrays[slot] = value
-                missing = [s for s in needed if s not in arrays]
-                if steps > 0 and missing:
-                    raise ValueError(f"state_dict['state'][{name!r}] lacks {missing[0]!r}, which step {steps} needs")
-                loaded[name] = arrays
-            merged.append(hyper)
-            clocks.append((steps or 0, not steps))
-            scalars.append(group_scalars if group_scalars is not None else scalar_init)
-        ours = {n for g in self.param_groups for n in g["param_names"]}
-        for name in saved_state:
-            if name not in ours:
-                raise ValueError(f"state_dict['state'] has an entry for {name!r}, which is not a parameter "
-                                 "of this optimizer")
-        return merged, loaded, clocks, scalars
+            for name, param in zip(names, params):
+                slots = set(loaded[name]) | set(needed) | set(held.states.get(name, {}))
+                states[name] = {}
+                for slot in (s for s in self._slots if s in slots):
+                    array = state_like(param)
+                    if slot in loaded[name]:
+                        np.copyto(array, loaded[name][slot], casting="no")
+                    states[name][slot] = array
+        edits = self._edits
+        arrays_edited = edits.arrays
+        edits.arrays = False
+        try:
+            self._install(held.groups, merged, states, clocks)
+        except BaseException:
+            edits.arrays = edits.arrays or arrays_edited
+            raise
+        for group, hyper in zip(held.groups, merged):
+            group.update(hyper)  # raises the hyper flag: the next step reads the groups once more
+
+    def _check_state_dict(self, state_dict: Any) -> Checked:
+        """Validate every part of a state dict against this optimizer; change nothing."""
+        return check_state_dict(self, state_dict)
+
+    # ---- copies ---------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything a copy needs: groups with their arrays, the state arrays and the clocks.
+        ``pickle`` and ``copy.deepcopy`` then copy the arrays (the copy updates its own)."""
+        with self._lock:
+            self._refresh(check_arrays=True)
+            held = self._held
+            groups = [{**read_hyper(g), "params": list(params), "param_names": list(names)}
+                      for g, params, names in zip(held.groups, held.params, held.names)]
+            return {"defaults": dict(self.defaults), "param_groups": groups,
+                    "state": {name: dict(slots) for name, slots in held.states.items()}, "clocks": self._clocks()}
+
+    def __setstate__(self, saved: Mapping[str, Any]) -> None:
+        self.defaults = dict(saved["defaults"])
+        self._start_empty()
+        groups = []
+        for raw in saved["param_groups"]:
+            data = {k: v for k, v in raw.items() if k not in _RESERVED}
+            data["params"] = ParamList(raw["params"], self._edits)
+            data["param_names"] = ParamList(raw["param_names"], self._edits)
+            groups.append(ParamGroup(data, self._edits))
+        self._install(groups, [read_hyper(g) for g in groups], saved["state"],
+                      [(int(s), bool(f), list(c)) for s, f, c in saved["clocks"]])
 
     # ---- display --------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -28,6 +28,7 @@ class Rprop(Optimizer):
 
     _rule = "rprop"
     _slots = ("prev", "step_size")
+    _seeded_slots = ("prev", "step_size")  # the first step starts from lr and no previous sign
 
     def __init__(self, params: Any, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False) -> None:

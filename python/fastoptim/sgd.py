@@ -37,6 +37,7 @@ class SGD(Optimizer):
 
     _rule = "sgd"
     _slots = ("momentum_buffer",)
+    _seeded_slots = ("momentum_buffer",)  # the first step with momentum copies the gradient
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:

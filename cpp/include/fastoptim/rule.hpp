@@ -44,6 +44,8 @@ struct RuleBase {
     static constexpr int scalars = 0;       // running per-group scalars (NAdam's mu_product)
     static constexpr const char* scalar_names[1] = {""};
     static constexpr double scalar_init[1] = {0.0};
+    static constexpr double scalar_low[1] = {0.0};   // the range a loaded scalar must lie in
+    static constexpr double scalar_high[1] = {0.0};
     static constexpr int norms = 0;         // per-array norms the update needs (LAMB, LARS)
     static constexpr int measured_slots = 0;  // state slots the norm pass reads (prefetched)
     static constexpr bool update_reads_grad = true;  // else the update pass leaves g alone (LAMB)

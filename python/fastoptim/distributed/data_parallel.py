@@ -16,6 +16,7 @@ from ._common import (
     node_info,
     ordered_grads,
     raise_together,
+    refuse_copy,
     resolve_comm,
     set_rank_threads,
     step_header,
@@ -113,7 +114,7 @@ class DistributedOptimizer:
         return self.optimizer.defaults
 
     @property
-    def state(self) -> dict[Hashable, dict[str, np.ndarray]]:
+    def state(self) -> Mapping[Hashable, Mapping[str, np.ndarray]]:
         return self.optimizer.state
 
     @property
@@ -183,6 +184,10 @@ class DistributedOptimizer:
         except (TypeError, ValueError) as caught:
             error = caught
         raise_together(self.comm, error, "DistributedOptimizer.load_state_dict")
+
+    def __getstate__(self) -> dict[str, Any]:
+        refuse_copy(self)
+        return {}
 
     def __repr__(self) -> str:
         inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())

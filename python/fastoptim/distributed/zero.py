@@ -18,6 +18,7 @@ from ._common import (
     node_info,
     ordered_grads,
     raise_together,
+    refuse_copy,
     resolve_comm,
     set_rank_threads,
     step_header,
@@ -338,6 +339,10 @@ class ZeroRedundancyOptimizer:
         except (TypeError, ValueError) as caught:
             error = caught
         raise_together(self.comm, error, action)
+
+    def __getstate__(self) -> dict[str, Any]:
+        refuse_copy(self)
+        return {}
 
     def __repr__(self) -> str:
         inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())

@@ -23,6 +23,8 @@ struct Nadam : RuleBase {
     static constexpr int scalars = 1;
     static constexpr const char* scalar_names[1] = {"mu_product"};
     static constexpr double scalar_init[1] = {1.0};
+    static constexpr double scalar_low[1] = {0.0};  // a product of μ_t in [0, β1]
+    static constexpr double scalar_high[1] = {1.0};
     struct Hyper {
         double lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled, maximize;
     };

@@ -1,0 +1,162 @@
+#include "array_check.hpp"
+
+#include <pybind11/numpy.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace fastoptim {
+namespace {
+
+using npy = py::detail::npy_api;
+
+constexpr int kLayoutFlags = ArrayRecord::kLayoutFlags;
+static_assert(kLayoutFlags == (npy::NPY_ARRAY_C_CONTIGUOUS_ | npy::NPY_ARRAY_F_CONTIGUOUS_ | npy::NPY_ARRAY_ALIGNED_ |
+                               npy::NPY_ARRAY_WRITEABLE_), "NumPy's flag values");
+
+bool native_byte_order(char order) {
+    const std::uint16_t probe = 1;
+    const bool little = *reinterpret_cast<const unsigned char*>(&probe) == 1;
+    return order == '=' || order == '|' || order == (little ? '<' : '>');
+}
+
+const char* type_name(int type_num) {
+    return type_num == npy::NPY_DOUBLE_ ? "float64" : type_num == npy::NPY_FLOAT_ ? "float32" : "another dtype";
+}
+
+std::string dtype_text(PyObject* array) {
+    return py::str(py::handle(py::detail::array_proxy(array)->descr)).cast<std::string>();
+}
+
+// float32 or float64 in this machine's byte order: the only element types the kernels know.
+int kernel_type(PyObject* array) {
+    const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(array)->descr);
+    const bool known = descr->type_num == npy::NPY_FLOAT_ || descr->type_num == npy::NPY_DOUBLE_;
+    return known && native_byte_order(descr->byteorder) ? descr->type_num : -1;
+}
+
+}  // namespace
+
+std::string shape_text(const py::ssize_t* dims, int ndim) {
+    std::string s = "(";
+    for (int k = 0; k < ndim; ++k) s += std::to_string(dims[k]) + (ndim == 1 ? "," : k + 1 < ndim ? ", " : "");
+    return s + ")";
+}
+
+std::string array_problem(PyObject* obj, const ArrayNeeds& needs, const char* expected_dtype) {
+    if (obj == nullptr || !npy::get().PyArray_Check_(obj))
+        return std::string("must be a numpy.ndarray, got ") + (obj ? Py_TYPE(obj)->tp_name : "nothing");
+    const auto* a = py::detail::array_proxy(obj);
+    const int type = kernel_type(obj);
+    if (needs.type_num == -1 && type == -1)
+        return "has dtype " + dtype_text(obj) + "; fastoptim updates float32 and float64 arrays in native byte order";
+    if (needs.type_num != -1 && type != needs.type_num)
+        return "has dtype " + dtype_text(obj) + "; its parameter is " +
+               (expected_dtype ? expected_dtype : type_name(needs.type_num));
+    if (needs.shape && !(a->nd == int(needs.shape->size()) && std::equal(needs.shape->begin(), needs.shape->end(), a->dimensions)))
+        return "has shape " + shape_text(a->dimensions, a->nd) + "; its parameter has shape " +
+               shape_text(needs.shape->data(), int(needs.shape->size()));
+    const bool c = a->flags & npy::NPY_ARRAY_C_CONTIGUOUS_, f = a->flags & npy::NPY_ARRAY_F_CONTIGUOUS_;
+    if (!c && !f) return "is not contiguous (a strided view); fastoptim never copies an array, since an update would be lost";
+    if ((needs.order == 'C' && !c) || (needs.order == 'F' && !f))
+        return std::string("is not in its parameter's memory order (") + (needs.order == 'C' ? "C" : "Fortran") +
+               "-contiguous expected)";
+    if (needs.writeable && !(a->flags & npy::NPY_ARRAY_WRITEABLE_)) return "is read-only; the optimizer updates it in place";
+    return {};
+}
+
+ArrayRecord::ArrayRecord(PyObject* array) {
+    const auto* a = py::detail::array_proxy(array);
+    data_ = a->data;
+    shape_.assign(a->dimensions, a->dimensions + a->nd);
+    flags_ = a->flags & kLayoutFlags;
+    type_num_ = py::detail::array_descriptor_proxy(a->descr)->type_num;
+    is_double_ = type_num_ == npy::NPY_DOUBLE_;
+    builtin_descr_ = is_double_ ? py::dtype::of<double>().ptr() : py::dtype::of<float>().ptr();
+    order_ = (a->flags & npy::NPY_ARRAY_C_CONTIGUOUS_) ? 'C' : 'F';
+    std::size_t count = 1;
+    for (py::ssize_t d : shape_) count *= std::size_t(d);
+    nbytes_ = count * (is_double_ ? sizeof(double) : sizeof(float));
+}
+
+bool ArrayRecord::same_dtype(PyObject* array) const {
+    const PyObject* descr = py::detail::array_proxy(array)->descr;
+    return descr == builtin_descr_ || kernel_type(array) == type_num_;  // NumPy's own, or an equal one
+}
+
+bool ArrayRecord::same_shape(PyObject* array) const {
+    const auto* a = py::detail::array_proxy(array);
+    return a->nd == int(shape_.size()) && std::equal(shape_.begin(), shape_.end(), a->dimensions);
+}
+
+bool ArrayRecord::fits_beside(PyObject* array) const {
+    const int flags = py::detail::array_proxy(array)->flags;
+    const int order_flag = order_ == 'C' ? npy::NPY_ARRAY_C_CONTIGUOUS_ : npy::NPY_ARRAY_F_CONTIGUOUS_;
+    return (flags & order_flag) && same_shape(array) && same_dtype(array);
+}
+
+std::string ArrayRecord::change(PyObject* array) const {
+    const auto* a = py::detail::array_proxy(array);
+    if (kernel_type(array) != type_num_)
+        return "now has dtype " + dtype_text(array) + " (it was " + type_name(type_num_) + ")";
+    if (!(a->nd == int(shape_.size()) && std::equal(shape_.begin(), shape_.end(), a->dimensions)))
+        return "now has shape " + shape_text(a->dimensions, a->nd) + " (it was " +
+               shape_text(shape_.data(), int(shape_.size())) + ")";
+    if (a->data != data_) return "now has another buffer (resized with refcheck=False, or reloaded in place)";
+    const int flags = a->flags & kLayoutFlags;
+    if ((flags_ & npy::NPY_ARRAY_WRITEABLE_) && !(flags & npy::NPY_ARRAY_WRITEABLE_)) return "is read-only now";
+    if ((flags_ & npy::NPY_ARRAY_ALIGNED_) && !(flags & npy::NPY_ARRAY_ALIGNED_)) return "is not aligned any more";
+    return "is not laid out as it was (new strides)";
+}
+
+void pin_buffers(PyObject* array, std::vector<py::object>& pins) {
+    const auto& api = npy::get();
+    const std::size_t first = pins.size();
+    // The chain of bases first, held strongly and gathered without running Python code, then a
+    // weak reference to each (which may run the garbage collector).
+    for (PyObject* a = array; a != nullptr && api.PyArray_Check_(a); a = py::detail::array_proxy(a)->base)
+        pins.push_back(py::reinterpret_borrow<py::object>(a));
+    const std::size_t last = pins.size();
+    for (std::size_t k = first; k < last; ++k) {
+        PyObject* ref = PyWeakref_NewRef(pins[k].ptr(), nullptr);
+        if (ref == nullptr) {  // a subclass without weak references: the checks before each step still hold
+            PyErr_Clear();
+            continue;
+        }
+        pins.push_back(py::reinterpret_steal<py::object>(ref));
+    }
+}
+
+void BufferGuard::guard(PyObject* array) {
+    const auto& api = npy::get();
+    for (PyObject* a = array; a != nullptr && api.PyArray_Check_(a); a = py::detail::array_proxy(a)->base) {
+        auto* fields = py::detail::array_proxy(a);
+        if (fields->flags & npy::NPY_ARRAY_OWNDATA_) {
+            fields->flags &= ~npy::NPY_ARRAY_OWNDATA_;
+            const Marked marked{a, fields->data};
+            if (count_ < kInline) inline_[count_] = marked;
+            else more_.push_back(marked);
+            ++count_;
+            return;
+        }
+    }
+    // No array in the chain owns the buffer: it belongs to another object (bytes, a memory map,
+    // which refuse to let go of an exported buffer), or another step has marked its owner and
+    // may release it first. Weak references cover the second case.
+    pin_buffers(array, pins_);
+}
+
+void BufferGuard::release() {
+    for (std::size_t k = 0; k < count_; ++k) {
+        const Marked& m = k < kInline ? inline_[k] : more_[k - kInline];
+        auto* fields = py::detail::array_proxy(m.owner);
+        // Still the buffer it owned: give it back. (Reloaded in place meanwhile, the array owns
+        // its new buffer and NumPy did not free the old one: that one is left, never freed twice.)
+        if (fields->data == m.data) fields->flags |= npy::NPY_ARRAY_OWNDATA_;
+    }
+    count_ = 0;
+    more_.clear();
+    pins_.clear();
+}
+
+}  // namespace fastoptim

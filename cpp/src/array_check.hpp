@@ -1,0 +1,111 @@
+// What the plan knows of every array the kernels touch, and the checks that keep its pointers
+// honest. The arrays are the user's: between two steps Python code may give one a new shape
+// or dtype, make it read-only or free its buffer (resize(refcheck=False)). So a pointer taken
+// when an array was validated is used only after `ArrayRecord::matches` has found the array
+// unchanged since, in the same stretch of C++ in which the kernels then run.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+namespace fastoptim {
+
+namespace py = pybind11;
+
+// What an array must be for the kernels to use it.
+struct ArrayNeeds {
+    int type_num = -1;                            // NPY_FLOAT or NPY_DOUBLE; -1: either
+    const std::vector<py::ssize_t>* shape = nullptr;  // nullptr: any
+    char order = 0;                               // 'C' or 'F': contiguous in that order; 0: either
+    bool writeable = false;
+};
+
+// Why `obj` cannot be used as `needs` says, as the end of a sentence that starts with the
+// array's label ("has dtype int8; its parameter is float32"), or "" if it can. Runs no Python
+// code unless it finds a problem (the message formats the dtype).
+std::string array_problem(PyObject* obj, const ArrayNeeds& needs, const char* expected_dtype = nullptr);
+
+// An array as it was validated: the fields a pointer into it depends on.
+class ArrayRecord {
+public:
+    // The flags a pointer into the array depends on: contiguity, alignment and writeability.
+    static constexpr int kLayoutFlags = 0x0001 | 0x0002 | 0x0100 | 0x0400;
+
+    ArrayRecord() = default;
+    explicit ArrayRecord(PyObject* array);
+
+    // Still the array that was validated: same buffer, shape, dtype and flags. Plain loads and
+    // compares, no Python code: the check before every step, inline.
+    bool matches(PyObject* array) const {
+        const auto* a = py::detail::array_proxy(array);
+        if (a->data != data_ || (a->flags & kLayoutFlags) != flags_ || a->nd != int(shape_.size())) return false;
+        const py::ssize_t* dims = shape_.data();
+        for (int k = 0; k < a->nd; ++k)
+            if (a->dimensions[k] != dims[k]) return false;
+        return a->descr == builtin_descr_ || same_dtype(array);
+    }
+    // Whether `array` (a NumPy array) can be read beside this one, as its gradient: same dtype,
+    // shape and memory order. The common case in a few compares; array_problem says why not.
+    bool fits_beside(PyObject* array) const;
+    // What changed, for the error message (after matches() returned false).
+    std::string change(PyObject* array) const;
+
+    bool same_dtype(PyObject* array) const;
+    bool same_shape(PyObject* array) const;
+
+    char* data() const { return data_; }
+    std::size_t nbytes() const { return nbytes_; }
+    const std::vector<py::ssize_t>& shape() const { return shape_; }
+    bool is_double() const { return is_double_; }
+    char order() const { return order_; }
+
+private:
+    char* data_ = nullptr;
+    std::vector<py::ssize_t> shape_;
+    int flags_ = 0;  // contiguity, alignment and writeability
+    int type_num_ = 0;
+    PyObject* builtin_descr_ = nullptr;  // NumPy's own descriptor of type_num_, which lives as long as NumPy
+    bool is_double_ = false;
+    char order_ = 'C';
+    std::size_t nbytes_ = 0;
+};
+
+// Weak references to `array` and to every array it views: NumPy refuses to resize an array
+// that has a weak reference, even with refcheck=False, so the buffer cannot be freed while the
+// references are held. For arrays a plan keeps (taken once, when it is built). Appends to
+// `pins`; may run the garbage collector, so take pins before the checks, never after.
+void pin_buffers(PyObject* array, std::vector<py::object>& pins);
+
+// Keeps the buffers of arrays that come and go with each step (gradients) while the kernels
+// run without the GIL, for a few loads and stores per array rather than an allocation: the
+// array that owns each buffer is marked as not owning it, so NumPy refuses to resize it and a
+// __setstate__ leaves the old buffer alone, and is marked back by release(). Mark and release
+// with the GIL held; the caller holds a reference to every array until release().
+class BufferGuard {
+public:
+    BufferGuard() = default;
+    BufferGuard(const BufferGuard&) = delete;
+    BufferGuard& operator=(const BufferGuard&) = delete;
+    ~BufferGuard() { release(); }
+
+    void guard(PyObject* array);  // may fall back on pin_buffers: call before the checks
+    void release();
+
+private:
+    struct Marked {
+        PyObject* owner;
+        char* data;
+    };
+    static constexpr std::size_t kInline = 8;  // a probe's arrays, without allocating
+    Marked inline_[kInline] = {};
+    std::size_t count_ = 0;
+    std::vector<Marked> more_;
+    std::vector<py::object> pins_;  // where the owner was already marked (another step reads it too)
+};
+
+std::string shape_text(const py::ssize_t* dims, int ndim);
+
+}  // namespace fastoptim

@@ -790,3 +790,49 @@ def test_adding_a_group_after_the_scheduler_is_refused() -> None:
     opt.add_param_group({"params": [np.zeros(2)]})
     with pytest.raises(ValueError, match="the optimizer has 2 param groups; ExponentialLR was built for 1"):
         sched.step()
+
+
+# ---- a scheduler that cannot start leaves the optimizer as it was (issue 15, case 11) ----------
+def _boom(step: int) -> float:
+    if step > 1:
+        raise ArithmeticError("a user function that fails on its third call")
+    return 1.0
+
+
+def _failing_constructions() -> list[tuple[str, Callable[[Any], Any], type[Exception]]]:
+    cyc = dict(base_lr=0.01, max_lr=0.1)
+    return [
+        ("CyclicLR step_size_up=0", lambda o: F.CyclicLR(o, **cyc, step_size_up=0), ValueError),
+        ("CyclicLR mode", lambda o: F.CyclicLR(o, **cyc, mode="bogus"), ValueError),
+        ("CyclicLR gamma", lambda o: F.CyclicLR(o, **cyc, gamma=-1.0), ValueError),
+        ("CyclicLR max_lr per group", lambda o: F.CyclicLR(o, base_lr=0.01, max_lr=[0.1, 0.2, 0.3]), ValueError),
+        ("CyclicLR momentum bounds", lambda o: F.CyclicLR(o, **cyc, base_momentum=-1.0), ValueError),
+        ("OneCycleLR max_momentum", lambda o: F.OneCycleLR(o, max_lr=0.1, total_steps=10, max_momentum="x"),
+         TypeError),
+        ("OneCycleLR pct_start", lambda o: F.OneCycleLR(o, max_lr=0.1, total_steps=10, pct_start=2.0), ValueError),
+        ("OneCycleLR no steps", lambda o: F.OneCycleLR(o, max_lr=0.1), ValueError),
+        ("LambdaLR raising", lambda o: F.LambdaLR(o, lambda t: 1 / 0), ZeroDivisionError),
+        ("LambdaLR not callable", lambda o: F.LambdaLR(o, 3), TypeError),
+        ("StepLR gamma", lambda o: F.StepLR(o, step_size=2, gamma="x"), TypeError),
+        ("StepLR resume without initial_lr", lambda o: F.StepLR(o, step_size=2, last_epoch=3), ValueError),
+        ("ExponentialLR param_name", lambda o: F.ExponentialLR(o, gamma=0.9, param_name="nothing"), ValueError),
+        ("CosineAnnealingLR T_max", lambda o: F.CosineAnnealingLR(o, T_max=-1), ValueError),
+        ("WarmupCosineLR", lambda o: F.WarmupCosineLR(o, warmup_steps=5, total_steps=5), ValueError),
+        ("SequentialLR milestones", lambda o: F.SequentialLR(o, [F.StepLR(o, 2), F.StepLR(o, 3)], milestones=[]),
+         ValueError),
+        ("SequentialLR replay raising", lambda o: F.SequentialLR(
+            o, [F.LambdaLR(o, _boom), F.StepLR(o, 3)], milestones=[5], last_epoch=3), ArithmeticError),
+        ("ReduceLROnPlateau factor", lambda o: F.ReduceLROnPlateau(o, factor=2.0), ValueError),
+    ]
+
+
+@pytest.mark.parametrize(("what", "build", "error"), _failing_constructions(),
+                         ids=[c[0] for c in _failing_constructions()])
+def test_a_scheduler_that_fails_to_start_leaves_the_groups_untouched(what, build, error) -> None:
+    opt = fo.SGD([{"params": [np.zeros(3)]}, {"params": [np.zeros(2)], "lr": 0.05}], lr=0.02, momentum=0.9)
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(error):
+        build(opt)
+    if what.startswith("SequentialLR"):  # its children wrote their initial values as they were built
+        before = [{**b, "initial_lr": b["lr"]} for b in before]
+    assert [dict(g) for g in opt.param_groups] == before

@@ -38,7 +38,8 @@ import numbers
 import re
 import types
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol, SupportsFloat
 
@@ -178,6 +179,23 @@ def _momentum_name(groups: Groups, param_name: str) -> str:
     return _check_param_name(groups, name)
 
 
+@contextmanager
+def _restored_on_error(groups: Groups) -> Iterator[None]:
+    """Every group's entries put back as they were if the block raises: a scheduler that fails
+    to start leaves the optimizer untouched."""
+    saved = [dict(group) for group in groups]
+    try:
+        yield
+    except BaseException:
+        for group, before in zip(groups, saved):
+            for key in [k for k in group if k not in before]:
+                del group[key]
+            for key, value in before.items():
+                if key not in group or group[key] is not value:
+                    group[key] = value
+        raise
+
+
 # ---- the base class --------------------------------------------------------------------------
 class LRScheduler:
     """Base class: owns the bound optimizer, ``base_lrs``, ``last_epoch`` and the state dict.
@@ -197,26 +215,33 @@ class LRScheduler:
 
     _callables: ClassVar[tuple[str, ...]] = ()  # attributes holding user functions
 
-    def __init__(self, optimizer: SupportsParamGroups, last_epoch: int = -1, *, param_name: str = "lr") -> None:
+    def __init__(self, optimizer: SupportsParamGroups, last_epoch: int = -1, *, param_name: str = "lr",
+                 _seeds: Sequence[tuple[MutableMapping[str, Any], str, Any]] = ()) -> None:
+        # `_seeds`: (group, name, value) a subclass writes into the groups once it has validated
+        # everything, here, where a failing first step puts every group back as it was.
         groups = _groups_of(optimizer)
-        self.optimizer = optimizer
-        self.param_name = _check_param_name(groups, param_name)
+        param_name = _check_param_name(groups, param_name)
         last_epoch = check_int("last_epoch", last_epoch, low=-1)
-        key = self._initial_key
-        if last_epoch == -1:
-            for group in groups:
-                group.setdefault(key, _read(group, self.param_name))
-        else:
-            for i, group in enumerate(groups):
-                if key not in group:
-                    raise ValueError(f"last_epoch={last_epoch} resumes a schedule, but param_groups[{i}] has no "
-                                     f"{key!r}: load the optimizer's state first, or start with last_epoch=-1")
-        self.base_lrs: list[float] = self._base_values()
-        self.last_epoch = last_epoch
-        self._step_count = 0
-        self._is_initial = False
-        self._last_lr: list[float] = []
-        self._initial_step()
+        with _restored_on_error(groups):
+            for group, name, value in _seeds:
+                _write(group, name, value)
+            self.optimizer = optimizer
+            self.param_name = param_name
+            key = self._initial_key
+            if last_epoch == -1:
+                for group in groups:
+                    group.setdefault(key, _read(group, self.param_name))
+            else:
+                for i, group in enumerate(groups):
+                    if key not in group:
+                        raise ValueError(f"last_epoch={last_epoch} resumes a schedule, but param_groups[{i}] has "
+                                         f"no {key!r}: load the optimizer's state first, or start with last_epoch=-1")
+            self.base_lrs: list[float] = self._base_values()
+            self.last_epoch = last_epoch
+            self._step_count = 0
+            self._is_initial = False
+            self._last_lr: list[float] = []
+            self._initial_step()
 
     @property
     def _initial_key(self) -> str:
@@ -705,6 +730,17 @@ class WarmupCosineLR(LRScheduler):
                 for base, low in zip(self.base_lrs, self.min_lrs)]
 
 
+Seed = tuple[MutableMapping[str, Any], str, Any]  # (group, hyper-parameter name, value)
+
+
+def _momentum_seeds(groups: Groups, momentum: str, highs: Sequence[float], lows: Sequence[float]) -> list[Seed]:
+    """What OneCycleLR and CyclicLR write into each group to cycle its momentum."""
+    seeds: list[Seed] = []
+    for group, high, low in zip(groups, highs, lows):
+        seeds += [(group, momentum, high), (group, "max_momentum", high), (group, "base_momentum", low)]
+    return seeds
+
+
 # ---- cycles ----------------------------------------------------------------------------------
 class _CyclesMomentum(LRScheduler):
     """Shared by OneCycleLR and CyclicLR: remembers the momentum it set, and restores it on load."""
@@ -771,23 +807,21 @@ class OneCycleLR(_CyclesMomentum):
         final_div = check_real("final_div_factor", final_div_factor, low=0.0, low_open=True)
         name = _check_param_name(groups, param_name)
         fresh = check_int("last_epoch", last_epoch, low=-1) == -1
-        if fresh:
-            for group, peak in zip(groups, _per_group("max_lr", max_lr, groups, low=0.0)):
-                group[f"initial_{name}"] = peak / div
-                group[f"max_{name}"] = peak
-                group[f"min_{name}"] = group[f"initial_{name}"] / final_div
+        peaks = _per_group("max_lr", max_lr, groups, low=0.0)
         self.cycle_momentum = check_bool("cycle_momentum", cycle_momentum)
         self._momentum = _momentum_name(groups, name) if self.cycle_momentum else None
         self._last_momentum = []
+        seeds: list[Seed] = []
         if self._momentum is not None:
             highs = _per_group("max_momentum", max_momentum, groups, low=0.0)
             lows = _per_group("base_momentum", base_momentum, groups, low=0.0)
             if fresh:
-                for group, high, low in zip(groups, highs, lows):
-                    _write(group, self._momentum, high)
-                    group["max_momentum"] = high
-                    group["base_momentum"] = low
-        super().__init__(optimizer, last_epoch, param_name=name)
+                seeds += _momentum_seeds(groups, self._momentum, highs, lows)
+        if fresh:
+            for group, peak in zip(groups, peaks):
+                seeds += [(group, f"initial_{name}", peak / div), (group, f"max_{name}", peak),
+                          (group, f"min_{name}", peak / div / final_div)]
+        super().__init__(optimizer, last_epoch, param_name=name, _seeds=seeds)
 
     def get_lr(self) -> list[float]:
         t, total, name = self.last_epoch, self.total_steps, self.param_name
@@ -844,9 +878,6 @@ class CyclicLR(_CyclesMomentum):
         name = _check_param_name(groups, param_name)
         fresh = check_int("last_epoch", last_epoch, low=-1) == -1
         self.base_lrs = _per_group("base_lr", base_lr, groups, low=0.0)
-        if fresh:
-            for group, value in zip(groups, self.base_lrs):
-                _write(group, name, value)
         self.max_lrs = _per_group("max_lr", max_lr, groups, low=0.0)
         self.step_size_up, self.step_size_down = schedules.check_cyclic_sizes(step_size_up, step_size_down)
         self.mode = schedules.check_choice("mode", mode, schedules.CYCLIC_MODES)
@@ -863,15 +894,15 @@ class CyclicLR(_CyclesMomentum):
         self._last_momentum = []
         self.base_momentums: list[float] = []
         self.max_momentums: list[float] = []
+        seeds: list[Seed] = []
+        if fresh:
+            seeds += [(group, name, value) for group, value in zip(groups, self.base_lrs)]
         if self._momentum is not None:
             self.base_momentums = _per_group("base_momentum", base_momentum, groups, low=0.0)
             self.max_momentums = _per_group("max_momentum", max_momentum, groups, low=0.0)
             if fresh:
-                for group, high, low in zip(groups, self.max_momentums, self.base_momentums):
-                    _write(group, self._momentum, high)
-                    group["max_momentum"] = high
-                    group["base_momentum"] = low
-        super().__init__(optimizer, last_epoch, param_name=name)
+                seeds += _momentum_seeds(groups, self._momentum, self.max_momentums, self.base_momentums)
+        super().__init__(optimizer, last_epoch, param_name=name, _seeds=seeds)
 
     def _base_values(self) -> list[float]:
         return list(self.base_lrs)
@@ -949,13 +980,14 @@ class SequentialLR(LRScheduler):
         self._milestones = marks
         self.last_epoch = 0
         key = children[0]._initial_key
-        for group in groups:  # back to the base values, and take back every child's first step
-            _write(group, self.param_name, group[key])
-        _undo_initial_steps(self)
-        self._schedulers[0]._initial_step()
-        self._last_lr = self._schedulers[0].get_last_lr()
-        for _ in range(replay):
-            self.step()
+        with _restored_on_error(groups):
+            for group in groups:  # back to the base values, and take back every child's first step
+                _write(group, self.param_name, group[key])
+            _undo_initial_steps(self)
+            self._schedulers[0]._initial_step()
+            self._last_lr = self._schedulers[0].get_last_lr()
+            for _ in range(replay):
+                self.step()
 
     def step(self) -> None:
         """Advance one step: the scheduler of this step steps, or restarts at its milestone."""

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The extension built with AddressSanitizer and UndefinedBehaviorSanitizer (no recovery: the
-# first report aborts), running the tests that drive every kernel, size, layout and bad input.
+# first report aborts), running the tests that drive every kernel, size, layout and bad input,
+# and the memory-safety suite of issue 15: hostile edits, state dicts, copies, the threaded
+# stress test and the state machine (child processes inherit the sanitizers).
 set -euo pipefail
 python -m pip install --quiet pybind11 cmake ninja
 build=build/ci-sanitize
@@ -18,4 +20,6 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export PYTHONPATH="$PWD/$build/site"
 python -c "import fastoptim, sys; assert fastoptim.__file__.startswith(sys.argv[1]), fastoptim.__file__" "$PWD/$build/site"
 python -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_bad_input.py tests/test_zero_copy.py \
-  tests/test_state_dict.py tests/test_param_groups.py tests/test_bits.py -k "not rosenbrock and not quadratic"
+  tests/test_state_dict.py tests/test_param_groups.py tests/test_bits.py tests/test_memory_safety.py \
+  tests/test_editing.py tests/test_checkpoint_safety.py tests/test_concurrency.py tests/test_stateful.py \
+  tests/test_lr_scheduler.py -k "not rosenbrock and not quadratic"

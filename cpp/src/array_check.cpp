@@ -72,6 +72,7 @@ ArrayRecord::ArrayRecord(PyObject* array) {
     flags_ = a->flags & kLayoutFlags;
     type_num_ = py::detail::array_descriptor_proxy(a->descr)->type_num;
     is_double_ = type_num_ == npy::NPY_DOUBLE_;
+    dims_at_ = a->dimensions;
     builtin_descr_ = is_double_ ? py::dtype::of<double>().ptr() : py::dtype::of<float>().ptr();
     order_ = (a->flags & npy::NPY_ARRAY_C_CONTIGUOUS_) ? 'C' : 'F';
     std::size_t count = 1;
@@ -109,7 +110,7 @@ std::string ArrayRecord::change(PyObject* array) const {
     return "is not laid out as it was (new strides)";
 }
 
-void pin_buffers(PyObject* array, std::vector<py::object>& pins) {
+bool pin_buffers(PyObject* array, std::vector<py::object>& pins) {
     const auto& api = npy::get();
     const std::size_t first = pins.size();
     // The chain of bases first, held strongly and gathered without running Python code, then a
@@ -117,14 +118,17 @@ void pin_buffers(PyObject* array, std::vector<py::object>& pins) {
     for (PyObject* a = array; a != nullptr && api.PyArray_Check_(a); a = py::detail::array_proxy(a)->base)
         pins.push_back(py::reinterpret_borrow<py::object>(a));
     const std::size_t last = pins.size();
+    bool all = true;
     for (std::size_t k = first; k < last; ++k) {
         PyObject* ref = PyWeakref_NewRef(pins[k].ptr(), nullptr);
         if (ref == nullptr) {  // a subclass without weak references: the checks before each step still hold
             PyErr_Clear();
+            all = false;
             continue;
         }
         pins.push_back(py::reinterpret_steal<py::object>(ref));
     }
+    return all;
 }
 
 void BufferGuard::guard(PyObject* array) {

@@ -42,11 +42,19 @@ public:
     bool matches(PyObject* array) const {
         const auto* a = py::detail::array_proxy(array);
         if (a->data != data_ || (a->flags & kLayoutFlags) != flags_ || a->nd != int(shape_.size())) return false;
-        const py::ssize_t* dims = shape_.data();
-        for (int k = 0; k < a->nd; ++k)
-            if (a->dimensions[k] != dims[k]) return false;
+        // The header is one or two cache lines, the dimensions another, and after a sweep all are
+        // cold: the dimensions are read only where they may have changed size. A pinned array
+        // cannot be resized, and a new shape in place comes with a new dimensions block; the
+        // same block may then be reused, which can hide an equal-sized reshape, never a resize.
+        if (a->dimensions != dims_at_ || !pinned_) {
+            const py::ssize_t* dims = shape_.data();
+            for (int k = 0; k < a->nd; ++k)
+                if (a->dimensions[k] != dims[k]) return false;
+        }
         return a->descr == builtin_descr_ || same_dtype(array);
     }
+    // NumPy refuses to resize it (pin_buffers took every weak reference it needs).
+    void set_pinned() { pinned_ = true; }
     // Whether `array` (a NumPy array) can be read beside this one, as its gradient: same dtype,
     // shape and memory order. The common case in a few compares; array_problem says why not.
     bool fits_beside(PyObject* array) const;
@@ -68,6 +76,8 @@ private:
     int flags_ = 0;  // contiguity, alignment and writeability
     int type_num_ = 0;
     PyObject* builtin_descr_ = nullptr;  // NumPy's own descriptor of type_num_, which lives as long as NumPy
+    const void* dims_at_ = nullptr;      // where the array kept its dimensions (compared, never read)
+    bool pinned_ = false;
     bool is_double_ = false;
     char order_ = 'C';
     std::size_t nbytes_ = 0;
@@ -76,8 +86,9 @@ private:
 // Weak references to `array` and to every array it views: NumPy refuses to resize an array
 // that has a weak reference, even with refcheck=False, so the buffer cannot be freed while the
 // references are held. For arrays a plan keeps (taken once, when it is built). Appends to
-// `pins`; may run the garbage collector, so take pins before the checks, never after.
-void pin_buffers(PyObject* array, std::vector<py::object>& pins);
+// `pins`; may run the garbage collector, so take pins before the checks, never after. False if
+// some array in the chain takes no weak references (then it may still be resized).
+bool pin_buffers(PyObject* array, std::vector<py::object>& pins);
 
 // Keeps the buffers of arrays that come and go with each step (gradients) while the kernels
 // run without the GIL, for a few loads and stores per array rather than an allocation: the

@@ -141,12 +141,16 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
                                   " share memory; every parameter and state array must own its elements");
     for (const Extent& e : extents) owned_.emplace_back(e.begin, e.end);
     for (std::size_t i = 0; i < params_.size(); ++i) {
-        const Param& p = params_[i];
+        Param& p = params_[i];
         watched_.push_back(Watched{p.array.ptr(), &p.record, i, -1});
         for (std::size_t k = 0; k < p.states.size(); ++k)
             watched_.push_back(Watched{p.states[k].ptr(), &p.state_records[k], i, int(k)});
     }
-    for (const Watched& w : watched_) pin_buffers(w.array, pins_);  // no thread may resize them while the plan points at them
+    for (Watched& w : watched_)  // no thread may resize them while the plan points at them
+        if (pin_buffers(w.array, pins_)) w.record->set_pinned();
+    // Checked in address order: after a sweep the headers are out of the caches and the TLB,
+    // and neighbours in memory then share their misses.
+    std::sort(watched_.begin(), watched_.end(), [](const Watched& a, const Watched& b) { return a.array < b.array; });
     grads_.reserve(params_.size());
     if (rule_->norms > 0) {
         f32_.prepare_norms(rule_->norms);
@@ -278,23 +282,22 @@ bool Plan::overlaps_owned_memory(const char* begin, const char* end) const {
 }
 
 void Plan::attach_grad(std::size_t i, PyObject* grad) {
-    const Param& p = params_[i];
+    Param& p = params_[i];
     if (!(npy::get().PyArray_Check_(grad) && p.record.fits_beside(grad))) {
         const ArrayNeeds needs{p.record.is_double() ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &p.record.shape(), p.record.order(), false};
         refuse(label(i, "grads"), array_problem(grad, needs));
     }
     const char* begin = py::detail::array_proxy(grad)->data;
-    if (overlaps_owned_memory(begin, begin + p.record.nbytes()))
-        throw py::value_error(label(i, "grads") + " shares memory with a parameter or an optimizer state array");
+    if (begin != p.clear_grad) {  // a training loop's gradients often land where the last ones were
+        if (overlaps_owned_memory(begin, begin + p.record.nbytes()))
+            throw py::value_error(label(i, "grads") + " shares memory with a parameter or an optimizer state array");
+        p.clear_grad = begin;
+    }
     if (p.record.is_double()) f64_.refs[p.index].grad = reinterpret_cast<const double*>(begin);
     else f32_.refs[p.index].grad = reinterpret_cast<const float*>(begin);
 }
 
-void Plan::release_grads() {
-    for (const Param& p : params_) {
-        if (p.record.is_double()) f64_.refs[p.index].grad = nullptr;
-        else f32_.refs[p.index].grad = nullptr;
-    }
+void Plan::release_grads() {  // the gradient pointers left in the refs are never read outside a step
     grad_buffers_.release();
     grads_.clear();  // last: freeing a gradient may run Python code, which finds the plan busy
 }

@@ -56,10 +56,11 @@ private:
         std::vector<int> state_slots;    // the slot of each of `states`
         py::object name;
         std::size_t index;  // within f32_ or f64_
+        const char* clear_grad = nullptr;  // the last gradient address found to share no owned memory
     };
     struct Watched {  // every array the kernels write, in one list for the check before each step
         PyObject* array;  // held by its Param
-        const ArrayRecord* record;
+        ArrayRecord* record;
         std::size_t param;
         int state;  // index into Param::states, -1 for the parameter
     };

@@ -8,18 +8,14 @@ Anything else raises TypeError or ValueError naming the part at fault.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 
-from . import _core
-
-if TYPE_CHECKING:
-    from .optimizer import Optimizer
+from ._core import MAX_STEPS, rules
 
 __all__ = ["MAX_STEPS", "Checked", "Clock", "check_state_dict", "read_hyper"]
 
-MAX_STEPS: int = _core.MAX_STEPS  # 2**53: step counts beyond are refused, never wrapped
 _RESERVED = ("params", "param_names")
 
 Clock = tuple[int, bool, list[float]]  # steps done, fresh (state holds nothing yet), running scalars
@@ -33,6 +29,32 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return tuple(value)
     return value
+
+
+class _Held(Protocol):
+    @property
+    def groups(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def params(self) -> Sequence[Sequence[np.ndarray]]: ...
+    @property
+    def names(self) -> Sequence[Sequence[Hashable]]: ...
+
+
+class Optimizer(Protocol):
+    """What a state dict is checked against: an optimizer's groups, arrays and rule."""
+
+    @property
+    def _held(self) -> _Held: ...
+    _rule: ClassVar[str]
+    _slots: ClassVar[tuple[str, ...]]
+    _seeded_slots: ClassVar[tuple[str, ...]]
+
+    def _check_group(self, group: Mapping[str, Any]) -> None: ...
+    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]: ...
+    @classmethod
+    def _scalar_names(cls) -> tuple[str, ...]: ...
+    @classmethod
+    def _scalar_init(cls) -> list[float]: ...
 
 
 def read_hyper(group: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,7 +131,7 @@ def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, 
     steps = int(step)
 
     scalar_names = opt._scalar_names()
-    info = _core.rules()[opt._rule]
+    info = rules()[opt._rule]
     raw: list[Any] = [entry.get(n) for n in scalar_names]
     if any(v is None for v in raw):
         if steps > 0:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from ._core import Plan
 from ._memory import state_like
 from ._tracked import Edits, SlotDict
 from ._validation import check_disjoint, check_int, check_real, check_state_array
@@ -154,7 +154,7 @@ class Lookahead:
 
     def _plan(self, names: list[Hashable], params: list[np.ndarray], slow: Mapping[Hashable, np.ndarray],
               alpha: float) -> Any:
-        plan = _core.Plan("lookahead", params, [[slow[n]] for n in names], [0] * len(params), names, 1, ["slow"])
+        plan = Plan("lookahead", params, [[slow[n]] for n in names], [0] * len(params), names, 1, ["slow"])
         plan.set_hyper(0, [alpha])
         return plan
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from . import _core
 from ._checkpoint import Checked, Clock, check_state_dict, read_hyper
+from ._core import Plan, rules
 from ._memory import state_like
 from ._tracked import Edits, GroupList, OptimizerState, ParamGroup, ParamList, SlotDict
 from ._validation import check_disjoint, check_param_array, check_state_array
@@ -124,11 +124,11 @@ class Optimizer:
     @classmethod
     def _scalar_names(cls) -> tuple[str, ...]:
         """Running per-group scalars of the rule (NAdam's mu_product), saved with each parameter."""
-        return tuple(_core.rules()[cls._rule]["scalars"])
+        return tuple(rules()[cls._rule]["scalars"])
 
     @classmethod
     def _scalar_init(cls) -> list[float]:
-        return list(_core.rules()[cls._rule]["scalar_init"])
+        return list(rules()[cls._rule]["scalar_init"])
 
     # ---- what users edit --------------------------------------------------------------------
     @property
@@ -241,7 +241,7 @@ class Optimizer:
                 plan_states.append([states[name].get(s) for s in self._slots])
                 group_of.append(index)
                 names.append(name)
-        plan = _core.Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots))
+        plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots))
         for index, (snapshot, (steps, fresh, scalars)) in enumerate(zip(snapshots, clocks)):
             plan.set_hyper(index, self._row(snapshot))
             plan.set_clock(index, steps, fresh)

@@ -2,6 +2,7 @@
 # The wheel users get: built with pip wheel, repaired by auditwheel to a manylinux tag,
 # installed into a clean virtual environment and tested there; then run as a CPU without AVX2
 # (qemu-user's Westmere), where it must pick SSE2 and give the same bits as this machine.
+# The sdist and the wheel pass twine's metadata check and carry the licenses.
 set -euo pipefail
 root=$PWD
 work=build/ci-wheel
@@ -12,6 +13,15 @@ python -m pip wheel --quiet --no-deps -w "$work/dist" .
 auditwheel repair -w "$work/wheelhouse" "$work"/dist/fastoptim-*.whl
 wheel=$(ls "$work"/wheelhouse/fastoptim-*manylinux*.whl)
 echo "wheel: $(basename "$wheel")"
+
+python -m pip install --quiet build twine
+python -m build --sdist --outdir "$work/dist" . >/dev/null
+sdist=$(ls "$work"/dist/fastoptim-*.tar.gz)
+python -m twine check --strict "$sdist" "$wheel"
+for license in LICENSE python/fastoptim/data/DIGITS_LICENSE.md; do
+  tar tzf "$sdist" | grep -qx "fastoptim-[^/]*/$license" || { echo "$license is not in the sdist"; exit 1; }
+  python -m zipfile -l "$wheel" | grep -q "dist-info/licenses/$license " || { echo "$license is not in the wheel"; exit 1; }
+done
 
 python -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet "$wheel" pytest hypothesis matplotlib torch==2.13.0

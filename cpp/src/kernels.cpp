@@ -1,9 +1,9 @@
-// Every rule's step for one instruction-set target. CMake compiles this file once per target,
+// The entry points of one instruction-set target: the step, which hands each rule to its
+// family's file (kernels/), and the bandwidth probe. CMake compiles these files once per target,
 // defining FASTOPTIM_TARGET_NS (sse2, avx2, avx512, generic) and that target's flags; the
 // namespace keeps each target's instantiations apart at link time.
-#include "fastoptim/fastoptim.hpp"
 #include "fastoptim/probe.hpp"
-#include "targets.hpp"
+#include "rule_steps.hpp"
 
 #define FASTOPTIM_CONCAT_(a, b) a##_##b
 #define FASTOPTIM_CONCAT(a, b) FASTOPTIM_CONCAT_(a, b)
@@ -12,10 +12,9 @@ namespace fastoptim {
 
 PieceCounts FASTOPTIM_CONCAT(step, FASTOPTIM_TARGET_NS)(const StepRequest& request) {
     switch (request.rule) {
-#define FASTOPTIM_RULE_CASE(Rule)                                           \
-    case RuleId::Rule:                                                      \
-        return step_all<Rule>(request.f32, request.f64, request.threads,   \
-                              request.prefetch_above);
+#define FASTOPTIM_RULE_CASE(Rule) \
+    case RuleId::Rule:            \
+        return FASTOPTIM_RULE_STEP(Rule)(request);
         FASTOPTIM_FOR_EACH_RULE(FASTOPTIM_RULE_CASE)
 #undef FASTOPTIM_RULE_CASE
     }

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "fastoptim/parallel.hpp"
-#include "fastoptim/rules.hpp"
+#include "fastoptim/rule_list.hpp"
 
 namespace fastoptim {
 

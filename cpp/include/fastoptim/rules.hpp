@@ -1,4 +1,4 @@
-// Every update rule. Adding one: its header under rules/, and one line in the list below.
+// Every update rule, for the header-only C++ interface. The list by name is rule_list.hpp.
 #pragma once
 
 #include "rules/adabound.hpp"
@@ -16,19 +16,4 @@
 #include "rules/rprop.hpp"
 #include "rules/sgd.hpp"
 
-// X(Type) for each rule; the extension builds its dispatch table from this list.
-#define FASTOPTIM_FOR_EACH_RULE(X) \
-    X(Sgd)                         \
-    X(Adam)                        \
-    X(Adagrad)                     \
-    X(Adadelta)                    \
-    X(Rmsprop)                     \
-    X(Rprop)                       \
-    X(Adamax)                      \
-    X(Nadam)                       \
-    X(Radam)                       \
-    X(Adabound)                    \
-    X(Lamb)                        \
-    X(Lars)                        \
-    X(Lion)                        \
-    X(LookaheadSync)
+#include "rule_list.hpp"

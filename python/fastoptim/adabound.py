@@ -27,9 +27,22 @@ class AdaBound(Optimizer):
     γ₀ is the group's lr when it was created, kept in the group as ``initial_lr`` (the key
     torch's schedulers use for the same thing), so a schedule scales the final lr with γ.
 
-    Args: lr γ (1e-3), betas (0.9, 0.999), final_lr (0.1), gamma ζ (1e-3, in (0, 1)), eps (1e-8),
-    weight_decay λ (0), amsbound (False).
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0, and > 0 when a group is created (default 1e-3).
+        betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
+        final_lr: the SGD learning rate both bounds converge to, >= 0 (default 0.1).
+        gamma: convergence speed ζ of the bounds, in (0, 1) (default 1e-3).
+        eps: ε added to the denominator, >= 0 (default 1e-8).
+        weight_decay: L2 penalty λ, >= 0 (default 0.0).
+        amsbound: keep the running maximum of v (AMSBound) (default False).
+
     State per parameter: ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsbound).
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.AdaBound([w], lr=1e-3, final_lr=0.1)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adabound"

@@ -21,8 +21,20 @@ class Adadelta(Optimizer):
         u_t &\leftarrow \rho u_{t-1} + (1-\rho)\Delta_t^2 \\
         \theta_t &\leftarrow \theta_{t-1} - \gamma\Delta_t
 
-    Args: lr γ (1.0), rho ρ (0.9), eps ε (1e-6), weight_decay λ (0), maximize.
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 1.0).
+        rho: decay ρ of the running averages, in [0, 1] (default 0.9).
+        eps: ε inside the square roots, >= 0 (default 1e-6).
+        weight_decay: L2 penalty λ, >= 0 (default 0.0).
+        maximize: ascend the objective instead of descending (default False).
+
     State per parameter: ``square_avg``, ``acc_delta``.
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.Adadelta([w], lr=1.0)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adadelta"

@@ -19,8 +19,21 @@ class Adagrad(Optimizer):
         s_t &\leftarrow s_{t-1} + g_t^2 \qquad (s_0 = \text{initial\_accumulator\_value}) \\
         \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma}{1 + (t-1)\eta}\,\frac{g_t}{\sqrt{s_t} + \epsilon}
 
-    Args: lr γ (1e-2), lr_decay η (0), weight_decay λ (0), initial_accumulator_value (0),
-    eps ε (1e-10), maximize. State per parameter: ``sum``.
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 1e-2).
+        lr_decay: learning-rate decay η, >= 0 (default 0.0).
+        weight_decay: L2 penalty λ, >= 0 (default 0.0).
+        initial_accumulator_value: s_0, the starting sum of squares, >= 0 (default 0.0).
+        eps: ε added to the denominator, >= 0 (default 1e-10).
+        maximize: ascend the objective instead of descending (default False).
+
+    State per parameter: ``sum``.
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.Adagrad([w], lr=0.1)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adagrad"

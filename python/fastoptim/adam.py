@@ -28,15 +28,20 @@ class Adam(Optimizer):
 
     Args:
         params: arrays, a dict name -> array, or a list of group dicts.
-        lr: γ (default 1e-3).
+        lr: learning rate γ, >= 0 (default 1e-3).
         betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
-        eps: ε (default 1e-8).
-        weight_decay: λ (default 0): an L2 penalty added to the gradient.
+        eps: ε added to the denominator, >= 0 (default 1e-8).
+        weight_decay: λ, >= 0: an L2 penalty added to the gradient, or decoupled (default 0.0).
         amsgrad: keep the running maximum of v (default False).
-        maximize: ascend the objective instead of descending.
+        maximize: ascend the objective instead of descending (default False).
         decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.Adam([w], lr=0.1)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adam"
@@ -71,9 +76,31 @@ class AdamW(Adam):
     r"""AdamW (Loshchilov & Hutter, 2019) — ``torch.optim.AdamW``: Adam with decoupled weight decay,
 
     .. math::
-        \theta_{t-1} \leftarrow \theta_{t-1}\,(1 - \gamma\lambda)
+        \theta_{t-1} &\leftarrow \theta_{t-1}\,(1 - \gamma\lambda) \\
+        g_t &\leftarrow \pm g_t \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1)\,g_t \\
+        v_t &\leftarrow \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2 \\
+        \hat v_t &\leftarrow \max(\hat v_{t-1}, v_t) \text{ (amsgrad) or } v_t \\
+        \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{\hat v_t}/\sqrt{1-\beta_2^t} + \epsilon}
 
-    before the Adam update (see :class:`Adam` for the rest). Defaults as torch: weight_decay 1e-2.
+    the decay first, then the Adam update (see :class:`Adam`). Defaults as torch: weight_decay 1e-2.
+
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 1e-3).
+        betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
+        eps: ε added to the denominator, >= 0 (default 1e-8).
+        weight_decay: decoupled weight decay λ, >= 0 (default 1e-2).
+        amsgrad: keep the running maximum of v (default False).
+        maximize: ascend the objective instead of descending (default False).
+
+    State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.AdamW([w], lr=0.1, weight_decay=1e-2)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),

@@ -28,8 +28,20 @@ class Adamax(Optimizer):
         u_t &\leftarrow \max(\beta_2 u_{t-1}, |g_t| + \epsilon) \\
         \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,\frac{m_t}{u_t}
 
-    Args: lr γ (2e-3), betas (0.9, 0.999), eps ε (1e-8), weight_decay λ (0), maximize.
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 2e-3).
+        betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
+        eps: ε added to the infinity norm, >= 0 (default 1e-8).
+        weight_decay: L2 penalty λ, >= 0 (default 0.0).
+        maximize: ascend the objective instead of descending (default False).
+
     State per parameter: ``exp_avg``, ``exp_inf``.
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.Adamax([w], lr=0.1)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adamax"
@@ -62,9 +74,23 @@ class NAdam(Optimizer):
             - \frac{\gamma\mu_{t+1}}{1-\Pi_t\mu_{t+1}}\frac{m_t}{d_t}
 
     with ``g ← ±g + λθ`` (or ``θ ← θ(1−γλ)`` when decoupled_weight_decay).
-    Args: lr γ (2e-3), betas (0.9, 0.999), eps (1e-8), weight_decay λ (0), momentum_decay ψ (4e-3),
-    decoupled_weight_decay (False), maximize.
+
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 2e-3).
+        betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
+        eps: ε added to the denominator, >= 0 (default 1e-8).
+        weight_decay: λ, >= 0: an L2 penalty, or decoupled weight decay (default 0.0).
+        momentum_decay: ψ, >= 0 (default 4e-3).
+        decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
+        maximize: ascend the objective instead of descending (default False).
+
     State per parameter: ``exp_avg``, ``exp_avg_sq``, and the scalar ``mu_product`` (Π).
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.NAdam([w], lr=0.1)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "nadam"
@@ -104,8 +130,22 @@ class RAdam(Optimizer):
         \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t \quad\text{otherwise}
 
     with ``g ← ±g + λθ`` (or ``θ ← θ(1−γλ)`` when decoupled_weight_decay).
-    Args: lr γ (1e-3), betas (0.9, 0.999), eps (1e-8), weight_decay λ (0), decoupled_weight_decay, maximize.
+
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 1e-3).
+        betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
+        eps: ε added to the denominator, >= 0 (default 1e-8).
+        weight_decay: λ, >= 0: an L2 penalty, or decoupled weight decay (default 0.0).
+        decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
+        maximize: ascend the objective instead of descending (default False).
+
     State per parameter: ``exp_avg``, ``exp_avg_sq``.
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.RAdam([w], lr=0.1)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "radam"

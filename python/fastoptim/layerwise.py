@@ -22,8 +22,19 @@ class LAMB(Optimizer):
     per parameter array; the trust ratio is 1 where either norm is 0. Norms are summed in a
     fixed order, so results are the same bits on every CPU and thread count.
 
-    Args: lr γ (1e-3), betas (0.9, 0.999), eps ε (1e-6), weight_decay λ (0).
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 1e-3).
+        betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
+        eps: ε added to the denominator, >= 0 (default 1e-6).
+        weight_decay: decoupled weight decay λ, inside the trust ratio, >= 0 (default 0.0).
+
     State per parameter: ``exp_avg``, ``exp_avg_sq``.
+
+    Example:
+        >>> w = np.ones(3, dtype=np.float32)
+        >>> opt = fo.LAMB([w], lr=0.01)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "lamb"
@@ -56,8 +67,19 @@ class LARS(Optimizer):
         v &\leftarrow \mu v + \gamma\,\ell\,(g + \lambda w) \\
         w &\leftarrow w - v
 
-    Args: lr γ (1.0: the trust coefficient already scales the step to η‖w‖), momentum μ (0.9),
-    weight_decay λ (0), trust_coefficient η (1e-3). State per parameter: ``momentum_buffer``.
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0; 1 since the trust coefficient already scales the step to η‖w‖ (default 1.0).
+        momentum: momentum factor μ, in [0, 1) (default 0.9).
+        weight_decay: λ, >= 0 (default 0.0).
+        trust_coefficient: η, > 0 (default 1e-3).
+
+    State per parameter: ``momentum_buffer``.
+
+    Example:
+        >>> w = np.ones(3, dtype=np.float32)
+        >>> opt = fo.LARS([w], lr=1.0, momentum=0.9)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "lars"

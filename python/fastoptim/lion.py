@@ -22,7 +22,20 @@ class Lion(Optimizer):
         m_t &\leftarrow \beta_2 m_{t-1} + (1-\beta_2) g_t
 
     Use a learning rate 3-10x smaller than AdamW's and a weight decay 3-10x larger (the paper's advice).
-    Args: lr γ (1e-4), betas (0.9, 0.99), weight_decay λ (0), maximize. State per parameter: ``exp_avg``.
+
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 1e-4).
+        betas: (β1, β2), each in [0, 1) (default (0.9, 0.99)).
+        weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
+        maximize: ascend the objective instead of descending (default False).
+
+    State per parameter: ``exp_avg``.
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.Lion([w], lr=1e-3)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "lion"

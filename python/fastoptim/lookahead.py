@@ -58,7 +58,15 @@ class Lookahead:
     ``slow`` (name -> slow weights) takes a new array of its parameter's dtype, shape and
     memory order; ``state`` is a read-only view of both.
 
-    Args: optimizer (a fastoptim optimizer), k (5), alpha α (0.5, in [0, 1]).
+    Args:
+        optimizer: the inner fastoptim optimizer, which updates the fast weights θ.
+        k: inner steps between synchronisations, an integer >= 1 (default 5).
+        alpha: slow-weights step size α, in [0, 1] (default 0.5).
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.Lookahead(fo.SGD([w], lr=0.1), k=5, alpha=0.5)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
@@ -267,8 +275,30 @@ class Lookahead:
 class Ranger(Lookahead):
     r"""Ranger (Wright, 2019): exactly ``Lookahead(RAdam(params, lr, betas, eps, weight_decay), k, alpha)``.
 
+    Every step is RAdam's (Liu et al., 2020; see :class:`RAdam`) on the fast weights θ; every k
+    steps, Lookahead's (Zhang et al., 2019) synchronisation with the slow weights φ:
+
+    .. math::
+        \theta_t &\leftarrow \operatorname{RAdam}(\theta_{t-1}, g_t) \\
+        \phi &\leftarrow \phi + \alpha\,(\theta_t - \phi),\quad \theta_t \leftarrow \phi
+            \quad\text{when } k \text{ divides } t
+
     Defaults follow the original Ranger: lr 1e-3, betas (0.95, 0.999), eps 1e-5, k 6, alpha 0.5;
     RAdam's rectification threshold is torch's (ρ_t > 5), which is Ranger's too.
+
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: RAdam's learning rate γ, >= 0 (default 1e-3).
+        betas: (β1, β2), each in [0, 1) (default (0.95, 0.999)).
+        eps: ε added to the denominator, >= 0 (default 1e-5).
+        weight_decay: L2 penalty λ, >= 0 (default 0.0).
+        k: inner steps between synchronisations, an integer >= 1 (default 6).
+        alpha: slow-weights step size α, in [0, 1] (default 0.5).
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.Ranger([w], lr=0.1)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.95, 0.999), eps: float = 1e-5,

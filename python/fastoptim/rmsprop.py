@@ -12,7 +12,7 @@ __all__ = ["RMSprop"]
 
 
 class RMSprop(Optimizer):
-    r"""RMSprop (Hinton, Coursera lecture 6e) — ``torch.optim.RMSprop``, plus ``nesterov``.
+    r"""RMSprop (Hinton, Coursera lecture 6e, 2012) — ``torch.optim.RMSprop``, plus ``nesterov``.
 
     .. math::
         g_t &\leftarrow \pm g_t + \lambda\theta_{t-1} \\
@@ -26,9 +26,23 @@ class RMSprop(Optimizer):
         &\phantom{\leftarrow}\ \theta_t \leftarrow \theta_{t-1} - \gamma (u_t + \mu b_t)
             \text{ (nesterov=True: beyond torch)}
 
-    Args: lr γ (1e-2), alpha α (0.99), eps ε (1e-8), weight_decay λ (0), momentum μ (0),
-    centered (False), maximize, nesterov (False; needs momentum > 0).
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 1e-2).
+        alpha: smoothing constant α of the running averages, in [0, 1] (default 0.99).
+        eps: ε added to the denominator, >= 0 (default 1e-8).
+        weight_decay: L2 penalty λ, >= 0 (default 0.0).
+        momentum: momentum factor μ, >= 0 (default 0.0).
+        centered: divide by the estimated variance of the gradient instead of its second moment (default False).
+        maximize: ascend the objective instead of descending (default False).
+        nesterov: Nesterov momentum, beyond torch; needs momentum > 0 (default False).
+
     State per parameter: ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.RMSprop([w], lr=0.01, momentum=0.9)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "rmsprop"

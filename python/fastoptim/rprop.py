@@ -22,8 +22,19 @@ class Rprop(Optimizer):
         g_t &\leftarrow 0 \text{ where } s < 0,\quad
             \theta_t \leftarrow \theta_{t-1} - \operatorname{sign}(g_t)\,\Delta_t
 
-    Args: lr γ (1e-2), etas (η₋, η₊) = (0.5, 1.2), step_sizes (Δmin, Δmax) = (1e-6, 50), maximize.
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, the initial step size Δ₀, >= 0 (default 1e-2).
+        etas: (η₋, η₊), with 0 < η₋ < 1 < η₊ (default (0.5, 1.2)).
+        step_sizes: (Δmin, Δmax), with 0 <= Δmin <= Δmax (default (1e-6, 50.0)).
+        maximize: ascend the objective instead of descending (default False).
+
     State per parameter: ``prev``, ``step_size``.
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.Rprop([w], lr=0.1)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "rprop"

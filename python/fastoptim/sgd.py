@@ -25,14 +25,19 @@ class SGD(Optimizer):
 
     Args:
         params: arrays, a dict name -> array, or a list of group dicts.
-        lr: learning rate γ (default 1e-3).
-        momentum: μ (default 0).
-        dampening: τ (default 0).
-        weight_decay: L2 penalty λ (default 0).
-        nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0.
-        maximize: ascend the objective instead of descending.
+        lr: learning rate γ, >= 0 (default 1e-3).
+        momentum: momentum factor μ, >= 0 (default 0.0).
+        dampening: dampening τ of the momentum, any finite real (default 0.0).
+        weight_decay: L2 penalty λ, >= 0 (default 0.0).
+        nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0 (default False).
+        maximize: ascend the objective instead of descending (default False).
 
     State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
+
+    Example:
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.SGD([w], lr=0.1, momentum=0.9)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "sgd"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The C++ entry points: the header-only example through fastoptim::kernels, and the Google
-# Benchmark microbenchmarks (built, and one short run to prove they work).
+# The C++ entry points: the header-only example through fastoptim::kernels, the C++ tests
+# (cpp/tests, through ctest), and the Google Benchmark microbenchmarks (built, and one short run
+# to prove they work).
 set -euo pipefail
 if ! dpkg -s libbenchmark-dev >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq libbenchmark-dev >/dev/null
@@ -11,8 +12,10 @@ cmake -S examples/cpp -B "$build/example" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build/example" -j 2 >/dev/null
 "$build/example/adam_quadratic"
 
-cmake -S . -B "$build/bench" -DCMAKE_BUILD_TYPE=Release -DFASTOPTIM_PYTHON=OFF -DFASTOPTIM_BENCHMARKS=ON >/dev/null
+cmake -S . -B "$build/bench" -DCMAKE_BUILD_TYPE=Release -DFASTOPTIM_PYTHON=OFF -DFASTOPTIM_BENCHMARKS=ON \
+  -DFASTOPTIM_CPP_TESTS=ON >/dev/null
 cmake --build "$build/bench" -j 2 >/dev/null
+(cd "$build/bench" && ctest --output-on-failure)  # named hyper-parameters; what must not compile
 out="$build/microbench.txt"
 "$build/bench/bench/cpp/fastoptim_microbench" --benchmark_filter='^(adam|lamb)/.*/f32/(probe/)?10000/' \
   --benchmark_min_time=0.01 | tee "$out"

@@ -24,18 +24,43 @@ namespace {
 
 using namespace fastoptim;
 
-// A benchmark setting of each rule: its hyper-parameter row, and the arrays each sweep of a step
-// reads and writes (as the Python benchmark's `passes`): the bytes it must move, and what the
-// bandwidth probe sweeps beside it.
-struct Pass {
-    int reads, writes;
-};
-
+// A benchmark setting of each rule: the hyper-parameters it sets by name (the rest keep the
+// rule's defaults). What a step reads and writes, and so what the bandwidth probe sweeps beside
+// it, comes from the rule's schema (step_passes), as in the Python benchmark.
 struct Setting {
     const char* rule;
+    std::vector<std::pair<std::string, double>> hyper;
+};
+
+const std::vector<Setting>& settings() {
+    static const std::vector<Setting> table = {
+        {"sgd", {{"momentum", 0.9}}},
+        {"adam", {}},
+        {"adagrad", {}},
+        {"adadelta", {}},
+        {"rmsprop", {}},
+        {"rprop", {}},
+        {"adamax", {}},
+        {"nadam", {}},
+        {"radam", {}},
+        {"adabound", {}},
+        {"lamb", {}},
+        {"lars", {}},
+        {"lion", {}},
+    };
+    return table;
+}
+
+// A setting made concrete: its row, the state slots it uses and the sweeps of one step.
+struct Workload {
+    const RuleInfo* rule;
     std::vector<double> row;
-    int slots_used;
+    std::vector<bool> used;
     std::vector<Pass> passes;
+
+    Workload(const RuleInfo& r, const Setting& setting)
+        : rule(&r), row(hyper_row(r, setting.hyper)), used(slots_used(r, row)),
+          passes(step_passes(r, int(std::count(used.begin(), used.end(), true)))) {}
 
     int accesses() const {
         int n = 0;
@@ -43,25 +68,6 @@ struct Setting {
         return n;
     }
 };
-
-const std::vector<Setting>& settings() {
-    static const std::vector<Setting> table = {
-        {"sgd", {1e-3, 0.9, 0.0, 0.0, 0, 0}, 1, {{3, 2}}},
-        {"adam", {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}, 2, {{4, 3}}},
-        {"adagrad", {1e-2, 0.0, 0.0, 0.0, 1e-10, 0}, 1, {{3, 2}}},
-        {"adadelta", {1.0, 0.9, 1e-6, 0.0, 0}, 2, {{4, 3}}},
-        {"rmsprop", {1e-2, 0.99, 1e-8, 0.0, 0.0, 0, 0, 0}, 1, {{3, 2}}},
-        {"rprop", {1e-2, 0.5, 1.2, 1e-6, 50.0, 0}, 2, {{4, 3}}},
-        {"adamax", {2e-3, 0.9, 0.999, 1e-8, 0.0, 0}, 2, {{4, 3}}},
-        {"nadam", {2e-3, 0.9, 0.999, 1e-8, 0.0, 4e-3, 0, 0}, 2, {{4, 3}}},
-        {"radam", {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0}, 2, {{4, 3}}},
-        {"adabound", {1e-3, 0.9, 0.999, 0.1, 1e-3, 1e-8, 0.0, 0, 1e-3}, 2, {{4, 3}}},
-        {"lamb", {1e-3, 0.9, 0.999, 1e-6, 0.0}, 2, {{4, 2}, {3, 1}}},
-        {"lars", {1.0, 0.9, 0.0, 1e-3}, 1, {{2, 0}, {3, 2}}},
-        {"lion", {1e-4, 0.9, 0.99, 0.0, 0}, 1, {{3, 2}}},
-    };
-    return table;
-}
 
 template <class T>
 struct Arrays {
@@ -72,11 +78,16 @@ struct Arrays {
     std::vector<double> partials;
     std::vector<T> ratios{T(1)};
 
-    Arrays(index_t n, int slots) : storage(2 + slots, std::vector<T>(std::size_t(n), T(0.5))) {
+    // p, g and one array per used state slot, at the slot's place in ArrayRef::state.
+    Arrays(index_t n, const std::vector<bool>& used) : storage(2, std::vector<T>(std::size_t(n), T(0.5))) {
+        for (bool u : used)
+            if (u) storage.emplace_back(std::size_t(n), T(0.5));
         ArrayRef<T> ref;
         ref.param = storage[0].data();
         ref.grad = storage[1].data();
-        for (int s = 0; s < slots; ++s) ref.state[s] = storage[2 + s].data();
+        std::size_t next = 2;
+        for (std::size_t s = 0; s < used.size(); ++s)
+            if (used[s]) ref.state[s] = storage[next++].data();
         ref.size = n;
         ref.ratio = ratios.data();
         refs.push_back(ref);
@@ -100,11 +111,12 @@ struct Arrays {
 };
 
 template <class T>
-void run_step(benchmark::State& state, const Target* target, const RuleInfo* rule, const Setting* setting, int threads) {
+void run_step(benchmark::State& state, const Target* target, const Workload* setting, int threads) {
+    const RuleInfo* rule = setting->rule;
     const index_t n = state.range(0);
     const index_t prefetch_above = default_prefetch_above();  // as the extension's default
-    Arrays<T> arrays(n, setting->slots_used);
-    Arrays<T> none(0, 0);
+    Arrays<T> arrays(n, setting->used);
+    Arrays<T> none(0, {});
     std::vector<double> coeffs32(rule->coeffs_f32_size / sizeof(double) + 1), coeffs64(rule->coeffs_f64_size / sizeof(double) + 1);
     std::vector<double> scalars(rule->scalar_init);
     std::int64_t step = 0;
@@ -129,7 +141,7 @@ void run_step(benchmark::State& state, const Target* target, const RuleInfo* rul
 // writes as many arrays of n elements, on the same threads. A rule's bytes per second over the
 // probe's is its share of what the machine gives a step (CPU-bound rules fall short in cache).
 template <class T>
-void run_probe(benchmark::State& state, const Target* target, const Setting* setting, int threads) {
+void run_probe(benchmark::State& state, const Target* target, const Workload* setting, int threads) {
     const index_t n = state.range(0);
     int most = 0;
     for (const Pass& p : setting->passes) most = std::max(most, p.reads);
@@ -163,21 +175,20 @@ int default_threads() {
 
 int main(int argc, char** argv) {
     const int threads = default_threads();
+    std::vector<Workload> workloads;
+    for (const Setting& setting : settings())
+        if (const RuleInfo* rule = find_rule(setting.rule)) workloads.emplace_back(*rule, setting);
     for (const Target& target : built_targets()) {
         if (!target.supported) continue;
-        for (const Setting& setting : settings()) {
-            const RuleInfo* rule = nullptr;
-            for (const RuleInfo& r : rule_table())
-                if (r.name == setting.rule) rule = &r;
-            if (rule == nullptr) continue;
+        for (const Workload& workload : workloads) {
             for (const char* dtype : {"f32", "f64"}) {
                 const bool f32 = std::string(dtype) == "f32";
-                const std::string name = std::string(setting.rule) + "/" + target.name + "/" + dtype;
-                auto* step = f32 ? benchmark::RegisterBenchmark(name.c_str(), run_step<float>, &target, rule, &setting, threads)
-                                 : benchmark::RegisterBenchmark(name.c_str(), run_step<double>, &target, rule, &setting, threads);
+                const std::string name = workload.rule->name + "/" + target.name + "/" + dtype;
+                auto* step = f32 ? benchmark::RegisterBenchmark(name.c_str(), run_step<float>, &target, &workload, threads)
+                                 : benchmark::RegisterBenchmark(name.c_str(), run_step<double>, &target, &workload, threads);
                 const std::string probe_name = name + "/probe";
-                auto* probe = f32 ? benchmark::RegisterBenchmark(probe_name.c_str(), run_probe<float>, &target, &setting, threads)
-                                  : benchmark::RegisterBenchmark(probe_name.c_str(), run_probe<double>, &target, &setting, threads);
+                auto* probe = f32 ? benchmark::RegisterBenchmark(probe_name.c_str(), run_probe<float>, &target, &workload, threads)
+                                  : benchmark::RegisterBenchmark(probe_name.c_str(), run_probe<double>, &target, &workload, threads);
                 for (auto* b : {step, probe})
                     b->Arg(10000)->Arg(1000000)->Arg(10000000)->UseRealTime()->Unit(benchmark::kMicrosecond);
             }

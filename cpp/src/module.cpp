@@ -57,8 +57,31 @@ PYBIND11_MODULE(_core, m) {
         py::dict out;
         for (const RuleInfo& r : rule_table()) {
             py::dict info;
-            info["fields"] = py::tuple(py::cast(r.fields));
-            info["slots"] = r.slots;
+            py::list fields, slots;
+            for (const Field& f : r.fields) {
+                py::dict field;
+                field["name"] = f.name;
+                field["key"] = f.key;
+                field["default"] = f.default_value;
+                field["kind"] = f.kind == FieldKind::flag ? "flag" : "real";
+                field["low"] = f.range.low;
+                field["high"] = f.range.high;
+                field["low_open"] = f.range.low_open;
+                field["high_open"] = f.range.high_open;
+                field["fallback"] = f.fallback == nullptr ? py::object(py::none()) : py::object(py::str(f.fallback));
+                fields.append(field);
+            }
+            for (const Slot& s : r.slots) {
+                static const char* const shapes[] = {"like_param", "per_row", "per_column", "scalar"};
+                py::dict slot;
+                slot["name"] = s.name;
+                slot["needed_when"] = s.needed_when == nullptr ? py::object(py::none()) : py::object(py::str(s.needed_when));
+                slot["seeded"] = s.seeded;
+                slot["shape"] = shapes[int(s.shape)];
+                slots.append(slot);
+            }
+            info["fields"] = py::tuple(fields);
+            info["slots"] = py::tuple(slots);
             info["scalars"] = py::tuple(py::cast(r.scalar_names));
             info["scalar_init"] = py::tuple(py::cast(r.scalar_init));
             info["scalar_low"] = py::tuple(py::cast(r.scalar_low));
@@ -68,7 +91,17 @@ PYBIND11_MODULE(_core, m) {
             out[py::str(r.name)] = info;
         }
         return out;
-    }, "name -> what the Python layer needs to know of every native rule");
+    }, "name -> what the Python layer needs to know of every native rule: its schema (fields, slots) and more");
+
+    m.def("step_passes", [](const std::string& rule, int slots_used) {
+        const RuleInfo* info = find_rule(rule);
+        if (info == nullptr) throw py::value_error("unknown rule '" + rule + "'");
+        if (slots_used < 0 || slots_used > int(info->slots.size())) throw py::value_error("slots_used out of range");
+        py::list out;
+        for (const Pass& p : step_passes(*info, slots_used)) out.append(py::make_tuple(p.reads, p.writes));
+        return out;
+    }, py::arg("rule"), py::arg("slots_used"),
+       "the (reads, writes) of each sweep of one step: the arrays it moves per element");
 
     m.def("targets", [] {
         py::list out;

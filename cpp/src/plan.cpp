@@ -8,16 +8,14 @@
 #include <cmath>
 
 #include "runtime.hpp"
-#include "thread_placement.hpp"
 
 namespace fastoptim {
 namespace {
 
 using npy = py::detail::npy_api;
 
-const RuleInfo& find_rule(const std::string& name) {
-    for (const RuleInfo& r : rule_table())
-        if (r.name == name) return r;
+const RuleInfo& rule_named(const std::string& name) {
+    if (const RuleInfo* rule = find_rule(name)) return *rule;
     throw py::value_error("unknown rule '" + name + "'");
 }
 
@@ -75,12 +73,14 @@ Work<T> Plan::Arrays<T>::work() {
 
 Plan::Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
            py::list names, int group_count, std::vector<std::string> slot_names)
-    : rule_(&find_rule(rule)), group_count_(group_count), slot_names_(std::move(slot_names)) {
+    : rule_(&rule_named(rule)), group_count_(group_count), slot_names_(std::move(slot_names)) {
     const std::size_t n = params.size();
     if (states.size() != n || groups.size() != n || names.size() != n)
         throw py::value_error("Plan: params, states, groups and names differ in length");
     if (group_count < 0) throw py::value_error("Plan: negative group count");
-    if (int(slot_names_.size()) != rule_->slots) throw py::value_error("Plan: one slot name per state slot expected");
+    if (slot_names_.size() != rule_->slots.size()) throw py::value_error("Plan: one slot name per state slot expected");
+    for (std::size_t s = 0; s < slot_names_.size(); ++s)
+        if (slot_names_[s] != rule_->slots[s].name) throw py::value_error("Plan: slot " + slot_names_[s] + " is not the rule's");
     struct Extent {
         const char *begin, *end;
         std::size_t param;
@@ -97,10 +97,10 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         p.record = ArrayRecord(p.array.ptr());
         if (groups[i] < 0 || groups[i] >= group_count) throw py::value_error("Plan: group index out of range");
         py::list slots = states[i];
-        if (int(slots.size()) != rule_->slots) throw py::value_error("Plan: wrong number of state slots");
+        if (slots.size() != rule_->slots.size()) throw py::value_error("Plan: wrong number of state slots");
         const bool is_double = p.record.is_double();
         const ArrayNeeds state_needs{is_double ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &p.record.shape(), p.record.order(), true};
-        for (int s = 0; s < rule_->slots; ++s) {
+        for (int s = 0; s < int(rule_->slots.size()); ++s) {
             if (slots[s].is_none()) continue;
             py::object st = slots[s];
             const std::string state_problem = array_problem(st.ptr(), state_needs);
@@ -168,7 +168,7 @@ void Plan::set_hyper(int group, const std::vector<double>& row) {
     if (group < 0 || group >= group_count_) throw py::index_error("group index out of range");
     if (row.size() != rule_->fields.size()) throw py::value_error("hyper-parameter row of the wrong length");
     for (std::size_t k = 0; k < row.size(); ++k)  // the Python layer validated them; a race must not slip through
-        if (!std::isfinite(row[k])) throw py::value_error(rule_->fields[k] + " must be finite");
+        if (!std::isfinite(row[k])) throw py::value_error(std::string(rule_->fields[k].name) + " must be finite");
     std::copy(row.begin(), row.end(), hyper_.begin() + std::ptrdiff_t(group * row.size()));
 }
 
@@ -334,36 +334,37 @@ void Plan::apply() {
 }
 
 void Plan::run() {
+    fold_step();
+    const ThreadPolicy::Decision decision = threads_.decide();
+    const StepRequest request{rule_->id, f32_.work(), f64_.work(), decision.threads, prefetch_above()};
+    double seconds;
+    {
+        py::gil_scoped_release unlocked;
+        const auto start = std::chrono::steady_clock::now();
+        threads_.enter(decision);
+        const PieceCounts counts = current_target().step(request);
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        threads_.leave(decision, counts, seconds);
+    }
+    record_step(seconds);
+}
+
+void Plan::fold_step() {
     const std::size_t fields = rule_->fields.size(), n_scalars = rule_->scalar_names.size();
-    std::vector<double>& next = scratch_scalars_;
-    next = scalars_;  // advanced here, kept only once the step has run
+    scratch_scalars_ = scalars_;  // advanced here, kept only once the step has run
     for (int k = 0; k < group_count_; ++k) {
         const double* row = hyper_.data() + k * fields;
-        double* scalars = next.data() + k * n_scalars;
+        double* scalars = scratch_scalars_.data() + k * n_scalars;
         const Clock clock{steps_done_[k] + 1, fresh_[k] != 0, scalars};
         rule_->advance(row, clock, scalars);
         rule_->fold(row, clock, reinterpret_cast<char*>(f32_.coeffs.data()) + k * rule_->coeffs_f32_size,
                     reinterpret_cast<char*>(f64_.coeffs.data()) + k * rule_->coeffs_f64_size);
     }
-    const bool cold = step_is_cold();
-    const int requested = num_threads();
-    const int threads = backoff_.threads_for_step(requested, cold);
-    steps_alone_ += threads < requested;
-    const StepRequest request{rule_->id, f32_.work(), f64_.work(), threads, prefetch_above()};
-    PieceCounts counts;
-    double seconds;
-    {
-        py::gil_scoped_release unlocked;
-        const auto start = std::chrono::steady_clock::now();
-        place_workers(threads);
-        counts = current_target().step(request);
-        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        note_step_end();
-    }
-    backoff_.record(cold, counts, seconds);
+}
+
+void Plan::record_step(double seconds) {
     last_seconds_ = seconds;
-    last_threads_ = counts.parallel ? threads : 1;
-    scalars_.swap(next);
+    scalars_.swap(scratch_scalars_);
     for (int k = 0; k < group_count_; ++k) {
         ++steps_done_[k];
         fresh_[k] = 0;

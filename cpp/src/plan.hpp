@@ -16,7 +16,7 @@
 
 #include "array_check.hpp"
 #include "rule_table.hpp"
-#include "thread_backoff.hpp"
+#include "thread_policy.hpp"
 
 namespace fastoptim {
 
@@ -43,8 +43,8 @@ public:
     void apply();                 // rules that do not (Lookahead's synchronisation)
     void check() const { check_arrays(); }  // ValueError if a parameter or state array changed in place
     bool busy() const { return busy_; }  // a step is running (another thread's, or the caller's own)
-    int last_threads() const { return last_threads_; }  // threads the last step's update ran on
-    std::int64_t steps_alone() const { return steps_alone_; }  // steps the backoff kept to one thread
+    int last_threads() const { return threads_.last_threads(); }  // threads the last step's update ran on
+    std::int64_t steps_alone() const { return threads_.steps_alone(); }  // steps the backoff kept to one thread
     double last_seconds() const { return last_seconds_; }  // the last step's kernels (and thread placement)
 
 private:
@@ -88,7 +88,9 @@ private:
     bool overlaps_owned_memory(const char* begin, const char* end) const;
     void check_group(int group) const;
     void check_clocks() const;
-    void run();  // fold this step's constants, run the kernels, advance the clocks
+    void run();  // fold -> thread policy -> the target's kernels -> record
+    void fold_step();  // this step's constants of every group, and its running scalars (not kept yet)
+    void record_step(double seconds);  // the step has run: keep the scalars, advance the clocks
 
     const RuleInfo* rule_;
     std::vector<Param> params_;
@@ -107,10 +109,8 @@ private:
     std::vector<py::object> grads_;       // this step's gradients, held until the kernels return
     BufferGuard grad_buffers_;            // and kept from being freed or resized meanwhile
     bool busy_ = false;
-    ThreadBackoff backoff_;
-    int last_threads_ = 0;
+    ThreadPolicy threads_;
     double last_seconds_ = 0;
-    std::int64_t steps_alone_ = 0;
 };
 
 }  // namespace fastoptim

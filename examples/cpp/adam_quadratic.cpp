@@ -13,8 +13,8 @@ int main() {
         a[i] = 0.5f + 1.5f * float(i) / float(n);
         c[i] = std::sin(float(i));
     }
-    // lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled (fastoptim::Adam::fields)
-    fastoptim::Adam::Hyper hyper{0.05, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0};
+    fastoptim::Adam::Hyper hyper;  // torch.optim.Adam's defaults; set what differs by name
+    hyper.lr = 0.05;
     fastoptim::ArrayRef<float> arrays;
     arrays.param = x.data();
     arrays.grad = grad.data();

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "config.hpp"
+#include "schema.hpp"
 
 namespace fastoptim {
 
@@ -37,6 +38,22 @@ struct Clock {
 };
 
 FASTOPTIM_TARGET_BEGIN
+
+// How a rule's update reads and writes elements [i, i + V::width) of its arrays. Every rule goes
+// through these, never through the pointers: how a slot is stored (today, as the parameter's
+// type) can then change in one place, without touching any rule.
+template <class V, class T>
+FASTOPTIM_INLINE V load_param(const ArrayRef<T>& a, index_t i) { return V::load(a.param + i); }
+template <class V, class T>
+FASTOPTIM_INLINE V load_grad(const ArrayRef<T>& a, index_t i) { return V::load(a.grad + i); }
+template <class V, class T>
+FASTOPTIM_INLINE V load_state(const ArrayRef<T>& a, int slot, index_t i) { return V::load(a.state[slot] + i); }
+template <class T, class V>
+FASTOPTIM_INLINE void store_param(const ArrayRef<T>& a, index_t i, const V& value) { value.store(a.param + i); }
+template <class T, class V>
+FASTOPTIM_INLINE void store_state(const ArrayRef<T>& a, int slot, index_t i, const V& value) {
+    value.store(a.state[slot] + i);
+}
 
 // What a rule has unless it says otherwise: no per-group running scalars, no norms, and a
 // gradient to read. Rules derive from it and override what they need.

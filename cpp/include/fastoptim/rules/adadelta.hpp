@@ -10,22 +10,43 @@
 #include <array>
 
 #include "../rule.hpp"
+#include "../schema.hpp"
 #include "../vec.hpp"
 
 namespace fastoptim {
+
+// Adadelta's hyper-parameters, set by name from torch.optim.Adadelta's defaults: `Adadelta::Hyper h; h.lr = 0.01;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct AdadeltaHyper {
+    double lr = 1.0;
+    double rho = 0.9;
+    double eps = 1e-6;
+    double weight_decay = 0.0;
+    double maximize = 0.0;
+    constexpr AdadeltaHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What Adadelta's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct AdadeltaCoeffs {
+    T lr, rho, one_minus_rho, eps, weight_decay, grad_sign;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct Adadelta : RuleBase {
     static constexpr const char* name = "adadelta";
-    static constexpr std::array<const char*, 5> fields = {"lr", "rho", "eps", "weight_decay", "maximize"};
-    static constexpr int slots = 2;  // square_avg, acc_delta
-    struct Hyper {
-        double lr, rho, eps, weight_decay, maximize;
-    };
+    using Hyper = AdadeltaHyper;
+    static constexpr std::array<Field, 5> fields = {{
+        FASTOPTIM_FIELD(Hyper, lr, "lr", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, rho, "rho", closed(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, eps, "eps", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
+        FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
+    }};
+    static constexpr std::array<Slot, 2> slots = {{{"square_avg"}, {"acc_delta"}}};
     template <class T>
-    struct Coeffs {
-        T lr, rho, one_minus_rho, eps, weight_decay, grad_sign;
-    };
+    using Coeffs = AdadeltaCoeffs<T>;
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock&) {
@@ -34,15 +55,15 @@ struct Adadelta : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        V p = V::load(a.param + i);
-        V g = V::load(a.grad + i) * V(c.grad_sign);
+        V p = load_param<V>(a, i);
+        V g = load_grad<V>(a, i) * V(c.grad_sign);
         if (c.weight_decay != T(0)) g = g + V(c.weight_decay) * p;
-        const V s = V(c.rho) * V::load(a.state[0] + i) + V(c.one_minus_rho) * (g * g);
-        const V u = V::load(a.state[1] + i);
+        const V s = V(c.rho) * load_state<V>(a, 0, i) + V(c.one_minus_rho) * (g * g);
+        const V u = load_state<V>(a, 1, i);
         const V delta = sqrt(u + V(c.eps)) / sqrt(s + V(c.eps)) * g;
-        s.store(a.state[0] + i);
-        (V(c.rho) * u + V(c.one_minus_rho) * (delta * delta)).store(a.state[1] + i);
-        (p - V(c.lr) * delta).store(a.param + i);
+        store_state(a, 0, i, s);
+        store_state(a, 1, i, V(c.rho) * u + V(c.one_minus_rho) * (delta * delta));
+        store_param(a, i, p - V(c.lr) * delta);
     }
 };
 

@@ -9,24 +9,46 @@
 #include <cmath>
 
 #include "../rule.hpp"
+#include "../schema.hpp"
 #include "../vec.hpp"
 
 namespace fastoptim {
+
+// Adagrad's hyper-parameters, set by name from torch.optim.Adagrad's defaults: `Adagrad::Hyper h; h.lr = 0.01;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct AdagradHyper {
+    double lr = 1e-2;
+    double lr_decay = 0.0;
+    double weight_decay = 0.0;
+    double initial_accumulator_value = 0.0;
+    double eps = 1e-10;
+    double maximize = 0.0;
+    constexpr AdagradHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What Adagrad's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct AdagradCoeffs {
+    T grad_sign, weight_decay, initial, clr, eps;
+    bool fresh;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct Adagrad : RuleBase {
     static constexpr const char* name = "adagrad";
-    static constexpr std::array<const char*, 6> fields = {
-        "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"};
-    static constexpr int slots = 1;  // sum
-    struct Hyper {
-        double lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize;
-    };
+    using Hyper = AdagradHyper;
+    static constexpr std::array<Field, 6> fields = {{
+        FASTOPTIM_FIELD(Hyper, lr, "lr", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, lr_decay, "lr_decay", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, initial_accumulator_value, "initial_accumulator_value", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, eps, "eps", at_least(0.0)),
+        FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
+    }};
+    static constexpr std::array<Slot, 1> slots = {{{"sum", nullptr, true}}};
     template <class T>
-    struct Coeffs {
-        T grad_sign, weight_decay, initial, clr, eps;
-        bool fresh;
-    };
+    using Coeffs = AdagradCoeffs<T>;
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock& clock) {
@@ -42,12 +64,12 @@ struct Adagrad : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        V p = V::load(a.param + i);
-        V g = V::load(a.grad + i) * V(c.grad_sign);
+        V p = load_param<V>(a, i);
+        V g = load_grad<V>(a, i) * V(c.grad_sign);
         if (c.weight_decay != T(0)) g = g + V(c.weight_decay) * p;
-        const V s = (c.fresh ? V(c.initial) : V::load(a.state[0] + i)) + g * g;
-        s.store(a.state[0] + i);
-        (p - V(c.clr) * g / (sqrt(s) + V(c.eps))).store(a.param + i);
+        const V s = (c.fresh ? V(c.initial) : load_state<V>(a, 0, i)) + g * g;
+        store_state(a, 0, i, s);
+        store_param(a, i, p - V(c.clr) * g / (sqrt(s) + V(c.eps)));
     }
 };
 

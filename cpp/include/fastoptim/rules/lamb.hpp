@@ -13,25 +13,46 @@
 #include <cmath>
 
 #include "../rule.hpp"
+#include "../schema.hpp"
 #include "../vec.hpp"
 
 namespace fastoptim {
+
+// Lamb's hyper-parameters, set by name from You et al. 2020's defaults: `Lamb::Hyper h; h.lr = 0.01;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct LambHyper {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-6;
+    double weight_decay = 0.0;
+    constexpr LambHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What Lamb's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct LambCoeffs {
+    T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bias1, inv_bias2, eps, weight_decay;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct Lamb : RuleBase {
     static constexpr const char* name = "lamb";
-    static constexpr std::array<const char*, 5> fields = {"lr", "beta1", "beta2", "eps", "weight_decay"};
-    static constexpr int slots = 2;  // exp_avg, exp_avg_sq
+    using Hyper = LambHyper;
+    static constexpr std::array<Field, 5> fields = {{
+        FASTOPTIM_FIELD(Hyper, lr, "lr", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, beta1, "betas[0]", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, beta2, "betas[1]", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, eps, "eps", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
+    }};
+    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, {"exp_avg_sq"}}};
     static constexpr int norms = 2;  // ‖p‖, ‖r‖
     static constexpr int measured_slots = 2;  // the norm pass advances m and v
     static constexpr bool update_reads_grad = false;  // the update pass reads p, m and v
-    struct Hyper {
-        double lr, beta1, beta2, eps, weight_decay;
-    };
     template <class T>
-    struct Coeffs {
-        T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bias1, inv_bias2, eps, weight_decay;
-    };
+    using Coeffs = LambCoeffs<T>;
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock& clock) {
@@ -48,11 +69,11 @@ struct Lamb : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void measure(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i, V* squares) {
-        const V p = V::load(a.param + i), g = V::load(a.grad + i);
-        const V m = V(c.beta1) * V::load(a.state[0] + i) + V(c.one_minus_beta1) * g;
-        const V v = V(c.beta2) * V::load(a.state[1] + i) + V(c.one_minus_beta2) * (g * g);
-        m.store(a.state[0] + i);
-        v.store(a.state[1] + i);
+        const V p = load_param<V>(a, i), g = load_grad<V>(a, i);
+        const V m = V(c.beta1) * load_state<V>(a, 0, i) + V(c.one_minus_beta1) * g;
+        const V v = V(c.beta2) * load_state<V>(a, 1, i) + V(c.one_minus_beta2) * (g * g);
+        store_state(a, 0, i, m);
+        store_state(a, 1, i, v);
         const V r = direction(c, p, m, v);
         squares[0] = p * p;
         squares[1] = r * r;
@@ -65,9 +86,9 @@ struct Lamb : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        const V p = V::load(a.param + i);
-        const V r = direction(c, p, V::load(a.state[0] + i), V::load(a.state[1] + i));
-        (p - V(c.lr * *a.ratio) * r).store(a.param + i);
+        const V p = load_param<V>(a, i);
+        const V r = direction(c, p, load_state<V>(a, 0, i), load_state<V>(a, 1, i));
+        store_param(a, i, p - V(c.lr * *a.ratio) * r);
     }
 };
 

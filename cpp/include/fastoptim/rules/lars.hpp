@@ -8,24 +8,43 @@
 #include <array>
 
 #include "../rule.hpp"
+#include "../schema.hpp"
 #include "../vec.hpp"
 
 namespace fastoptim {
+
+// Lars's hyper-parameters, set by name from You, Gitman & Ginsburg 2017's defaults: `Lars::Hyper h; h.lr = 0.01;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct LarsHyper {
+    double lr = 1.0;
+    double momentum = 0.9;
+    double weight_decay = 0.0;
+    double trust_coefficient = 1e-3;
+    constexpr LarsHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What Lars's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct LarsCoeffs {
+    T lr, momentum, weight_decay;
+    double trust_coefficient, weight_decay_wide;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct Lars : RuleBase {
     static constexpr const char* name = "lars";
-    static constexpr std::array<const char*, 4> fields = {"lr", "momentum", "weight_decay", "trust_coefficient"};
-    static constexpr int slots = 1;  // momentum_buffer
+    using Hyper = LarsHyper;
+    static constexpr std::array<Field, 4> fields = {{
+        FASTOPTIM_FIELD(Hyper, lr, "lr", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, momentum, "momentum", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, trust_coefficient, "trust_coefficient", above(0.0)),
+    }};
+    static constexpr std::array<Slot, 1> slots = {{{"momentum_buffer"}}};
     static constexpr int norms = 2;  // ‖w‖, ‖g‖
-    struct Hyper {
-        double lr, momentum, weight_decay, trust_coefficient;
-    };
     template <class T>
-    struct Coeffs {
-        T lr, momentum, weight_decay;
-        double trust_coefficient, weight_decay_wide;
-    };
+    using Coeffs = LarsCoeffs<T>;
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock&) {
@@ -34,7 +53,7 @@ struct Lars : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void measure(const Coeffs<T>&, const ArrayRef<T>& a, index_t i, V* squares) {
-        const V w = V::load(a.param + i), g = V::load(a.grad + i);
+        const V w = load_param<V>(a, i), g = load_grad<V>(a, i);
         squares[0] = w * w;
         squares[1] = g * g;
     }
@@ -47,10 +66,10 @@ struct Lars : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        const V w = V::load(a.param + i), g = V::load(a.grad + i);
-        const V v = V(c.momentum) * V::load(a.state[0] + i) + V(c.lr * *a.ratio) * (g + V(c.weight_decay) * w);
-        v.store(a.state[0] + i);
-        (w - v).store(a.param + i);
+        const V w = load_param<V>(a, i), g = load_grad<V>(a, i);
+        const V v = V(c.momentum) * load_state<V>(a, 0, i) + V(c.lr * *a.ratio) * (g + V(c.weight_decay) * w);
+        store_state(a, 0, i, v);
+        store_param(a, i, w - v);
     }
 };
 

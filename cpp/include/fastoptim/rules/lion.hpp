@@ -8,22 +8,43 @@
 #include <array>
 
 #include "../rule.hpp"
+#include "../schema.hpp"
 #include "../vec.hpp"
 
 namespace fastoptim {
+
+// Lion's hyper-parameters, set by name from Chen et al. 2023's defaults: `Lion::Hyper h; h.lr = 0.01;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct LionHyper {
+    double lr = 1e-4;
+    double beta1 = 0.9;
+    double beta2 = 0.99;
+    double weight_decay = 0.0;
+    double maximize = 0.0;
+    constexpr LionHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What Lion's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct LionCoeffs {
+    T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, weight_decay, grad_sign;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct Lion : RuleBase {
     static constexpr const char* name = "lion";
-    static constexpr std::array<const char*, 5> fields = {"lr", "beta1", "beta2", "weight_decay", "maximize"};
-    static constexpr int slots = 1;  // exp_avg
-    struct Hyper {
-        double lr, beta1, beta2, weight_decay, maximize;
-    };
+    using Hyper = LionHyper;
+    static constexpr std::array<Field, 5> fields = {{
+        FASTOPTIM_FIELD(Hyper, lr, "lr", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, beta1, "betas[0]", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, beta2, "betas[1]", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
+        FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
+    }};
+    static constexpr std::array<Slot, 1> slots = {{{"exp_avg"}}};
     template <class T>
-    struct Coeffs {
-        T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, weight_decay, grad_sign;
-    };
+    using Coeffs = LionCoeffs<T>;
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock&) {
@@ -33,12 +54,12 @@ struct Lion : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        const V p = V::load(a.param + i);
-        const V g = V::load(a.grad + i) * V(c.grad_sign);
-        const V m = V::load(a.state[0] + i);
+        const V p = load_param<V>(a, i);
+        const V g = load_grad<V>(a, i) * V(c.grad_sign);
+        const V m = load_state<V>(a, 0, i);
         const V direction = sign(V(c.beta1) * m + V(c.one_minus_beta1) * g);
-        (p - V(c.lr) * (direction + V(c.weight_decay) * p)).store(a.param + i);
-        (V(c.beta2) * m + V(c.one_minus_beta2) * g).store(a.state[0] + i);
+        store_param(a, i, p - V(c.lr) * (direction + V(c.weight_decay) * p));
+        store_state(a, 0, i, V(c.beta2) * m + V(c.one_minus_beta2) * g);
     }
 };
 

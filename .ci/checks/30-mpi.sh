@@ -14,14 +14,12 @@ if ! python -m pip install --quiet mpi4py mpich; then
 fi
 python -c 'from mpi4py import MPI; print("MPI:", MPI.Get_library_version().splitlines()[0])'
 
-flags=()
-if mpiexec --version 2>&1 | grep -qi "open mpi"; then
-  flags=(--oversubscribe)
-  [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
-fi
+# The one mpiexec finder (also the tests' and the benchmark's): Open MPI's flags included.
+words=$(python -m fastoptim.distributed.launcher)
+mapfile -t mpiexec <<<"$words"
 for n in 2 3; do
-  echo "-- mpiexec -n $n python tests/mpi/check_distributed.py"
-  timeout --kill-after=10 300 mpiexec "${flags[@]}" -n "$n" python tests/mpi/check_distributed.py --size "$n"
+  echo "-- ${mpiexec[*]} -n $n python tests/mpi/check_distributed.py"
+  timeout --kill-after=10 300 "${mpiexec[@]}" -n "$n" python tests/mpi/check_distributed.py --size "$n"
 done
 
 FASTOPTIM_REQUIRE_MPI=1 timeout --kill-after=10 600 \

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from ._core import MAX_STEPS, rules
+from ._validation import check_dtype_and_shape
 
 __all__ = ["MAX_STEPS", "Checked", "Clock", "check_state_dict", "read_hyper"]
 
@@ -150,13 +151,7 @@ def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, 
             continue
         if slot not in opt._slots:
             raise ValueError(f"{label}: {type(opt).__name__} has no state named {slot!r}")
-        if not isinstance(value, np.ndarray):
-            raise TypeError(f"{label}[{slot!r}] must be a numpy.ndarray, got {type(value).__name__}")
-        if value.dtype != param.dtype:
-            raise TypeError(f"{label}[{slot!r}] has dtype {value.dtype}; its parameter is {param.dtype}")
-        if value.shape != param.shape:
-            raise ValueError(f"{label}[{slot!r}] has shape {value.shape}; its parameter has shape {param.shape}")
-        arrays[slot] = value
+        arrays[slot] = check_dtype_and_shape(f"{label}[{slot!r}]", value, param)
     missing_slots = [s for s in needed if s not in arrays and s not in opt._seeded_slots]
     if steps > 0 and missing_slots:
         raise ValueError(f"{label} lacks {missing_slots[0]!r}, which step {steps} needs")

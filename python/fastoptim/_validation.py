@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, MutableMapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -37,15 +39,21 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def check_like_param(label: str, array: Any, param: np.ndarray) -> np.ndarray:
-    """An array the kernels read or write beside `param` (a gradient, a state array): its
-    dtype, shape and memory order, in the words of the native step's own check."""
+def check_dtype_and_shape(label: str, array: Any, param: np.ndarray) -> np.ndarray:
+    """An array of `param`'s dtype and shape (a saved state array, which is copied in)."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(array).__name__}")
     if array.dtype != param.dtype:
         raise TypeError(f"{label} has dtype {array.dtype}; its parameter is {param.dtype}")
     if array.shape != param.shape:
         raise ValueError(f"{label} has shape {_shape(array.shape)}; its parameter has shape {_shape(param.shape)}")
+    return array
+
+
+def check_like_param(label: str, array: Any, param: np.ndarray) -> np.ndarray:
+    """An array the kernels read or write beside `param` (a gradient, a state array): its
+    dtype, shape and memory order, in the words of the native step's own check."""
+    check_dtype_and_shape(label, array, param)
     fortran = param.flags.f_contiguous and not param.flags.c_contiguous
     if not (array.flags.f_contiguous if fortran else array.flags.c_contiguous):
         contiguous = array.flags.c_contiguous or array.flags.f_contiguous
@@ -62,7 +70,8 @@ def check_state_array(label: str, array: Any, param: np.ndarray) -> np.ndarray:
     return array
 
 
-def _extent(array: np.ndarray) -> tuple[int, int]:
+def extent(array: np.ndarray) -> tuple[int, int]:
+    """The addresses an array's elements span, [start, end)."""
     start = int(array.__array_interface__["data"][0])
     return start, start + array.nbytes
 
@@ -75,7 +84,7 @@ def check_disjoint(labels: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
             raise ValueError(f"{label} is the same array as {seen[id(array)]}; each parameter and state array "
                              "must be given once and share no memory")
         seen[id(array)] = label
-    spans = sorted((_extent(a) + (label,) for label, a in zip(labels, arrays) if a.nbytes), key=lambda s: s[0])
+    spans = sorted((extent(a) + (label,) for label, a in zip(labels, arrays) if a.nbytes), key=lambda s: s[0])
     for (_, end, label), (start, _, other) in zip(spans, spans[1:]):
         if start < end:
             raise ValueError(f"{label} and {other} share memory; each parameter and state array must own its elements")
@@ -104,10 +113,15 @@ def check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def check_betas(name: str, value: Any, *, count: int = 2) -> tuple[float, ...]:
-    """A tuple of `count` coefficients, each in [0, 1)."""
+def check_tuple(name: str, value: Any, count: int) -> None:
+    """A tuple (or other sequence, not a string) of `count` items."""
     if type(value) is not tuple and (not isinstance(value, Sequence) or isinstance(value, str)) or len(value) != count:
         raise TypeError(f"{name} must be a tuple of {count} numbers, got {_describe(value)}")
+
+
+def check_betas(name: str, value: Any, *, count: int = 2) -> tuple[float, ...]:
+    """A tuple of `count` coefficients, each in [0, 1)."""
+    check_tuple(name, value, count)
     return tuple(check_real(f"{name}[{i}]", b, low=0.0, high=1.0, high_open=True) for i, b in enumerate(value))
 
 
@@ -119,3 +133,66 @@ def check_int(name: str, value: Any, *, low: int | None = None) -> int:
     return int(value)
 
 
+# ---- what schedulers are given: torch-style param_groups, and hyper-parameters by name -------
+Groups = Sequence[MutableMapping[str, Any]]
+
+_ELEMENT = re.compile(r"(\w+)\[(\d+)\]")
+
+
+@lru_cache(maxsize=64)
+def split_param_name(name: str) -> tuple[str, int | None]:
+    """"lr" -> ("lr", None); "betas[1]" -> ("betas", 1): the names check_param_name accepts."""
+    match = _ELEMENT.fullmatch(name)
+    return (match.group(1), int(match.group(2))) if match else (name, None)
+
+
+def check_param_groups(optimizer: Any) -> Groups:
+    groups = getattr(optimizer, "param_groups", None)
+    if (not isinstance(groups, Sequence) or isinstance(groups, (str, bytes))
+            or not all(isinstance(g, MutableMapping) for g in groups)):
+        raise TypeError("optimizer must have a param_groups list of dicts, as fastoptim and torch optimizers "
+                        f"do; got {type(optimizer).__name__}")
+    if not groups:
+        raise ValueError("optimizer.param_groups is empty")
+    return groups
+
+
+def check_param_name(groups: Groups, name: Any) -> str:
+    """A hyper-parameter every group holds as a real number: "lr", or an element "betas[0]"."""
+    if not isinstance(name, str):
+        raise TypeError(f"param_name must be a str such as 'lr', 'weight_decay' or 'betas[0]', got "
+                        f"{type(name).__name__}")
+    key, index = split_param_name(name)
+    for i, group in enumerate(groups):
+        if key not in group:
+            raise ValueError(f"param_name={name!r}: param_groups[{i}] has no {key!r}")
+        value = group[key]
+        if index is not None:
+            if not isinstance(value, tuple):
+                raise TypeError(f"param_name={name!r}: param_groups[{i}][{key!r}] is a {type(value).__name__}, "
+                                "not a tuple")
+            if index >= len(value):
+                raise ValueError(f"param_name={name!r}: param_groups[{i}][{key!r}] has {len(value)} elements")
+            value = value[index]
+        check_real(f"param_groups[{i}][{name!r}]", value)
+    return name
+
+
+def check_per_group(name: str, value: Any, groups: Groups, **limits: Any) -> list[float]:
+    """One checked number per group, from a number or a list/tuple with one per group."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(groups):
+            raise ValueError(f"{name} has {len(value)} values; the optimizer has {len(groups)} param groups")
+        return [check_real(f"{name}[{i}]", v, **limits) for i, v in enumerate(value)]
+    return [check_real(name, value, **limits)] * len(groups)
+
+
+def check_callables_per_group(name: str, value: Any, groups: Groups) -> list[Callable[[int], float]]:
+    """One function per group, from a function or a list/tuple with one per group."""
+    fns = list(value) if isinstance(value, (list, tuple)) else [value] * len(groups)
+    if len(fns) != len(groups):
+        raise ValueError(f"{name} has {len(fns)} functions; the optimizer has {len(groups)} param groups")
+    for i, fn in enumerate(fns):
+        if not callable(fn):
+            raise TypeError(f"{name}{'' if len(fns) == 1 else f'[{i}]'} must be callable, got {type(fn).__name__}")
+    return fns

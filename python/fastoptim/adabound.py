@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._validation import check_betas, check_bool, check_real
 from .optimizer import Optimizer, ParamGroup
 
 __all__ = ["AdaBound"]
@@ -46,7 +45,6 @@ class AdaBound(Optimizer):
     """
 
     _rule = "adabound"
-    _slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0,
@@ -54,29 +52,11 @@ class AdaBound(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps,
                                       weight_decay=weight_decay, amsbound=amsbound))
 
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        check_betas("betas", group["betas"])
-        check_real("final_lr", group["final_lr"], low=0.0)
-        check_real("gamma", group["gamma"], low=0.0, low_open=True, high=1.0, high_open=True)
-        check_real("eps", group["eps"], low=0.0)
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-        check_bool("amsbound", group["amsbound"])
-        if "initial_lr" in group:
-            check_real("initial_lr", group["initial_lr"], low=0.0, low_open=True)
-        elif group["lr"] <= 0:
+    def _check_relations(self, group: Mapping[str, Any]) -> None:
+        if "initial_lr" not in group and group["lr"] <= 0:  # initial_lr falls back to lr
             raise ValueError("AdaBound needs lr > 0 when a group is created: final_lr is scaled by lr / initial lr")
 
     def _new_group(self, raw: Any, pending: Sequence[ParamGroup]) -> ParamGroup:
         group = super()._new_group(raw, pending)
         dict.setdefault(group, "initial_lr", group["lr"])
         return group
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots if group["amsbound"] else self._slots[:2]
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        b1, b2 = group["betas"]
-        return [float(group["lr"]), float(b1), float(b2), float(group["final_lr"]), float(group["gamma"]),
-                float(group["eps"]), float(group["weight_decay"]), float(group["amsbound"]),
-                float(group.get("initial_lr", group["lr"]))]

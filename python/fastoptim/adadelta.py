@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_bool, check_real
 from .optimizer import Optimizer
 
 __all__ = ["Adadelta"]
@@ -38,21 +36,7 @@ class Adadelta(Optimizer):
     """
 
     _rule = "adadelta"
-    _slots = ("square_avg", "acc_delta")
 
     def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
                  *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        check_real("rho", group["rho"], low=0.0, high=1.0)
-        check_real("eps", group["eps"], low=0.0)
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-        check_bool("maximize", group["maximize"])
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        return [float(group[k]) for k in ("lr", "rho", "eps", "weight_decay", "maximize")]

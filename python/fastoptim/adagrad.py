@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_bool, check_real
 from .optimizer import Optimizer
 
 __all__ = ["Adagrad"]
@@ -37,25 +35,8 @@ class Adagrad(Optimizer):
     """
 
     _rule = "adagrad"
-    _slots = ("sum",)
-    _seeded_slots = ("sum",)  # the first step starts from initial_accumulator_value
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        check_real("lr_decay", group["lr_decay"], low=0.0)
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-        check_real("initial_accumulator_value", group["initial_accumulator_value"], low=0.0)
-        check_real("eps", group["eps"], low=0.0)
-        check_bool("maximize", group["maximize"])
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        return [float(group[k]) for k in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
-                                          "maximize")]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_betas, check_bool, check_real
 from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
@@ -45,31 +43,12 @@ class Adam(Optimizer):
     """
 
     _rule = "adam"
-    _slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
                  maximize: bool = False, decoupled_weight_decay: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        check_betas("betas", group["betas"])
-        check_real("eps", group["eps"], low=0.0)
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-        check_bool("amsgrad", group["amsgrad"])
-        check_bool("maximize", group["maximize"])
-        check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots if group["amsgrad"] else self._slots[:2]
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        beta1, beta2 = group["betas"]
-        return [float(group["lr"]), float(beta1), float(beta2), float(group["eps"]),
-                float(group["weight_decay"]), float(group["amsgrad"]), float(group["maximize"]),
-                float(group["decoupled_weight_decay"])]
 
 
 class AdamW(Adam):
@@ -102,6 +81,8 @@ class AdamW(Adam):
         >>> opt = fo.AdamW([w], lr=0.1, weight_decay=1e-2)
         >>> opt.step([np.ones(3, dtype=np.float32)])
     """
+
+    _schema_defaults = {"weight_decay": 1e-2, "decoupled_weight_decay": True}  # Adam's rule, decoupled
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,

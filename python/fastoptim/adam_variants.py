@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_betas, check_bool, check_real
 from .optimizer import Optimizer
 
 __all__ = ["NAdam", "RAdam", "Adamax"]
-
-
-def _check_adam_like(group: Mapping[str, Any]) -> None:
-    check_real("lr", group["lr"], low=0.0)
-    check_betas("betas", group["betas"])
-    check_real("eps", group["eps"], low=0.0)
-    check_real("weight_decay", group["weight_decay"], low=0.0)
-    check_bool("maximize", group["maximize"])
 
 
 class Adamax(Optimizer):
@@ -45,22 +35,10 @@ class Adamax(Optimizer):
     """
 
     _rule = "adamax"
-    _slots = ("exp_avg", "exp_inf")
 
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        _check_adam_like(group)
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        b1, b2 = group["betas"]
-        return [float(group["lr"]), float(b1), float(b2), float(group["eps"]), float(group["weight_decay"]),
-                float(group["maximize"])]
 
 
 class NAdam(Optimizer):
@@ -94,7 +72,6 @@ class NAdam(Optimizer):
     """
 
     _rule = "nadam"
-    _slots = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
@@ -102,19 +79,6 @@ class NAdam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        _check_adam_like(group)
-        check_real("momentum_decay", group["momentum_decay"], low=0.0)
-        check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        b1, b2 = group["betas"]
-        return [float(group["lr"]), float(b1), float(b2), float(group["eps"]), float(group["weight_decay"]),
-                float(group["momentum_decay"]), float(group["decoupled_weight_decay"]), float(group["maximize"])]
 
 
 class RAdam(Optimizer):
@@ -149,21 +113,8 @@ class RAdam(Optimizer):
     """
 
     _rule = "radam"
-    _slots = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        _check_adam_like(group)
-        check_bool("decoupled_weight_decay", group["decoupled_weight_decay"])
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        b1, b2 = group["betas"]
-        return [float(group["lr"]), float(b1), float(b2), float(group["eps"]), float(group["weight_decay"]),
-                float(group["decoupled_weight_decay"]), float(group["maximize"])]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_betas, check_real
 from .optimizer import Optimizer
 
 __all__ = ["LAMB", "LARS"]
@@ -38,24 +36,10 @@ class LAMB(Optimizer):
     """
 
     _rule = "lamb"
-    _slots = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        check_betas("betas", group["betas"])
-        check_real("eps", group["eps"], low=0.0)
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        b1, b2 = group["betas"]
-        return [float(group["lr"]), float(b1), float(b2), float(group["eps"]), float(group["weight_decay"])]
 
 
 class LARS(Optimizer):
@@ -83,21 +67,8 @@ class LARS(Optimizer):
     """
 
     _rule = "lars"
-    _slots = ("momentum_buffer",)
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 1e-3) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       trust_coefficient=trust_coefficient))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        check_real("momentum", group["momentum"], low=0.0, high=1.0, high_open=True)
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-        check_real("trust_coefficient", group["trust_coefficient"], low=0.0, low_open=True)
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        return [float(group[k]) for k in ("lr", "momentum", "weight_decay", "trust_coefficient")]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_betas, check_bool, check_real
 from .optimizer import Optimizer
 
 __all__ = ["Lion"]
@@ -39,21 +37,7 @@ class Lion(Optimizer):
     """
 
     _rule = "lion"
-    _slots = ("exp_avg",)
 
     def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0, *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize))
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        check_betas("betas", group["betas"])
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-        check_bool("maximize", group["maximize"])
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        b1, b2 = group["betas"]
-        return [float(group["lr"]), float(b1), float(b2), float(group["weight_decay"]), float(group["maximize"])]

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 
 from ._core import Plan
+from ._forwarding import forwarded
 from ._memory import state_like
 from ._tracked import Edits, SlotDict
 from ._validation import check_disjoint, check_int, check_real, check_state_array
 from .adam_variants import RAdam
-from .optimizer import Optimizer, ParamGroup, _same_arrays
+from .optimizer import Optimizer, _same_arrays
 
 __all__ = ["Lookahead", "Ranger"]
 
@@ -105,13 +106,8 @@ class Lookahead:
         self._alpha = check_real("alpha", value, low=0.0, high=1.0)
         self._sync.set_hyper(0, [self._alpha])
 
-    @property
-    def param_groups(self) -> list[ParamGroup]:
-        return self.optimizer.param_groups
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return self.optimizer.defaults
+    param_groups = forwarded("param_groups", "The inner optimizer's groups, which schedules and edits act on.")
+    defaults = forwarded("defaults")
 
     @property
     def slow(self) -> SlotDict:

@@ -35,16 +35,24 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-import re
 import types
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any, ClassVar, Protocol, SupportsFloat
 
 from . import schedules
-from ._validation import check_bool, check_int, check_real
+from ._validation import (
+    Groups,
+    check_bool,
+    check_callables_per_group,
+    check_int,
+    check_param_groups,
+    check_param_name,
+    check_per_group,
+    check_real,
+    split_param_name,
+)
 
 __all__ = [
     "ChainedScheduler",
@@ -76,80 +84,19 @@ class SupportsParamGroups(Protocol):
     def param_groups(self) -> Sequence[MutableMapping[str, Any]]: ...
 
 
-Groups = Sequence[MutableMapping[str, Any]]
-
 # ---- hyper-parameters by name: "lr", "weight_decay", "betas[0]" -----------------------------
-_ELEMENT = re.compile(r"(\w+)\[(\d+)\]")
-
-
-@lru_cache(maxsize=64)
-def _split(name: str) -> tuple[str, int | None]:
-    match = _ELEMENT.fullmatch(name)
-    return (match.group(1), int(match.group(2))) if match else (name, None)
-
-
 def _read(group: Mapping[str, Any], name: str) -> Any:
-    key, index = _split(name)
+    key, index = split_param_name(name)
     return group[key] if index is None else group[key][index]
 
 
 def _write(group: MutableMapping[str, Any], name: str, value: Any) -> None:
-    key, index = _split(name)
+    key, index = split_param_name(name)
     if index is None:
         group[key] = value
     else:
         old = tuple(group[key])
         group[key] = (*old[:index], value, *old[index + 1:])
-
-
-def _groups_of(optimizer: Any) -> Groups:
-    groups = getattr(optimizer, "param_groups", None)
-    if (not isinstance(groups, Sequence) or isinstance(groups, (str, bytes))
-            or not all(isinstance(g, MutableMapping) for g in groups)):
-        raise TypeError("optimizer must have a param_groups list of dicts, as fastoptim and torch optimizers "
-                        f"do; got {type(optimizer).__name__}")
-    if not groups:
-        raise ValueError("optimizer.param_groups is empty")
-    return groups
-
-
-def _check_param_name(groups: Groups, name: Any) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"param_name must be a str such as 'lr', 'weight_decay' or 'betas[0]', got "
-                        f"{type(name).__name__}")
-    key, index = _split(name)
-    for i, group in enumerate(groups):
-        if key not in group:
-            raise ValueError(f"param_name={name!r}: param_groups[{i}] has no {key!r}")
-        value = group[key]
-        if index is not None:
-            if not isinstance(value, tuple):
-                raise TypeError(f"param_name={name!r}: param_groups[{i}][{key!r}] is a {type(value).__name__}, "
-                                "not a tuple")
-            if index >= len(value):
-                raise ValueError(f"param_name={name!r}: param_groups[{i}][{key!r}] has {len(value)} elements")
-            value = value[index]
-        check_real(f"param_groups[{i}][{name!r}]", value)
-    return name
-
-
-def _per_group(name: str, value: Any, groups: Groups, **limits: Any) -> list[float]:
-    """One checked number per group, from a number or a list/tuple with one per group."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != len(groups):
-            raise ValueError(f"{name} has {len(value)} values; the optimizer has {len(groups)} param groups")
-        return [check_real(f"{name}[{i}]", v, **limits) for i, v in enumerate(value)]
-    return [check_real(name, value, **limits)] * len(groups)
-
-
-def _per_group_callables(name: str, value: Any, groups: Groups) -> list[Callable[[int], float]]:
-    fns = list(value) if isinstance(value, (list, tuple)) else [value] * len(groups)
-    if len(fns) != len(groups):
-        raise ValueError(f"{name} has {len(fns)} functions; the optimizer has {len(groups)} param groups")
-    for i, fn in enumerate(fns):
-        if not callable(fn):
-            raise TypeError(f"{name}{'' if len(fns) == 1 else f'[{i}]'} must be callable, got {type(fn).__name__}")
-    return fns
 
 
 def _callable_state(fn: Any) -> dict[str, Any] | None:
@@ -176,7 +123,7 @@ def _momentum_name(groups: Groups, param_name: str) -> str:
     if name == param_name:
         raise ValueError(f"param_name={param_name!r} is the momentum that cycle_momentum=True cycles; "
                          "pass cycle_momentum=False")
-    return _check_param_name(groups, name)
+    return check_param_name(groups, name)
 
 
 @contextmanager
@@ -219,8 +166,8 @@ class LRScheduler:
                  _seeds: Sequence[tuple[MutableMapping[str, Any], str, Any]] = ()) -> None:
         # `_seeds`: (group, name, value) a subclass writes into the groups once it has validated
         # everything, here, where a failing first step puts every group back as it was.
-        groups = _groups_of(optimizer)
-        param_name = _check_param_name(groups, param_name)
+        groups = check_param_groups(optimizer)
+        param_name = check_param_name(groups, param_name)
         last_epoch = check_int("last_epoch", last_epoch, low=-1)
         with _restored_on_error(groups):
             for group, name, value in _seeds:
@@ -366,39 +313,35 @@ class LRScheduler:
 
 
 # ---- functions of the step -------------------------------------------------------------------
-class LambdaLR(LRScheduler):
+class _LambdaScheduler(LRScheduler):
+    """Shared by LambdaLR and MultiplicativeLR: a user function of the step, one per group."""
+
+    _callables = ("lr_lambdas",)
+
+    def __init__(self, optimizer: SupportsParamGroups,
+                 lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]], last_epoch: int = -1, *,
+                 param_name: str = "lr") -> None:
+        self.lr_lambdas = check_callables_per_group("lr_lambda", lr_lambda, check_param_groups(optimizer))
+        super().__init__(optimizer, last_epoch, param_name=param_name)
+
+
+class LambdaLR(_LambdaScheduler):
     r"""``torch.optim.lr_scheduler.LambdaLR``: :math:`\eta_t = \eta_0\,\lambda(t)`.
 
     Args:
         lr_lambda: a function of the step giving the factor, or a list with one per group.
     """
 
-    _callables = ("lr_lambdas",)
-
-    def __init__(self, optimizer: SupportsParamGroups,
-                 lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]], last_epoch: int = -1, *,
-                 param_name: str = "lr") -> None:
-        self.lr_lambdas = _per_group_callables("lr_lambda", lr_lambda, _groups_of(optimizer))
-        super().__init__(optimizer, last_epoch, param_name=param_name)
-
     def get_lr(self) -> list[float]:
         return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs)]
 
 
-class MultiplicativeLR(LRScheduler):
+class MultiplicativeLR(_LambdaScheduler):
     r"""``torch.optim.lr_scheduler.MultiplicativeLR``: :math:`\eta_t = \eta_{t-1}\,\lambda(t)` (t ≥ 1).
 
     Args:
         lr_lambda: a function of the step giving the factor, or a list with one per group.
     """
-
-    _callables = ("lr_lambdas",)
-
-    def __init__(self, optimizer: SupportsParamGroups,
-                 lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]], last_epoch: int = -1, *,
-                 param_name: str = "lr") -> None:
-        self.lr_lambdas = _per_group_callables("lr_lambda", lr_lambda, _groups_of(optimizer))
-        super().__init__(optimizer, last_epoch, param_name=param_name)
 
     def get_lr(self) -> list[float]:
         current = self._current()
@@ -720,7 +663,7 @@ class WarmupCosineLR(LRScheduler):
         if self.total_steps <= self.warmup_steps:
             raise ValueError(f"total_steps must be > warmup_steps, got total_steps={total_steps} and "
                              f"warmup_steps={warmup_steps}")
-        self.min_lrs = _per_group("min_lr", min_lr, _groups_of(optimizer), low=0.0)
+        self.min_lrs = check_per_group("min_lr", min_lr, check_param_groups(optimizer), low=0.0)
         self.warmup_start_factor = check_real("warmup_start_factor", warmup_start_factor, low=0.0, high=1.0)
         super().__init__(optimizer, last_epoch, param_name=param_name)
 
@@ -792,7 +735,7 @@ class OneCycleLR(_CyclesMomentum):
                  base_momentum: float | Sequence[float] = 0.85, max_momentum: float | Sequence[float] = 0.95,
                  div_factor: float = 25.0, final_div_factor: float = 1e4, three_phase: bool = False,
                  last_epoch: int = -1, *, param_name: str = "lr") -> None:
-        groups = _groups_of(optimizer)
+        groups = check_param_groups(optimizer)
         if total_steps is not None:
             self.total_steps = check_int("total_steps", total_steps, low=1)
         elif epochs is not None and steps_per_epoch is not None:
@@ -805,16 +748,16 @@ class OneCycleLR(_CyclesMomentum):
         self.anneal_strategy = schedules.check_choice("anneal_strategy", anneal_strategy, schedules.ANNEAL_STRATEGIES)
         div = check_real("div_factor", div_factor, low=0.0, low_open=True)
         final_div = check_real("final_div_factor", final_div_factor, low=0.0, low_open=True)
-        name = _check_param_name(groups, param_name)
+        name = check_param_name(groups, param_name)
         fresh = check_int("last_epoch", last_epoch, low=-1) == -1
-        peaks = _per_group("max_lr", max_lr, groups, low=0.0)
+        peaks = check_per_group("max_lr", max_lr, groups, low=0.0)
         self.cycle_momentum = check_bool("cycle_momentum", cycle_momentum)
         self._momentum = _momentum_name(groups, name) if self.cycle_momentum else None
         self._last_momentum = []
         seeds: list[Seed] = []
         if self._momentum is not None:
-            highs = _per_group("max_momentum", max_momentum, groups, low=0.0)
-            lows = _per_group("base_momentum", base_momentum, groups, low=0.0)
+            highs = check_per_group("max_momentum", max_momentum, groups, low=0.0)
+            lows = check_per_group("base_momentum", base_momentum, groups, low=0.0)
             if fresh:
                 seeds += _momentum_seeds(groups, self._momentum, highs, lows)
         if fresh:
@@ -874,11 +817,11 @@ class CyclicLR(_CyclesMomentum):
                  mode: str = "triangular", gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None,
                  scale_mode: str = "cycle", cycle_momentum: bool = True, base_momentum: float | Sequence[float] = 0.8,
                  max_momentum: float | Sequence[float] = 0.9, last_epoch: int = -1, *, param_name: str = "lr") -> None:
-        groups = _groups_of(optimizer)
-        name = _check_param_name(groups, param_name)
+        groups = check_param_groups(optimizer)
+        name = check_param_name(groups, param_name)
         fresh = check_int("last_epoch", last_epoch, low=-1) == -1
-        self.base_lrs = _per_group("base_lr", base_lr, groups, low=0.0)
-        self.max_lrs = _per_group("max_lr", max_lr, groups, low=0.0)
+        self.base_lrs = check_per_group("base_lr", base_lr, groups, low=0.0)
+        self.max_lrs = check_per_group("max_lr", max_lr, groups, low=0.0)
         self.step_size_up, self.step_size_down = schedules.check_cyclic_sizes(step_size_up, step_size_down)
         self.mode = schedules.check_choice("mode", mode, schedules.CYCLIC_MODES)
         self.gamma = check_real("gamma", gamma, low=0.0)
@@ -898,8 +841,8 @@ class CyclicLR(_CyclesMomentum):
         if fresh:
             seeds += [(group, name, value) for group, value in zip(groups, self.base_lrs)]
         if self._momentum is not None:
-            self.base_momentums = _per_group("base_momentum", base_momentum, groups, low=0.0)
-            self.max_momentums = _per_group("max_momentum", max_momentum, groups, low=0.0)
+            self.base_momentums = check_per_group("base_momentum", base_momentum, groups, low=0.0)
+            self.max_momentums = check_per_group("max_momentum", max_momentum, groups, low=0.0)
             if fresh:
                 seeds += _momentum_seeds(groups, self._momentum, self.max_momentums, self.base_momentums)
         super().__init__(optimizer, last_epoch, param_name=name, _seeds=seeds)
@@ -963,7 +906,7 @@ class SequentialLR(LRScheduler):
 
     def __init__(self, optimizer: SupportsParamGroups, schedulers: Sequence[LRScheduler], milestones: Sequence[int],
                  last_epoch: int = -1) -> None:
-        groups = _groups_of(optimizer)
+        groups = check_param_groups(optimizer)
         children = _check_children("SequentialLR", optimizer, schedulers)
         marks = schedules.check_milestones("milestones", milestones, strict=True, low=1)
         if len(marks) != len(children) - 1:
@@ -1032,7 +975,7 @@ class ChainedScheduler(LRScheduler):
         if bound is None and isinstance(schedulers, Sequence) and schedulers and isinstance(schedulers[0], LRScheduler):
             bound = schedulers[0].optimizer
         self._schedulers = _check_children("ChainedScheduler", bound, schedulers)
-        _groups_of(bound)
+        check_param_groups(bound)
         self.optimizer = bound
         self.param_name = self._schedulers[-1].param_name
         self._last_lr = self._current()
@@ -1085,16 +1028,16 @@ class ReduceLROnPlateau(LRScheduler):
     def __init__(self, optimizer: SupportsParamGroups, mode: str = "min", factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
                  min_lr: float | Sequence[float] = 0, eps: float = 1e-8, *, param_name: str = "lr") -> None:
-        groups = _groups_of(optimizer)
+        groups = check_param_groups(optimizer)
         self.optimizer = optimizer
-        self.param_name = _check_param_name(groups, param_name)
+        self.param_name = check_param_name(groups, param_name)
         self.mode = schedules.check_choice("mode", mode, ("min", "max"))
         self.factor = check_real("factor", factor, low=0.0, high=1.0, high_open=True)
         self.patience = check_int("patience", patience, low=0)
         self.threshold = check_real("threshold", threshold, low=0.0)
         self.threshold_mode = schedules.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
         self.cooldown = check_int("cooldown", cooldown, low=0)
-        self.min_lrs = _per_group("min_lr", min_lr, groups, low=0.0)
+        self.min_lrs = check_per_group("min_lr", min_lr, groups, low=0.0)
         self.default_min_lr = None if isinstance(min_lr, (list, tuple)) else self.min_lrs[0]
         self.eps = check_real("eps", eps, low=0.0)
         self.mode_worse = math.inf if self.mode == "min" else -math.inf

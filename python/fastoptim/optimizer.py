@@ -24,28 +24,12 @@ import numpy as np
 from ._checkpoint import Checked, Clock, check_state_dict, read_hyper
 from ._core import Plan, rules
 from ._memory import state_like
+from ._param_groups import RESERVED, raw_groups, read_group
+from ._schema import Schema, schema_of
 from ._tracked import Edits, GroupList, OptimizerState, ParamGroup, ParamList, SlotDict
-from ._validation import check_disjoint, check_param_array, check_state_array
+from ._validation import check_disjoint, check_state_array
 
 __all__ = ["Optimizer", "ParamGroup"]
-
-_RESERVED = ("params", "param_names")
-
-
-def _named_arrays(params: Any, next_index: int) -> tuple[list[Any], list[Hashable]]:
-    """Arrays and their names from a list, a dict name -> array, or (name, array) pairs."""
-    if isinstance(params, np.ndarray):
-        return [params], [next_index]
-    if isinstance(params, Mapping):
-        return list(params.values()), list(params.keys())
-    if isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
-        raise TypeError(f"params must be arrays, a dict name -> array or a list of group dicts, got "
-                        f"{type(params).__name__}")
-    items = list(params)
-    if items and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in items):
-        return [a for _, a in items], [n for n, _ in items]
-    return items, list(range(next_index, next_index + len(items)))
-
 
 class _Held(NamedTuple):
     """What the native plan was built from, to compare the user-editable containers with."""
@@ -64,8 +48,9 @@ def _same_arrays(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> bool:
 class Optimizer:
     """Base class: holds param groups and state, and steps every array in one native call.
 
-    Subclasses set ``_rule`` (the native rule), ``_slots`` (state names in the rule's slot
-    order) and implement ``_check_group``, ``_needed_slots`` and ``_row``.
+    Subclasses set ``_rule``, the native rule: its schema (``_schema.py``) gives the checks of a
+    group, its row of doubles and its state slots. A subclass adds ``_check_relations`` for
+    checks between fields, and ``_schema_defaults`` where it shares a rule under other defaults.
 
     Steps, edits and checkpoints of one optimizer from several threads are serialized. An
     optimizer pickles and deep-copies (the copy owns copies of the parameters and the state,
@@ -73,30 +58,28 @@ class Optimizer:
     """
 
     _rule: ClassVar[str]
-    _slots: ClassVar[tuple[str, ...]]
+    _schema: ClassVar[Schema]
+    # Defaults that differ from the rule's schema, for a class that shares a rule with another
+    # (AdamW: Adam's rule, with weight decay 1e-2, decoupled). Its signature states the same.
+    _schema_defaults: ClassVar[Mapping[str, Any]] = {}
+    _slots: ClassVar[tuple[str, ...]]  # the rule's state slots, in its order
     # Slots whose first step after allocation ignores what they hold (a "fresh" group): they are
     # left out of the state dict of a fresh group, and a state dict without them loads fresh.
     _seeded_slots: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_rule" in cls.__dict__:
+            cls._schema = schema_of(cls._rule)
+            cls._slots = cls._schema.slot_names
+            cls._seeded_slots = cls._schema.seeded_slots
 
     def __init__(self, params: Any, defaults: Mapping[str, Any]) -> None:
         self._check_group(read_hyper(defaults))
         self.defaults = dict(defaults)
         self._start_empty()
-        if isinstance(params, np.ndarray):
-            raise TypeError("params must be an iterable of arrays, a dict name -> array or a list of group "
-                            "dicts, not a single array: wrap it in a list")
-        if isinstance(params, Mapping) and "params" not in params:
-            raws: list[Any] = [{"params": params}]
-        elif isinstance(params, Mapping):
-            raws = [params]
-        else:
-            raws = list(params) if isinstance(params, Iterable) else [params]
-            if raws and not isinstance(raws[0], Mapping):
-                raws = [{"params": raws}]  # the list, not `params`: a generator is spent by now
-        if not raws:
-            raise ValueError("params is empty: the optimizer has nothing to update")
         groups: list[ParamGroup] = []
-        for raw in raws:
+        for raw in raw_groups(params):
             groups.append(self._new_group(raw, groups))
         self._add_groups(groups)
 
@@ -108,18 +91,22 @@ class Optimizer:
         self._plan: Any = None
         self._held = _Held((), (), (), {}, ())
 
-    # ---- what each rule provides --------------------------------------------------------
+    # ---- what each rule's schema provides ---------------------------------------------------
     def _check_group(self, group: Mapping[str, Any]) -> None:
         """Raise TypeError/ValueError naming the first invalid hyper-parameter of `group`."""
-        raise NotImplementedError
+        self._schema.check(group)
+        self._check_relations(group)
+
+    def _check_relations(self, group: Mapping[str, Any]) -> None:
+        """Checks between fields, which a schema's ranges cannot state (nesterov needs momentum)."""
 
     def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         """The state arrays this group's settings use."""
-        raise NotImplementedError
+        return self._schema.needed_slots(group)
 
     def _row(self, group: Mapping[str, Any]) -> list[float]:
         """The group's hyper-parameters as the native rule's row of doubles."""
-        raise NotImplementedError
+        return self._schema.row(group)
 
     @classmethod
     def _scalar_names(cls) -> tuple[str, ...]:
@@ -169,38 +156,17 @@ class Optimizer:
 
     def _new_group(self, raw: Any, pending: Sequence[ParamGroup]) -> ParamGroup:
         """A validated group from `raw`, beside the groups held and `pending`; nothing changes."""
-        if not isinstance(raw, Mapping):
-            raise TypeError(f"a param group must be a dict, got {type(raw).__name__}")
-        if "params" not in raw:
-            raise ValueError("a param group needs a 'params' entry")
         groups = list(self._held.groups) + list(pending)
-        next_index = sum(isinstance(n, int) for g in groups for n in g["param_names"])
-        arrays, names = _named_arrays(raw["params"], next_index)
-        if "param_names" in raw:
-            names = list(raw["param_names"])
-            if len(names) != len(arrays):
-                raise ValueError("param_names and params differ in length")
-        if not arrays:
-            raise ValueError("a param group has no parameters")
-        labels = [f"params[{n!r}]" for n in names]
-        for label, array in zip(labels, arrays):
-            check_param_array(label, array)
-        known = {n for g in groups for n in g["param_names"]}
-        for n in names:
-            if not isinstance(n, Hashable):
-                raise TypeError(f"parameter names must be hashable, got {type(n).__name__}")
-            if n in known:
-                raise ValueError(f"parameter name {n!r} is given twice")
-            known.add(n)
+        group = read_group(raw, [n for g in groups for n in g["param_names"]])
         old_labels, old_arrays = self._held_labels_and_arrays()
         for g in pending:
             old_labels += [f"params[{n!r}]" for n in g["param_names"]]
             old_arrays += list(g["params"])
-        check_disjoint(old_labels + labels, old_arrays + arrays)
-        data = {**self.defaults, **{k: v for k, v in raw.items() if k not in _RESERVED}}
+        check_disjoint(old_labels + [f"params[{n!r}]" for n in group.names], old_arrays + group.arrays)
+        data = {**self.defaults, **group.hyper}
         self._check_group(read_hyper(data))
-        data["params"] = ParamList(arrays, self._edits)
-        data["param_names"] = ParamList(names, self._edits)
+        data["params"] = ParamList(group.arrays, self._edits)
+        data["param_names"] = ParamList(group.names, self._edits)
         return ParamGroup(data, self._edits)
 
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
@@ -461,7 +427,7 @@ class Optimizer:
         self._start_empty()
         groups = []
         for raw in saved["param_groups"]:
-            data = {k: v for k, v in raw.items() if k not in _RESERVED}
+            data = {k: v for k, v in raw.items() if k not in RESERVED}
             data["params"] = ParamList(raw["params"], self._edits)
             data["param_names"] = ParamList(raw["param_names"], self._edits)
             groups.append(ParamGroup(data, self._edits))
@@ -473,7 +439,7 @@ class Optimizer:
         lines = [f"{type(self).__name__} ("]
         for index, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {index}")
-            for key in sorted(k for k in group if k not in _RESERVED):
+            for key in sorted(k for k in group if k not in RESERVED):
                 lines.append(f"    {key}: {group[key]}")
             arrays = group["params"]
             dtypes = "/".join(sorted({str(a.dtype) for a in arrays}))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_bool, check_real
 from .optimizer import Optimizer
 
 __all__ = ["RMSprop"]
@@ -46,7 +45,6 @@ class RMSprop(Optimizer):
     """
 
     _rule = "rmsprop"
-    _slots = ("square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
@@ -54,21 +52,6 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                                       centered=centered, maximize=maximize, nesterov=nesterov))
 
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        check_real("alpha", group["alpha"], low=0.0, high=1.0)
-        check_real("eps", group["eps"], low=0.0)
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-        momentum = check_real("momentum", group["momentum"], low=0.0)
-        check_bool("centered", group["centered"])
-        check_bool("maximize", group["maximize"])
-        if check_bool("nesterov", group["nesterov"]) and momentum <= 0:
+    def _check_relations(self, group: Mapping[str, Any]) -> None:
+        if group["nesterov"] and group["momentum"] <= 0:
             raise ValueError("nesterov=True needs momentum > 0")
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) + (
-            ("grad_avg",) if group["centered"] else ())
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        return [float(group[k]) for k in ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "nesterov",
-                                          "maximize")]

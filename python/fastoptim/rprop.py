@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_bool, check_real
+from ._validation import check_real
 from .optimizer import Optimizer
 
 __all__ = ["Rprop"]
@@ -38,29 +38,11 @@ class Rprop(Optimizer):
     """
 
     _rule = "rprop"
-    _slots = ("prev", "step_size")
-    _seeded_slots = ("prev", "step_size")  # the first step starts from lr and no previous sign
 
     def __init__(self, params: Any, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize))
 
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        etas, sizes = group["etas"], group["step_sizes"]
-        for name, pair in (("etas", etas), ("step_sizes", sizes)):
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise TypeError(f"{name} must be a tuple of 2 numbers, got {pair!r}")
-        check_real("etas[0]", etas[0], low=0.0, low_open=True, high=1.0, high_open=True)
-        check_real("etas[1]", etas[1], low=1.0, low_open=True)
-        low = check_real("step_sizes[0]", sizes[0], low=0.0)
-        check_real("step_sizes[1]", sizes[1], low=low)
-        check_bool("maximize", group["maximize"])
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        (eta_minus, eta_plus), (low, high) = group["etas"], group["step_sizes"]
-        return [float(group["lr"]), float(eta_minus), float(eta_plus), float(low), float(high),
-                float(group["maximize"])]
+    def _check_relations(self, group: Mapping[str, Any]) -> None:
+        low, high = group["step_sizes"]
+        check_real("step_sizes[1]", high, low=float(low))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._validation import check_bool, check_real
 from .optimizer import Optimizer
 
 __all__ = ["SGD"]
@@ -41,26 +40,12 @@ class SGD(Optimizer):
     """
 
     _rule = "sgd"
-    _slots = ("momentum_buffer",)
-    _seeded_slots = ("momentum_buffer",)  # the first step with momentum copies the gradient
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        check_real("lr", group["lr"], low=0.0)
-        momentum = check_real("momentum", group["momentum"], low=0.0)
-        dampening = check_real("dampening", group["dampening"])
-        check_real("weight_decay", group["weight_decay"], low=0.0)
-        if check_bool("nesterov", group["nesterov"]) and (momentum <= 0 or dampening != 0):
+    def _check_relations(self, group: Mapping[str, Any]) -> None:
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
-        check_bool("maximize", group["maximize"])
-
-    def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
-        return self._slots if group["momentum"] != 0 else ()
-
-    def _row(self, group: Mapping[str, Any]) -> list[float]:
-        return [float(group["lr"]), float(group["momentum"]), float(group["dampening"]),
-                float(group["weight_decay"]), float(group["nesterov"]), float(group["maximize"])]

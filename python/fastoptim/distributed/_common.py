@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._config import set_num_threads
-from .._validation import check_int, check_like_param, check_real
+from .._validation import check_int, check_like_param, check_real, extent
 
 __all__ = ["refuse_copy", "check_options", "default_num_threads", "flat", "mpi", "ordered_grads", "raise_together",
            "resolve_comm", "set_rank_threads", "step_header", "compare_signatures"]
@@ -201,16 +201,11 @@ def ordered_grads(grads: Any, names: Sequence[Hashable], params: Sequence[np.nda
     return ordered
 
 
-def _extent(array: np.ndarray) -> tuple[int, int]:
-    start = int(array.__array_interface__["data"][0])
-    return start, start + array.nbytes
-
-
 def _check_no_overlap(names: Sequence[Hashable], params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
     """The averages are written into the gradients: none may share memory with another
     gradient or with a parameter."""
-    spans = sorted([(*_extent(g), f"grads[{n!r}]") for n, g in zip(names, grads) if g.nbytes] +
-                   [(*_extent(p), f"params[{n!r}]") for n, p in zip(names, params) if p.nbytes])
+    spans = sorted([(*extent(g), f"grads[{n!r}]") for n, g in zip(names, grads) if g.nbytes] +
+                   [(*extent(p), f"params[{n!r}]") for n, p in zip(names, params) if p.nbytes])
     for (_, end, label), (start, _, other) in zip(spans, spans[1:]):
         if start < end:
             first, second = sorted((label, other))

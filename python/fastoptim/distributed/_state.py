@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_dtype_and_shape
 from ._common import f_only, flat
 
 __all__ = ["Merger", "Piece", "split"]
@@ -35,10 +36,7 @@ class _Cutter:
 
     def __call__(self, value: np.ndarray, p: int, label: str, start: int, stop: int) -> np.ndarray:
         param = self.params[p]
-        if value.dtype != param.dtype:
-            raise TypeError(f"{label} has dtype {value.dtype}; its parameter is {param.dtype}")
-        if value.shape != param.shape:
-            raise ValueError(f"{label} has shape {value.shape}; its parameter has shape {param.shape}")
+        check_dtype_and_shape(label, value, param)
         if id(value) not in self._flat:
             self._flat[id(value)] = value.reshape(-1, order="F" if f_only(param) else "C")
         return self._flat[id(value)][start:stop]

@@ -7,20 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from .._forwarding import forwarded
 from ..lookahead import Lookahead
-from ..optimizer import Optimizer, ParamGroup
-from ._common import (
-    check_options,
-    compare_signatures,
-    flat,
-    node_info,
-    ordered_grads,
-    raise_together,
-    refuse_copy,
-    resolve_comm,
-    set_rank_threads,
-    step_header,
-)
+from ..optimizer import Optimizer
+from ._base import DistributedBase
+from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, broadcast_arrays
 from ._layout import plan
 from ._signature import optimizer_items
@@ -28,7 +19,7 @@ from ._signature import optimizer_items
 __all__ = ["DistributedOptimizer"]
 
 
-class DistributedOptimizer:
+class DistributedOptimizer(DistributedBase):
     r"""Data-parallel training over MPI around any fastoptim optimizer (Lookahead included).
 
     Every rank holds the whole model and a whole optimizer. ``step(grads)`` averages each
@@ -104,26 +95,10 @@ class DistributedOptimizer:
         self._exchange = Exchange(comm, layout, self.reduction, shard=False)
 
     # ---- what the wrapped optimizer shows ---------------------------------------------------
-    @property
-    def param_groups(self) -> list[ParamGroup]:
-        """The optimizer's groups: edit them (or drive them with a scheduler) alike on every rank."""
-        return self.optimizer.param_groups
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return self.optimizer.defaults
-
-    @property
-    def state(self) -> Mapping[Hashable, Mapping[str, np.ndarray]]:
-        return self.optimizer.state
-
-    @property
-    def max_grad_norm(self) -> float | None:
-        return self._max_grad_norm
-
-    @max_grad_norm.setter
-    def max_grad_norm(self, value: float | None) -> None:
-        self._max_grad_norm = check_options(value, 1, "rank_order", None)[0]
+    param_groups = forwarded("param_groups", "The optimizer's groups: edit them (or drive them with a scheduler) "
+                             "alike on every rank.")
+    defaults = forwarded("defaults")
+    state = forwarded("state")
 
     def memory(self) -> dict[str, int]:
         """This rank's optimizer memory in bytes: ``state`` (the optimizer's state arrays) and
@@ -137,13 +112,7 @@ class DistributedOptimizer:
 
         `grads` is a dict keyed like the parameters or a list in their order; each gradient
         must be writable and have its parameter's dtype, shape and memory order."""
-        error: BaseException | None = None
-        ordered: list[np.ndarray] = []
-        try:
-            ordered = ordered_grads(grads, self._names, self._params, writable=True)
-        except (TypeError, ValueError) as caught:
-            error = caught
-        step_header(self.comm, error, self._max_grad_norm, "DistributedOptimizer.step")
+        ordered = self._checked_grads(grads, "DistributedOptimizer.step", writable=True)
         if self.comm.size == 1 and self._max_grad_norm is None:
             self.optimizer.step(ordered)
             return
@@ -184,10 +153,6 @@ class DistributedOptimizer:
         except (TypeError, ValueError) as caught:
             error = caught
         raise_together(self.comm, error, "DistributedOptimizer.load_state_dict")
-
-    def __getstate__(self) -> dict[str, Any]:
-        refuse_copy(self)
-        return {}
 
     def __repr__(self) -> str:
         inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import _core
-from .._validation import check_disjoint, check_param_array
+from .._forwarding import forwarded
+from .._param_groups import Group, raw_groups, read_group
+from .._validation import check_disjoint
 from ..lookahead import Lookahead
-from ..optimizer import Optimizer, ParamGroup, _named_arrays
-from ._common import (
-    check_options,
-    compare_signatures,
-    flat,
-    node_info,
-    ordered_grads,
-    raise_together,
-    refuse_copy,
-    resolve_comm,
-    set_rank_threads,
-    step_header,
-)
+from ..optimizer import Optimizer
+from ._base import DistributedBase
+from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, broadcast_arrays
 from ._layout import Layout, plan
 from ._signature import group_items
@@ -33,47 +25,12 @@ __all__ = ["ZeroRedundancyOptimizer"]
 _TAG = 0x5A31  # point-to-point messages of checkpoints
 
 
-def _user_groups(params: Any) -> list[tuple[dict[str, Any], list[Hashable], list[np.ndarray]]]:
-    """(hyper-parameter overrides, names, arrays) per group, from any form the optimizers take."""
-    if isinstance(params, np.ndarray):
-        raise TypeError("params must be an iterable of arrays, a dict name -> array or a list of group "
-                        "dicts, not a single array: wrap it in a list")
-    if isinstance(params, Mapping):
-        raw_groups: list[Any] = [params] if "params" in params else [{"params": params}]
-    elif isinstance(params, Iterable) and not isinstance(params, (str, bytes)):
-        raw_groups = list(params)
-        if raw_groups and not isinstance(raw_groups[0], Mapping):
-            raw_groups = [{"params": raw_groups}]
-    else:
-        raise TypeError(f"params must be arrays, a dict name -> array or a list of group dicts, got "
-                        f"{type(params).__name__}")
-    if not raw_groups:
-        raise ValueError("params is empty: the optimizer has nothing to update")
-    groups: list[tuple[dict[str, Any], list[Hashable], list[np.ndarray]]] = []
-    known: set[Hashable] = set()
-    for raw in raw_groups:
-        if not isinstance(raw, Mapping):
-            raise TypeError(f"a param group must be a dict, got {type(raw).__name__}")
-        if "params" not in raw:
-            raise ValueError("a param group needs a 'params' entry")
-        next_index = sum(isinstance(n, int) for _, names, _ in groups for n in names)
-        arrays, names = _named_arrays(raw["params"], next_index)
-        if "param_names" in raw:
-            names = list(raw["param_names"])
-            if len(names) != len(arrays):
-                raise ValueError("param_names and params differ in length")
-        if not arrays:
-            raise ValueError("a param group has no parameters")
-        for name, array in zip(names, arrays):
-            check_param_array(f"params[{name!r}]", array)
-            if not isinstance(name, Hashable):
-                raise TypeError(f"parameter names must be hashable, got {type(name).__name__}")
-            if name in known:
-                raise ValueError(f"parameter name {name!r} is given twice")
-            known.add(name)
-        groups.append(({k: v for k, v in raw.items() if k not in ("params", "param_names")}, list(names), list(arrays)))
-    all_names = [n for _, names, _ in groups for n in names]
-    check_disjoint([f"params[{n!r}]" for n in all_names], [a for _, _, arrays in groups for a in arrays])
+def _user_groups(params: Any) -> list[Group]:
+    """Every group of `params`, read as the optimizers read them; no two arrays may overlap."""
+    groups: list[Group] = []
+    for raw in raw_groups(params):
+        groups.append(read_group(raw, [n for g in groups for n in g.names]))
+    check_disjoint([f"params[{n!r}]" for g in groups for n in g.names], [a for g in groups for a in g.arrays])
     return groups
 
 
@@ -87,7 +44,7 @@ def _reads_whole_arrays(optimizer_class: Callable[..., Any], defaults: Mapping[s
     return core._rule not in rules or int(rules[core._rule]["norms"]) > 0
 
 
-class ZeroRedundancyOptimizer:
+class ZeroRedundancyOptimizer(DistributedBase):
     r"""ZeRO stage 1 (Rajbhandari et al., SC 2020) over MPI: each of the N ranks keeps and
     updates the optimizer state of only its 1/N of the parameters' elements.
 
@@ -135,7 +92,7 @@ class ZeroRedundancyOptimizer:
         comm = resolve_comm(comm)
         action = "ZeroRedundancyOptimizer()"
         error: BaseException | None = None
-        groups: list[tuple[dict[str, Any], list[Hashable], list[np.ndarray]]] = []
+        groups: list[Group] = []
         options: tuple[Any, ...] = (None, 1, "rank_order", None)
         try:
             if not callable(optimizer_class):
@@ -210,31 +167,11 @@ class ZeroRedundancyOptimizer:
         return by_group
 
     # ---- what the local optimizer shows -----------------------------------------------------
-    @property
-    def param_groups(self) -> list[ParamGroup]:
-        """The local optimizer's groups (one per group of `params`; ``params`` holds this rank's
-        pieces). Edit hyper-parameters, or drive them with a scheduler, alike on every rank."""
-        groups: list[ParamGroup] = self.optimizer.param_groups
-        return groups
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        defaults: dict[str, Any] = self.optimizer.defaults
-        return defaults
-
-    @property
-    def state(self) -> dict[Hashable, dict[str, np.ndarray]]:
-        """This rank's state, keyed by piece ``(name, start, stop)``."""
-        state: dict[Hashable, dict[str, np.ndarray]] = self.optimizer.state
-        return state
-
-    @property
-    def max_grad_norm(self) -> float | None:
-        return self._max_grad_norm
-
-    @max_grad_norm.setter
-    def max_grad_norm(self, value: float | None) -> None:
-        self._max_grad_norm = check_options(value, 1, "rank_order", None)[0]
+    param_groups = forwarded("param_groups", "The local optimizer's groups (one per group of `params`; ``params`` "
+                             "holds this rank's pieces). Edit hyper-parameters, or drive them with a scheduler, "
+                             "alike on every rank.")
+    defaults = forwarded("defaults")
+    state = forwarded("state", "This rank's state, keyed by piece ``(name, start, stop)``.")
 
     def memory(self) -> dict[str, int]:
         """This rank's optimizer memory in bytes: ``state`` (its share of the state arrays) and
@@ -248,13 +185,7 @@ class ZeroRedundancyOptimizer:
 
         `grads` is a dict keyed like the parameters or a list in their order; each gradient
         must have its parameter's dtype, shape and memory order. It is only read."""
-        error: BaseException | None = None
-        ordered: list[np.ndarray] = []
-        try:
-            ordered = ordered_grads(grads, self._names, self._params, writable=False)
-        except (TypeError, ValueError) as caught:
-            error = caught
-        step_header(self.comm, error, self._max_grad_norm, "ZeroRedundancyOptimizer.step")
+        ordered = self._checked_grads(grads, "ZeroRedundancyOptimizer.step", writable=False)
         self._exchange.reduce_scatter([flat(g) for g in ordered])
         if self._max_grad_norm is not None:
             self.grad_norm = self._exchange.global_norm(self._exchange.shard_partial())
@@ -339,10 +270,6 @@ class ZeroRedundancyOptimizer:
         except (TypeError, ValueError) as caught:
             error = caught
         raise_together(self.comm, error, action)
-
-    def __getstate__(self) -> dict[str, Any]:
-        refuse_copy(self)
-        return {}
 
     def __repr__(self) -> str:
         inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())

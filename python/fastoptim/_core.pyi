@@ -1,7 +1,7 @@
 """Types of the compiled module fastoptim._core (cpp/src/module.cpp)."""
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Hashable, Sequence
+from typing import Literal, TypedDict, type_check_only
 
 import numpy as np
 
@@ -12,14 +12,15 @@ MAX_STEPS: int
 
 class Plan:
     def __init__(self, rule: str, params: list[np.ndarray], states: list[list[np.ndarray | None]],
-                 groups: Sequence[int], names: list[Any], group_count: int, slot_names: Sequence[str]) -> None: ...
+                 groups: Sequence[int], names: list[Hashable], group_count: int, slot_names: Sequence[str]) -> None: ...
     def set_hyper(self, group: int, row: Sequence[float]) -> None: ...
     def set_clock(self, group: int, steps_done: int, fresh: bool) -> None: ...
     def steps_done(self, group: int) -> int: ...
     def fresh(self, group: int) -> bool: ...
     def scalars(self, group: int) -> list[float]: ...
     def set_scalars(self, group: int, values: Sequence[float]) -> None: ...
-    def step(self, grads: Any) -> None: ...
+    # A dict keyed like the parameters, or a list or tuple in their order: anything else raises TypeError.
+    def step(self, grads: object) -> None: ...
     def apply(self) -> None: ...
     def check(self) -> None: ...
     @property
@@ -36,7 +37,38 @@ class _ThreadBackoff:
     def threads_for_step(self, requested: int, cold: bool) -> int: ...
     def record(self, cold: bool, pieces: int, busiest: int, parallel: bool, seconds: float = 0.0) -> None: ...
 
-def rules() -> dict[str, dict[str, Any]]: ...
+# What rules() says of each rule (no such classes exist at run time).
+@type_check_only
+class _FieldInfo(TypedDict):
+    name: str
+    key: str
+    default: float
+    kind: Literal["flag", "real"]
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+    fallback: str | None
+
+@type_check_only
+class _SlotInfo(TypedDict):
+    name: str
+    needed_when: str | None
+    seeded: bool
+    shape: Literal["like_param", "per_row", "per_column", "scalar"]
+
+@type_check_only
+class _RuleInfo(TypedDict):
+    fields: tuple[_FieldInfo, ...]
+    slots: tuple[_SlotInfo, ...]
+    scalars: tuple[str, ...]
+    scalar_init: tuple[float, ...]
+    scalar_low: tuple[float, ...]
+    scalar_high: tuple[float, ...]
+    norms: int
+    needs_grad: bool
+
+def rules() -> dict[str, _RuleInfo]: ...
 def step_passes(rule: str, slots_used: int) -> list[tuple[int, int]]: ...
 def targets() -> list[tuple[str, bool]]: ...
 def get_target() -> str: ...

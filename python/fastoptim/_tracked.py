@@ -32,7 +32,7 @@ class Edits:
         return self.hyper or self.arrays
 
 
-class TrackedDict(dict):  # type: ignore[type-arg]
+class TrackedDict(dict[Any, Any]):
     """A dict whose every mutation marks `edits` (``arrays`` unless `_mark` says otherwise)."""
 
     __slots__ = ("_edits",)
@@ -80,7 +80,9 @@ class TrackedDict(dict):  # type: ignore[type-arg]
         super().clear()
         self._mark_all()
 
-    def __ior__(self, other: Any) -> TrackedDict:  # type: ignore[override,misc]
+    # mypy wants an in-place operator to repeat the overloads of dict.__or__ (list.__add__
+    # below), which would narrow what `other` may be: these take whatever update/extend take.
+    def __ior__(self, other: Any) -> TrackedDict:  # type: ignore[misc]
         self.update(other)
         return self
 
@@ -124,7 +126,7 @@ class OptimizerState(TrackedDict):
         super().__setitem__(key, value)
 
 
-class TrackedList(list):  # type: ignore[type-arg]
+class TrackedList(list[Any]):
     """A list whose every mutation marks ``arrays``."""
 
     __slots__ = ("_edits",)
@@ -144,12 +146,12 @@ class TrackedList(list):  # type: ignore[type-arg]
         super().__delitem__(index)
         self._mark()
 
-    def __iadd__(self, other: Any) -> TrackedList:  # type: ignore[override,misc]
+    def __iadd__(self, other: Any) -> TrackedList:  # type: ignore[misc]  # see TrackedDict.__ior__
         super().__iadd__(other)
         self._mark()
         return self
 
-    def __imul__(self, count: SupportsIndex) -> TrackedList:  # type: ignore[override,misc]
+    def __imul__(self, count: SupportsIndex) -> TrackedList:
         super().__imul__(count)
         self._mark()
         return self

@@ -53,21 +53,21 @@ def check_dtype_and_shape(label: str, array: Any, param: np.ndarray) -> np.ndarr
 def check_like_param(label: str, array: Any, param: np.ndarray) -> np.ndarray:
     """An array the kernels read or write beside `param` (a gradient, a state array): its
     dtype, shape and memory order, in the words of the native step's own check."""
-    check_dtype_and_shape(label, array, param)
+    checked = check_dtype_and_shape(label, array, param)
     fortran = param.flags.f_contiguous and not param.flags.c_contiguous
-    if not (array.flags.f_contiguous if fortran else array.flags.c_contiguous):
-        contiguous = array.flags.c_contiguous or array.flags.f_contiguous
+    if not (checked.flags.f_contiguous if fortran else checked.flags.c_contiguous):
+        contiguous = checked.flags.c_contiguous or checked.flags.f_contiguous
         problem = "not in its parameter's memory order" if contiguous else "not contiguous"
         raise ValueError(f"{label} is {problem} ({'Fortran' if fortran else 'C'}-contiguous expected)")
-    return array
+    return checked
 
 
 def check_state_array(label: str, array: Any, param: np.ndarray) -> np.ndarray:
     """A state array the kernels update beside `param`: like it, and writable."""
-    check_like_param(label, array, param)
-    if not array.flags.writeable:
+    checked = check_like_param(label, array, param)
+    if not checked.flags.writeable:
         raise ValueError(f"{label} is read-only; the optimizer updates its state in place")
-    return array
+    return checked
 
 
 def extent(array: np.ndarray) -> tuple[int, int]:

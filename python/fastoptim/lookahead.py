@@ -19,7 +19,7 @@ from .optimizer import Optimizer, _same_arrays
 __all__ = ["Lookahead", "Ranger"]
 
 
-class _ReadOnlyState(Mapping):  # type: ignore[type-arg]
+class _ReadOnlyState(Mapping[Hashable, Any]):
     """``Lookahead.state``: each parameter's inner state with its slow weights, to read. Edits go
     to the two containers that own the arrays, so the view and the steps never disagree."""
 
@@ -39,7 +39,7 @@ class _ReadOnlyState(Mapping):  # type: ignore[type-arg]
         raise TypeError("Lookahead.state is a read-only view: edit lookahead.optimizer.state[name][slot], or "
                         "lookahead.slow[name] for the slow weights")
 
-    __delitem__ = __setitem__  # type: ignore[assignment]
+    __delitem__ = __setitem__
 
     def __repr__(self) -> str:
         return repr(dict(self._data))

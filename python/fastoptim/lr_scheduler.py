@@ -1061,6 +1061,7 @@ class ReduceLROnPlateau(LRScheduler):
             return metric > best * (self.threshold + 1.0)
         return metric > best + self.threshold
 
+    # Unlike LRScheduler.step, this one needs the metric (as torch's does): an unavoidable override.
     def step(self, metrics: SupportsFloat) -> None:  # type: ignore[override]
         """Record the metric of this step (a number or a 0-d array) and reduce the lr if it stalled."""
         try:

@@ -88,7 +88,7 @@ class Optimizer:
         self._lock = threading.RLock()
         self._param_groups = GroupList([], self._edits)
         self._state = OptimizerState({}, self._edits)
-        self._plan: Any = None
+        self._plan: Plan | None = None  # the constructor's _install builds it: None only until then
         self._held = _Held((), (), (), {}, ())
 
     # ---- what each rule's schema provides ---------------------------------------------------
@@ -189,10 +189,20 @@ class Optimizer:
         self._install(groups, snapshots, states, clocks)
 
     # ---- the native plan ------------------------------------------------------------------
+    def _built_plan(self) -> Plan:
+        """The native plan, which an optimizer has from the end of its construction on."""
+        plan = self._plan
+        if plan is None:
+            raise RuntimeError(f"this {type(self).__name__} has no native plan: its construction did not finish")
+        return plan
+
     def _clocks(self) -> list[Clock]:
         """Each held group's (steps done, fresh, running scalars), to carry into a new plan."""
-        plan = self._plan
-        return [(plan.steps_done(i), plan.fresh(i), plan.scalars(i)) for i in range(len(self._held.groups))]
+        count = len(self._held.groups)
+        if count == 0:
+            return []  # the constructor's first plan: there is none yet, and nothing to carry
+        plan = self._built_plan()
+        return [(plan.steps_done(i), plan.fresh(i), plan.scalars(i)) for i in range(count)]
 
     def _install(self, groups: Sequence[ParamGroup], snapshots: Sequence[Mapping[str, Any]],
                  states: Mapping[Hashable, Mapping[str, np.ndarray]], clocks: Sequence[Clock]) -> None:
@@ -248,7 +258,7 @@ class Optimizer:
             held = self._held
             if arrays_edited:
                 self._check_structure()
-                self._plan.check()  # and no array was changed in place
+                self._built_plan().check()  # and no array was changed in place
             snapshots = [read_hyper(g) for g in held.groups]
             for snapshot in snapshots:
                 self._check_group(snapshot)
@@ -261,8 +271,9 @@ class Optimizer:
                     self._install(held.groups, snapshots, states, clocks)
                     return
                 self._held = held._replace(needed=needed)
+            plan = self._built_plan()
             for index, snapshot in enumerate(snapshots):
-                self._plan.set_hyper(index, self._row(snapshot))
+                plan.set_hyper(index, self._row(snapshot))
         except BaseException:
             edits.hyper = True
             edits.arrays = edits.arrays or arrays_edited
@@ -349,7 +360,10 @@ class Optimizer:
             edits = self._edits
             if edits.hyper or edits.arrays:
                 self._refresh()
-            self._plan.step(grads)
+            plan = self._plan  # narrowed here rather than through _built_plan: a step's cost counts
+            if plan is None:
+                plan = self._built_plan()  # raises
+            plan.step(grads)
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -359,11 +373,12 @@ class Optimizer:
         with self._lock:
             self._refresh(check_arrays=True)
             held = self._held
+            plan = self._built_plan()
             state: dict[Hashable, dict[str, Any]] = {}
             for index, names in enumerate(held.names):
-                steps = self._plan.steps_done(index)
-                scalars = dict(zip(self._scalar_names(), self._plan.scalars(index)))
-                unwritten = self._seeded_slots if self._plan.fresh(index) else ()
+                steps = plan.steps_done(index)
+                scalars = dict(zip(self._scalar_names(), plan.scalars(index)))
+                unwritten = self._seeded_slots if plan.fresh(index) else ()
                 for name in names:
                     entry: dict[str, Any] = {"step": steps, **scalars}
                     entry.update({k: v.copy(order="K") for k, v in held.states[name].items() if k not in unwritten})

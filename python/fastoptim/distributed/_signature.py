@@ -44,7 +44,7 @@ def _core(optimizer: Any) -> Optimizer:
 def clocks(optimizer: Any) -> list[Any]:
     """Steps taken and running scalars of each group (and Lookahead's count, k and alpha)."""
     core = _core(optimizer)
-    plan = core._plan
+    plan = core._built_plan()
     out: list[Any] = [(plan.steps_done(i), plan.fresh(i), plan.scalars(i)) for i in range(len(core.param_groups))]
     if isinstance(optimizer, Lookahead):
         out.append((optimizer._steps, optimizer.k, optimizer.alpha))

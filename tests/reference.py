@@ -27,6 +27,12 @@ def sgd(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
     p -= hp["lr"] * g
 
 
+def sgdw(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """SGD with the weight decay taken out of the gradient and applied to the weights first."""
+    p *= 1 - hp["lr"] * hp["weight_decay"]
+    sgd(p, g, st, {**hp, "weight_decay": 0.0}, t)
+
+
 def adam(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
     lr, (b1, b2), eps, wd = hp["lr"], hp["betas"], hp["eps"], hp["weight_decay"]
     g = -g if hp["maximize"] else g

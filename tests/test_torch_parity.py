@@ -48,3 +48,29 @@ def test_matches_torch_after_20_steps(case, dtype, seed):
                 assert saved[name][slot] == pytest.approx(float(value), rel=1e-6), slot
             else:
                 np.testing.assert_allclose(opt.state[name][slot], value.numpy(), **tol, err_msg=slot)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgdw_is_torch_sgd_after_decoupled_decay(dtype, seed):
+    """torch has no SGDW; its decoupled form is torch's SGD without weight decay, after
+    p <- p * (1 - lr * weight_decay) each step (Loshchilov & Hutter 2019, Algorithm 1)."""
+    import fastoptim as fo
+    from registry import _random_sgd
+
+    rng = np.random.default_rng(seed)
+    kwargs = dict(_random_sgd(rng), weight_decay=float(rng.uniform(1e-3, 0.1)))
+    params, grads = make_problem(rng, [(33,), (17, 9), (1025,)], dtype, 20)
+    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    topt = torch.optim.SGD(tparams, **{**kwargs, "weight_decay": 0.0})
+    opt = fo.SGDW(params, **kwargs)
+    for step_grads in grads:
+        opt.step(step_grads)
+        with torch.no_grad():
+            for tp in tparams:
+                tp.mul_(1 - kwargs["lr"] * kwargs["weight_decay"])
+        for tp, g in zip(tparams, step_grads):
+            tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+    for p, tp in zip(params, tparams):
+        np.testing.assert_allclose(p, tp.detach().numpy(), **TOLERANCE[dtype])

@@ -41,12 +41,13 @@ from .lookahead import Lookahead, Ranger
 from .optimizer import Optimizer, ParamGroup
 from .rmsprop import RMSprop
 from .rprop import Rprop
-from .sgd import SGD
+from .sgd import SGD, SGDW
 
 __all__ = [
     "LAMB",
     "LARS",
     "SGD",
+    "SGDW",
     "AdaBound",
     "Adadelta",
     "Adagrad",

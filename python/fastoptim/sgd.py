@@ -7,7 +7,7 @@ from typing import Any
 
 from .optimizer import Optimizer
 
-__all__ = ["SGD"]
+__all__ = ["SGD", "SGDW"]
 
 
 class SGD(Optimizer):
@@ -49,3 +49,37 @@ class SGD(Optimizer):
     def _check_relations(self, group: Mapping[str, Any]) -> None:
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+
+
+class SGDW(SGD):
+    r"""SGD with decoupled weight decay (Loshchilov & Hutter, 2019, Algorithm 1). PyTorch has no
+    SGDW: arguments and defaults follow ``torch.optim.SGD``, and a step equals torch's SGD with
+    ``weight_decay=0`` after :math:`\theta \leftarrow \theta(1-\gamma\lambda)`.
+
+    .. math::
+        \theta_{t-1} &\leftarrow \theta_{t-1}\,(1 - \gamma\lambda) \\
+        b_t &\leftarrow \pm g_t \text{ at } t = 1, \text{ else } \mu\,b_{t-1} + (1-\tau)(\pm g_t) \\
+        g_t &\leftarrow \pm g_t + \mu\,b_t \text{ (nesterov) or } b_t \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\,g_t
+
+    The weights decay apart from the gradient, so the momentum carries the gradient alone (with
+    SGD's L2 penalty it carries λθ too).
+
+    Args:
+        params: arrays, a dict name -> array, or a list of group dicts.
+        lr: learning rate γ, >= 0 (default 1e-3).
+        momentum: momentum factor μ, >= 0 (default 0.0).
+        dampening: dampening τ of the momentum, any finite real (default 0.0).
+        weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
+        nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0 (default False).
+        maximize: ascend the objective instead of descending (default False).
+
+    State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
+
+    Example:
+        >>> w = np.ones(3, dtype=np.float32)
+        >>> opt = fo.SGDW([w], lr=0.1, momentum=0.9, weight_decay=1e-2)
+        >>> opt.step([np.ones(3, dtype=np.float32)])
+    """
+
+    _rule = "sgdw"

@@ -6,6 +6,7 @@
 // X(Type) for each rule; the extension builds its dispatch table from this list.
 #define FASTOPTIM_FOR_EACH_RULE(X) \
     X(Sgd)                         \
+    X(Sgdw)                        \
     X(Adam)                        \
     X(Adagrad)                     \
     X(Adadelta)                    \

@@ -15,5 +15,6 @@
 #include "rules/rmsprop.hpp"
 #include "rules/rprop.hpp"
 #include "rules/sgd.hpp"
+#include "rules/sgdw.hpp"
 
 #include "rule_list.hpp"

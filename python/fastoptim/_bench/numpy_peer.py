@@ -115,6 +115,16 @@ class NpSGD(NumpyOptimizer):
         p -= tmp
 
 
+class NpSGDW(NpSGD):
+    """SGD after decaying the weights by 1 - lr * weight_decay (no L2 term in the gradient)."""
+
+    uses_l2 = False
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        p *= 1.0 - self.hp["lr"] * self.hp["weight_decay"]
+        super()._update(i, p, g, k)
+
+
 class NpAdam(NumpyOptimizer):
     slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 

@@ -32,6 +32,7 @@ from .numpy_peer import (
     NpRMSprop,
     NpRprop,
     NpSGD,
+    NpSGDW,
     NumpyOptimizer,
 )
 
@@ -48,8 +49,9 @@ class Rule:
     deepspeed_adamw: bool | None = None  # DeepSpeedCPUAdam's mode, None where it has no twin
     steady_after: int = 0  # steps before the steady state (RAdam rectifies from step 6)
 
-    def make_fastoptim(self, params: list[Array]) -> Any:
-        return getattr(fo, self.fo_class)(params, **self.kwargs)
+    def make_fastoptim(self, params: list[Array]) -> fo.Optimizer:
+        cls: type[fo.Optimizer] = getattr(fo, self.fo_class)
+        return cls(params, **self.kwargs)
 
     def hyper(self) -> dict[str, Any]:
         """Every hyper-parameter with fastoptim's defaults filled in (what the NumPy peer gets)."""
@@ -71,6 +73,7 @@ class Rule:
 RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("sgd", "SGD", dict(lr=1e-3), NpSGD, "SGD"),
     Rule("sgd_momentum", "SGD", dict(lr=1e-3, momentum=0.9), NpSGD, "SGD"),
+    Rule("sgdw", "SGDW", dict(lr=1e-3, momentum=0.9, weight_decay=1e-2), NpSGDW),
     Rule("adam", "Adam", dict(lr=1e-3), NpAdam, "Adam", deepspeed_adamw=False),
     Rule("adamw", "AdamW", dict(lr=1e-3, weight_decay=1e-2), NpAdamW, "AdamW", deepspeed_adamw=True),
     Rule("amsgrad", "Adam", dict(lr=1e-3, amsgrad=True), NpAdam, "Adam"),

@@ -29,8 +29,8 @@ struct SgdHyper {
 // What Sgd's fold computes once per step and every element's update reads (plain data).
 template <class T>
 struct SgdCoeffs {
-    T lr, weight_decay, grad_sign, momentum, buffer_keep, buffer_grad;
-    bool use_momentum, nesterov, fresh;
+    T lr, weight_decay, grad_sign, momentum, buffer_keep, buffer_grad, decay;
+    bool use_momentum, nesterov, fresh, decays;  // decays: SGDW's decoupled weight decay
 };
 
 FASTOPTIM_TARGET_BEGIN
@@ -62,12 +62,15 @@ struct Sgd : RuleBase {
         c.use_momentum = h.momentum != 0;
         c.nesterov = h.nesterov != 0;
         c.fresh = clock.fresh;
+        c.decay = T(1);
+        c.decays = false;
         return c;
     }
 
     template <class V, class T>
     static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
         V p = load_param<V>(a, i);
+        if (c.decays) p = p * V(c.decay);
         V g = load_grad<V>(a, i) * V(c.grad_sign);
         if (c.weight_decay != T(0)) g = g + V(c.weight_decay) * p;
         if (c.use_momentum) {

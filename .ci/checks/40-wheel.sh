@@ -18,10 +18,14 @@ python -m pip install --quiet build twine
 python -m build --sdist --outdir "$work/dist" . >/dev/null
 sdist=$(ls "$work"/dist/fastoptim-*.tar.gz)
 python -m twine check --strict "$sdist" "$wheel"
+# Listed first: under pipefail, `tar ... | grep -q` fails when grep stops reading early.
+sdist_files=$(tar tzf "$sdist")
+wheel_files=$(python -m zipfile -l "$wheel")
 for license in LICENSE python/fastoptim/data/DIGITS_LICENSE.md; do
-  tar tzf "$sdist" | grep -qx "fastoptim-[^/]*/$license" || { echo "$license is not in the sdist"; exit 1; }
-  python -m zipfile -l "$wheel" | grep -q "dist-info/licenses/$license " || { echo "$license is not in the wheel"; exit 1; }
+  grep -qx "fastoptim-[^/]*/$license" <<<"$sdist_files" || { echo "$license is not in the sdist"; exit 1; }
+  grep -q "dist-info/licenses/$license " <<<"$wheel_files" || { echo "$license is not in the wheel"; exit 1; }
 done
+echo "LICENSE and DIGITS_LICENSE.md are in the sdist and the wheel"
 
 python -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet "$wheel" pytest hypothesis matplotlib torch==2.13.0

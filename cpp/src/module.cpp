@@ -31,11 +31,11 @@ PYBIND11_MODULE(_core, m) {
              py::arg("rule"), py::arg("params"), py::arg("states"), py::arg("groups"), py::arg("names"),
              py::arg("group_count"), py::arg("slot_names"))
         .def("set_hyper", &Plan::set_hyper, py::arg("group"), py::arg("row"))
-        .def("set_clock", &Plan::set_clock, py::arg("group"), py::arg("steps_done"), py::arg("fresh"))
-        .def("steps_done", &Plan::steps_done, py::arg("group"))
-        .def("fresh", &Plan::fresh, py::arg("group"))
-        .def("scalars", &Plan::scalars, py::arg("group"))
-        .def("set_scalars", &Plan::set_scalars, py::arg("group"), py::arg("values"))
+        .def("set_clock", &Plan::set_clock, py::arg("param"), py::arg("steps_done"), py::arg("fresh"))
+        .def("steps_done", &Plan::steps_done, py::arg("param"))
+        .def("fresh", &Plan::fresh, py::arg("param"))
+        .def("scalars", &Plan::scalars, py::arg("param"))
+        .def("set_scalars", &Plan::set_scalars, py::arg("param"), py::arg("values"))
         .def("step", &Plan::step, py::arg("grads"))
         .def("apply", &Plan::apply)
         .def("check", &Plan::check)
@@ -86,6 +86,7 @@ PYBIND11_MODULE(_core, m) {
             info["scalar_init"] = py::tuple(py::cast(r.scalar_init));
             info["scalar_low"] = py::tuple(py::cast(r.scalar_low));
             info["scalar_high"] = py::tuple(py::cast(r.scalar_high));
+            info["clock"] = r.clock == ClockScope::per_param ? "per_param" : "per_group";
             info["norms"] = r.norms;
             info["needs_grad"] = r.needs_grad;
             out[py::str(r.name)] = info;

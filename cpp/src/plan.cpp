@@ -96,6 +96,7 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         if (!problem.empty()) refuse("params[" + repr_text(p.name) + "]", problem);
         p.record = ArrayRecord(p.array.ptr());
         if (groups[i] < 0 || groups[i] >= group_count) throw py::value_error("Plan: group index out of range");
+        p.group = groups[i];
         py::list slots = states[i];
         if (slots.size() != rule_->slots.size()) throw py::value_error("Plan: wrong number of state slots");
         const bool is_double = p.record.is_double();
@@ -157,11 +158,9 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         f64_.prepare_norms(rule_->norms);
     }
     hyper_.assign(std::size_t(group_count) * rule_->fields.size(), 0.0);
-    steps_done_.assign(group_count, 0);
-    fresh_.assign(group_count, 1);
-    for (int k = 0; k < group_count; ++k) scalars_.insert(scalars_.end(), rule_->scalar_init.begin(), rule_->scalar_init.end());
-    f32_.coeffs.assign((std::size_t(group_count) * rule_->coeffs_f32_size) / sizeof(double) + 1, 0.0);
-    f64_.coeffs.assign((std::size_t(group_count) * rule_->coeffs_f64_size) / sizeof(double) + 1, 0.0);
+    steps_done_.assign(n, 0);
+    fresh_.assign(n, 1);
+    for (std::size_t i = 0; i < n; ++i) scalars_.insert(scalars_.end(), rule_->scalar_init.begin(), rule_->scalar_init.end());
 }
 
 void Plan::set_hyper(int group, const std::vector<double>& row) {
@@ -172,36 +171,37 @@ void Plan::set_hyper(int group, const std::vector<double>& row) {
     std::copy(row.begin(), row.end(), hyper_.begin() + std::ptrdiff_t(group * row.size()));
 }
 
-void Plan::set_clock(int group, std::int64_t steps_done, bool fresh) {
-    check_group(group);
+void Plan::set_clock(int param, std::int64_t steps_done, bool fresh) {
+    check_param(param);
     if (steps_done < 0 || steps_done > kMaxSteps)
         throw py::value_error("step must be an integer in [0, 2**53], got " + std::to_string(steps_done));
-    steps_done_[group] = steps_done;
-    fresh_[group] = fresh;
+    steps_done_[std::size_t(param)] = steps_done;
+    fresh_[std::size_t(param)] = fresh;
+    units_stale_ = true;
 }
 
-void Plan::check_group(int group) const {
-    if (group < 0 || group >= group_count_) throw py::index_error("group index out of range");
+void Plan::check_param(int param) const {
+    if (param < 0 || std::size_t(param) >= params_.size()) throw py::index_error("parameter index out of range");
 }
 
-std::int64_t Plan::steps_done(int group) const {
-    check_group(group);
-    return steps_done_[group];
+std::int64_t Plan::steps_done(int param) const {
+    check_param(param);
+    return steps_done_[std::size_t(param)];
 }
 
-bool Plan::fresh(int group) const {
-    check_group(group);
-    return fresh_[group] != 0;
+bool Plan::fresh(int param) const {
+    check_param(param);
+    return fresh_[std::size_t(param)] != 0;
 }
 
-std::vector<double> Plan::scalars(int group) const {
-    check_group(group);
-    const std::size_t n = rule_->scalar_names.size();
-    return {scalars_.begin() + std::ptrdiff_t(group * n), scalars_.begin() + std::ptrdiff_t((group + 1) * n)};
+std::vector<double> Plan::scalars(int param) const {
+    check_param(param);
+    const std::size_t n = rule_->scalar_names.size(), i = std::size_t(param);
+    return {scalars_.begin() + std::ptrdiff_t(i * n), scalars_.begin() + std::ptrdiff_t((i + 1) * n)};
 }
 
-void Plan::set_scalars(int group, const std::vector<double>& values) {
-    check_group(group);
+void Plan::set_scalars(int param, const std::vector<double>& values) {
+    check_param(param);
     const std::size_t n = rule_->scalar_names.size();
     if (values.size() != n) throw py::value_error("wrong number of running scalars");
     for (std::size_t k = 0; k < n; ++k)
@@ -210,7 +210,8 @@ void Plan::set_scalars(int group, const std::vector<double>& values) {
                                   py::repr(py::float_(rule_->scalar_low[k])).cast<std::string>() + ", " +
                                   py::repr(py::float_(rule_->scalar_high[k])).cast<std::string>() + "], got " +
                                   py::repr(py::float_(values[k])).cast<std::string>());
-    std::copy(values.begin(), values.end(), scalars_.begin() + std::ptrdiff_t(group * n));
+    std::copy(values.begin(), values.end(), scalars_.begin() + std::ptrdiff_t(std::size_t(param) * n));
+    units_stale_ = true;
 }
 
 std::string Plan::label(std::size_t i, const char* container) const {
@@ -303,10 +304,39 @@ void Plan::release_grads() {  // the gradient pointers left in the refs are neve
 }
 
 void Plan::check_clocks() const {
-    for (int k = 0; k < group_count_; ++k)
-        if (steps_done_[k] >= kMaxSteps)
-            throw py::value_error("param_groups[" + std::to_string(k) + "] has taken 2**53 steps, the most a step count "
-                                  "holds exactly; nothing was updated");
+    for (std::size_t i = 0; i < params_.size(); ++i)
+        if (steps_done_[i] >= kMaxSteps)
+            throw py::value_error("the state of " + label(i, "params") + " has taken 2**53 steps, the most a step "
+                                  "count holds exactly; nothing was updated");
+}
+
+bool Plan::same_clock(std::size_t a, std::size_t b) const {
+    if (params_[a].group != params_[b].group) return false;
+    if (rule_->clock == ClockScope::per_group) return true;  // the Python layer keeps a group's clocks equal
+    const std::size_t n = rule_->scalar_names.size();
+    return steps_done_[a] == steps_done_[b] && fresh_[a] == fresh_[b] &&
+           std::equal(scalars_.begin() + std::ptrdiff_t(a * n), scalars_.begin() + std::ptrdiff_t((a + 1) * n),
+                      scalars_.begin() + std::ptrdiff_t(b * n));
+}
+
+void Plan::form_units() {
+    unit_first_.clear();
+    unit_of_.assign(params_.size(), -1);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        for (std::size_t u = 0; u < unit_first_.size() && unit_of_[i] < 0; ++u)
+            if (same_clock(unit_first_[u], i)) unit_of_[i] = int(u);
+        if (unit_of_[i] < 0) {
+            unit_of_[i] = int(unit_first_.size());
+            unit_first_.push_back(i);
+        }
+        const Param& p = params_[i];
+        (p.record.is_double() ? f64_.group : f32_.group)[p.index] = unit_of_[i];
+    }
+    const std::size_t units = unit_first_.size();
+    f32_.coeffs.assign((units * rule_->coeffs_f32_size) / sizeof(double) + 1, 0.0);
+    f64_.coeffs.assign((units * rule_->coeffs_f64_size) / sizeof(double) + 1, 0.0);
+    scratch_scalars_.assign(units * rule_->scalar_names.size(), 0.0);
+    units_stale_ = false;
 }
 
 void Plan::step(py::handle grads) {
@@ -350,24 +380,29 @@ void Plan::run() {
 }
 
 void Plan::fold_step() {
+    if (units_stale_) form_units();
     const std::size_t fields = rule_->fields.size(), n_scalars = rule_->scalar_names.size();
-    scratch_scalars_ = scalars_;  // advanced here, kept only once the step has run
-    for (int k = 0; k < group_count_; ++k) {
-        const double* row = hyper_.data() + k * fields;
-        double* scalars = scratch_scalars_.data() + k * n_scalars;
-        const Clock clock{steps_done_[k] + 1, fresh_[k] != 0, scalars};
+    for (std::size_t u = 0; u < unit_first_.size(); ++u) {
+        const std::size_t i = unit_first_[u];
+        const double* row = hyper_.data() + std::size_t(params_[i].group) * fields;
+        double* scalars = scratch_scalars_.data() + u * n_scalars;  // advanced here, kept once the step has run
+        std::copy(scalars_.begin() + std::ptrdiff_t(i * n_scalars), scalars_.begin() + std::ptrdiff_t((i + 1) * n_scalars),
+                  scalars);
+        const Clock clock{steps_done_[i] + 1, fresh_[i] != 0, scalars};
         rule_->advance(row, clock, scalars);
-        rule_->fold(row, clock, reinterpret_cast<char*>(f32_.coeffs.data()) + k * rule_->coeffs_f32_size,
-                    reinterpret_cast<char*>(f64_.coeffs.data()) + k * rule_->coeffs_f64_size);
+        rule_->fold(row, clock, reinterpret_cast<char*>(f32_.coeffs.data()) + u * rule_->coeffs_f32_size,
+                    reinterpret_cast<char*>(f64_.coeffs.data()) + u * rule_->coeffs_f64_size);
     }
 }
 
 void Plan::record_step(double seconds) {
     last_seconds_ = seconds;
-    scalars_.swap(scratch_scalars_);
-    for (int k = 0; k < group_count_; ++k) {
-        ++steps_done_[k];
-        fresh_[k] = 0;
+    const std::size_t n_scalars = rule_->scalar_names.size();
+    for (std::size_t i = 0; i < params_.size(); ++i) {  // each unit advanced alike: units stay as they are
+        ++steps_done_[i];
+        fresh_[i] = 0;
+        const double* advanced = scratch_scalars_.data() + std::size_t(unit_of_[i]) * n_scalars;
+        std::copy(advanced, advanced + n_scalars, scalars_.begin() + std::ptrdiff_t(i * n_scalars));
     }
 }
 

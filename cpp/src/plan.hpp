@@ -34,11 +34,13 @@ public:
     static constexpr std::int64_t kMaxSteps = std::int64_t(1) << 53;
 
     void set_hyper(int group, const std::vector<double>& row);
-    void set_clock(int group, std::int64_t steps_done, bool fresh);
-    std::int64_t steps_done(int group) const;
-    bool fresh(int group) const;
-    std::vector<double> scalars(int group) const;
-    void set_scalars(int group, const std::vector<double>& values);
+    // Each parameter's clock: its steps taken, whether its state holds nothing yet, and its
+    // running scalars (torch keeps `step` per parameter).
+    void set_clock(int param, std::int64_t steps_done, bool fresh);
+    std::int64_t steps_done(int param) const;
+    bool fresh(int param) const;
+    std::vector<double> scalars(int param) const;
+    void set_scalars(int param, const std::vector<double>& values);
     void step(py::handle grads);  // rules that read gradients
     void apply();                 // rules that do not (Lookahead's synchronisation)
     void check() const { check_arrays(); }  // ValueError if a parameter or state array changed in place
@@ -55,6 +57,7 @@ private:
         std::vector<ArrayRecord> state_records;
         std::vector<int> state_slots;    // the slot of each of `states`
         py::object name;
+        int group;
         std::size_t index;  // within f32_ or f64_
         const char* clear_grad = nullptr;  // the last gradient address found to share no owned memory
     };
@@ -86,8 +89,10 @@ private:
     void attach_grad(std::size_t i, PyObject* grad);
     void release_grads();
     bool overlaps_owned_memory(const char* begin, const char* end) const;
-    void check_group(int group) const;
+    void check_param(int param) const;
     void check_clocks() const;
+    bool same_clock(std::size_t a, std::size_t b) const;  // may share one fold: same group and clock
+    void form_units();
     void run();  // fold -> thread policy -> the target's kernels -> record
     void fold_step();  // this step's constants of every group, and its running scalars (not kept yet)
     void record_step(double seconds);  // the step has run: keep the scalars, advance the clocks
@@ -99,10 +104,16 @@ private:
     Arrays<double> f64_;
     int group_count_;
     std::vector<double> hyper_;  // group_count_ rows of rule_->fields.size()
+    // The clocks, per parameter. The parameters of a group with equal clocks form a unit,
+    // folded once per step (a group is one unit unless a loaded state dict gave its parameters
+    // different clocks; every step advances every unit alike, so units never merge or split).
     std::vector<std::int64_t> steps_done_;
     std::vector<char> fresh_;
-    std::vector<double> scalars_;  // group_count_ rows of the rule's running scalars
-    std::vector<double> scratch_scalars_;
+    std::vector<double> scalars_;          // a row of the rule's running scalars per parameter
+    std::vector<int> unit_of_;             // per parameter
+    std::vector<std::size_t> unit_first_;  // a parameter of each unit
+    std::vector<double> scratch_scalars_;  // per unit: this step's advanced scalars
+    bool units_stale_ = true;
     std::vector<std::pair<const char*, const char*>> owned_;  // sorted memory of params and states
     std::vector<std::string> slot_names_;
     std::vector<py::object> pins_;        // weak references that keep params and states from resizing

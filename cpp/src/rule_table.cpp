@@ -38,6 +38,7 @@ RuleInfo info_of(RuleId id) {
                     {Rule::scalar_init, Rule::scalar_init + Rule::scalars},
                     {Rule::scalar_low, Rule::scalar_low + Rule::scalars},
                     {Rule::scalar_high, Rule::scalar_high + Rule::scalars},
+                    Rule::clock,
                     Rule::norms,
                     Rule::measured_slots,
                     Rule::update_reads_grad,

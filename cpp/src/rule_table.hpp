@@ -19,6 +19,7 @@ struct RuleInfo {
     std::vector<std::string> scalar_names;
     std::vector<double> scalar_init;
     std::vector<double> scalar_low, scalar_high;  // the range of each running scalar
+    ClockScope clock;
     int norms;
     int measured_slots;               // state slots the norm pass reads and writes
     bool update_reads_grad;

@@ -102,14 +102,15 @@ def check_state_dict(opt: Optimizer, state_dict: Any) -> Checked:
         needed = opt._needed_slots(hyper)
         entries = [_check_entry(opt, name, saved_state.get(name, {"step": 0}), param, needed)
                    for name, param in zip(names, params)]
-        first = entries[0]
-        for field, what in (("steps", "steps"), ("scalars", ", ".join(opt._scalar_names())),
-                            ("unwritten", f"whether {', '.join(map(repr, opt._seeded_slots))} are saved")):
-            if any(getattr(e, field) != getattr(first, field) for e in entries):
-                raise ValueError(f"the parameters of param_groups[{index}] differ in {what} in state_dict")
+        if rules()[opt._rule]["clock"] == "per_group":  # else each parameter keeps its own, as in torch
+            first = entries[0]
+            for field, what in (("steps", "steps"), ("scalars", ", ".join(opt._scalar_names())),
+                                ("unwritten", f"whether {', '.join(map(repr, opt._seeded_slots))} are saved")):
+                if any(getattr(e, field) != getattr(first, field) for e in entries):
+                    raise ValueError(f"the parameters of param_groups[{index}] differ in {what} in state_dict")
         loaded.update((name, entry.arrays) for name, entry in zip(names, entries))
         merged.append(hyper)
-        clocks.append((first.steps, first.steps == 0 or first.unwritten, first.scalars))
+        clocks.extend((e.steps, e.steps == 0 or e.unwritten, e.scalars) for e in entries)
     ours = {n for names in held.names for n in names}
     for name in saved_state:
         if name not in ours:

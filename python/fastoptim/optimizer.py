@@ -185,7 +185,7 @@ class Optimizer:
         for group, snapshot in zip(new, snapshots[len(held.groups):]):
             for name, param in zip(group["param_names"], group["params"]):
                 states[name] = {slot: state_like(param) for slot in self._needed_slots(snapshot)}
-        clocks = self._clocks() + [(0, True, self._scalar_init())] * len(new)
+        clocks = self._clocks() + [(0, True, self._scalar_init())] * sum(len(g["params"]) for g in new)
         self._install(groups, snapshots, states, clocks)
 
     # ---- the native plan ------------------------------------------------------------------
@@ -197,8 +197,9 @@ class Optimizer:
         return plan
 
     def _clocks(self) -> list[Clock]:
-        """Each held group's (steps done, fresh, running scalars), to carry into a new plan."""
-        count = len(self._held.groups)
+        """Each held parameter's (steps done, fresh, running scalars), group by group, to carry
+        into a new plan."""
+        count = sum(len(names) for names in self._held.names)
         if count == 0:
             return []  # the constructor's first plan: there is none yet, and nothing to carry
         plan = self._built_plan()
@@ -206,7 +207,8 @@ class Optimizer:
 
     def _install(self, groups: Sequence[ParamGroup], snapshots: Sequence[Mapping[str, Any]],
                  states: Mapping[Hashable, Mapping[str, np.ndarray]], clocks: Sequence[Clock]) -> None:
-        """Build a plan over `groups` with these state arrays and clocks; only once it is built
+        """Build a plan over `groups` with these state arrays and clocks (one per parameter, group
+        by group); only once it is built
         (it validates every array again) commit it and make ``param_groups`` and ``state`` show
         exactly what it holds."""
         self._refuse_inside_step("changing the optimizer's arrays")
@@ -218,8 +220,9 @@ class Optimizer:
                 group_of.append(index)
                 names.append(name)
         plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots))
-        for index, (snapshot, (steps, fresh, scalars)) in enumerate(zip(snapshots, clocks)):
+        for index, snapshot in enumerate(snapshots):
             plan.set_hyper(index, self._row(snapshot))
+        for index, (steps, fresh, scalars) in enumerate(clocks):
             plan.set_clock(index, steps, fresh)
             plan.set_scalars(index, scalars)
         # Commit: nothing below can fail.
@@ -266,8 +269,9 @@ class Optimizer:
             if arrays_edited or needed != held.needed:
                 states, fresh = self._gather_states(needed)
                 if fresh or any(not _same_arrays(states[n], held.states[n]) for n in states):
-                    clocks = [(steps, started or index in fresh, scalars)
-                              for index, (steps, started, scalars) in enumerate(self._clocks())]
+                    group_of = [index for index, names in enumerate(held.names) for _ in names]
+                    clocks = [(steps, started or group_of[i] in fresh, scalars)
+                              for i, (steps, started, scalars) in enumerate(self._clocks())]
                     self._install(held.groups, snapshots, states, clocks)
                     return
                 self._held = held._replace(needed=needed)
@@ -375,14 +379,13 @@ class Optimizer:
             held = self._held
             plan = self._built_plan()
             state: dict[Hashable, dict[str, Any]] = {}
-            for index, names in enumerate(held.names):
-                steps = plan.steps_done(index)
+            names = [name for group_names in held.names for name in group_names]
+            for index, name in enumerate(names):  # the plan's parameters, in this order
                 scalars = dict(zip(self._scalar_names(), plan.scalars(index)))
                 unwritten = self._seeded_slots if plan.fresh(index) else ()
-                for name in names:
-                    entry: dict[str, Any] = {"step": steps, **scalars}
-                    entry.update({k: v.copy(order="K") for k, v in held.states[name].items() if k not in unwritten})
-                    state[name] = entry
+                entry: dict[str, Any] = {"step": plan.steps_done(index), **scalars}
+                entry.update({k: v.copy(order="K") for k, v in held.states[name].items() if k not in unwritten})
+                state[name] = entry
             groups = [{**read_hyper(g), "params": list(names)} for g, names in zip(held.groups, held.names)]
             return {"state": state, "param_groups": groups}
 

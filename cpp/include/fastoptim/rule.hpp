@@ -31,6 +31,10 @@ struct ArrayRef {
 // Where a parameter group is in its life: `step` counts this step (1 on the first), `fresh`
 // says its state arrays hold nothing yet (torch seeds some buffers from the first gradient),
 // `scalars` are the group's running scalars after this step's advance (NAdam's Πμ).
+// Whose clock a rule keeps: each parameter's (torch keeps `step` per parameter: a state dict
+// may give the parameters of one group different steps), or one per group.
+enum class ClockScope : std::uint8_t { per_param, per_group };
+
 struct Clock {
     std::int64_t step = 1;
     bool fresh = true;
@@ -63,6 +67,7 @@ struct RuleBase {
     static constexpr double scalar_init[1] = {0.0};
     static constexpr double scalar_low[1] = {0.0};   // the range a loaded scalar must lie in
     static constexpr double scalar_high[1] = {0.0};
+    static constexpr ClockScope clock = ClockScope::per_param;  // torch's choice
     static constexpr int norms = 0;         // per-array norms the update needs (LAMB, LARS)
     static constexpr int measured_slots = 0;  // state slots the norm pass reads (prefetched)
     static constexpr bool update_reads_grad = true;  // else the update pass leaves g alone (LAMB)

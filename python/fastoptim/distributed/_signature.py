@@ -42,10 +42,8 @@ def _core(optimizer: Any) -> Optimizer:
 
 
 def clocks(optimizer: Any) -> list[Any]:
-    """Steps taken and running scalars of each group (and Lookahead's count, k and alpha)."""
-    core = _core(optimizer)
-    plan = core._built_plan()
-    out: list[Any] = [(plan.steps_done(i), plan.fresh(i), plan.scalars(i)) for i in range(len(core.param_groups))]
+    """Steps taken and running scalars of each parameter (and Lookahead's count, k and alpha)."""
+    out: list[Any] = list(_core(optimizer)._clocks())
     if isinstance(optimizer, Lookahead):
         out.append((optimizer._steps, optimizer.k, optimizer.alpha))
     return out
@@ -60,5 +58,5 @@ def optimizer_items(optimizer: Any) -> list[tuple[str, Any]]:
     state = optimizer.state
     for _, names, _ in groups:
         items.extend((f"state of params[{n!r}] with slots", sorted(state.get(n, {}))) for n in names)
-    items.append(("steps taken (per group: steps, fresh, running scalars)", repr(clocks(optimizer))))
+    items.append(("steps taken (per parameter: steps, fresh, running scalars)", repr(clocks(optimizer))))
     return items

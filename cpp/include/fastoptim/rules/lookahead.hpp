@@ -36,6 +36,7 @@ struct LookaheadSync : RuleBase {
     }};
     static constexpr std::array<Slot, 1> slots = {{{"slow"}}};
     static constexpr bool needs_grad = false;
+    static constexpr ClockScope clock = ClockScope::per_group;  // Lookahead counts its own steps
     template <class T>
     using Coeffs = LookaheadSyncCoeffs<T>;
 

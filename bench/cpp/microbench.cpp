@@ -106,7 +106,6 @@ void run_step(benchmark::State& state, const Target* target, const Workload* set
     const index_t n = state.range(0);
     const index_t prefetch_above = default_prefetch_above();  // as the extension's default
     Arrays<T> arrays(n, setting->used);
-    Arrays<T> none(0, {});
     std::vector<double> coeffs32(rule->coeffs_f32_size / sizeof(double) + 1), coeffs64(rule->coeffs_f64_size / sizeof(double) + 1);
     std::vector<double> scalars(rule->scalar_init);
     std::int64_t step = 0;

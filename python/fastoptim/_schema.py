@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from ._core import rules, step_passes
@@ -71,7 +71,7 @@ class Schema:
     def seeded_slots(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.slots if s.seeded)
 
-    @property
+    @cached_property  # read at every group check: derived once
     def tuple_lengths(self) -> dict[str, int]:
         """The group keys that hold tuples, and their lengths."""
         lengths: dict[str, int] = {}

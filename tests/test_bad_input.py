@@ -99,6 +99,38 @@ def test_bad_grads_are_refused_and_nothing_changes(what, grads, error, message):
     assert opt.state_dict()["state"]["w"]["step"] == 2
 
 
+@pytest.mark.parametrize(("what", "grads", "error", "message"), _bad_steps(), ids=_label)
+def test_the_distributed_check_is_the_steps_own(what, grads, error, message):
+    """fastoptim.distributed checks gradients before any message with _core.check_grads: it
+    refuses what the step refuses, in the same words."""
+    from fastoptim import _core
+
+    opt, w, b = _optimizer()
+    with pytest.raises(error) as by_step:
+        opt.step(grads)
+    with pytest.raises(error, match=message) as by_check:
+        _core.check_grads(grads, ["w", "b"], [w, b], False)
+    assert str(by_check.value) == str(by_step.value)
+
+
+def test_the_distributed_check_refuses_what_the_average_cannot_be_written_into():
+    from fastoptim import _core
+
+    w, b = np.zeros((3, 4), np.float32), np.zeros(4)
+    good = _good_grads()
+    assert all(g is good[k] for g, k in zip(_core.check_grads(good, ["w", "b"], [w, b], True), "wb"))
+    frozen = np.ones(4)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"grads\['b'\] is read-only"):
+        _core.check_grads({**good, "b": frozen}, ["w", "b"], [w, b], True)
+    assert _core.check_grads({**good, "b": frozen}, ["w", "b"], [w, b], False)[1] is frozen
+    shared = np.ones(16)
+    with pytest.raises(ValueError, match=r"grads\['b'\] and grads\['c'\] share memory"):
+        _core.check_grads([good["w"], shared[:4], shared[2:6]], ["w", "b", "c"], [w, b, np.zeros(4)], True)
+    with pytest.raises(ValueError, match=r"grads\['b'\] and params\['b'\] share memory"):
+        _core.check_grads({**good, "b": b}, ["w", "b"], [w, b], True)
+
+
 def test_a_grad_that_is_a_parameter_or_state_is_refused():
     opt, w, b = _optimizer()
     before = _snapshot(opt, w, b)

@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "cache.hpp"
+#include "grad_check.hpp"
 #include "plan.hpp"
 #include "probe_binding.hpp"
 #include "runtime.hpp"
@@ -44,6 +45,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("steps_alone", &Plan::steps_alone)
         .def_property_readonly("last_seconds", &Plan::last_seconds);
     m.attr("MAX_STEPS") = Plan::kMaxSteps;
+    m.def("check_grads", &check_grads, py::arg("grads"), py::arg("names"), py::arg("params"), py::arg("writable"),
+          "the gradients in parameter order, checked as Plan.step checks them; with writable, also writable and "
+          "sharing memory with no other gradient and no parameter");
 
     // The backoff's rule alone, for the tests (cpp/src/thread_backoff.hpp).
     py::class_<ThreadBackoff>(m, "_ThreadBackoff")

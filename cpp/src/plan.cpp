@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "grad_check.hpp"
 #include "runtime.hpp"
 
 namespace fastoptim {
@@ -18,16 +19,6 @@ const RuleInfo& rule_named(const std::string& name) {
     if (const RuleInfo* rule = find_rule(name)) return *rule;
     throw py::value_error("unknown rule '" + name + "'");
 }
-
-// A problem from array_problem as the exception Python users expect: TypeError for the wrong
-// kind of object or dtype, ValueError for everything else.
-[[noreturn]] void refuse(const std::string& label, const std::string& problem) {
-    const std::string text = label + " " + problem;
-    if (problem.rfind("must be", 0) == 0 || problem.rfind("has dtype", 0) == 0) throw py::type_error(text);
-    throw py::value_error(text);
-}
-
-std::string repr_text(py::handle h) { return py::repr(h).cast<std::string>(); }
 
 }  // namespace
 
@@ -91,9 +82,9 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
     for (std::size_t i = 0; i < n; ++i) {
         Param p;
         p.array = params[i];
-        p.name = names[i];
+        names_.push_back(names[i]);
         const std::string problem = array_problem(p.array.ptr(), ArrayNeeds{-1, nullptr, 0, true});
-        if (!problem.empty()) refuse("params[" + repr_text(p.name) + "]", problem);
+        if (!problem.empty()) refuse(label(i, "params"), problem);
         p.record = ArrayRecord(p.array.ptr());
         if (groups[i] < 0 || groups[i] >= group_count) throw py::value_error("Plan: group index out of range");
         p.group = groups[i];
@@ -106,7 +97,7 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
             py::object st = slots[s];
             const std::string state_problem = array_problem(st.ptr(), state_needs);
             if (!state_problem.empty())
-                refuse("state[" + repr_text(p.name) + "][" + repr_text(py::str(slot_names_[std::size_t(s)])) + "]", state_problem);
+                refuse(state_label(i, s), state_problem);
             p.states.push_back(st);
             p.state_records.emplace_back(st.ptr());
             p.state_slots.push_back(s);
@@ -215,46 +206,11 @@ void Plan::set_scalars(int param, const std::vector<double>& values) {
 }
 
 std::string Plan::label(std::size_t i, const char* container) const {
-    return std::string(container) + "[" + repr_text(params_[i].name) + "]";
+    return std::string(container) + "[" + repr_text(names_[i]) + "]";
 }
 
 std::string Plan::state_label(std::size_t i, int slot) const {
-    return "state[" + repr_text(params_[i].name) + "][" + repr_text(py::str(slot_names_[std::size_t(slot)])) + "]";
-}
-
-void Plan::hold_grads(py::handle grads) {
-    const std::size_t n = params_.size();
-    grads_.clear();
-    if (PyDict_Check(grads.ptr())) {
-        // Each gradient is held the moment it is found: the next lookup may run a name's
-        // __eq__, which may drop the dict's own reference.
-        for (std::size_t i = 0; i < n; ++i) {
-            PyObject* g = PyDict_GetItemWithError(grads.ptr(), params_[i].name.ptr());
-            if (g == nullptr) {
-                if (PyErr_Occurred()) throw py::error_already_set();
-                throw py::value_error("grads has no entry for parameter " + repr_text(params_[i].name));
-            }
-            grads_.push_back(py::reinterpret_borrow<py::object>(g));
-        }
-        if (std::size_t(PyDict_Size(grads.ptr())) != n) {
-            py::set known;
-            for (const Param& p : params_) known.add(p.name);
-            const py::list keys = py::reinterpret_steal<py::list>(PyDict_Keys(grads.ptr()));  // owned: safe to compare
-            for (py::handle key : keys)
-                if (!known.contains(key))
-                    throw py::value_error("grads has an entry for " + repr_text(key) + ", which is not a parameter of this optimizer");
-        }
-        return;
-    }
-    if (PyList_Check(grads.ptr()) || PyTuple_Check(grads.ptr())) {
-        const std::size_t got = std::size_t(PySequence_Fast_GET_SIZE(grads.ptr()));
-        if (got != n)
-            throw py::value_error("grads has " + std::to_string(got) + " arrays; the optimizer has " + std::to_string(n) + " parameters");
-        for (std::size_t i = 0; i < n; ++i) grads_.push_back(py::reinterpret_borrow<py::object>(PySequence_Fast_GET_ITEM(grads.ptr(), Py_ssize_t(i))));
-        return;
-    }
-    throw py::type_error("grads must be a dict keyed like the parameters or a list in their order, got " +
-                         std::string(Py_TYPE(grads.ptr())->tp_name));
+    return "state[" + repr_text(names_[i]) + "][" + repr_text(py::str(slot_names_[std::size_t(slot)])) + "]";
 }
 
 void Plan::check_arrays() const {
@@ -284,10 +240,7 @@ bool Plan::overlaps_owned_memory(const char* begin, const char* end) const {
 
 void Plan::attach_grad(std::size_t i, PyObject* grad) {
     Param& p = params_[i];
-    if (!(npy::get().PyArray_Check_(grad) && p.record.fits_beside(grad))) {
-        const ArrayNeeds needs{p.record.is_double() ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &p.record.shape(), p.record.order(), false};
-        refuse(label(i, "grads"), array_problem(grad, needs));
-    }
+    check_grad_beside(p.record, grad, names_[i]);
     const char* begin = py::detail::array_proxy(grad)->data;
     if (begin != p.clear_grad) {  // a training loop's gradients often land where the last ones were
         if (overlaps_owned_memory(begin, begin + p.record.nbytes()))
@@ -347,7 +300,7 @@ void Plan::step(py::handle grads) {
         Plan& plan;
         ~Release() { plan.release_grads(); }
     } release{*this};
-    hold_grads(grads);  // may run Python code
+    order_grads(grads, names_, grads_);  // may run Python code
     for (const py::object& g : grads_) grad_buffers_.guard(g.ptr());  // may run the garbage collector
     // From here to the kernels no Python code runs: the checks below hold when they start.
     check_arrays();

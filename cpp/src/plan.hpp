@@ -56,7 +56,6 @@ private:
         std::vector<py::object> states;  // kept alive while the plan points at them
         std::vector<ArrayRecord> state_records;
         std::vector<int> state_slots;    // the slot of each of `states`
-        py::object name;
         int group;
         std::size_t index;  // within f32_ or f64_
         const char* clear_grad = nullptr;  // the last gradient address found to share no owned memory
@@ -84,7 +83,6 @@ private:
 
     std::string label(std::size_t i, const char* container) const;
     std::string state_label(std::size_t i, int slot) const;
-    void hold_grads(py::handle grads);  // owned references; may run Python code (names' __eq__)
     void check_arrays() const;          // every parameter and state array as validated; no Python code
     void attach_grad(std::size_t i, PyObject* grad);
     void release_grads();
@@ -99,6 +97,7 @@ private:
 
     const RuleInfo* rule_;
     std::vector<Param> params_;
+    std::vector<py::object> names_;  // each parameter's key in a grads dict
     std::vector<Watched> watched_;
     Arrays<float> f32_;
     Arrays<double> f64_;

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import check_options, ordered_grads, refuse_copy, step_header
+from .. import _core
+from ._common import check_options, refuse_copy, step_header
 
 __all__ = ["DistributedBase"]
 
@@ -30,13 +31,13 @@ class DistributedBase:
         self._max_grad_norm = check_options(value, 1, "rank_order", None)[0]
 
     def _checked_grads(self, grads: Any, action: str, *, writable: bool) -> list[np.ndarray]:
-        """Collective, once a step: `grads` in parameter order, checked on every rank before any
-        message is sent (if one rank's are refused, every rank raises), and the ranks' clip norms
-        compared."""
+        """Collective, once a step: `grads` in parameter order, checked by the step's own native
+        check on every rank before any message is sent (if one rank's are refused, every rank
+        raises), and the ranks' clip norms compared."""
         error: BaseException | None = None
         ordered: list[np.ndarray] = []
         try:
-            ordered = ordered_grads(grads, self._names, self._params, writable=writable)
+            ordered = _core.check_grads(grads, self._names, self._params, writable)
         except (TypeError, ValueError) as caught:
             error = caught
         step_header(self.comm, error, self._max_grad_norm, action)

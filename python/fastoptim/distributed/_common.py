@@ -1,19 +1,19 @@
 """What both distributed optimizers share: importing MPI, failing together, threads per rank,
-checking that ranks agree, and checking gradients before any message is sent."""
+and checking that ranks agree."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .._config import set_num_threads
-from .._validation import check_int, check_like_param, check_real, extent
+from .._validation import check_int, check_real
 
-__all__ = ["refuse_copy", "check_options", "default_num_threads", "flat", "mpi", "ordered_grads", "raise_together",
+__all__ = ["refuse_copy", "check_options", "default_num_threads", "flat", "mpi", "raise_together",
            "resolve_comm", "set_rank_threads", "step_header", "compare_signatures"]
 
 _RAISABLE: dict[str, type[Exception]] = {"TypeError": TypeError, "ValueError": ValueError, "KeyError": KeyError,
@@ -169,44 +169,3 @@ def f_only(array: np.ndarray) -> bool:
 def flat(array: np.ndarray) -> np.ndarray:
     """A 1-D view of a contiguous array in its memory order (never a copy)."""
     return array.reshape(-1, order="F" if f_only(array) else "C")
-
-
-def ordered_grads(grads: Any, names: Sequence[Hashable], params: Sequence[np.ndarray], *,
-                  writable: bool) -> list[np.ndarray]:
-    """The gradients in parameter order, each checked as fastoptim's step checks it (dtype,
-    shape, memory order), and writable where the average is written back."""
-    if isinstance(grads, Mapping):
-        missing = [n for n in names if n not in grads]
-        if missing:
-            raise ValueError(f"grads has no entry for parameter {missing[0]!r}")
-        if len(grads) != len(names):
-            known = set(names)
-            extra = next(k for k in grads if k not in known)
-            raise ValueError(f"grads has an entry for {extra!r}, which is not a parameter of this optimizer")
-        ordered = [grads[n] for n in names]
-    elif isinstance(grads, (list, tuple)):
-        if len(grads) != len(names):
-            raise ValueError(f"grads has {len(grads)} arrays; the optimizer has {len(names)} parameters")
-        ordered = list(grads)
-    else:
-        raise TypeError("grads must be a dict keyed like the parameters or a list in their order, got "
-                        f"{type(grads).__name__}")
-    for name, param, grad in zip(names, params, ordered):
-        label = f"grads[{name!r}]"
-        check_like_param(label, grad, param)
-        if writable and not grad.flags.writeable:
-            raise ValueError(f"{label} is read-only; DistributedOptimizer writes the average into it")
-    if writable:
-        _check_no_overlap(names, params, ordered)
-    return ordered
-
-
-def _check_no_overlap(names: Sequence[Hashable], params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
-    """The averages are written into the gradients: none may share memory with another
-    gradient or with a parameter."""
-    spans = sorted([(*extent(g), f"grads[{n!r}]") for n, g in zip(names, grads) if g.nbytes] +
-                   [(*extent(p), f"params[{n!r}]") for n, p in zip(names, params) if p.nbytes])
-    for (_, end, label), (start, _, other) in zip(spans, spans[1:]):
-        if start < end:
-            first, second = sorted((label, other))
-            raise ValueError(f"{first} and {second} share memory; each gradient must own its elements")

@@ -4,6 +4,7 @@
     python bench/training_loop.py                     # 1e5, 1e6, model; none / sleep / blas between
     python bench/training_loop.py --sizes model --between blas --rounds 400
     python bench/training_loop.py --settings default,OMP_PROC_BIND=true
+    python bench/training_loop.py --between blas --blas-threads 1
 
 ``python -m fastoptim bench`` times steps back to back. In a training loop the forward and
 backward passes run between steps, and by the next step fastoptim's OpenMP threads have gone to
@@ -14,8 +15,9 @@ benchmark), ``sleep`` (the cores idle for ``--ms``, as while waiting for data) o
 forward and backward). Steps on N threads and on one are alternated round by round.
 
 GNU OpenMP reads its settings once per process, so each ``--settings`` entry runs in a child of
-its own: ``default`` (the environment as it is, with the ``GOMP_SPINCOUNT=1000`` that ``import
-fastoptim`` sets unless a wait variable is set) or one ``VARIABLE=value``.
+its own: ``default`` (the environment as it is: ``import fastoptim`` changes none of it) or one
+``VARIABLE=value``, such as the short spin ``GOMP_SPINCOUNT=1000`` docs/guide.md suggests where
+BLAS runs between steps.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import fastoptim as fo
 from fastoptim import _omp
 
 BETWEEN = ("none", "sleep", "blas")
-DEFAULT_SETTINGS = "default,OMP_PROC_BIND=true,GOMP_SPINCOUNT=300000"
+DEFAULT_SETTINGS = "default,OMP_PROC_BIND=true,GOMP_SPINCOUNT=1000"
 
 
 def work_between(kind: str, seconds: float) -> Callable[[], None]:
@@ -87,6 +89,11 @@ def measure(work: _bench.Work, between: Callable[[], None], rounds: int) -> dict
 
 def child(args: argparse.Namespace) -> int:
     """One setting: a JSON line per (between, work)."""
+    with fo.blas_threads(args.blas_threads or None):
+        return _child_rows(args)
+
+
+def _child_rows(args: argparse.Namespace) -> int:
     for kind in args.between.split(","):
         for token in args.sizes.split(","):
             work = _bench.parse_work(token)
@@ -114,6 +121,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--between", default=",".join(BETWEEN), help="work between steps: none, sleep, blas")
     p.add_argument("--ms", type=float, default=3.0, help="milliseconds of work between steps")
     p.add_argument("--rounds", type=int, default=200, help="timed steps on each thread count")
+    p.add_argument("--blas-threads", type=int, default=0,
+                   help="NumPy's BLAS threads in the children (fo.blas_threads); 0 leaves BLAS as it is")
     p.add_argument("--settings", default=DEFAULT_SETTINGS,
                    help="'default' or VARIABLE=value, one child process each (comma-separated)")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -125,7 +134,8 @@ def main(argv: list[str]) -> int:
     if args.child is not None:
         return child(args)
 
-    passed = ["--sizes", args.sizes, "--between", args.between, "--ms", str(args.ms), "--rounds", str(args.rounds)]
+    passed = ["--sizes", args.sizes, "--between", args.between, "--ms", str(args.ms), "--rounds", str(args.rounds),
+              "--blas-threads", str(args.blas_threads)]
     rows = [row for setting in args.settings.split(",") for row in run_setting(setting, passed)]
     print(f"{'setting':<24}  {'between':<7}  {'work':>6}  {'N threads':>9}  {'1 thread':>8}  {'N/1':>5}")
     for row in rows:
@@ -134,7 +144,8 @@ def main(argv: list[str]) -> int:
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     wait = _omp.wait_text()
     print(f"Gel/s, Adam float32, N = {rows[0]['threads'] if rows else '?'} threads, {fo.get_target()}; "
-          f"{args.ms:g} ms between steps; NumPy's BLAS: {blas.get('name')} {blas.get('version')}; "
+          f"{args.ms:g} ms between steps; NumPy's BLAS: {blas.get('name')} {blas.get('version')} on "
+          f"{args.blas_threads or 'its own'} thread(s); "
           f"default OpenMP wait: {wait or 'OpenMP defaults'}")
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -19,13 +19,13 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 def restore_runtime() -> Iterator[None]:
-    """Tests that switch targets, threads, prefetching or thread placement leave the process as
+    """Tests that switch targets, threads, prefetching or the thread policy leave the process as
     they found it."""
     target, threads, prefetch_above = fo.get_target(), fo.get_num_threads(), fo.get_prefetch_above()
-    placement = fo.get_thread_placement()
+    policy = fo.get_thread_policy()
     yield
     fo.set_target(target)
     fo.set_num_threads(threads)
     fo.set_prefetch_above(prefetch_above)
-    fo.set_thread_placement(placement)
+    fo.set_thread_policy(**policy)
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
+from fastoptim import _omp
 from problems import make_problem
 from registry import ARG_CASES
 
@@ -124,7 +125,8 @@ for _ in range(5):
     time.sleep(0.2)
     burns.append(cpu() - start)
 if sys.argv[1:] == ["burns only"]:
-    print(json.dumps(dict(burns=burns, policy=os.environ.get("OMP_WAIT_POLICY"))))
+    print(json.dumps(dict(burns=burns, spin=os.environ.get("GOMP_SPINCOUNT"),
+                          policy=os.environ.get("OMP_WAIT_POLICY"))))
     sys.exit(0)
 
 # NumPy's own threads right after a step, and after a short rest
@@ -160,18 +162,23 @@ def _run_idle_probe(*args: str, **env: str) -> dict[str, object]:
 
 
 def test_no_thread_pool_left_spinning_after_a_step():
-    result = _run_idle_probe()
+    result = _run_idle_probe("burns only")
     print(f"\nidle probe, fastoptim's defaults: {result}")
-    assert result["spin"] == "1000"  # fastoptim's default, set on import
-    assert result["policy"] is None
+    assert result["spin"] is None and result["policy"] is None  # import fastoptim sets neither
     burns = sorted(result["burns"])
     # CPU time the whole process used while its only thread slept 0.2 s right after a step. A
     # spinning pool burns in every window (the control below: 0.2 s each); one window of five may
     # see a one-off burst (seen once in CI: 26 ms in the first window, 0.1 ms in the other four).
     assert burns[-2] < 0.020, f"threads kept spinning after steps: {burns} s of CPU per 0.2 s sleep"
-    # NumPy's BLAS right after a step is not slowed down by OpenMP threads busy-waiting (generous:
-    # the machine may be shared; with OMP_WAIT_POLICY=active the slowdown is far larger where
-    # BLAS needs the cores)
+
+
+def test_the_short_spin_leaves_blas_its_cores_right_after_a_step():
+    """docs/guide.md's recipe for BLAS between steps: NumPy's BLAS right after a step is not
+    slowed down by OpenMP threads busy-waiting (generous: the machine may be shared; with
+    OMP_WAIT_POLICY=active the slowdown is far larger where BLAS needs the cores)."""
+    result = _run_idle_probe(GOMP_SPINCOUNT=_omp.SHORT_SPIN)
+    print(f"\nidle probe, GOMP_SPINCOUNT={_omp.SHORT_SPIN}: {result}")
+    assert result["spin"] == _omp.SHORT_SPIN
     assert result["after"] < 2.5 * result["rested"], result
 
 

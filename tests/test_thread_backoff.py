@@ -3,7 +3,8 @@ not share the work, or (where a lone step takes under 200 us) took over 90% of t
 lone step's time, cold steps run on the calling thread for a run of 4, 8, ... 64, each ended by
 one try on every thread; a cold step shared and not slower starts over; warm steps always get
 every thread. Timed steps under 200 us take a lone reference step at the second cold step and
-after every 256 cold steps on several threads.
+after every 256 cold steps on several threads; one that took over 8 lone steps' time (a stall)
+sends the next 64 cold steps to one thread at once.
 Its bits are the thread counts' bits, which tests/test_bits.py compares."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from child import run_python
 
 import fastoptim as fo
 from fastoptim import _core
@@ -213,3 +215,51 @@ def test_a_plan_times_its_steps() -> None:
     opt.step([np.ones_like(array)])
     elapsed = time.perf_counter() - start
     assert 0 < opt._plan.last_seconds <= elapsed
+
+
+def test_the_thread_policy_switch_turns_the_backoff_off_and_on(restore_runtime: None) -> None:
+    assert fo.get_thread_policy() == {"placement": fo.get_thread_placement(), "backoff": True}  # the default
+    fo.set_thread_policy(backoff=False)
+    assert fo.get_thread_policy()["backoff"] is False and fo.config()["thread_backoff"] is False
+    if fo.config()["openmp"]:
+        fo.set_num_threads(2)
+        array = np.zeros(1_000_000, np.float32)
+        opt = fo.Adam([array], lr=1e-3)
+        for _ in range(12):  # cold steps: without the backoff each one wakes every thread
+            opt.step([np.ones_like(array)])
+            time.sleep(0.001)
+            assert opt._plan.last_threads == 2
+        assert opt._plan.steps_alone == 0
+    fo.set_thread_policy(backoff=True)
+    assert fo.get_thread_policy()["backoff"] is True
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), [
+    ({"backoff": 1}, TypeError, "backoff must be True, False or None"),
+    ({"placement": "no"}, TypeError, "placement must be True, False or None"),
+    ({"placement": False, "backoff": 0}, TypeError, "backoff must be"),  # refused before placement changes
+])
+def test_the_thread_policy_switch_takes_bools(arguments: dict[str, object], error: type[Exception], message: str,
+                                               restore_runtime: None) -> None:
+    before = fo.get_thread_policy()
+    with pytest.raises(error, match=message):
+        fo.set_thread_policy(**arguments)  # type: ignore[arg-type]
+    assert fo.get_thread_policy() == before
+
+
+def test_fastoptim_thread_backoff_0_turns_it_off_at_import() -> None:
+    run = run_python("import fastoptim as fo; print(fo.get_thread_policy()['backoff'])",
+                     FASTOPTIM_THREAD_BACKOFF="0")
+    assert run.stdout.strip() == "False", run.stderr
+
+
+def test_a_stalled_shared_step_sends_the_next_64_cold_steps_alone_at_once() -> None:
+    """A worker woken on a busy CPU may wait a time slice: a step 8 lone steps long is a stall."""
+    backoff = timed_with_reference(100e-6)
+    backoff.record(COLD, **SHARED, seconds=60e-6)
+    backoff.record(COLD, **SHARED, seconds=810e-6)  # shared, but it waited for a CPU
+    assert [backoff.threads_for_step(2, COLD) for _ in range(65)] == [1] * 64 + [2]
+    backoff.record(COLD, **SHARED, seconds=60e-6)  # the try went well: sharing resumes
+    assert backoff.threads_for_step(2, COLD) == 2
+    backoff.record(COLD, **SHARED, seconds=790e-6)  # slower, not a stall: taken for chance
+    assert backoff.threads_for_step(2, COLD) == 2

@@ -127,6 +127,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("thread_placement_supported", &thread_placement_supported,
           "Linux with OpenMP, and no OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY or KMP_AFFINITY");
     m.def("get_thread_placement", &thread_placement);
+    m.def("get_thread_backoff", &thread_backoff);
+    m.def("set_thread_backoff", &set_thread_backoff, py::arg("on"));
     m.def("set_thread_placement", &set_thread_placement, py::arg("on"));
     m.def("_placed_workers", [] {
         const PlacedWorkers placed = placed_workers();

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 
 namespace fastoptim {
 namespace {
@@ -47,6 +49,10 @@ void ThreadBackoff::record(bool cold, const PieceCounts& counts, double seconds)
     const bool unshared = 5 * counts.busiest > 4 * counts.pieces;
     const bool judged_by_time = seconds > 0 && lone_seconds_ > 0 && lone_seconds_ < kShortSeconds;
     const bool slower = judged_by_time && seconds > kThreadsMustTake * lone_seconds_;
+    if (judged_by_time && seconds > kStallLoneSteps * lone_seconds_) {
+        alone_left_ = kLongestRun;  // a stall: the run it starts costs less than the next one would
+        return;
+    }
     if (!unshared && !slower) {
         failed_in_row_ = 0;
         next_run_ = kFirstRun;
@@ -55,6 +61,17 @@ void ThreadBackoff::record(bool cold, const PieceCounts& counts, double seconds)
         next_run_ = std::min(2 * next_run_, kLongestRun);
     }
 }
+
+namespace {
+bool backoff_by_default() {
+    const char* value = std::getenv("FASTOPTIM_THREAD_BACKOFF");
+    return !(value != nullptr && std::strcmp(value, "0") == 0);
+}
+std::atomic<bool> backoff_on{backoff_by_default()};
+}  // namespace
+
+bool thread_backoff() { return backoff_on.load(std::memory_order_relaxed); }
+void set_thread_backoff(bool on) { backoff_on.store(on); }
 
 void note_step_end() { last_step_end_ns.store(now_ns(), std::memory_order_relaxed); }
 

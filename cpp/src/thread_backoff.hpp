@@ -20,6 +20,14 @@
 // reference at the second timed cold step (the first also touches new state pages) when the
 // first took under kShortSeconds, and again after every kReferenceEvery such steps on several
 // threads; the lone runs refresh it as well.
+//
+// Beside a busy program one thing costs more than all the rest: a worker woken on the busy CPU
+// may wait a time slice (milliseconds) before it joins, and the step waits for it at the end of
+// its parallel region. Such stalls strike a few steps in a hundred, never two in a row, so the
+// rules above miss them; yet one costs more than many steps alone lose. So a timed cold step
+// that took over kStallLoneSteps lone steps' time sends the next kLongestRun cold steps to the
+// calling thread at once (bench/README.md, "Threads that share the machine": the demo's steps
+// beside a busy process, 50 us each but 4 ms at the 99th percentile).
 #pragma once
 
 #include "fastoptim/parallel.hpp"
@@ -29,6 +37,7 @@ namespace fastoptim {
 inline constexpr double kWarmSeconds = 50e-6;
 inline constexpr double kShortSeconds = 200e-6;   // steps that waking threads may cost more than they save
 inline constexpr double kThreadsMustTake = 0.9;  // at most this share of the lone step's time
+inline constexpr double kStallLoneSteps = 8;     // a shared step this many lone steps long waited for a CPU
 
 class ThreadBackoff {
 public:
@@ -50,6 +59,11 @@ private:
     double shared_seconds_ = 0;    // the latest timed cold step on several threads; 0: none yet
     int timed_shared_steps_ = 0;   // timed cold steps on several threads since the lone one (capped)
 };
+
+// Whether steps may back off to the calling thread (process-wide; FASTOPTIM_THREAD_BACKOFF=0
+// turns it off at load). Off, every step runs on the threads it is set to use.
+bool thread_backoff();
+void set_thread_backoff(bool on);
 
 // The process-wide clock of the steps (one OpenMP pool serves every optimizer).
 void note_step_end();

@@ -8,7 +8,7 @@ namespace fastoptim {
 ThreadPolicy::Decision ThreadPolicy::decide() {
     const bool cold = step_is_cold();
     const int requested = num_threads();
-    const int threads = backoff_.threads_for_step(requested, cold);
+    const int threads = thread_backoff() ? backoff_.threads_for_step(requested, cold) : requested;
     steps_alone_ += threads < requested;
     return {requested, threads, cold};
 }
@@ -17,7 +17,7 @@ void ThreadPolicy::enter(const Decision& decision) { place_workers(decision.thre
 
 void ThreadPolicy::leave(const Decision& decision, const PieceCounts& counts, double seconds) {
     note_step_end();
-    backoff_.record(decision.cold, counts, seconds);
+    if (thread_backoff()) backoff_.record(decision.cold, counts, seconds);
     last_threads_ = counts.parallel ? decision.threads : 1;
 }
 

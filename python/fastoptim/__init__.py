@@ -8,14 +8,10 @@
     array([-0.1, -0.1, -0.1], dtype=float32)
 """
 
-# ruff: noqa: E402 (the imports after shorten_spin load GNU OpenMP, which reads it once)
 from __future__ import annotations
 
-from . import _omp
-
-_omp.shorten_spin()  # before the kernels load GNU OpenMP, which reads it once
-
 from . import distributed, lr_scheduler, schedules
+from ._blas import blas_threads
 from ._config import (
     available_targets,
     config,
@@ -23,10 +19,12 @@ from ._config import (
     get_prefetch_above,
     get_target,
     get_thread_placement,
+    get_thread_policy,
     set_num_threads,
     set_prefetch_above,
     set_target,
     set_thread_placement,
+    set_thread_policy,
     show_config,
 )
 from ._core import __version__
@@ -73,9 +71,12 @@ __all__ = [
     "get_prefetch_above",
     "get_target",
     "get_thread_placement",
+    "get_thread_policy",
+    "blas_threads",
     "set_num_threads",
     "set_prefetch_above",
     "set_target",
     "set_thread_placement",
+    "set_thread_policy",
     "show_config",
 ]

@@ -7,8 +7,8 @@ from typing import Any
 from . import _core
 
 __all__ = ["available_targets", "config", "get_num_threads", "get_prefetch_above", "get_target",
-           "get_thread_placement", "set_num_threads", "set_prefetch_above", "set_target", "set_thread_placement",
-           "show_config"]
+           "get_thread_placement", "get_thread_policy", "set_num_threads", "set_prefetch_above", "set_target",
+           "set_thread_placement", "set_thread_policy", "show_config"]
 
 
 def available_targets() -> list[str]:
@@ -86,6 +86,28 @@ def set_thread_placement(on: bool) -> None:
     _core.set_thread_placement(on)
 
 
+def get_thread_policy() -> dict[str, bool]:
+    """The thread mechanisms steps run with (process-wide): ``placement``
+    (:func:`get_thread_placement`) and ``backoff``: whether steps after other work may run on
+    the calling thread alone when waking fastoptim's threads did not pay (docs/guide.md,
+    "Threads"). Speed settings only: the results are the same bits either way."""
+    return {"placement": get_thread_placement(), "backoff": bool(_core.get_thread_backoff())}
+
+
+def set_thread_policy(*, placement: bool | None = None, backoff: bool | None = None) -> None:
+    """Turn the thread mechanisms of :func:`get_thread_policy` on or off; ``None`` leaves one
+    as it is. ``FASTOPTIM_THREAD_PLACEMENT`` and ``FASTOPTIM_THREAD_BACKOFF`` (``0`` or ``1``)
+    set them at import. ValueError when turning placement on where it is not supported; nothing
+    changes when an argument is refused."""
+    for name, value in (("placement", placement), ("backoff", backoff)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name} must be True, False or None, got {type(value).__name__}")
+    if placement is not None:
+        _core.set_thread_placement(placement)
+    if backoff is not None:
+        _core.set_thread_backoff(backoff)
+
+
 def config() -> dict[str, Any]:
     """The version, the targets built, supported and chosen, threads, the last-level cache, the
     prefetch threshold, thread placement, and the compiler."""
@@ -99,6 +121,7 @@ def config() -> dict[str, Any]:
         "last_level_cache": int(_core.last_level_cache_bytes()),
         "prefetch_above": get_prefetch_above(),
         "thread_placement": get_thread_placement(),
+        "thread_backoff": bool(_core.get_thread_backoff()),
         "compiler": _core.compiler,
         "rules": sorted(_core.rules()),
     }

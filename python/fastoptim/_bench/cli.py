@@ -59,7 +59,7 @@ def _positive(kind: type) -> Callable[[str], Any]:
 
 
 # GOMP_SPINCOUNT for each --omp-spin choice.
-SPINS = {"openmp": _omp.OPENMP_DEFAULT_SPIN, "fastoptim": _omp.FASTOPTIM_SPIN}
+SPINS = {"openmp": _omp.OPENMP_DEFAULT_SPIN, "short": _omp.SHORT_SPIN}
 
 
 def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.ArgumentParser:
@@ -100,10 +100,10 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     p.add_argument("--omp-spin", choices=list(SPINS), default="openmp",
                    help="GNU OpenMP's busy-wait after a parallel region, one for every peer (the process has one "
-                        "OpenMP): 'openmp', its own default, as torch has it alone (GOMP_SPINCOUNT="
-                        f"{_omp.OPENMP_DEFAULT_SPIN}); 'fastoptim', the shorter spin `import fastoptim` sets "
-                        f"(GOMP_SPINCOUNT={_omp.FASTOPTIM_SPIN}), which torch imported after it shares. "
-                        "Wait variables set in the environment are kept")
+                        "OpenMP): 'openmp', its own default (GOMP_SPINCOUNT="
+                        f"{_omp.OPENMP_DEFAULT_SPIN}); 'short', the spin docs/guide.md suggests where BLAS runs "
+                        f"between steps (GOMP_SPINCOUNT={_omp.SHORT_SPIN}). Wait variables set in the environment "
+                        "are kept")
     return p
 
 
@@ -112,7 +112,7 @@ def _rerun_with_spin(choice: str, argv: Sequence[str], full: bool, prog: str) ->
     benchmark runs again in a process that starts with it. None when this process has it, or
     when the user set the wait variables (kept, and noted in the results)."""
     wanted = SPINS[choice]
-    if not _omp.set_on_import or os.environ.get("GOMP_SPINCOUNT") == wanted:
+    if wanted == _omp.OPENMP_DEFAULT_SPIN or any(name in os.environ for name in _omp.VARIABLES):
         return None
     code = (f"import sys; from fastoptim import _omp; _omp.chosen_by = 'fastoptim bench --omp-spin {choice}'; "
             f"from fastoptim._bench import main; sys.exit(main(sys.argv[1:], full={full!r}, prog={prog!r}))")

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import numpy as np
 
 import fastoptim
+from fastoptim._blas import blas_threads
 from fastoptim.lr_scheduler import WarmupCosineLR
 
 from . import landscape
@@ -119,6 +120,9 @@ def build_parser(prog: str = "fastoptim demo") -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=_int_at_least(1), default=32, help="minibatch size (default 32)")
     parser.add_argument("--threads", type=_int_at_least(1), default=None,
                         help="threads per optimizer step (default: fastoptim's, see `fastoptim info`)")
+    parser.add_argument("--blas-threads", type=_int_at_least(0), default=1,
+                        help="threads for NumPy's BLAS while training (default 1: the demo's matrices are small, "
+                             "and more BLAS threads collapse beside a busy program; 0 leaves BLAS as it is)")
     parser.add_argument("--seed", type=_int_at_least(0), default=0,
                         help="seeds the initial weights and the shuffling (default 0); the split is fixed")
     parser.add_argument("--out", type=Path, default=None, metavar="PNG",
@@ -291,9 +295,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "fastoptim demo") -> 
     if args.threads is not None:
         fastoptim.set_num_threads(args.threads)
     try:
-        if args.landscape:
-            return landscape.main(chosen, args.lr, args.steps, out)
-        return _train_all(chosen, args, out)
+        with blas_threads(args.blas_threads or None):
+            if args.landscape:
+                return landscape.main(chosen, args.lr, args.steps, out)
+            return _train_all(chosen, args, out)
     finally:
         fastoptim.set_num_threads(threads_before)
 

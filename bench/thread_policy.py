@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The thread mechanisms, each turned off in turn, on three workloads, alone and beside a busy process.
+"""The thread mechanisms, each turned off in turn, on a few workloads, alone and beside a busy process.
 
-    python bench/thread_policy.py                  # every condition, 3 rounds
+    python bench/thread_policy.py                  # issue 17's "after" table, 3 rounds
     python bench/thread_policy.py --rounds 5 --conditions defaults,busy --workloads demo
     python bench/thread_policy.py --demo-args="--blas-threads 1" --out bench/records/x.json
 
@@ -47,6 +47,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import training_loop  # noqa: E402  (finds fastoptim, or python/ in a checkout built in place)
+
+from fastoptim import _omp  # noqa: E402
 
 # The parts a condition is made of, joined by "+": the environment each sets for the child.
 PARTS: dict[str, dict[str, str]] = {
@@ -60,7 +64,7 @@ PARTS: dict[str, dict[str, str]] = {
     "one-thread": {"OMP_NUM_THREADS": "1"},
     "busy": {},  # and one process spinning beside the child
 }
-DEFAULT_CONDITIONS = "defaults,short-spin,no-placement,backoff,busy,short-spin+busy,no-placement+busy,backoff+busy"
+DEFAULT_CONDITIONS = "defaults,short-spin,no-placement,no-backoff,busy,no-placement+busy,no-backoff+busy"
 # Each metric: its workload, its unit, and whether more is better.
 METRICS = {"single_s": ("single", "s", False), "steps_s": ("steps", "s", False),
            "steps_p99_us": ("steps", "us", False), "steps_alone": ("steps", "steps", False),
@@ -103,13 +107,16 @@ def steps(count: int = 2000) -> dict[str, float]:
     import numpy as np
 
     import fastoptim as fo
+    from fastoptim.demo.run import HIDDEN
 
     rng = np.random.default_rng(0)
-    shapes = [(64, 256), (256,), (256, 256), (256,), (256, 10), (10,)]
+    sizes = [64, *HIDDEN, 10]  # the digits' 8x8 pixels, the hidden layers, the 10 classes
+    shapes = [shape for a, b in zip(sizes[:-1], sizes[1:]) for shape in ((a, b), (b,))]
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     opt = fo.Adam(params, lr=1e-3)
-    x, w = rng.standard_normal((32, 256)).astype(np.float32), rng.standard_normal((256, 256)).astype(np.float32)
+    x = rng.standard_normal((32, HIDDEN[0])).astype(np.float32)
+    w = rng.standard_normal((HIDDEN[0], HIDDEN[1])).astype(np.float32)
     times = []
     with fo.blas_threads(1):
         for _ in range(count):
@@ -123,9 +130,6 @@ def steps(count: int = 2000) -> dict[str, float]:
 
 
 def loop(rounds: int, blas: int) -> dict[str, float]:
-    sys.path.insert(0, str(HERE))
-    import training_loop
-
     import fastoptim as fo
     from fastoptim import _bench
 
@@ -188,7 +192,7 @@ def child(args: argparse.Namespace) -> int:
 # ---- the parent --------------------------------------------------------------------------
 def run_cell(condition: str, workload: str, args: argparse.Namespace) -> dict[str, float]:
     parts = condition.split("+")
-    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in _omp.VARIABLES}
     for part in parts:
         env.update(PARTS[part])
     neighbour = None
@@ -238,7 +242,7 @@ def table(runs: dict[str, dict[str, list[float]]], conditions: list[str], *, mar
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench/thread_policy.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--conditions", default=DEFAULT_CONDITIONS, help="comma-separated, see above")
-    p.add_argument("--workloads", default="demo,loop,torch", help="single, steps, demo, loop, torch")
+    p.add_argument("--workloads", default="single,demo,loop,torch", help="single, steps, demo, loop, torch")
     p.add_argument("--rounds", type=int, default=3, help="alternated runs of every cell")
     p.add_argument("--demo-args", default="", help="arguments for `fastoptim demo`, as one string")
     p.add_argument("--loop-rounds", type=int, default=150, help="timed steps per metric of the loop workload")

@@ -273,3 +273,32 @@ def test_the_training_loop_script_prints_a_row_per_setting_between_and_size(tmp_
     printed = [line.split() for line in run.stdout.splitlines() if line.split()[:1] in settings]
     assert len(printed) == len(rows)
     assert "NumPy's BLAS" in run.stdout
+
+
+def test_pipeline_times_every_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--pipeline: the plain step, the two option sets and the NumPy baseline, one row per size,
+    their ratios to the plain step; the NumPy baseline clips as fastoptim does."""
+    from fastoptim._bench import pipeline
+
+    code = _bench.main(["--pipeline", "--sizes", "1e3,model", "--repeats", "2", "--max-repeats", "2",
+                        "--min-time", "0.001", "--warmup", "1", "--out", str(tmp_path)])
+    assert code == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[0] == "work" and [row.split()[0] for row in table[2:4]] == ["1e3", "model"]
+    results = json.loads((tmp_path / "pipeline.json").read_text())["results"]
+    for record in results:
+        assert set(record["variants"]) == set(pipeline.VARIANTS)
+        for figures in record["variants"].values():
+            assert figures["best_ms"] > 0 and figures["steps"] >= 2
+        assert record["variants"]["step"]["best_vs_step"] == 1.0
+    # the baseline: the same clipping as max_grad_norm, written around the plain step in NumPy
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(50).astype(np.float32) for _ in range(2)]
+    grads = [rng.standard_normal(50).astype(np.float32) * 3 for _ in range(2)]
+    fused_params = [p.copy() for p in params]
+    fused = fo.AdamW(fused_params, max_grad_norm=1.0)
+    info = fused.step(grads)
+    pipeline.numpy_clip_then_step(fo.AdamW(params), [g.copy() for g in grads], 1.0)
+    assert info.grad_norm > 1.0
+    for a, b in zip(params, fused_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

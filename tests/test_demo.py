@@ -145,9 +145,27 @@ def test_demo_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert table[0].split()[:3] == ["optimizer", "lr", "train"]
     assert table[2].startswith("SGD")
     assert table[3].startswith("Adam")
+    assert table[0].split()[6:8] == ["grad", "norm"]
     for row in table[2:4]:
-        assert row.split()[-4].endswith("%")  # test accuracy
+        assert row.split()[-5].endswith("%")  # test accuracy
+        assert float(row.split()[-4]) > 0  # the median gradient norm of the last epoch
     assert ("wrote" in stdout) == out.exists()
+
+
+def test_clip_clips_the_global_norm(split: Split, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--clip is every optimizer's max_grad_norm: a limit below the norms clips and changes the
+    run; one above them changes no bit of it (the norm is measured either way)."""
+    adam = OPTIMIZERS["adam"]
+    free = run.train(adam, adam.lr, split, epochs=1, seed=3)
+    assert free.clipped == 0 and free.grad_norm > 0
+    loose = run.train(adam, adam.lr, split, epochs=1, seed=3, clip=1e6)
+    assert loose.train_loss == free.train_loss and loose.clipped == 0
+    tight = run.train(adam, adam.lr, split, epochs=1, seed=3, clip=free.grad_norm / 2)
+    assert tight.clipped > 0.5 and tight.train_loss != free.train_loss
+    assert run.main(["--epochs", "1", "--optimizers", "adam", "--batch-size", "256", "--clip", "0.5", "--out",
+                     str(tmp_path / "demo.png")]) == 0
+    stdout = capsys.readouterr().out
+    assert "gradients clipped to norm 0.5" in stdout and "clipped" in stdout[stdout.index("optimizer"):]
 
 
 def test_demo_writes_a_png(tmp_path: Path) -> None:

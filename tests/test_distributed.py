@@ -166,7 +166,8 @@ def test_every_check_under_mpiexec(ranks: int) -> None:
     """3 ranks split buckets unevenly; both runs check bits against the plain optimizer."""
     out = run_mpi(ranks, str(CHECKS), "--size", str(ranks))
     for name in ("every_rule_gives_the_plain_optimizers_bits", "checkpoints_change_world_size",
-                 "bad_setups_fail_on_every_rank", "global_norm_clipping", "zero_shards_the_state"):
+                 "bad_setups_fail_on_every_rank", "global_norm_clipping", "zero_shards_the_state",
+                 "skips_and_loss_scales_agree_across_ranks"):
         assert f"ok {name} " in out, out
 
 

@@ -11,6 +11,8 @@ namespace fastoptim {
 struct Target {
     const char* name;
     StepFunction step;
+    NormFunction norm;
+    ScaleFunction scale;
     ProbeFunction probe;
     bool supported;  // the CPU and the operating system can run it
 };

@@ -1,7 +1,8 @@
 // The entry points of one instruction-set target: the step, which hands each rule to its
-// family's file (kernels/), and the bandwidth probe. CMake compiles these files once per target,
-// defining FASTOPTIM_TARGET_NS (sse2, avx2, avx512, generic) and that target's flags; the
-// namespace keeps each target's instantiations apart at link time.
+// family's file (kernels/), the gradient norm and scaling, and the bandwidth probe. CMake
+// compiles these files once per target, defining FASTOPTIM_TARGET_NS (sse2, avx2, avx512,
+// generic) and that target's flags; the namespace keeps each target's instantiations apart
+// at link time.
 #include "fastoptim/probe.hpp"
 #include "rule_steps.hpp"
 
@@ -19,6 +20,14 @@ PieceCounts FASTOPTIM_CONCAT(step, FASTOPTIM_TARGET_NS)(const StepRequest& reque
 #undef FASTOPTIM_RULE_CASE
     }
     return {};
+}
+
+GradMeasure FASTOPTIM_CONCAT(norm, FASTOPTIM_TARGET_NS)(const NormRequest& request) {
+    return measure_grads(request.options, request.f32, request.f64, request.threads);
+}
+
+void FASTOPTIM_CONCAT(scale, FASTOPTIM_TARGET_NS)(const ScaleRequest& request) {
+    scale_arrays(request.f32, request.f64, request.factor, request.threads);
 }
 
 namespace {

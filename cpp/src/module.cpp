@@ -4,6 +4,7 @@
 
 #include "cache.hpp"
 #include "grad_check.hpp"
+#include "grad_norm_binding.hpp"
 #include "plan.hpp"
 #include "probe_binding.hpp"
 #include "runtime.hpp"
@@ -37,7 +38,18 @@ PYBIND11_MODULE(_core, m) {
         .def("fresh", &Plan::fresh, py::arg("param"))
         .def("scalars", &Plan::scalars, py::arg("param"))
         .def("set_scalars", &Plan::set_scalars, py::arg("param"), py::arg("values"))
-        .def("step", &Plan::step, py::arg("grads"))
+        .def("step", [](Plan& plan, py::handle grads) { plan.step(grads, GradOptions{}); }, py::arg("grads"),
+             "the plain step: every gradient read as it is")
+        .def("step_with", [](Plan& plan, py::handle grads, double grad_mult, py::object max_norm, bool skip_nonfinite) {
+            const double limit = max_norm.is_none() ? -1.0 : max_norm.cast<double>();
+            if (!max_norm.is_none() && !(limit >= 0)) throw py::value_error("max_norm must be >= 0 or None");
+            const StepOutcome outcome = plan.step(grads, GradOptions{grad_mult, limit, skip_nonfinite});
+            if (!outcome.measured && !outcome.skipped) return py::object(py::none());
+            return py::object(py::make_tuple(
+                outcome.measured ? py::object(py::float_(outcome.grad_norm)) : py::object(py::none()), outcome.skipped));
+        }, py::arg("grads"), py::arg("grad_mult"), py::arg("max_norm"), py::arg("skip_nonfinite"),
+           "the step with its gradient options: None when nothing was measured nor skipped, else (the 2-norm of "
+           "g·grad_mult before clipping, or None; whether the step was skipped)")
         .def("apply", &Plan::apply)
         .def("check", &Plan::check)
         .def_property_readonly("busy", &Plan::busy)
@@ -48,6 +60,11 @@ PYBIND11_MODULE(_core, m) {
     m.def("check_grads", &check_grads, py::arg("grads"), py::arg("names"), py::arg("params"), py::arg("writable"),
           "the gradients in parameter order, checked as Plan.step checks them; with writable, also writable and "
           "sharing memory with no other gradient and no parameter");
+
+    m.def("measure_arrays", &measure_arrays, py::arg("arrays"), py::arg("kind"), py::arg("mult") = 1.0,
+          "(Σu², Σ|u| or max |u| for kind 0, 1 or 2, with u = g·mult over every element; all finite)");
+    m.def("scale_arrays", &scale_arrays_in_place, py::arg("arrays"), py::arg("factor"),
+          "every array multiplied in place by factor (writable arrays sharing no memory)");
 
     // The backoff's rule alone, for the tests (cpp/src/thread_backoff.hpp).
     py::class_<ThreadBackoff>(m, "_ThreadBackoff")

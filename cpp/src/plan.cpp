@@ -39,11 +39,25 @@ private:
 };
 
 template <class T>
-void Plan::Arrays<T>::prepare_norms(int norms) {
+void Plan::Arrays<T>::prepare_blocks(int norms) {
     for (const ArrayRef<T>& ref : refs) block_offsets.push_back(block_offsets.back() + (ref.size + kBlock - 1) / kBlock);
+    grad_partials.assign(2 * std::size_t(block_offsets.back()), 0.0);
+    if (norms == 0) return;
     partials.assign(std::size_t(block_offsets.back()) * std::size_t(norms), 0.0);
     ratios.assign(refs.size(), T(1));
     for (std::size_t k = 0; k < refs.size(); ++k) refs[k].ratio = &ratios[k];
+}
+
+template <class T>
+void Plan::Arrays<T>::set_grad_mult(double mult) {
+    if (mult == grad_mult) return;
+    for (ArrayRef<T>& ref : refs) ref.grad_mult = T(mult);
+    grad_mult = mult;
+}
+
+template <class T>
+GradBlocks<T> Plan::Arrays<T>::grad_blocks(double mult) {
+    return GradBlocks<T>{refs.data(), index_t(refs.size()), block_offsets.data(), grad_partials.data(), T(mult)};
 }
 
 template <class T>
@@ -144,10 +158,8 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
     // and neighbours in memory then share their misses.
     std::sort(watched_.begin(), watched_.end(), [](const Watched& a, const Watched& b) { return a.array < b.array; });
     grads_.reserve(params_.size());
-    if (rule_->norms > 0) {
-        f32_.prepare_norms(rule_->norms);
-        f64_.prepare_norms(rule_->norms);
-    }
+    f32_.prepare_blocks(rule_->norms);
+    f64_.prepare_blocks(rule_->norms);
     hyper_.assign(std::size_t(group_count) * rule_->fields.size(), 0.0);
     steps_done_.assign(n, 0);
     fresh_.assign(n, 1);
@@ -292,7 +304,10 @@ void Plan::form_units() {
     units_stale_ = false;
 }
 
-void Plan::step(py::handle grads) {
+StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
+    // Any grad_mult is memory-safe; the Python layer checks the user's grad_scale, and a clip of
+    // a non-finite norm gives 0 or NaN, as torch's does.
+    if (std::isnan(options.max_norm)) throw py::value_error("max_norm must not be NaN");
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
     const Busy busy(busy_);
     check_clocks();
@@ -305,7 +320,9 @@ void Plan::step(py::handle grads) {
     // From here to the kernels no Python code runs: the checks below hold when they start.
     check_arrays();
     for (std::size_t i = 0; i < params_.size(); ++i) attach_grad(i, grads_[i].ptr());
-    run();
+    StepOutcome outcome;
+    run(options, outcome);
+    return outcome;
 }
 
 void Plan::apply() {
@@ -313,23 +330,53 @@ void Plan::apply() {
     const Busy busy(busy_);
     check_clocks();
     check_arrays();
-    run();
+    StepOutcome outcome;
+    run(GradOptions{}, outcome);
 }
 
-void Plan::run() {
+namespace {
+
+// torch's clip_grad_norm_: max_norm / (norm + 1e-6), clamped to 1 (a NaN passes, as torch's clamp
+// lets it); 1 when not clipping.
+double clip_coefficient(double max_norm, double norm) {
+    if (!(max_norm >= 0) || std::isinf(max_norm)) return 1;
+    const double c = max_norm / (norm + 1e-6);
+    return c < 1 || std::isnan(c) ? c : 1;
+}
+
+}  // namespace
+
+void Plan::run(const GradOptions& options, StepOutcome& outcome) {
     fold_step();
     const ThreadPolicy::Decision decision = threads_.decide();
+    const bool measure = options.max_norm >= 0 || options.skip_nonfinite;
+    const NormRequest norm{NormOptions{NormKind::l2, options.skip_nonfinite}, f32_.grad_blocks(options.grad_mult), f64_.grad_blocks(options.grad_mult),
+                           decision.threads};
     const StepRequest request{rule_->id, f32_.work(), f64_.work(), decision.threads, prefetch_above()};
+    const Target& target = current_target();
     double seconds;
     {
         py::gil_scoped_release unlocked;
         const auto start = std::chrono::steady_clock::now();
         threads_.enter(decision);
-        const PieceCounts counts = current_target().step(request);
+        double mult = options.grad_mult;
+        if (measure) {  // the read-only pass first: a skipped step writes nothing
+            const GradMeasure m = target.norm(norm);
+            outcome.measured = true;
+            outcome.grad_norm = std::sqrt(m.value);
+            outcome.skipped = options.skip_nonfinite && !m.finite;
+            mult *= clip_coefficient(options.max_norm, outcome.grad_norm);
+        }
+        PieceCounts counts;
+        if (!outcome.skipped) {
+            f32_.set_grad_mult(mult);  // the refs the request points at
+            f64_.set_grad_mult(mult);
+            counts = target.step(request);
+        }
         seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        threads_.leave(decision, counts, seconds);
+        threads_.leave(decision, counts, outcome.skipped ? 0.0 : seconds);  // a skip says nothing of sharing
     }
-    record_step(seconds);
+    if (!outcome.skipped) record_step(seconds);
 }
 
 void Plan::fold_step() {

@@ -22,6 +22,21 @@ namespace fastoptim {
 
 namespace py = pybind11;
 
+// What a step does with its gradients besides reading them.
+struct GradOptions {
+    double grad_mult = 1;     // every gradient is read as g·grad_mult (1/loss scale; a distributed clip)
+    double max_norm = -1;     // clip the global 2-norm of g·grad_mult to this, as torch's clip_grad_norm_;
+                              // < 0: no clipping; inf: measure only
+    bool skip_nonfinite = false;  // a NaN or inf gradient element: the step changes nothing
+};
+
+// What the step found: the 2-norm of g·grad_mult (before clipping), when it measured one.
+struct StepOutcome {
+    bool measured = false;
+    double grad_norm = 0;
+    bool skipped = false;
+};
+
 class Plan {
 public:
     // params: the arrays to update; states[i]: one array or None per slot of the rule, named
@@ -41,7 +56,7 @@ public:
     bool fresh(int param) const;
     std::vector<double> scalars(int param) const;
     void set_scalars(int param, const std::vector<double>& values);
-    void step(py::handle grads);  // rules that read gradients
+    StepOutcome step(py::handle grads, const GradOptions& options);  // rules that read gradients
     void apply();                 // rules that do not (Lookahead's synchronisation)
     void check() const { check_arrays(); }  // ValueError if a parameter or state array changed in place
     bool busy() const { return busy_; }  // a step is running (another thread's, or the caller's own)
@@ -72,11 +87,15 @@ private:
         std::vector<index_t> offsets{0};
         std::vector<int> group;
         std::vector<double> coeffs;  // storage for Coeffs<T>[group count]
-        std::vector<index_t> block_offsets{0};  // rules with norms only
-        std::vector<double> partials;
+        std::vector<index_t> block_offsets{0};  // kBlock elements per block, for the norm passes
+        std::vector<double> partials;            // rules with norms only
         std::vector<T> ratios;
-        void prepare_norms(int norms);
+        std::vector<double> grad_partials;       // the gradient norm pass's, 2 per block
+        double grad_mult = 1;                    // the value in every ref
+        void prepare_blocks(int norms);
+        void set_grad_mult(double mult);
         Work<T> work();
+        GradBlocks<T> grad_blocks(double mult);
     };
 
     class Busy;  // refuses a second entry while a step runs (another thread, or re-entrant Python code)
@@ -91,7 +110,7 @@ private:
     void check_clocks() const;
     bool same_clock(std::size_t a, std::size_t b) const;  // may share one fold: same group and clock
     void form_units();
-    void run();  // fold -> thread policy -> the target's kernels -> record
+    void run(const GradOptions& options, StepOutcome& outcome);  // fold -> threads -> [norm] -> kernels -> record
     void fold_step();  // this step's constants of every group, and its running scalars (not kept yet)
     void record_step(double seconds);  // the step has run: keep the scalars, advance the clocks
 

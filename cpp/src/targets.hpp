@@ -1,6 +1,7 @@
 // The entry point every instruction-set target exports, and the list of targets built.
 #pragma once
 
+#include "fastoptim/grad_norm.hpp"
 #include "fastoptim/parallel.hpp"
 #include "fastoptim/rule_list.hpp"
 
@@ -23,6 +24,23 @@ struct StepRequest {
 
 using StepFunction = PieceCounts (*)(const StepRequest&);  // how the update pass was shared
 
+// A norm pass over gradients (grad_norm.hpp), and the in-place scaling of clip_grad_norm_.
+struct NormRequest {
+    NormOptions options;
+    GradBlocks<float> f32;
+    GradBlocks<double> f64;
+    int threads;
+};
+using NormFunction = GradMeasure (*)(const NormRequest&);
+
+struct ScaleRequest {
+    Work<float> f32;  // the arrays to scale are each ArrayRef's `param`
+    Work<double> f64;
+    double factor;
+    int threads;
+};
+using ScaleFunction = void (*)(const ScaleRequest&);
+
 // The bandwidth probe: one sweep reading `reads` arrays of n elements and writing `writes`.
 struct ProbeRequest {
     void* const* arrays;
@@ -37,6 +55,8 @@ using ProbeFunction = bool (*)(const ProbeRequest&);  // false if reads/writes a
 // Defined by cpp/src/kernels.cpp, compiled once per target with its own flags.
 #define FASTOPTIM_DECLARE_TARGET(name)       \
     PieceCounts step_##name(const StepRequest&); \
+    GradMeasure norm_##name(const NormRequest&);  \
+    void scale_##name(const ScaleRequest&);       \
     bool probe_##name(const ProbeRequest&);
 FASTOPTIM_DECLARE_TARGET(generic)
 #if defined(FASTOPTIM_X86)

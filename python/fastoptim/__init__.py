@@ -3,7 +3,7 @@
     >>> import numpy as np, fastoptim as fo
     >>> w = np.zeros(3, np.float32)
     >>> opt = fo.Adam({"w": w}, lr=0.1)
-    >>> opt.step({"w": np.ones(3, np.float32)})
+    >>> info = opt.step({"w": np.ones(3, np.float32)})
     >>> w
     array([-0.1, -0.1, -0.1], dtype=float32)
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from . import distributed, lr_scheduler, schedules
 from ._blas import blas_threads
+from ._clip import clip_grad_norm_, get_total_norm
 from ._config import (
     available_targets,
     config,
@@ -28,6 +29,7 @@ from ._config import (
     show_config,
 )
 from ._core import __version__
+from ._step_options import StepInfo
 from .adabound import AdaBound
 from .adadelta import Adadelta
 from .adagrad import Adagrad
@@ -61,6 +63,9 @@ __all__ = [
     "Rprop",
     "Optimizer",
     "ParamGroup",
+    "StepInfo",
+    "clip_grad_norm_",
+    "get_total_norm",
     "__version__",
     "distributed",
     "lr_scheduler",

@@ -35,22 +35,23 @@ class AdaBound(Optimizer):
         eps: ε added to the denominator, >= 0 (default 1e-8).
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         amsbound: keep the running maximum of v (AMSBound) (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsbound).
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.AdaBound([w], lr=1e-3, final_lr=0.1)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adabound"
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0,
-                 amsbound: bool = False) -> None:
+                 amsbound: bool = False, **options: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps,
-                                      weight_decay=weight_decay, amsbound=amsbound))
+                                      weight_decay=weight_decay, amsbound=amsbound), **options)
 
     def _check_relations(self, group: Mapping[str, Any]) -> None:
         if "initial_lr" not in group and group["lr"] <= 0:  # initial_lr falls back to lr

@@ -25,18 +25,21 @@ class Adagrad(Optimizer):
         initial_accumulator_value: s_0, the starting sum of squares, >= 0 (default 0.0).
         eps: ε added to the denominator, >= 0 (default 1e-10).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``sum``.
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.Adagrad([w], lr=0.1)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adagrad"
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False) -> None:
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
+                 **options: Any) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize))
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize),
+                         **options)

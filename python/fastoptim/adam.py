@@ -33,22 +33,23 @@ class Adam(Optimizer):
         amsgrad: keep the running maximum of v (default False).
         maximize: ascend the objective instead of descending (default False).
         decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.Adam([w], lr=0.1)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adam"
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 maximize: bool = False, decoupled_weight_decay: bool = False) -> None:
+                 maximize: bool = False, decoupled_weight_decay: bool = False, **options: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
+                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay), **options)
 
 
 class AdamW(Adam):
@@ -73,19 +74,20 @@ class AdamW(Adam):
         weight_decay: decoupled weight decay λ, >= 0 (default 1e-2).
         amsgrad: keep the running maximum of v (default False).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.AdamW([w], lr=0.1, weight_decay=1e-2)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _schema_defaults = {"weight_decay": 1e-2, "decoupled_weight_decay": True}  # Adam's rule, decoupled
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, **options: Any) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True, **options)

@@ -25,20 +25,22 @@ class Adamax(Optimizer):
         eps: ε added to the infinity norm, >= 0 (default 1e-8).
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_inf``.
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.Adamax([w], lr=0.1)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "adamax"
 
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize))
+                 weight_decay: float = 0.0, *, maximize: bool = False, **options: Any) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize),
+                         **options)
 
 
 class NAdam(Optimizer):
@@ -62,23 +64,24 @@ class NAdam(Optimizer):
         momentum_decay: ψ, >= 0 (default 4e-3).
         decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq``, and the scalar ``mu_product`` (Π).
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.NAdam([w], lr=0.1)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "nadam"
 
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, **options: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize))
+                                      maximize=maximize), **options)
 
 
 class RAdam(Optimizer):
@@ -103,18 +106,20 @@ class RAdam(Optimizer):
         weight_decay: λ, >= 0: an L2 penalty, or decoupled weight decay (default 0.0).
         decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq``.
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.RAdam([w], lr=0.1)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "radam"
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False) -> None:
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 **options: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
+                                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize), **options)

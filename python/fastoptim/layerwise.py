@@ -26,20 +26,21 @@ class LAMB(Optimizer):
         betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
         eps: ε added to the denominator, >= 0 (default 1e-6).
         weight_decay: decoupled weight decay λ, inside the trust ratio, >= 0 (default 0.0).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq``.
 
     Example:
         >>> w = np.ones(3, dtype=np.float32)
         >>> opt = fo.LAMB([w], lr=0.01)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "lamb"
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+                 weight_decay: float = 0.0, **options: Any) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), **options)
 
 
 class LARS(Optimizer):
@@ -57,18 +58,19 @@ class LARS(Optimizer):
         momentum: momentum factor μ, in [0, 1) (default 0.9).
         weight_decay: λ, >= 0 (default 0.0).
         trust_coefficient: η, > 0 (default 1e-3).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``momentum_buffer``.
 
     Example:
         >>> w = np.ones(3, dtype=np.float32)
         >>> opt = fo.LARS([w], lr=1.0, momentum=0.9)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "lars"
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 1e-3) -> None:
+                 trust_coefficient: float = 1e-3, **options: Any) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      trust_coefficient=trust_coefficient))
+                                      trust_coefficient=trust_coefficient), **options)

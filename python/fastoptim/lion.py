@@ -27,17 +27,18 @@ class Lion(Optimizer):
         betas: (β1, β2), each in [0, 1) (default (0.9, 0.99)).
         weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``exp_avg``.
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.Lion([w], lr=1e-3)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "lion"
 
     def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
-                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize))
+                 weight_decay: float = 0.0, *, maximize: bool = False, **options: Any) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize), **options)

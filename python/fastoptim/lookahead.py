@@ -11,6 +11,7 @@ import numpy as np
 from ._core import Plan
 from ._forwarding import forwarded
 from ._memory import state_like
+from ._step_options import StepInfo, check_grad_scale, read_step_options
 from ._tracked import Edits, SlotDict
 from ._validation import check_disjoint, check_int, check_real, check_state_array
 from .adam_variants import RAdam
@@ -54,8 +55,9 @@ class Lookahead:
     .. math::
         \phi \leftarrow \phi + \alpha\,(\theta - \phi),\qquad \theta \leftarrow \phi
 
-    in one native pass over θ and φ. ``param_groups`` is the inner optimizer's, so schedules
-    and edits act on it; ``state_dict()`` holds the inner state, the slow weights and the count.
+    in one native pass over θ and φ. ``param_groups``, ``max_grad_norm`` and
+    ``skip_nonfinite`` are the inner optimizer's, so schedules and edits act on it (a skipped
+    step does not count towards k); ``state_dict()`` holds the inner state, the slow weights and the count.
     ``slow`` (name -> slow weights) takes a new array of its parameter's dtype, shape and
     memory order; ``state`` is a read-only view of both.
 
@@ -67,7 +69,7 @@ class Lookahead:
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.Lookahead(fo.SGD([w], lr=0.1), k=5, alpha=0.5)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
@@ -108,6 +110,8 @@ class Lookahead:
 
     param_groups = forwarded("param_groups", "The inner optimizer's groups, which schedules and edits act on.")
     defaults = forwarded("defaults")
+    max_grad_norm = forwarded("max_grad_norm", "The inner optimizer's clipping norm.", settable=True)
+    skip_nonfinite = forwarded("skip_nonfinite", "The inner optimizer's skip of non-finite steps.", settable=True)
 
     @property
     def slow(self) -> SlotDict:
@@ -188,17 +192,28 @@ class Lookahead:
         current = tuple(p for group in params for p in group)
         return len(current) == len(self._sync_params) and all(a is b for a, b in zip(current, self._sync_params))
 
-    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
-        """One step of the inner optimizer; every k-th also pulls both weights together."""
+    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray], *,
+             grad_scale: float | None = None) -> StepInfo:
+        """One step of the inner optimizer (with `grad_scale` as :meth:`Optimizer.step`); every
+        k-th step it takes also pulls both weights together. Returns the inner step's
+        :class:`StepInfo`."""
+        mult = 1.0 if grad_scale is None else check_grad_scale(grad_scale)
+        inner = self.optimizer
+        return self._step(grads, mult, inner.max_grad_norm, inner.skip_nonfinite)
+
+    def _step(self, grads: Any, grad_mult: float, max_norm: float | None, skip_nonfinite: bool) -> StepInfo:
         with self._lock:
             if not self._sync_is_current():
                 self._rebuild_sync()  # refuses a bad edit of `slow` before the inner step changes anything
-            self.optimizer.step(grads)
+            info = self.optimizer._step(grads, grad_mult, max_norm, skip_nonfinite)
+            if info.skipped:
+                return info
             self._steps += 1
             if self._steps % self._k == 0:
                 if not self._sync_is_current():  # the inner optimizer gained parameters meanwhile
                     self._rebuild_sync()
                 self._sync.apply()
+            return info
 
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         with self._lock:
@@ -290,13 +305,16 @@ class Ranger(Lookahead):
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         k: inner steps between synchronisations, an integer >= 1 (default 6).
         alpha: slow-weights step size α, in [0, 1] (default 0.5).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.Ranger([w], lr=0.1)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.95, 0.999), eps: float = 1e-5,
-                 weight_decay: float = 0.0, k: int = 6, alpha: float = 0.5) -> None:
-        super().__init__(RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), k=k, alpha=alpha)
+                 weight_decay: float = 0.0, k: int = 6, alpha: float = 0.5, **options: Any) -> None:
+        read_step_options("Ranger", options)  # its own name in the message, not RAdam's
+        super().__init__(RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **options), k=k,
+                         alpha=alpha)

@@ -26,8 +26,9 @@ from ._core import Plan, rules
 from ._memory import state_like
 from ._param_groups import RESERVED, raw_groups, read_group
 from ._schema import Schema, schema_of
+from ._step_options import NOTHING_MEASURED, StepInfo, check_grad_scale, check_max_grad_norm, read_step_options
 from ._tracked import Edits, GroupList, OptimizerState, ParamGroup, ParamList, SlotDict
-from ._validation import check_disjoint, check_state_array
+from ._validation import check_bool, check_disjoint, check_state_array
 
 __all__ = ["Optimizer", "ParamGroup"]
 
@@ -55,6 +56,21 @@ class Optimizer:
     Steps, edits and checkpoints of one optimizer from several threads are serialized. An
     optimizer pickles and deep-copies (the copy owns copies of the parameters and the state,
     and steps as the original would).
+
+    Every optimizer also takes these keyword options (its ``options`` argument):
+
+    * ``max_grad_norm`` (default None): clip the gradients by their global 2-norm over every
+      parameter, as ``torch.nn.utils.clip_grad_norm_`` then the step: the update reads
+      ``g·max_grad_norm/(‖g‖ + 1e-6)`` when that factor is below 1. The norm is one read-only
+      native pass; the factor is folded into the update and never written into the gradients.
+      ``math.inf`` measures the norm without clipping. Settable as ``opt.max_grad_norm``.
+    * ``skip_nonfinite`` (default False): a step whose gradients hold a NaN or an infinity
+      (checked per element) changes nothing, parameters, state and step counts alike, and
+      reports ``skipped=True`` (optax's ``apply_if_finite``, torch's GradScaler). Settable.
+    * ``foreach``, ``fused`` (None/False/True): accepted and ignored, as torch's: every step
+      is already one fused native call over all parameters.
+    * ``capturable``, ``differentiable``: torch's, refused when True (they need CUDA graphs or
+      autograd, which a NumPy step has no use for).
     """
 
     _rule: ClassVar[str]
@@ -74,7 +90,8 @@ class Optimizer:
             cls._slots = cls._schema.slot_names
             cls._seeded_slots = cls._schema.seeded_slots
 
-    def __init__(self, params: Any, defaults: Mapping[str, Any]) -> None:
+    def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
+        self._max_grad_norm, self._skip_nonfinite = read_step_options(type(self).__name__, options)
         self._check_group(read_hyper(defaults))
         self.defaults = dict(defaults)
         self._start_empty()
@@ -142,6 +159,25 @@ class Optimizer:
             table[name] = slots
         self._state = table
         self._edits.arrays = True
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        """Clip the gradients to this global 2-norm at each step (None: no clipping; ``math.inf``:
+        measure only)."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value: float | None) -> None:
+        self._max_grad_norm = check_max_grad_norm(value)
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        """Skip, changing nothing, a step whose gradients hold a NaN or an infinity."""
+        return self._skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value: bool) -> None:
+        self._skip_nonfinite = check_bool("skip_nonfinite", value)
 
     # ---- groups -----------------------------------------------------------------------------
     def _held_labels_and_arrays(self) -> tuple[list[str], list[np.ndarray]]:
@@ -356,18 +392,38 @@ class Optimizer:
                                "such as a parameter name's __eq__); do it between steps")
 
     # ---- stepping -------------------------------------------------------------------------
-    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
+    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray], *,
+             grad_scale: float | None = None) -> StepInfo:
         """Update every parameter in place from `grads`: a dict keyed like the parameters, or
         a list in their order. Each gradient must have its parameter's dtype, shape and memory
-        order. Steps of one optimizer from several threads are serialized."""
+        order. Steps of one optimizer from several threads are serialized.
+
+        `grad_scale` (> 0, default None): the loss scale the gradients carry; each is read as
+        ``g / grad_scale`` (torch's fused Adam takes the same argument), before any clipping.
+        Returns a :class:`StepInfo`: the gradients' norm, when ``max_grad_norm`` or
+        ``skip_nonfinite`` measured it, and whether the step was skipped."""
+        if grad_scale is None and self._max_grad_norm is None and not self._skip_nonfinite:
+            with self._lock:  # the plain step, every call it can spare spared: at 1e4 elements it counts
+                edits = self._edits
+                if edits.hyper or edits.arrays:
+                    self._refresh()
+                plan = self._plan
+                if plan is None:
+                    plan = self._built_plan()  # raises
+                plan.step(grads)
+            return NOTHING_MEASURED
+        return self._step(grads, check_grad_scale(grad_scale), self._max_grad_norm, self._skip_nonfinite)
+
+    def _step(self, grads: Any, grad_mult: float, max_norm: float | None, skip_nonfinite: bool) -> StepInfo:
+        """The step with its gradient options given: each gradient read as ``g·grad_mult``, the
+        norm of that clipped to `max_norm`. The distributed wrappers pass their own."""
         with self._lock:
             edits = self._edits
             if edits.hyper or edits.arrays:
                 self._refresh()
-            plan = self._plan  # narrowed here rather than through _built_plan: a step's cost counts
-            if plan is None:
-                plan = self._built_plan()  # raises
-            plan.step(grads)
+            plan = self._built_plan()
+            found = plan.step_with(grads, grad_mult, max_norm, skip_nonfinite)
+        return NOTHING_MEASURED if found is None else StepInfo(*found)
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -438,10 +494,12 @@ class Optimizer:
             groups = [{**read_hyper(g), "params": list(params), "param_names": list(names)}
                       for g, params, names in zip(held.groups, held.params, held.names)]
             return {"defaults": dict(self.defaults), "param_groups": groups,
-                    "state": {name: dict(slots) for name, slots in held.states.items()}, "clocks": self._clocks()}
+                    "state": {name: dict(slots) for name, slots in held.states.items()}, "clocks": self._clocks(),
+                    "options": (self._max_grad_norm, self._skip_nonfinite)}
 
     def __setstate__(self, saved: Mapping[str, Any]) -> None:
         self.defaults = dict(saved["defaults"])
+        self._max_grad_norm, self._skip_nonfinite = saved.get("options", (None, False))
         self._start_empty()
         groups = []
         for raw in saved["param_groups"]:

@@ -35,22 +35,23 @@ class RMSprop(Optimizer):
         centered: divide by the estimated variance of the gradient instead of its second moment (default False).
         maximize: ascend the objective instead of descending (default False).
         nesterov: Nesterov momentum, beyond torch; needs momentum > 0 (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.RMSprop([w], lr=0.01, momentum=0.9)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "rmsprop"
 
     def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 maximize: bool = False, nesterov: bool = False) -> None:
+                 maximize: bool = False, nesterov: bool = False, **options: Any) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize, nesterov=nesterov))
+                                      centered=centered, maximize=maximize, nesterov=nesterov), **options)
 
     def _check_relations(self, group: Mapping[str, Any]) -> None:
         if group["nesterov"] and group["momentum"] <= 0:

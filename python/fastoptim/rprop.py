@@ -28,20 +28,21 @@ class Rprop(Optimizer):
         etas: (η₋, η₊), with 0 < η₋ < 1 < η₊ (default (0.5, 1.2)).
         step_sizes: (Δmin, Δmax), with 0 <= Δmin <= Δmax (default (1e-6, 50.0)).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``prev``, ``step_size``.
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.Rprop([w], lr=0.1)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "rprop"
 
     def __init__(self, params: Any, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
-                 step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize))
+                 step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False, **options: Any) -> None:
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize), **options)
 
     def _check_relations(self, group: Mapping[str, Any]) -> None:
         low, high = group["step_sizes"]

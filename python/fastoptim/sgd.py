@@ -30,21 +30,22 @@ class SGD(Optimizer):
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0 (default False).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
         >>> opt = fo.SGD([w], lr=0.1, momentum=0.9)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "sgd"
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, **options: Any) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize), **options)
 
     def _check_relations(self, group: Mapping[str, Any]) -> None:
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
@@ -73,13 +74,14 @@ class SGDW(SGD):
         weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
         nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0 (default False).
         maximize: ascend the objective instead of descending (default False).
+        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
 
     State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
 
     Example:
         >>> w = np.ones(3, dtype=np.float32)
         >>> opt = fo.SGDW([w], lr=0.1, momentum=0.9, weight_decay=1e-2)
-        >>> opt.step([np.ones(3, dtype=np.float32)])
+        >>> info = opt.step([np.ones(3, dtype=np.float32)])
     """
 
     _rule = "sgdw"

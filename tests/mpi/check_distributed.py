@@ -232,7 +232,8 @@ def global_norm_clipping(comm: Any) -> None:
     """Both classes clip the averaged gradient to the same global norm, with the same bits on
     every rank; the norm and the parameters match a float64 clipping to rounding."""
     n, rank = comm.size, comm.rank
-    for dtype, rtol in ((np.float32, 2e-6), (np.float64, 1e-13)):
+    # float32 norms are summed in float32 lanes within blocks of 4096 (the optimizers' own pass)
+    for dtype, rtol, norm_rtol in ((np.float32, 2e-6, 1e-5), (np.float64, 1e-13, 1e-12)):
         named = make_params(dtype)
         ddp_params, zero_params, ref_params, inf_params = copies(named), copies(named), copies(named), copies(named)
         ddp = DistributedOptimizer(fo.SGD(ddp_params, lr=0.1, momentum=0.9), comm, max_grad_norm=1.0,
@@ -254,7 +255,7 @@ def global_norm_clipping(comm: Any) -> None:
             factor = 1.0 / (norm + 1e-6)
             ref.step({k: scaled(v, factor) for k, v in avg.items()})
             for opt in (ddp, zero, measure):
-                assert opt.grad_norm is not None and math.isclose(opt.grad_norm, norm, rel_tol=1e-12), \
+                assert opt.grad_norm is not None and math.isclose(opt.grad_norm, norm, rel_tol=norm_rtol), \
                     (opt.grad_norm, norm)
             assert comm.allgather(ddp.grad_norm) == [ddp.grad_norm] * n
             assert ddp.grad_norm == zero.grad_norm
@@ -266,6 +267,45 @@ def global_norm_clipping(comm: Any) -> None:
         same_on_every_rank(comm, [a for _, a in ddp_params], "clipped params")
     ddp.max_grad_norm = None
     ddp.step(rank_grads(np.float64, 9, rank, named))
+
+
+@check
+def skips_and_loss_scales_agree_across_ranks(comm: Any) -> None:
+    """A NaN in one rank's gradient lands in one rank's shard only, yet every rank skips (ZeRO
+    gathers the verdict; data parallel sees the same average everywhere); grad_scale and the
+    optimizer's own max_grad_norm give the plain optimizer's results; max_grad_norm on both the
+    wrapper and the optimizer is refused on every rank."""
+    n, rank = comm.size, comm.rank
+    named = make_params(np.float32)
+    ddp_params, zero_params, ref_params = copies(named), copies(named), copies(named)
+    ddp = DistributedOptimizer(fo.AdamW(ddp_params, lr=1e-2, skip_nonfinite=True, max_grad_norm=3.0), comm,
+                               bucket_cap_mb=TINY)
+    zero = ZeroRedundancyOptimizer(zero_params, fo.AdamW, comm, bucket_cap_mb=TINY, lr=1e-2, skip_nonfinite=True,
+                                   max_grad_norm=3.0)
+    ref = fo.AdamW(ref_params, lr=1e-2, skip_nonfinite=True, max_grad_norm=3.0)
+    for step in range(4):
+        per_rank = [rank_grads(np.float32, step, r, named) for r in range(n)]
+        if step == 2:
+            per_rank[n - 1]["p6"][2999] = np.nan  # in one rank's shard only
+        scaled = [{k: np.multiply(v, np.float32(8.0), out=np.empty_like(v)) for k, v in g.items()} for g in per_rank]
+        infos = [ddp.step({k: v.copy(order="K") for k, v in scaled[rank].items()}, grad_scale=8.0),
+                 zero.step(scaled[rank], grad_scale=8.0)]
+        want = ref.step(average(per_rank))
+        for info in infos:
+            assert info.skipped == want.skipped == (step == 2), (info, want)
+            assert comm.allgather(repr(info)) == [repr(info)] * n  # repr: a skipped step's norm is NaN
+    for (name, a), (_, b), (_, c) in zip(ddp_params, zero_params, ref_params):
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6, err_msg=f"params[{name!r}]")
+        np.testing.assert_allclose(b, c, rtol=1e-5, atol=1e-6, err_msg=f"params[{name!r}]")
+    raises_everywhere(comm, ValueError, "set both on DistributedOptimizer", lambda: DistributedOptimizer(
+        fo.SGD(copies(named), max_grad_norm=1.0), comm, max_grad_norm=2.0))
+    zero.optimizer.max_grad_norm = 1.0  # the wrapper's is 3.0
+    before = [a.copy(order="K") for _, a in zero_params]
+    raises_everywhere(comm, ValueError, "set both on ZeroRedundancyOptimizer", zero.step, per_rank[rank])
+    for (_, a), b in zip(zero_params, before):
+        same(a, b, "a refused step changed nothing")
+    zero.max_grad_norm = None  # now the local optimizer's clips the global norm
+    zero.step(per_rank[rank])
 
 
 @check

@@ -19,6 +19,9 @@ inline constexpr int kMaxStateSlots = 4;
 
 // One parameter array with its gradient and its state arrays (unused slots are null).
 // Rules that scale a whole array by a ratio of norms (LAMB, LARS) find it at *ratio.
+// Every gradient element is read as grad[i]·grad_mult: a step's loss scale and clipping
+// coefficient fold into it (1/scale × clip), so neither is ever written into the gradients;
+// x·1 is x exactly, so the default changes no bit.
 template <class T>
 struct ArrayRef {
     T* param = nullptr;
@@ -26,6 +29,7 @@ struct ArrayRef {
     T* state[kMaxStateSlots] = {};
     index_t size = 0;
     const T* ratio = nullptr;
+    T grad_mult = T(1);
 };
 
 // Where a parameter group is in its life: `step` counts this step (1 on the first), `fresh`
@@ -49,7 +53,7 @@ FASTOPTIM_TARGET_BEGIN
 template <class V, class T>
 FASTOPTIM_INLINE V load_param(const ArrayRef<T>& a, index_t i) { return V::load(a.param + i); }
 template <class V, class T>
-FASTOPTIM_INLINE V load_grad(const ArrayRef<T>& a, index_t i) { return V::load(a.grad + i); }
+FASTOPTIM_INLINE V load_grad(const ArrayRef<T>& a, index_t i) { return V::load(a.grad + i) * V(a.grad_mult); }
 template <class V, class T>
 FASTOPTIM_INLINE V load_state(const ArrayRef<T>& a, int slot, index_t i) { return V::load(a.state[slot] + i); }
 template <class T, class V>

@@ -19,6 +19,7 @@ import fastoptim as fo
 
 from .. import _omp
 from .peers import PEERS
+from .pipeline import main_pipeline
 from .report import _threads, table
 from .rules import RULES
 from .runner import run
@@ -57,6 +58,8 @@ def _positive(kind: type) -> Callable[[str], Any]:
         return value
     return parse
 
+
+PIPELINE_SIZES = "1e6,1e7,model"
 
 # GOMP_SPINCOUNT for each --omp-spin choice.
 SPINS = {"openmp": _omp.OPENMP_DEFAULT_SPIN, "short": _omp.SHORT_SPIN}
@@ -98,6 +101,10 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
                    help="time each peer's step right after the other peers' (they evict each other's arrays); "
                         "by default each timed step follows an untimed one of the same peer, as in training")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    p.add_argument("--pipeline", action="store_true",
+                   help="the gradient side of the step instead: float32 AdamW plain, with max_grad_norm, with "
+                        "max_grad_norm + grad_scale + skip_nonfinite, and NumPy clipping around the plain step, "
+                        "alternated (sizes default to 1e6,1e7,model)")
     p.add_argument("--omp-spin", choices=list(SPINS), default="openmp",
                    help="GNU OpenMP's busy-wait after a parallel region, one for every peer (the process has one "
                         "OpenMP): 'openmp', its own default (GOMP_SPINCOUNT="
@@ -137,6 +144,13 @@ def main(argv: Sequence[str] | None = None, *, full: bool = False, prog: str = "
         return stop.code if isinstance(stop.code, int) else 2
     if args.quick:
         args.rules, args.dtypes = ["adam"], ["float32"]
+    if args.pipeline:
+        given = list(sys.argv[1:] if argv is None else argv)
+        works = args.sizes if any(a == "--sizes" or a.startswith("--sizes=") for a in given) else _sizes(PIPELINE_SIZES)
+        fo.set_num_threads(args.threads)
+        return main_pipeline(works, args.out, repeats=args.repeats,
+                             min_time=args.min_time, max_repeats=args.max_repeats, max_time=args.max_time,
+                             warmup=args.warmup, seed=args.seed)
     rerun = _rerun_with_spin(args.omp_spin, list(sys.argv[1:] if argv is None else argv), full, prog)
     if rerun is not None:
         return rerun

@@ -41,7 +41,7 @@ _EXTRA_ARRAYS = {"fastoptim": 0, "numpy": 3, "torch_forloop": 3, "torch_foreach"
 class Running:
     """A peer ready to step: ``step()`` runs one step; ``params`` are the arrays it updates."""
 
-    step: Callable[[], None]
+    step: Callable[[], object]
     params: list[Array] | None
     keep: list[Any] = field(default_factory=list)  # objects that must live as long as the peer
     # fastoptim only: (steps taken, steps its thread backoff ran on one thread) so far

@@ -43,7 +43,7 @@ class Settings:
     progress: bool = True
 
 
-def alternate(steps: dict[str, Callable[[], None]], warmup: int, repeats: int, min_time: float, max_repeats: int,
+def alternate(steps: dict[str, Callable[[], object]], warmup: int, repeats: int, min_time: float, max_repeats: int,
               max_time: float, warm_cache: bool = True) -> dict[str, list[float]]:
     """Time one step of each peer in turn, `warmup` untimed rounds first, then enough rounds for
     the fastest peer's steps to add up to `min_time` (at least `repeats`, at most `max_repeats`

@@ -2,8 +2,10 @@
 
 Every optimizer starts from the same initial weights and sees the batches in the same order
 (both follow ``--seed``), on a fixed train/test split, under a warmup-cosine schedule. The
-table reports the final training loss, the test accuracy, the training time (forward,
-backward and optimizer step; evaluation excluded) and the share of it spent in ``opt.step``.
+table reports the final training loss, the test accuracy, the gradients' global norm (the
+median over the last epoch, which every step measures in its own read-only pass; ``--clip``
+also clips to it), the training time (forward, backward and optimizer step; evaluation
+excluded) and the share of it spent in ``opt.step``.
 ``--landscape`` draws the optimizers' paths on 2-D test functions instead.
 """
 
@@ -117,6 +119,9 @@ def build_parser(prog: str = "fastoptim demo") -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=_int_at_least(1), default=15, help="epochs of training (default 15)")
     parser.add_argument("--lr", type=parse_lr, default=LrChoice(), metavar="LR",
                         help="x<factor> scales every optimizer's rate; a plain number replaces them (see below)")
+    parser.add_argument("--clip", type=lambda t: _positive_float(t, "--clip"), default=None, metavar="NORM",
+                        help="clip the gradients' global 2-norm to NORM (every optimizer's max_grad_norm); "
+                             "without it the norm is only measured, for the table")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=32, help="minibatch size (default 32)")
     parser.add_argument("--threads", type=_int_at_least(1), default=None,
                         help="threads per optimizer step (default: fastoptim's, see `fastoptim info`)")
@@ -174,15 +179,19 @@ class RunResult:
     train_seconds: float  # forward, backward, optimizer step and schedule (evaluation excluded)
     step_seconds: float   # inside opt.step
     steps: int
+    grad_norm: float = math.nan  # median over the last epoch, before clipping
+    clipped: float = 0.0  # share of the steps whose gradients were clipped
+    clip: float | None = None  # the limit, if any
 
 
 def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_size: int = 32, seed: int = 0,
-          hidden: Sequence[int] = HIDDEN, progress: TextIO | None = None) -> RunResult:
+          hidden: Sequence[int] = HIDDEN, progress: TextIO | None = None, clip: float | None = None) -> RunResult:
     """Train a fresh MLP (initial weights from `seed`) with `spec`'s optimizer at peak rate `lr`,
     warming up linearly over the first epoch (a tenth of the steps at most), then decaying to
-    zero on a cosine."""
+    zero on a cosine; with `clip`, the gradients' global norm is clipped to it (the optimizer's
+    ``max_grad_norm``), else only measured."""
     model = MLP([split.x_train.shape[1], *hidden, 10], seed=seed)
-    opt = spec.build(model.params, lr)
+    opt = spec.build(model.params, lr, max_grad_norm=math.inf if clip is None else clip)
     n = len(split.y_train)
     steps_per_epoch = math.ceil(n / batch_size)
     sched = WarmupCosineLR(opt, warmup_steps(epochs, steps_per_epoch), total_steps=epochs * steps_per_epoch)
@@ -195,28 +204,38 @@ def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_si
     losses, accuracies = [loss], [accuracy]
     bar = ProgressBar(spec.label, epochs, progress)
     train_seconds = step_seconds = 0.0
+    norms: list[float] = []
+    clipped = 0
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(n)
         start = time.perf_counter()
+        norms.clear()
         for first in range(0, n, batch_size):
             batch = order[first:first + batch_size]
             _, grads = model.loss_and_grads(split.x_train[batch], split.y_train[batch])
             before = time.perf_counter()
-            opt.step(grads)
+            info = opt.step(grads)
             step_seconds += time.perf_counter() - before
             sched.step()
+            norms.append(info.grad_norm)
+            clipped += clip is not None and info.grad_norm > clip
         train_seconds += time.perf_counter() - start
         loss, accuracy = evaluate()
         losses.append(loss)
         accuracies.append(accuracy)
         bar.update(epoch + 1, f"loss {loss:.4f}  test acc {100 * accuracy:5.1f}%  {train_seconds:.1f} s")
     bar.close()
-    return RunResult(spec, lr, losses, accuracies, train_seconds, step_seconds, epochs * steps_per_epoch)
+    steps = epochs * steps_per_epoch
+    return RunResult(spec, lr, losses, accuracies, train_seconds, step_seconds, steps,
+                     float(np.median(norms)), clipped / steps, clip)
 
 
 def format_table(results: Sequence[RunResult]) -> str:
-    header = ("optimizer", "lr", "train loss", "test acc", "time (s)", "in step", "µs/step")
+    clipping = any(r.clip is not None for r in results)
+    header = ("optimizer", "lr", "train loss", "test acc", "grad norm", *(("clipped",) if clipping else ()),
+              "time (s)", "in step", "µs/step")
     rows = [(r.spec.label, f"{r.lr:.3g}", f"{r.train_loss[-1]:.4f}", f"{100 * r.test_accuracy[-1]:.1f}%",
+             f"{r.grad_norm:.3g}", *((f"{100 * r.clipped:.0f}%",) if clipping else ()),
              f"{r.train_seconds:.2f}", f"{100 * r.step_seconds / max(r.train_seconds, 1e-12):.0f}%",
              f"{1e6 * r.step_seconds / r.steps:.0f}") for r in results]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -313,9 +332,11 @@ def _train_all(chosen: Sequence[tuple[OptimizerSpec, float | None]], args: argpa
           f"parameters) on the UCI digits ({len(split.y_train)} train / {len(split.y_test)} test images)")
     print(f"{args.epochs} epochs x {steps} steps of batch {args.batch_size}, warmup-cosine schedule "
           f"({warmup_steps(args.epochs, steps)} warmup steps), lr {args.lr}, seed {args.seed}, "
-          f"{fastoptim.get_num_threads()} thread(s), target {fastoptim.get_target()}", flush=True)
+          f"{fastoptim.get_num_threads()} thread(s), target {fastoptim.get_target()}"
+          + ("" if args.clip is None else f", gradients clipped to norm {args.clip:g}"), flush=True)
     results = [train(spec, lr if lr is not None else args.lr(spec.lr), split, epochs=args.epochs,
-                     batch_size=args.batch_size, seed=args.seed, progress=sys.stderr) for spec, lr in chosen]
+                     batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip)
+               for spec, lr in chosen]
     print()
     print(format_table(results))
     title = (f"fastoptim {fastoptim.__version__}: MLP {'-'.join(map(str, sizes))} on the UCI digits, "

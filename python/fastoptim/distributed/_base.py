@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ._common import check_options, refuse_copy, step_header
+from .._step_options import check_grad_scale, check_max_grad_norm
+from ._common import refuse_copy, step_header
 
 __all__ = ["DistributedBase"]
 
@@ -18,30 +19,47 @@ class DistributedBase:
     """What DistributedOptimizer and ZeroRedundancyOptimizer set in their constructors."""
 
     comm: Any
+    optimizer: Any  # the optimizer that steps: the wrapped one, or ZeRO's local one
     _names: list[Hashable]
     _params: list[np.ndarray]
     _max_grad_norm: float | None
 
     @property
     def max_grad_norm(self) -> float | None:
+        """Clip the averaged gradients to this global 2-norm (None: no clipping; ``math.inf``:
+        measure only). It may be set here or on the optimizer, never on both."""
         return self._max_grad_norm
 
     @max_grad_norm.setter
     def max_grad_norm(self, value: float | None) -> None:
-        self._max_grad_norm = check_options(value, 1, "rank_order", None)[0]
+        self._max_grad_norm = check_max_grad_norm(value)
 
-    def _checked_grads(self, grads: Any, action: str, *, writable: bool) -> list[np.ndarray]:
+    def _clip_norm(self) -> float | None:
+        """The clip norm of this step: the wrapper's or the optimizer's (ValueError if both)."""
+        inner = self.optimizer.max_grad_norm
+        if self._max_grad_norm is not None and inner is not None:
+            raise ValueError(f"max_grad_norm is set both on {type(self).__name__} ({self._max_grad_norm!r}) and on "
+                             f"its optimizer ({inner!r}); set it on one of them (both clip the global norm over "
+                             "every rank)")
+        return self._max_grad_norm if inner is None else inner
+
+    def _checked_grads(self, grads: Any, action: str, grad_scale: Any, *, writable: bool) -> tuple[
+            list[np.ndarray], float, float | None]:
         """Collective, once a step: `grads` in parameter order, checked by the step's own native
-        check on every rank before any message is sent (if one rank's are refused, every rank
-        raises), and the ranks' clip norms compared."""
+        check on every rank before any message is sent (if one rank's are refused, or its
+        grad_scale or clip settings, every rank raises), and the ranks' clip norms compared.
+        Returns the gradients, 1/grad_scale and the clip norm."""
         error: BaseException | None = None
         ordered: list[np.ndarray] = []
+        mult, clip = 1.0, None
         try:
+            mult = check_grad_scale(grad_scale)
+            clip = self._clip_norm()
             ordered = _core.check_grads(grads, self._names, self._params, writable)
         except (TypeError, ValueError) as caught:
             error = caught
-        step_header(self.comm, error, self._max_grad_norm, action)
-        return ordered
+        step_header(self.comm, error, clip, action)
+        return ordered, mult, clip
 
     def __getstate__(self) -> dict[str, Any]:
         refuse_copy(self)

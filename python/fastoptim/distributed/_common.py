@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._config import set_num_threads
+from .._step_options import check_max_grad_norm
 from .._validation import check_int, check_real
 
 __all__ = ["refuse_copy", "check_options", "default_num_threads", "flat", "mpi", "raise_together",
@@ -103,12 +104,7 @@ def compare_signatures(signatures: Sequence[Sequence[tuple[str, Any]]], what: st
 
 def check_options(max_grad_norm: Any, bucket_cap_mb: Any, reduction: Any, num_threads: Any) -> tuple[
         float | None, int, str, int | None]:
-    if max_grad_norm is None:
-        norm = None
-    elif type(max_grad_norm) in (int, float) and max_grad_norm == math.inf:
-        norm = math.inf  # measure the norm, never clip
-    else:
-        norm = check_real("max_grad_norm", max_grad_norm, low=0.0, low_open=True)
+    norm = check_max_grad_norm(max_grad_norm)
     cap = check_real("bucket_cap_mb", bucket_cap_mb, low=0.0, low_open=True)
     if reduction not in ("rank_order", "mpi"):
         raise ValueError(f"reduction must be 'rank_order' or 'mpi', got {reduction!r}")

@@ -21,24 +21,25 @@ from typing import Any
 
 import numpy as np
 
+from .. import _core
 from ._common import flat, mpi
 from ._layout import Bucket, Layout, plan
 
-__all__ = ["Exchange", "broadcast_arrays", "sum_of_squares"]
-
-_CHUNK = 1 << 15
+__all__ = ["Exchange", "GradMeasure", "broadcast_arrays"]
 
 
-def sum_of_squares(array: np.ndarray, scratch: np.ndarray) -> float:
-    """Σ x² of a 1-D array in float64, in a fixed order (chunks of 32768, NumPy's pairwise sum
-    within a chunk), without BLAS, whose order may depend on its threads."""
-    total = 0.0
-    for first in range(0, array.size, _CHUNK):
-        chunk = array[first:first + _CHUNK]
-        squares = scratch[:chunk.size]
-        np.multiply(chunk, chunk, out=squares, dtype=np.float64)
-        total += float(squares.sum())
-    return total
+class GradMeasure:
+    """Σ u² over the parts of the gradients a rank averaged (u = g·mult), and whether each of
+    their elements was finite: the native pass of the optimizers' own norm, bucket by bucket in
+    bucket order, so that both wrappers measure the same parts with the same bits."""
+
+    def __init__(self, mult: float) -> None:
+        self.mult, self.sum_of_squares, self.finite = mult, 0.0, True
+
+    def add(self, part: np.ndarray) -> None:
+        value, finite = _core.measure_arrays([part], 0, self.mult)
+        self.sum_of_squares += value
+        self.finite = self.finite and finite
 
 
 class Exchange:
@@ -70,7 +71,6 @@ class Exchange:
         # rank order: every rank sends the others their parts, and nothing to itself
         self._send = [tuple(0 if r == self.rank else c for r, c in enumerate(b.counts)) for b in buckets]
         self._recv = [self._receive_spec(b.counts[self.rank]) for b in buckets]
-        self._squares = np.empty(_CHUNK, np.float64)
         self._param_plan: list[Any] = []
 
     def _receive_spec(self, count: int) -> tuple[list[int], list[int]]:
@@ -135,47 +135,40 @@ class Exchange:
         for bucket, mine, send, recv in zip(self.layout.buckets, self._mine, self._send, self._recv):
             self._reduce(bucket, self._source(bucket, flats), mine, send, recv, in_place=False)
 
-    def allreduce(self, flats: Sequence[np.ndarray], measure: bool) -> float:
+    def allreduce(self, flats: Sequence[np.ndarray], measure: GradMeasure | None) -> None:
         """Data parallel: average the gradients across ranks in place, bucket by bucket (each
-        rank averages its part of the bucket, then an allgather shares the parts). With
-        `measure`, returns this rank's Σ g² over the parts it averaged (else 0)."""
-        partial = 0.0
+        rank averages its part of the bucket, then an allgather shares the parts), adding
+        the parts this rank averaged to `measure`."""
         in_place = self._MPI.IN_PLACE
         for bucket, send, recv in zip(self.layout.buckets, self._send, self._recv):
             source = self._source(bucket, flats)
             lo = bucket.displs[self.rank]
             mine = source[lo:lo + bucket.counts[self.rank]]
             self._reduce(bucket, source, mine, send, recv, in_place=True)
-            if measure:
-                partial += sum_of_squares(mine, self._squares)
+            if measure is not None:
+                measure.add(mine)
             if self.size > 1:
                 self.comm.Allgatherv(in_place, [source, (bucket.counts, bucket.displs)])
             if not bucket.direct:
                 for s in bucket.segments:
                     np.copyto(flats[s.param][s.start:s.stop], source[s.offset:s.offset + s.stop - s.start])
-        return partial
 
     # ---- the norm and clipping ------------------------------------------------------------
-    def shard_partial(self) -> float:
-        """Σ g² over this rank's shard, bucket by bucket (as :meth:`allreduce` measures it)."""
-        partial = 0.0
+    def measure_shard(self, measure: GradMeasure) -> None:
+        """Add this rank's shard to `measure`, bucket by bucket (as :meth:`allreduce` does)."""
         for mine in self._mine:
-            partial += sum_of_squares(mine, self._squares)
-        return partial
+            measure.add(mine)
 
-    def global_norm(self, partial: float) -> float:
-        """The 2-norm from every rank's Σ g²: gathered (one Allgather of a scalar) and added in
-        rank order, so that every rank gets the same bits."""
-        partials = np.empty(self.size, np.float64)
-        self.comm.Allgather(np.array([partial], np.float64), partials)
+    def global_measure(self, measure: GradMeasure) -> tuple[float, bool]:
+        """The 2-norm and the finiteness of every rank's parts together: gathered (one Allgather
+        of two doubles) and added in rank order, so that every rank gets the same bits and the
+        same verdict."""
+        table = np.empty((self.size, 2), np.float64)
+        self.comm.Allgather(np.array([measure.sum_of_squares, measure.finite], np.float64), table)
         total = 0.0
-        for value in partials.tolist():
+        for value in table[:, 0].tolist():
             total += value
-        return math.sqrt(total)
-
-    def scale_shard(self, factor: float) -> None:
-        for shard in self.shard.values():
-            np.multiply(shard, factor, out=shard)
+        return math.sqrt(total), bool(table[:, 1].all())
 
     # ---- parameters out -------------------------------------------------------------------
     def bind_params(self, flats: Sequence[np.ndarray]) -> None:

@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 
 from .._forwarding import forwarded
+from .._step_options import StepInfo, clip_coefficient
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
 from ._base import DistributedBase
 from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
-from ._exchange import Exchange, broadcast_arrays
+from ._exchange import Exchange, GradMeasure, broadcast_arrays
 from ._layout import plan
 from ._signature import optimizer_items
 
@@ -29,9 +30,10 @@ class DistributedOptimizer(DistributedBase):
         \bar g = \bigl(((g_0 + g_1) + g_2) + \dots + g_{N-1}\bigr) / N
 
     writes :math:`\bar g` into the gradient arrays you passed (as torch's DDP leaves the
-    average in ``.grad``), optionally clips it to a global norm, then steps the optimizer
-    locally. Gradients travel in buckets of at most `bucket_cap_mb`: small arrays packed into
-    one flat buffer, large ones sent from where they lie. Each element of the sum is computed
+    average in ``.grad``), then steps the optimizer locally, clipping :math:`\bar g` to a global
+    norm if asked (folded into the update: the arrays keep the average). Gradients travel in
+    buckets of at most `bucket_cap_mb`: small arrays packed into one flat buffer, large ones
+    sent from where they lie. Each element of the sum is computed
     once, by one rank, then copied to all (a reduce-scatter and an allgather, the traffic of
     one Allreduce), so after any number of steps every rank holds the same bits.
 
@@ -47,7 +49,10 @@ class DistributedOptimizer(DistributedBase):
         max_grad_norm: clip the averaged gradient to this global 2-norm, as torch's
             ``clip_grad_norm_`` (scale by ``max_grad_norm / (norm + 1e-6)`` when below 1);
             ``math.inf`` measures the norm without clipping. The norm of the last step is
-            ``grad_norm``. Default None: no clipping, no norm.
+            ``grad_norm``. Default None: no clipping, no norm. The optimizer's own
+            ``max_grad_norm`` does the same (it sees the same averaged gradients on every
+            rank); setting both is refused. The optimizer's ``skip_nonfinite`` skips a step on
+            every rank alike.
         bucket_cap_mb: the largest message, in MiB (25, torch DDP's default).
         reduction: ``"rank_order"`` (default) sums in rank order on the owning rank, the same
             bits under any MPI library; ``"mpi"`` lets MPI's ``Reduce_scatter`` sum.
@@ -71,10 +76,15 @@ class DistributedOptimizer(DistributedBase):
             options = check_options(max_grad_norm, bucket_cap_mb, reduction, num_threads)
         except (TypeError, ValueError) as caught:
             error = caught
-        raise_together(comm, error, "DistributedOptimizer()")
         self._max_grad_norm: float | None
         self._max_grad_norm, cap, self.reduction, threads = options
         self.optimizer = optimizer
+        if error is None:
+            try:
+                self._clip_norm()
+            except ValueError as caught:
+                error = caught
+        raise_together(comm, error, "DistributedOptimizer()")
         self.comm = comm
         self.grad_norm: float | None = None
         groups = optimizer.param_groups
@@ -107,30 +117,32 @@ class DistributedOptimizer(DistributedBase):
         return {"state": state, "buffers": self._exchange.nbytes()}
 
     # ---- stepping ---------------------------------------------------------------------------
-    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
-        """Average `grads` across ranks into the arrays themselves, clip (if asked), step.
+    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray], *,
+             grad_scale: float | None = None) -> StepInfo:
+        """Average `grads` across ranks into the arrays themselves, then step (clipping if asked).
 
         `grads` is a dict keyed like the parameters or a list in their order; each gradient
-        must be writable and have its parameter's dtype, shape and memory order."""
-        ordered = self._checked_grads(grads, "DistributedOptimizer.step", writable=True)
-        if self.comm.size == 1 and self._max_grad_norm is None:
-            self.optimizer.step(ordered)
-            return
-        clip = self._max_grad_norm is not None
-        partial = self._exchange.allreduce([flat(g) for g in ordered], measure=clip)
-        if self._max_grad_norm is not None:
-            self.grad_norm = self._exchange.global_norm(partial)
-            factor = self._max_grad_norm / (self.grad_norm + 1e-6)
-            if factor < 1.0:
-                for g in ordered:
-                    np.multiply(g, factor, out=g)
-        self.optimizer.step(ordered)
+        must be writable and have its parameter's dtype, shape and memory order. `grad_scale`
+        and the result are as :meth:`fastoptim.Optimizer.step`'s."""
+        ordered, mult, clip = self._checked_grads(grads, "DistributedOptimizer.step", grad_scale, writable=True)
+        inner = self.optimizer
+        if self._max_grad_norm is None:  # the optimizer's own options see the same average on every rank
+            if self.comm.size > 1:
+                self._exchange.allreduce([flat(g) for g in ordered], None)
+            done: StepInfo = inner._step(ordered, mult, clip, inner.skip_nonfinite)
+            return done
+        measure = GradMeasure(mult)
+        self._exchange.allreduce([flat(g) for g in ordered], measure)
+        self.grad_norm, _ = self._exchange.global_measure(measure)
+        info = inner._step(ordered, mult * clip_coefficient(clip, self.grad_norm), None, inner.skip_nonfinite)
+        return StepInfo(self.grad_norm, info.skipped)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state dict: the same on every rank, loadable by the plain optimizer
         and by :class:`ZeroRedundancyOptimizer` under any world size."""
-        return self.optimizer.state_dict()
+        saved: dict[str, Any] = self.optimizer.state_dict()
+        return saved
 
     def consolidated_state_dict(self, to: int = 0) -> dict[str, Any] | None:
         """:meth:`state_dict` on rank `to`, None on the others (as ZeroRedundancyOptimizer's)."""

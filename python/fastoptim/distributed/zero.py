@@ -10,12 +10,13 @@ import numpy as np
 from .. import _core
 from .._forwarding import forwarded
 from .._param_groups import Group, raw_groups, read_group
+from .._step_options import NOTHING_MEASURED, StepInfo, clip_coefficient
 from .._validation import check_disjoint
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
 from ._base import DistributedBase
 from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
-from ._exchange import Exchange, broadcast_arrays
+from ._exchange import Exchange, GradMeasure, broadcast_arrays
 from ._layout import Layout, plan
 from ._signature import group_items
 from ._state import Merger, Piece, split
@@ -54,7 +55,9 @@ class ZeroRedundancyOptimizer(DistributedBase):
 
     1. reduce-scatters the gradients: each rank receives the average
        :math:`\bigl(((g_0 + g_1) + \dots + g_{N-1}\bigr) / N` of the elements it owns;
-    2. clips to a global norm if asked (one scalar gathered from each rank);
+    2. clips to a global norm if asked, folded into the update, and skips a step with a
+       non-finite gradient on every rank if the local optimizer's ``skip_nonfinite`` says so
+       (two scalars gathered from each rank);
     3. steps a local ``optimizer_class`` whose parameters are the owned elements, as views
        into your arrays, so that it updates them in place;
     4. allgathers the updated elements into every rank's arrays.
@@ -83,7 +86,8 @@ class ZeroRedundancyOptimizer(DistributedBase):
             callable that builds one from ``(params, **defaults)``.
         comm: an mpi4py intracommunicator (default ``MPI.COMM_WORLD``).
         max_grad_norm, bucket_cap_mb, reduction, num_threads: as :class:`DistributedOptimizer`.
-        **defaults: the hyper-parameters, passed to `optimizer_class`.
+        **defaults: the hyper-parameters, passed to `optimizer_class`; a ``max_grad_norm`` or
+            ``skip_nonfinite`` among them acts on the global gradient, as the wrapper's does.
     """
 
     def __init__(self, params: Any, optimizer_class: Callable[..., Any], comm: Any = None, *,
@@ -148,6 +152,7 @@ class ZeroRedundancyOptimizer(DistributedBase):
         self.optimizer: Any = None
         try:
             self.optimizer = optimizer_class(local_groups, **defaults)
+            self._clip_norm()  # refuses max_grad_norm set both here and in `defaults`
         except (TypeError, ValueError) as caught:
             error = caught
         raise_together(comm, error, action)
@@ -180,20 +185,33 @@ class ZeroRedundancyOptimizer(DistributedBase):
         return {"state": state, "buffers": self._exchange.nbytes()}
 
     # ---- stepping ---------------------------------------------------------------------------
-    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray]) -> None:
+    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray], *,
+             grad_scale: float | None = None) -> StepInfo:
         """Average `grads` across ranks, update the owned elements, share them with all ranks.
 
         `grads` is a dict keyed like the parameters or a list in their order; each gradient
-        must have its parameter's dtype, shape and memory order. It is only read."""
-        ordered = self._checked_grads(grads, "ZeroRedundancyOptimizer.step", writable=False)
+        must have its parameter's dtype, shape and memory order. It is only read. `grad_scale`
+        and the result are as :meth:`fastoptim.Optimizer.step`'s; the norm and the finiteness
+        that ``max_grad_norm`` and the local optimizer's ``skip_nonfinite`` need are those of
+        every rank's shard together, so that every rank clips and skips alike."""
+        ordered, mult, clip = self._checked_grads(grads, "ZeroRedundancyOptimizer.step", grad_scale,
+                                                  writable=False)
         self._exchange.reduce_scatter([flat(g) for g in ordered])
-        if self._max_grad_norm is not None:
-            self.grad_norm = self._exchange.global_norm(self._exchange.shard_partial())
-            factor = self._max_grad_norm / (self.grad_norm + 1e-6)
-            if factor < 1.0:
-                self._exchange.scale_shard(factor)
-        self.optimizer.step(self._local_grads)
+        local = self.optimizer
+        info = NOTHING_MEASURED
+        if clip is None and not local.skip_nonfinite:
+            local._step(self._local_grads, mult, None, False)
+        else:
+            measure = GradMeasure(mult)
+            self._exchange.measure_shard(measure)
+            norm, finite = self._exchange.global_measure(measure)
+            self.grad_norm = norm
+            info = StepInfo(norm, local.skip_nonfinite and not finite)
+            if info.skipped:
+                return info  # no rank changed anything: nothing to share
+            local._step(self._local_grads, mult * clip_coefficient(clip, norm), None, False)
         self._exchange.allgather_params()
+        return info
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""What every optimizer's step does with the gradients besides the update: the options every
+optimizer takes (``max_grad_norm``, ``skip_nonfinite``, torch's ``foreach``/``fused``/
+``capturable``/``differentiable``), ``step``'s ``grad_scale``, and the :class:`StepInfo` it
+returns. One home for their checks, shared by the optimizers, Lookahead and the distributed
+wrappers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from ._validation import check_bool, check_real
+
+__all__ = ["StepInfo", "check_grad_scale", "check_max_grad_norm", "read_step_options"]
+
+
+class StepInfo(NamedTuple):
+    """What a step did.
+
+    ``grad_norm``: the global 2-norm of the gradients the step used (after ``grad_scale``,
+    before clipping), or None when no option needed it. ``skipped``: with ``skip_nonfinite``,
+    a gradient held a NaN or an infinity, and the step changed nothing.
+    """
+
+    grad_norm: float | None
+    skipped: bool
+
+
+NOTHING_MEASURED = StepInfo(None, False)  # the default step's result, shared (a tuple: immutable)
+
+_TORCH_ONLY = {
+    "capturable": "capturable=True keeps torch's step counts on an accelerator for CUDA graph capture; "
+                  "fastoptim steps NumPy arrays on the CPU and has nothing to capture",
+    "differentiable": "differentiable=True lets autograd differentiate through torch's step; fastoptim's step "
+                      "runs in native code outside any autograd graph",
+}
+
+
+def check_max_grad_norm(value: Any, name: str = "max_grad_norm") -> float | None:
+    """None (no clipping), or the largest global 2-norm, >= 0; ``math.inf`` measures the norm
+    without clipping."""
+    if value is None:
+        return None
+    if type(value) in (int, float) and value == math.inf:
+        return math.inf
+    return check_real(name, value, low=0.0)
+
+
+def check_grad_scale(value: Any) -> float:
+    """1 / grad_scale, the factor each gradient is read with; 1.0 for None."""
+    if value is None:
+        return 1.0
+    scale = check_real("grad_scale", value, low=0.0, low_open=True)
+    inverse = 1.0 / scale
+    if not (math.isfinite(inverse) and inverse > 0):  # 1e-320 and 1e308 pass the range, not the reciprocal
+        raise ValueError(f"grad_scale must have a finite, nonzero reciprocal, got {scale!r}")
+    return inverse
+
+
+def read_step_options(owner: str, options: Mapping[str, Any]) -> tuple[float | None, bool]:
+    """(max_grad_norm, skip_nonfinite) from an optimizer's keyword options, every one checked:
+    ``foreach`` and ``fused`` are accepted (None/False/True) and ignored, since every step is
+    one fused native call; ``capturable=True`` and ``differentiable=True`` are refused."""
+    for key, value in options.items():
+        if key in ("foreach", "fused"):
+            if value is not None:
+                check_bool(key, value)
+        elif key in _TORCH_ONLY:
+            if check_bool(key, value):
+                raise ValueError(f"{_TORCH_ONLY[key]}; pass {key}=False or leave it out")
+        elif key not in ("max_grad_norm", "skip_nonfinite"):
+            raise TypeError(f"{owner}() got an unexpected keyword argument {key!r}")
+    return (check_max_grad_norm(options.get("max_grad_norm")),
+            check_bool("skip_nonfinite", options.get("skip_nonfinite", False)))
+
+
+def clip_coefficient(max_norm: float | None, norm: float) -> float:
+    """torch's clip_grad_norm_ coefficient: max_norm / (norm + 1e-6), clamped to 1 (a NaN passes
+    through, as torch's clamp lets it); 1 without clipping or with ``inf``."""
+    if max_norm is None or math.isinf(max_norm):
+        return 1.0
+    coefficient = max_norm / (norm + 1e-6)
+    return coefficient if coefficient < 1.0 or math.isnan(coefficient) else 1.0

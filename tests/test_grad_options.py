@@ -368,7 +368,8 @@ def test_bad_max_grad_norm(value, error, text):
 @pytest.mark.parametrize(("scale", "error", "text"), [
     (0.0, ValueError, "grad_scale must be > 0"), (-2.0, ValueError, "grad_scale must be > 0"),
     (math.nan, ValueError, "grad_scale must be finite"), (math.inf, ValueError, "grad_scale must be finite"),
-    (1e-320, ValueError, "reciprocal"), ("2", TypeError, "grad_scale must be a real number"),
+    (1e-320, ValueError, "reciprocal"), (1e-39, ValueError, "reciprocal that float32 holds"),
+    (1e50, ValueError, "reciprocal that float32 holds"), ("2", TypeError, "grad_scale must be a real number"),
 ])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_bad_grad_scale_changes_nothing(case, scale, error, text):
@@ -392,11 +393,16 @@ def test_helpers_refuse_bad_arrays_and_change_nothing():
         fo.get_total_norm([[1.0, 2.0]])
     frozen = np.full(5, 10.0, np.float32)
     frozen.flags.writeable = False
-    with pytest.raises(ValueError, match=r"grads\[1\] is read-only"):
+    with pytest.raises(ValueError, match=r"grads\[1\] is read-only; clip_grad_norm_ scales"):
         fo.clip_grad_norm_([good, frozen], 1.0)
+    with pytest.raises(ValueError, match=r"grads\[1\] is read-only"):  # refused even when nothing needs scaling
+        fo.clip_grad_norm_([good, frozen], 1e9)
+    assert fo.get_total_norm([good, frozen]) > 0  # reading needs no write access
     base = np.full(10, 10.0)
     with pytest.raises(ValueError, match=r"grads\[0\] and grads\[1\] share memory"):
         fo.clip_grad_norm_([base[:6], base[4:]], 1.0)
+    with pytest.raises(ValueError, match=r"grads\[0\] and grads\[1\] share memory"):
+        fo.clip_grad_norm_([base, base], 1e9)
     np.testing.assert_array_equal(good, 1.0)
     np.testing.assert_array_equal(base, 10.0)
     with pytest.raises(ValueError, match="norm_type must be > 0"):
@@ -405,6 +411,16 @@ def test_helpers_refuse_bad_arrays_and_change_nothing():
         fo.clip_grad_norm_([good], -1.0)
     assert fo.get_total_norm([]) == 0.0 and fo.clip_grad_norm_([], 1.0) == 0.0
     assert fo.get_total_norm(np.full(4, 2.0)) == 4.0  # one array, as torch takes one tensor
+
+
+def test_numpy_infinities_and_torch_defaults_are_accepted():
+    inf64 = np.float64("inf")
+    assert fo.Adam([np.zeros(3)], max_grad_norm=inf64).max_grad_norm == math.inf
+    grads = [np.array([3.0, -4.0])]
+    assert fo.get_total_norm(grads, inf64) == 4.0
+    assert fo.clip_grad_norm_(grads, inf64) == 5.0 and grads[0][1] == -4.0
+    opt = fo.SGD([np.zeros(3)], capturable=None, differentiable=None, foreach=None, fused=None)
+    assert opt.max_grad_norm is None
 
 
 def test_options_survive_copies():

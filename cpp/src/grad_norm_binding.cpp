@@ -3,6 +3,8 @@
 #include <pybind11/numpy.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -40,8 +42,10 @@ struct Gathered {
         for (const py::object& a : held) guard.guard(a.ptr());  // may run Python code: before the checks
         std::vector<std::tuple<const char*, const char*, std::size_t>> spans;
         for (std::size_t i = 0; i < n; ++i) {  // from here on no Python code runs
-            const std::string problem = array_problem(held[i].ptr(), ArrayNeeds{-1, nullptr, 0, writable});
+            const std::string problem = array_problem(held[i].ptr(), ArrayNeeds{-1, nullptr, 0, false});
             if (!problem.empty()) refuse(label(i), problem);
+            if (writable && !(py::detail::array_proxy(held[i].ptr())->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
+                throw py::value_error(label(i) + " is read-only; clip_grad_norm_ scales the gradients in place");
             const ArrayRecord record(held[i].ptr());
             if (record.nbytes()) spans.emplace_back(record.data(), record.data() + record.nbytes(), i);
             if (record.is_double()) add(f64, offsets64, blocks64, record);
@@ -87,9 +91,21 @@ struct Gathered {
 
 }  // namespace
 
-py::tuple measure_arrays(py::handle arrays, int kind, double mult) {
+namespace {
+
+// A factor the float32 arrays can take: converting a finite double beyond float's range is
+// undefined behaviour in C++ (inf and NaN convert as themselves).
+void check_factor(double factor, const Gathered& g, const char* name) {
+    if (!g.f32.empty() && std::isfinite(factor) && std::fabs(factor) > double(std::numeric_limits<float>::max()))
+        throw py::value_error(std::string(name) + " is beyond float32's range");
+}
+
+}  // namespace
+
+py::tuple measure_arrays(py::handle arrays, int kind, double mult, bool writable) {
     if (kind < 0 || kind > 2) throw py::value_error("kind must be 0 (l2), 1 (l1) or 2 (max)");
-    Gathered g(arrays, false);
+    Gathered g(arrays, writable);
+    check_factor(mult, g, "mult");
     const NormRequest request{NormOptions{NormKind(kind), true},
                               GradBlocks<float>{g.f32.data(), index_t(g.f32.size()), g.blocks32.data(),
                                                 g.partials32.data(), float(mult)},
@@ -106,6 +122,7 @@ py::tuple measure_arrays(py::handle arrays, int kind, double mult) {
 
 void scale_arrays_in_place(py::handle arrays, double factor) {
     Gathered g(arrays, true);
+    check_factor(factor, g, "factor");
     const ScaleRequest request{Gathered::work(g.f32, g.offsets32, g.group32), Gathered::work(g.f64, g.offsets64, g.group64),
                                factor, num_threads()};
     py::gil_scoped_release unlocked;

@@ -10,8 +10,9 @@ namespace fastoptim {
 namespace py = pybind11;
 
 // (Σu², Σ|u| or max |u| of u = g·mult over every element (kind 0, 1, 2), whether every
-// element is finite). Arrays are labelled grads[i] in messages.
-py::tuple measure_arrays(py::handle arrays, int kind, double mult);
+// element is finite). Arrays are labelled grads[i] in messages; with `writable` they are
+// checked as scale_arrays_in_place checks them (clip_grad_norm_ refuses before it measures).
+py::tuple measure_arrays(py::handle arrays, int kind, double mult, bool writable);
 
 // Every array multiplied in place by `factor`; they must be writable and share no memory.
 void scale_arrays_in_place(py::handle arrays, double factor);

@@ -62,6 +62,7 @@ PYBIND11_MODULE(_core, m) {
           "sharing memory with no other gradient and no parameter");
 
     m.def("measure_arrays", &measure_arrays, py::arg("arrays"), py::arg("kind"), py::arg("mult") = 1.0,
+          py::arg("writable") = false,
           "(Σu², Σ|u| or max |u| for kind 0, 1 or 2, with u = g·mult over every element; all finite)");
     m.def("scale_arrays", &scale_arrays_in_place, py::arg("arrays"), py::arg("factor"),
           "every array multiplied in place by factor (writable arrays sharing no memory)");

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "grad_check.hpp"
 #include "runtime.hpp"
@@ -305,8 +306,12 @@ void Plan::form_units() {
 }
 
 StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
-    // Any grad_mult is memory-safe; the Python layer checks the user's grad_scale, and a clip of
-    // a non-finite norm gives 0 or NaN, as torch's does.
+    // Any grad_mult float32 holds is memory-safe (a clip of a non-finite norm gives 0 or NaN, as
+    // torch's does); the Python layer checks the user's grad_scale. A finite double beyond
+    // float's range would convert with undefined behaviour.
+    if (!f32_.refs.empty() && std::isfinite(options.grad_mult) &&
+        std::fabs(options.grad_mult) > double(std::numeric_limits<float>::max()))
+        throw py::value_error("grad_mult is beyond float32's range");
     if (std::isnan(options.max_norm)) throw py::value_error("max_norm must not be NaN");
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
     const Busy busy(busy_);

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._core import measure_arrays, scale_arrays
+from ._step_options import is_plus_infinity
 from ._validation import check_bool, check_real
 
 __all__ = ["clip_grad_norm_", "get_total_norm"]
@@ -36,23 +37,23 @@ def _arrays(grads: Any) -> list[Any]:
 
 
 def _norm_type(value: Any) -> float:
-    if isinstance(value, str) and value.lower() == "inf":
-        return math.inf
-    if type(value) in (int, float) and value == math.inf:
+    if (isinstance(value, str) and value.lower() == "inf") or is_plus_infinity(value):
         return math.inf
     return check_real("norm_type", value, low=0.0, low_open=True)
 
 
-def _total_norm(arrays: list[Any], norm_type: float) -> float:
+def _total_norm(arrays: list[Any], norm_type: float, writable: bool) -> float:
+    """The norm; every array is checked first (`writable`: also writable and sharing no memory,
+    as clip_grad_norm_ may scale them), whether or not it will be."""
     kind = _NATIVE.get(norm_type)
     if kind is not None:
-        value, finite = measure_arrays(arrays, kind)  # checks every array
+        value, finite = measure_arrays(arrays, kind, 1.0, writable)
         if kind == 0:
             return math.sqrt(value)
         if kind == 2 and not finite:  # a maximum skips NaNs; torch's norm is NaN if any element is
             return math.nan if any(np.isnan(a).any() for a in arrays) else math.inf
         return value
-    measure_arrays(arrays, 0)  # the same checks as the native orders
+    measure_arrays(arrays, 0, 1.0, writable)  # the same checks as the native orders
     total = 0.0
     for a in arrays:
         total += float(np.sum(np.abs(a, dtype=np.float64) ** norm_type))
@@ -73,12 +74,16 @@ def get_total_norm(grads: Any, norm_type: float = 2.0, error_if_nonfinite: bool 
 
     Returns the norm as a Python float (0.0 for no arrays).
     """
-    arrays = _arrays(grads)
+    return _checked_norm(_arrays(grads), norm_type, error_if_nonfinite, foreach, writable=False)
+
+
+def _checked_norm(arrays: list[Any], norm_type: Any, error_if_nonfinite: Any, foreach: Any, *,
+                  writable: bool) -> float:
     p = _norm_type(norm_type)
     check_bool("error_if_nonfinite", error_if_nonfinite)
     if foreach is not None:
         check_bool("foreach", foreach)
-    total = _total_norm(arrays, p)
+    total = _total_norm(arrays, p, writable)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite, so it cannot be "
                            "clipped. To disable this error and scale the gradients by the non-finite norm "
@@ -98,7 +103,8 @@ def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float = 2.0, error_i
 
     Args:
         grads: a float32 or float64 array, a dict of them or an iterable of them: contiguous,
-            writable, sharing no memory.
+            writable, sharing no memory (torch scales a tensor given twice twice; here it is
+            refused), checked whether or not they need scaling.
         max_norm: the largest norm, >= 0.
         norm_type: p > 0, or ``math.inf`` / ``"inf"`` (default 2.0).
         error_if_nonfinite: raise RuntimeError, scaling nothing, if the norm is NaN or infinite
@@ -107,10 +113,9 @@ def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float = 2.0, error_i
 
     Returns the total norm before clipping, as a Python float.
     """
-    limit = check_real("max_norm", max_norm, low=0.0) if not (type(max_norm) in (int, float) and
-                                                             max_norm == math.inf) else math.inf
+    limit = math.inf if is_plus_infinity(max_norm) else check_real("max_norm", max_norm, low=0.0)
     arrays = _arrays(grads)
-    total = get_total_norm(arrays, norm_type, error_if_nonfinite, foreach)
+    total = _checked_norm(arrays, norm_type, error_if_nonfinite, foreach, writable=True)
     coefficient = limit / (total + 1e-6)
     if coefficient < 1.0 or math.isnan(coefficient):
         scale_arrays(arrays, coefficient)

@@ -7,8 +7,11 @@ wrappers."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from ._validation import check_bool, check_real
 
@@ -37,24 +40,36 @@ _TORCH_ONLY = {
 }
 
 
+_FLOAT32 = np.finfo(np.float32)
+
+
+def is_plus_infinity(value: Any) -> bool:
+    """``math.inf``, ``np.inf`` or a NumPy float holding +inf (a bool is not a number here)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and float(value) == math.inf)
+
+
 def check_max_grad_norm(value: Any, name: str = "max_grad_norm") -> float | None:
-    """None (no clipping), or the largest global 2-norm, >= 0; ``math.inf`` measures the norm
+    """None (no clipping), or the largest global 2-norm, >= 0; infinity measures the norm
     without clipping."""
     if value is None:
         return None
-    if type(value) in (int, float) and value == math.inf:
+    if is_plus_infinity(value):
         return math.inf
     return check_real(name, value, low=0.0)
 
 
 def check_grad_scale(value: Any) -> float:
-    """1 / grad_scale, the factor each gradient is read with; 1.0 for None."""
+    """1 / grad_scale, the factor each gradient is read with; 1.0 for None. The factor must be
+    a normal float32 (float32 gradients read it in float32): a scale between about 3e-38 and
+    8e37, far beyond any loss scale in use."""
     if value is None:
         return 1.0
     scale = check_real("grad_scale", value, low=0.0, low_open=True)
     inverse = 1.0 / scale
-    if not (math.isfinite(inverse) and inverse > 0):  # 1e-320 and 1e308 pass the range, not the reciprocal
-        raise ValueError(f"grad_scale must have a finite, nonzero reciprocal, got {scale!r}")
+    if not float(_FLOAT32.tiny) <= inverse <= float(_FLOAT32.max):
+        raise ValueError(f"grad_scale must have a reciprocal that float32 holds (a scale from about "
+                         f"{1 / float(_FLOAT32.max):.3g} to {1 / float(_FLOAT32.tiny):.3g}), got {scale!r}")
     return inverse
 
 
@@ -67,7 +82,7 @@ def read_step_options(owner: str, options: Mapping[str, Any]) -> tuple[float | N
             if value is not None:
                 check_bool(key, value)
         elif key in _TORCH_ONLY:
-            if check_bool(key, value):
+            if value is not None and check_bool(key, value):
                 raise ValueError(f"{_TORCH_ONLY[key]}; pass {key}=False or leave it out")
         elif key not in ("max_grad_norm", "skip_nonfinite"):
             raise TypeError(f"{owner}() got an unexpected keyword argument {key!r}")
@@ -78,7 +93,7 @@ def read_step_options(owner: str, options: Mapping[str, Any]) -> tuple[float | N
 def clip_coefficient(max_norm: float | None, norm: float) -> float:
     """torch's clip_grad_norm_ coefficient: max_norm / (norm + 1e-6), clamped to 1 (a NaN passes
     through, as torch's clamp lets it); 1 without clipping or with ``inf``."""
-    if max_norm is None or math.isinf(max_norm):
+    if max_norm is None or max_norm == math.inf:
         return 1.0
     coefficient = max_norm / (norm + 1e-6)
     return coefficient if coefficient < 1.0 or math.isnan(coefficient) else 1.0

@@ -299,6 +299,25 @@ def skips_and_loss_scales_agree_across_ranks(comm: Any) -> None:
         np.testing.assert_allclose(b, c, rtol=1e-5, atol=1e-6, err_msg=f"params[{name!r}]")
     raises_everywhere(comm, ValueError, "set both on DistributedOptimizer", lambda: DistributedOptimizer(
         fo.SGD(copies(named), max_grad_norm=1.0), comm, max_grad_norm=2.0))
+    # the optimizer's own max_grad_norm is the wrapper's: the same norm, the same bits
+    twins = [copies(named), copies(named)]
+    by_wrapper = DistributedOptimizer(fo.AdamW(twins[0], lr=1e-2), comm, max_grad_norm=2.0, bucket_cap_mb=TINY)
+    by_inner = DistributedOptimizer(fo.AdamW(twins[1], lr=1e-2, max_grad_norm=2.0), comm, bucket_cap_mb=TINY)
+    for step in range(3):
+        g = rank_grads(np.float32, step, rank, named)
+        a = by_wrapper.step({k: v.copy(order="K") for k, v in g.items()})
+        b = by_inner.step({k: v.copy(order="K") for k, v in g.items()})
+        assert a == b and by_inner.grad_norm == a.grad_norm, (a, b, by_inner.grad_norm)
+    for (name, x), (_, y) in zip(twins[0], twins[1]):
+        same(x, y, f"max_grad_norm on the wrapper or its optimizer: params[{name!r}]")
+    with_skip = [by_wrapper, zero]
+    for opt in with_skip:  # skip_nonfinite is the optimizer's, seen through the wrapper, and compared
+        opt.skip_nonfinite = rank == 0
+        assert opt.optimizer.skip_nonfinite == (rank == 0)
+        if n > 1:
+            raises_everywhere(comm, ValueError, "different skip_nonfinite", opt.step, g)
+        opt.skip_nonfinite = True
+    raises_everywhere(comm, ValueError, "set both on DistributedOptimizer", setattr, by_inner, "max_grad_norm", 1.0)
     zero.optimizer.max_grad_norm = 1.0  # the wrapper's is 3.0
     before = [a.copy(order="K") for _, a in zero_params]
     raises_everywhere(comm, ValueError, "set both on ZeroRedundancyOptimizer", zero.step, per_rank[rank])

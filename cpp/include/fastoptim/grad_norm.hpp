@@ -5,7 +5,8 @@
 // thread count. Also the in-place scaling of torch's clip_grad_norm_.
 //
 // Finiteness is checked per element (u − u is 0 for a finite u and NaN otherwise), never
-// inferred from the norm, whose sum of squares may overflow on finite gradients.
+// inferred from the norm, whose sum of squares may overflow on finite gradients. It needs IEEE
+// arithmetic: -ffast-math (-ffinite-math-only) lets the compiler fold u − u to 0.
 #pragma once
 
 #include <algorithm>
@@ -54,84 +55,89 @@ FASTOPTIM_INLINE V accumulate(V acc, V u) {
     else return max(acc, abs(u));
 }
 
-// B blocks of one gradient side by side, block s being elements [first + s·kBlock, +count),
-// into out[2s] (its measure) and out[2s + 1] (0, or NaN if one of its elements is not finite).
-// Element i of a block goes to lane (i − its first) mod 16, the lanes are added pairwise in
-// double (or their maximum taken): the bits of a block do not depend on B. Reading B blocks
-// at once keeps B streams in flight, which a cache serves faster than one (a read-only pass
-// at 1e6 float32: 55 GB/s from one stream, 70 from two and 90 from four, on this project's
-// 2-core Xeon). The finiteness sum is 0 or NaN whatever its order: one per block serves all
-// its lanes.
+// B blocks side by side, block s being the `count` elements from starts[s], into outs[s][0]
+// (its measure) and outs[s][1] (0, or NaN if one of its elements is not finite). Element i of
+// a block goes to lane i mod 16, the lanes are added pairwise in double (or their maximum
+// taken): the bits of a block do not depend on B nor on its companions. Reading B blocks at
+// once keeps B streams in flight, which a cache serves faster than one (a read-only pass at
+// 1e6 float32: 55 GB/s from one stream, 70 from two and 90 from four, on this project's 2-core
+// Xeon). The finiteness sum is 0 or NaN whatever its order: one per block serves all its lanes.
 template <NormKind K, bool kScaled, bool kCheck, int B, class T, class V = NativeVec<T>>
-void measure_grad_blocks(const T* g, T mult, index_t first, index_t count, double* out) {
+void measure_grad_blocks(const T* const* starts, index_t count, T mult, double* const* outs) {
     constexpr int w = V::width, groups = kLanes / w;
-    static_assert(kLanes % w == 0, "vector width must divide the lane count");
+    static_assert(kLanes % w == 0 && kBlock % kLanes == 0, "vector width | lanes | block");
     V acc[B][groups], bad[B];
     for (int s = 0; s < B; ++s) {
         for (V& a : acc[s]) a = V(T(0));
         bad[s] = V(T(0));
     }
     const V m(mult);
-    index_t i = 0;
-    for (; i + kLanes <= count; i += kLanes)
-        for (int s = 0; s < B; ++s) {
-            const T* block = g + first + s * kBlock + i;
+    const index_t body = count - count % kLanes;
+    for (index_t i = 0; i < body; i += kLanes)
+        for (int s = 0; s < B; ++s)
             for (int k = 0; k < groups; ++k) {
-                V u = V::load(block + k * w);
+                V u = V::load(starts[s] + i + k * w);
                 if constexpr (kScaled) u = u * m;
                 acc[s][k] = accumulate<K>(acc[s][k], u);
                 if constexpr (kCheck) bad[s] = bad[s] + (u - u);
             }
-        }
     for (int s = 0; s < B; ++s) {
         T lanes[kLanes], bad_lanes[w];
         for (int k = 0; k < groups; ++k) acc[s][k].store(lanes + k * w);
         bad[s].store(bad_lanes);
         double bad_sum = 0;
         for (const T b : bad_lanes) bad_sum += double(b);
-        const T* block = g + first + s * kBlock;
-        for (index_t j = i; j < count; ++j) {
-            Scalar<T> u = Scalar<T>::load(block + j);
-            if constexpr (kScaled) u = u * Scalar<T>(mult);
-            lanes[j % kLanes] = accumulate<K>(Scalar<T>(lanes[j % kLanes]), u).x;
-            if constexpr (kCheck) bad_sum += double(u.x - u.x);
-        }
+        if constexpr (B == 1)  // blocks side by side are whole: kBlock elements, no tail
+            for (index_t j = body; j < count; ++j) {
+                Scalar<T> u = Scalar<T>::load(starts[s] + j);
+                if constexpr (kScaled) u = u * Scalar<T>(mult);
+                lanes[j % kLanes] = accumulate<K>(Scalar<T>(lanes[j % kLanes]), u).x;
+                if constexpr (kCheck) bad_sum += double(u.x - u.x);
+            }
         double sum[kLanes];
         for (int l = 0; l < kLanes; ++l) sum[l] = double(lanes[l]);
         for (int half = kLanes / 2; half >= 1; half /= 2)
             for (int l = 0; l < half; ++l)
                 sum[l] = K == NormKind::max ? std::max(sum[l], sum[l + half]) : sum[l] + sum[l + half];
-        out[2 * s] = sum[0];
-        out[2 * s + 1] = bad_sum;
+        outs[s][0] = sum[0];
+        outs[s][1] = bad_sum;
     }
 }
 
 inline constexpr int kBlocksAtOnce = 4;
 
-// Blocks [lo, hi) of the concatenated block space: whole blocks of one array four (or two) at a time.
+// Blocks [lo, hi) of the concatenated block space. Whole blocks, of one array or of several
+// small ones, go four at a time; a last, partial block of an array goes alone.
 template <NormKind K, bool kScaled, bool kCheck, class T>
 void measure_grad_span(const GradBlocks<T>& b, index_t lo, index_t hi) {
     if (lo >= hi) return;
+    const T* starts[kBlocksAtOnce];
+    double* outs[kBlocksAtOnce];
+    int pending = 0;
+    auto flush = [&] {
+        int s = 0;
+        for (; s + 4 <= pending; s += 4) measure_grad_blocks<K, kScaled, kCheck, 4, T>(starts + s, kBlock, b.mult, outs + s);
+        for (; s + 2 <= pending; s += 2) measure_grad_blocks<K, kScaled, kCheck, 2, T>(starts + s, kBlock, b.mult, outs + s);
+        for (; s < pending; ++s) measure_grad_blocks<K, kScaled, kCheck, 1, T>(starts + s, kBlock, b.mult, outs + s);
+        pending = 0;
+    };
     index_t k = std::upper_bound(b.block_offsets, b.block_offsets + b.count + 1, lo) - b.block_offsets - 1;
-    for (index_t block = lo; block < hi;) {
+    for (index_t block = lo; block < hi; ++block) {
         while (b.block_offsets[k + 1] <= block) ++k;
         const ArrayRef<T>& a = b.arrays[k];
         const index_t first = (block - b.block_offsets[k]) * kBlock;
-        const index_t whole = std::min(hi, b.block_offsets[k + 1]) - block - (a.size % kBlock != 0 &&
-                                                                              hi >= b.block_offsets[k + 1]);
+        const index_t count = std::min(kBlock, a.size - first);
         double* out = b.partials + 2 * block;
-        if (whole >= kBlocksAtOnce) {
-            measure_grad_blocks<K, kScaled, kCheck, kBlocksAtOnce, T>(a.grad, b.mult, first, kBlock, out);
-            block += kBlocksAtOnce;
-        } else if (whole >= 2) {  // a float64 piece holds two blocks
-            measure_grad_blocks<K, kScaled, kCheck, 2, T>(a.grad, b.mult, first, kBlock, out);
-            block += 2;
-        } else {
-            measure_grad_blocks<K, kScaled, kCheck, 1, T>(a.grad, b.mult, first,
-                                                          std::min(kBlock, a.size - first), out);
-            block += 1;
+        const T* start = a.grad + first;
+        if (count < kBlock) {
+            measure_grad_blocks<K, kScaled, kCheck, 1, T>(&start, count, b.mult, &out);
+            continue;
         }
+        starts[pending] = start;
+        outs[pending] = out;
+        if (++pending == kBlocksAtOnce) flush();
     }
+    flush();
 }
 
 template <class T>

@@ -333,7 +333,8 @@ def _train_all(chosen: Sequence[tuple[OptimizerSpec, float | None]], args: argpa
     print(f"{args.epochs} epochs x {steps} steps of batch {args.batch_size}, warmup-cosine schedule "
           f"({warmup_steps(args.epochs, steps)} warmup steps), lr {args.lr}, seed {args.seed}, "
           f"{fastoptim.get_num_threads()} thread(s), target {fastoptim.get_target()}"
-          + ("" if args.clip is None else f", gradients clipped to norm {args.clip:g}"), flush=True)
+          + ("" if args.clip is None else f", gradients clipped to norm {args.clip:g}")
+          + "; every step measures the gradients' norm (one read-only pass, in its time)", flush=True)
     results = [train(spec, lr if lr is not None else args.lr(spec.lr), split, epochs=args.epochs,
                      batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip)
                for spec, lr in chosen]

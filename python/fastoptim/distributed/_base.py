@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from .._step_options import check_grad_scale, check_max_grad_norm
+from .._forwarding import forwarded
+from .._step_options import StepInfo, check_grad_scale, check_max_grad_norm, clip_coefficient
 from ._common import refuse_copy, step_header
+from ._exchange import Exchange, GradMeasure
 
 __all__ = ["DistributedBase"]
 
@@ -23,6 +25,8 @@ class DistributedBase:
     _names: list[Hashable]
     _params: list[np.ndarray]
     _max_grad_norm: float | None
+    _exchange: Exchange
+    grad_norm: float | None
 
     @property
     def max_grad_norm(self) -> float | None:
@@ -32,23 +36,32 @@ class DistributedBase:
 
     @max_grad_norm.setter
     def max_grad_norm(self, value: float | None) -> None:
-        self._max_grad_norm = check_max_grad_norm(value)
+        checked = check_max_grad_norm(value)
+        if checked is not None and self.optimizer.max_grad_norm is not None:
+            raise ValueError(self._both_set(checked))
+        self._max_grad_norm = checked
+
+    skip_nonfinite = forwarded("skip_nonfinite", "The optimizer's skip of a step with a NaN or an infinity in its "
+                               "gradients; every rank skips alike (set it alike on every rank).", settable=True)
+
+    def _both_set(self, mine: float) -> str:
+        return (f"max_grad_norm is set both on {type(self).__name__} ({mine!r}) and on its optimizer "
+                f"({self.optimizer.max_grad_norm!r}); set it on one of them (both clip the global norm over "
+                "every rank)")
 
     def _clip_norm(self) -> float | None:
         """The clip norm of this step: the wrapper's or the optimizer's (ValueError if both)."""
         inner = self.optimizer.max_grad_norm
         if self._max_grad_norm is not None and inner is not None:
-            raise ValueError(f"max_grad_norm is set both on {type(self).__name__} ({self._max_grad_norm!r}) and on "
-                             f"its optimizer ({inner!r}); set it on one of them (both clip the global norm over "
-                             "every rank)")
+            raise ValueError(self._both_set(self._max_grad_norm))
         return self._max_grad_norm if inner is None else inner
 
     def _checked_grads(self, grads: Any, action: str, grad_scale: Any, *, writable: bool) -> tuple[
             list[np.ndarray], float, float | None]:
         """Collective, once a step: `grads` in parameter order, checked by the step's own native
         check on every rank before any message is sent (if one rank's are refused, or its
-        grad_scale or clip settings, every rank raises), and the ranks' clip norms compared.
-        Returns the gradients, 1/grad_scale and the clip norm."""
+        grad_scale or clip settings, every rank raises), and the ranks' clip norms and skip
+        settings compared. Returns the gradients, 1/grad_scale and the clip norm."""
         error: BaseException | None = None
         ordered: list[np.ndarray] = []
         mult, clip = 1.0, None
@@ -58,8 +71,21 @@ class DistributedBase:
             ordered = _core.check_grads(grads, self._names, self._params, writable)
         except (TypeError, ValueError) as caught:
             error = caught
-        step_header(self.comm, error, clip, action)
+        step_header(self.comm, error, clip, bool(self.optimizer.skip_nonfinite), action)
         return ordered, mult, clip
+
+    def _step_measured(self, local_grads: list[np.ndarray], mult: float, clip: float | None,
+                       measure: GradMeasure) -> StepInfo:
+        """The rest of a step whose gradients' parts were added to `measure` on every rank: the
+        global norm and verdict (one Allgather), then the optimizer's step on `local_grads`
+        with the clip folded into the factor they are read with, unless a rank found a NaN or
+        an infinity and the optimizer skips such steps (then no rank changes anything)."""
+        norm, finite = self._exchange.global_measure(measure)
+        self.grad_norm = norm
+        if self.optimizer.skip_nonfinite and not finite:
+            return StepInfo(norm, True)
+        self.optimizer._step(local_grads, mult * clip_coefficient(clip, norm), None, False)
+        return StepInfo(norm, False)
 
     def __getstate__(self) -> dict[str, Any]:
         refuse_copy(self)

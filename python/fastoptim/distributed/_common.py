@@ -68,11 +68,13 @@ def _raise(reports: Sequence[tuple[str, str] | None], action: str, error: BaseEx
     raise kind(f"{action} failed on every rank because it failed on {text}") from error
 
 
-def step_header(comm: Any, error: BaseException | None, max_grad_norm: float | None, action: str) -> None:
+def step_header(comm: Any, error: BaseException | None, max_grad_norm: float | None, skip_nonfinite: bool,
+                action: str) -> None:
     """Collective, once a step: every rank learns whether any rank's gradients were refused,
-    and that all ranks clip alike (one small Allgather)."""
-    mine = np.array([error is not None, math.nan if max_grad_norm is None else max_grad_norm], np.float64)
-    table = np.empty((comm.size, 2), np.float64)
+    and that all ranks clip and skip alike (one small Allgather)."""
+    mine = np.array([error is not None, math.nan if max_grad_norm is None else max_grad_norm, skip_nonfinite],
+                    np.float64)
+    table = np.empty((comm.size, 3), np.float64)
     comm.Allgather(mine, table)
     if table[:, 0].any():
         reports = comm.allgather(None if error is None else (type(error).__name__, str(error)))
@@ -81,6 +83,10 @@ def step_header(comm: Any, error: BaseException | None, max_grad_norm: float | N
     if not (np.all(np.isnan(norms)) or np.all(norms == norms[0])):
         shown = ", ".join(f"rank {r}: {'None' if math.isnan(v) else v!r}" for r, v in enumerate(norms))
         raise ValueError(f"{action} failed on every rank: ranks set different max_grad_norm ({shown})")
+    skips = table[:, 2]
+    if not np.all(skips == skips[0]):
+        shown = ", ".join(f"rank {r}: {bool(v)}" for r, v in enumerate(skips))
+        raise ValueError(f"{action} failed on every rank: ranks set different skip_nonfinite ({shown})")
 
 
 def compare_signatures(signatures: Sequence[Sequence[tuple[str, Any]]], what: str) -> None:

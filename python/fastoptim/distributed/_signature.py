@@ -59,4 +59,6 @@ def optimizer_items(optimizer: Any) -> list[tuple[str, Any]]:
     for _, names, _ in groups:
         items.extend((f"state of params[{n!r}] with slots", sorted(state.get(n, {}))) for n in names)
     items.append(("steps taken (per parameter: steps, fresh, running scalars)", repr(clocks(optimizer))))
+    items.append(("step options (max_grad_norm, skip_nonfinite)",
+                  repr((optimizer.max_grad_norm, optimizer.skip_nonfinite))))
     return items

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._forwarding import forwarded
-from .._step_options import StepInfo, clip_coefficient
+from .._step_options import StepInfo
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
 from ._base import DistributedBase
@@ -50,9 +50,9 @@ class DistributedOptimizer(DistributedBase):
             ``clip_grad_norm_`` (scale by ``max_grad_norm / (norm + 1e-6)`` when below 1);
             ``math.inf`` measures the norm without clipping. The norm of the last step is
             ``grad_norm``. Default None: no clipping, no norm. The optimizer's own
-            ``max_grad_norm`` does the same (it sees the same averaged gradients on every
-            rank); setting both is refused. The optimizer's ``skip_nonfinite`` skips a step on
-            every rank alike.
+            ``max_grad_norm`` is the same (the same global norm, measured the same way);
+            setting both is refused. The optimizer's ``skip_nonfinite`` (also
+            ``skip_nonfinite`` here) skips a step on every rank alike.
         bucket_cap_mb: the largest message, in MiB (25, torch DDP's default).
         reduction: ``"rank_order"`` (default) sums in rank order on the owning rank, the same
             bits under any MPI library; ``"mpi"`` lets MPI's ``Reduce_scatter`` sum.
@@ -126,16 +126,14 @@ class DistributedOptimizer(DistributedBase):
         and the result are as :meth:`fastoptim.Optimizer.step`'s."""
         ordered, mult, clip = self._checked_grads(grads, "DistributedOptimizer.step", grad_scale, writable=True)
         inner = self.optimizer
-        if self._max_grad_norm is None:  # the optimizer's own options see the same average on every rank
+        if clip is None and not inner.skip_nonfinite:
             if self.comm.size > 1:
                 self._exchange.allreduce([flat(g) for g in ordered], None)
-            done: StepInfo = inner._step(ordered, mult, clip, inner.skip_nonfinite)
+            done: StepInfo = inner._step(ordered, mult, None, False)
             return done
-        measure = GradMeasure(mult)
+        measure = GradMeasure(mult)  # each rank measures the parts it averages: the norm costs 1/N a pass
         self._exchange.allreduce([flat(g) for g in ordered], measure)
-        self.grad_norm, _ = self._exchange.global_measure(measure)
-        info = inner._step(ordered, mult * clip_coefficient(clip, self.grad_norm), None, inner.skip_nonfinite)
-        return StepInfo(self.grad_norm, info.skipped)
+        return self._step_measured(ordered, mult, clip, measure)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

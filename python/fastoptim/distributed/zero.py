@@ -10,7 +10,7 @@ import numpy as np
 from .. import _core
 from .._forwarding import forwarded
 from .._param_groups import Group, raw_groups, read_group
-from .._step_options import NOTHING_MEASURED, StepInfo, clip_coefficient
+from .._step_options import NOTHING_MEASURED, StepInfo
 from .._validation import check_disjoint
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
@@ -197,20 +197,15 @@ class ZeroRedundancyOptimizer(DistributedBase):
         ordered, mult, clip = self._checked_grads(grads, "ZeroRedundancyOptimizer.step", grad_scale,
                                                   writable=False)
         self._exchange.reduce_scatter([flat(g) for g in ordered])
-        local = self.optimizer
-        info = NOTHING_MEASURED
-        if clip is None and not local.skip_nonfinite:
-            local._step(self._local_grads, mult, None, False)
-        else:
-            measure = GradMeasure(mult)
-            self._exchange.measure_shard(measure)
-            norm, finite = self._exchange.global_measure(measure)
-            self.grad_norm = norm
-            info = StepInfo(norm, local.skip_nonfinite and not finite)
-            if info.skipped:
-                return info  # no rank changed anything: nothing to share
-            local._step(self._local_grads, mult * clip_coefficient(clip, norm), None, False)
-        self._exchange.allgather_params()
+        if clip is None and not self.optimizer.skip_nonfinite:
+            self.optimizer._step(self._local_grads, mult, None, False)
+            self._exchange.allgather_params()
+            return NOTHING_MEASURED
+        measure = GradMeasure(mult)
+        self._exchange.measure_shard(measure)
+        info = self._step_measured(self._local_grads, mult, clip, measure)
+        if not info.skipped:  # else no rank changed anything: nothing to share
+            self._exchange.allgather_params()
         return info
 
     # ---- checkpoints ------------------------------------------------------------------------

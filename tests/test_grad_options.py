@@ -429,3 +429,7 @@ def test_options_survive_copies():
     opt = fo.AdamW([np.zeros(3)], max_grad_norm=0.5, skip_nonfinite=True)
     for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
         assert (clone.max_grad_norm, clone.skip_nonfinite) == (0.5, True)
+        assert clone.step([np.full(3, 2.0)]).grad_norm == pytest.approx(math.sqrt(12))
+        assert clone.step([np.array([1.0, np.nan, 0.0])]).skipped
+        clone.max_grad_norm, clone.skip_nonfinite = None, False  # the plain step again
+        assert clone.step([np.full(3, 2.0)]) == fo.StepInfo(None, False)

@@ -355,8 +355,6 @@ void Plan::run(const GradOptions& options, StepOutcome& outcome) {
     fold_step();
     const ThreadPolicy::Decision decision = threads_.decide();
     const bool measure = options.max_norm >= 0 || options.skip_nonfinite;
-    const NormRequest norm{NormOptions{NormKind::l2, options.skip_nonfinite}, f32_.grad_blocks(options.grad_mult), f64_.grad_blocks(options.grad_mult),
-                           decision.threads};
     const StepRequest request{rule_->id, f32_.work(), f64_.work(), decision.threads, prefetch_above()};
     const Target& target = current_target();
     double seconds;
@@ -366,6 +364,9 @@ void Plan::run(const GradOptions& options, StepOutcome& outcome) {
         threads_.enter(decision);
         double mult = options.grad_mult;
         if (measure) {  // the read-only pass first: a skipped step writes nothing
+            const NormRequest norm{NormOptions{NormKind::l2, options.skip_nonfinite},
+                                   f32_.grad_blocks(options.grad_mult), f64_.grad_blocks(options.grad_mult),
+                                   decision.threads};
             const GradMeasure m = target.norm(norm);
             outcome.measured = true;
             outcome.grad_norm = std::sqrt(m.value);

@@ -92,6 +92,7 @@ class Optimizer:
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
         self._max_grad_norm, self._skip_nonfinite = read_step_options(type(self).__name__, options)
+        self._plain = self._max_grad_norm is None and not self._skip_nonfinite  # step's fast path
         self._check_group(read_hyper(defaults))
         self.defaults = dict(defaults)
         self._start_empty()
@@ -169,6 +170,7 @@ class Optimizer:
     @max_grad_norm.setter
     def max_grad_norm(self, value: float | None) -> None:
         self._max_grad_norm = check_max_grad_norm(value)
+        self._plain = self._max_grad_norm is None and not self._skip_nonfinite
 
     @property
     def skip_nonfinite(self) -> bool:
@@ -178,6 +180,7 @@ class Optimizer:
     @skip_nonfinite.setter
     def skip_nonfinite(self, value: bool) -> None:
         self._skip_nonfinite = check_bool("skip_nonfinite", value)
+        self._plain = self._max_grad_norm is None and not self._skip_nonfinite
 
     # ---- groups -----------------------------------------------------------------------------
     def _held_labels_and_arrays(self) -> tuple[list[str], list[np.ndarray]]:
@@ -402,7 +405,7 @@ class Optimizer:
         ``g / grad_scale`` (torch's fused Adam takes the same argument), before any clipping.
         Returns a :class:`StepInfo`: the gradients' norm, when ``max_grad_norm`` or
         ``skip_nonfinite`` measured it, and whether the step was skipped."""
-        if grad_scale is None and self._max_grad_norm is None and not self._skip_nonfinite:
+        if grad_scale is None and self._plain:
             with self._lock:  # the plain step, every call it can spare spared: at 1e4 elements it counts
                 edits = self._edits
                 if edits.hyper or edits.arrays:
@@ -500,6 +503,7 @@ class Optimizer:
     def __setstate__(self, saved: Mapping[str, Any]) -> None:
         self.defaults = dict(saved["defaults"])
         self._max_grad_norm, self._skip_nonfinite = saved.get("options", (None, False))
+        self._plain = self._max_grad_norm is None and not self._skip_nonfinite
         self._start_empty()
         groups = []
         for raw in saved["param_groups"]:

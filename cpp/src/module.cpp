@@ -29,9 +29,10 @@ PYBIND11_MODULE(_core, m) {
     }
 
     py::class_<Plan>(m, "Plan")
-        .def(py::init<const std::string&, py::list, py::list, std::vector<int>, py::list, int, std::vector<std::string>>(),
+        .def(py::init<const std::string&, py::list, py::list, std::vector<int>, py::list, int, std::vector<std::string>,
+                      py::list>(),
              py::arg("rule"), py::arg("params"), py::arg("states"), py::arg("groups"), py::arg("names"),
-             py::arg("group_count"), py::arg("slot_names"))
+             py::arg("group_count"), py::arg("slot_names"), py::arg("extras"))
         .def("set_hyper", &Plan::set_hyper, py::arg("group"), py::arg("row"))
         .def("set_clock", &Plan::set_clock, py::arg("param"), py::arg("steps_done"), py::arg("fresh"))
         .def("steps_done", &Plan::steps_done, py::arg("param"))
@@ -40,16 +41,26 @@ PYBIND11_MODULE(_core, m) {
         .def("set_scalars", &Plan::set_scalars, py::arg("param"), py::arg("values"))
         .def("step", [](Plan& plan, py::handle grads) { plan.step(grads, GradOptions{}); }, py::arg("grads"),
              "the plain step: every gradient read as it is")
-        .def("step_with", [](Plan& plan, py::handle grads, double grad_mult, py::object max_norm, bool skip_nonfinite) {
+        .def("step_with", [](Plan& plan, py::handle grads, double grad_mult, py::object max_norm, bool skip_nonfinite,
+                             bool update_ema) {
             const double limit = max_norm.is_none() ? -1.0 : max_norm.cast<double>();
             if (!max_norm.is_none() && !(limit >= 0)) throw py::value_error("max_norm must be >= 0 or None");
-            const StepOutcome outcome = plan.step(grads, GradOptions{grad_mult, limit, skip_nonfinite});
+            const StepOutcome outcome = plan.step(grads, GradOptions{grad_mult, limit, skip_nonfinite, update_ema});
             if (!outcome.measured && !outcome.skipped) return py::object(py::none());
             return py::object(py::make_tuple(
                 outcome.measured ? py::object(py::float_(outcome.grad_norm)) : py::object(py::none()), outcome.skipped));
         }, py::arg("grads"), py::arg("grad_mult"), py::arg("max_norm"), py::arg("skip_nonfinite"),
+           py::arg("update_ema") = true,
            "the step with its gradient options: None when nothing was measured nor skipped, else (the 2-norm of "
            "g·grad_mult before clipping, or None; whether the step was skipped)")
+        .def("accumulate", &Plan::accumulate, py::arg("grads"), py::arg("grad_mult"),
+             "adds g·grad_mult into each parameter's accumulation buffer (None adds nothing)")
+        .def_property_readonly("pending", &Plan::pending)
+        .def("touched", &Plan::touched, py::arg("param"))
+        .def("set_pending", &Plan::set_pending, py::arg("pending"), py::arg("touched"))
+        .def("set_ema", &Plan::set_ema, py::arg("decay"), py::arg("warmup"), py::arg("updates"))
+        .def_property_readonly("ema_updates", &Plan::ema_updates)
+        .def("update_ema", &Plan::update_ema, "one EMA update of every parameter as it is now")
         .def("apply", &Plan::apply)
         .def("check", &Plan::check)
         .def_property_readonly("busy", &Plan::busy)

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "grad_check.hpp"
@@ -40,7 +41,8 @@ private:
 };
 
 template <class T>
-void Plan::Arrays<T>::prepare_blocks(int norms) {
+void Plan::Arrays<T>::prepare_blocks(int norm_count) {
+    norms = norm_count;
     for (const ArrayRef<T>& ref : refs) block_offsets.push_back(block_offsets.back() + (ref.size + kBlock - 1) / kBlock);
     grad_partials.assign(2 * std::size_t(block_offsets.back()), 0.0);
     if (norms == 0) return;
@@ -54,6 +56,22 @@ void Plan::Arrays<T>::set_grad_mult(double mult) {
     if (mult == grad_mult) return;
     for (ArrayRef<T>& ref : refs) ref.grad_mult = T(mult);
     grad_mult = mult;
+}
+
+template <class T>
+void Plan::Arrays<T>::take_active(const Arrays& all, const std::vector<char>& active) {
+    refs.clear();
+    offsets.assign(1, 0);
+    group.clear();
+    block_offsets.assign(1, 0);
+    for (std::size_t k = 0; k < all.refs.size(); ++k) {
+        if (!active[k]) continue;
+        refs.push_back(all.refs[k]);
+        offsets.push_back(offsets.back() + all.refs[k].size);
+        group.push_back(all.group[k]);
+    }
+    grad_mult = all.grad_mult;
+    prepare_blocks(all.norms);
 }
 
 template <class T>
@@ -78,11 +96,11 @@ Work<T> Plan::Arrays<T>::work() {
 }
 
 Plan::Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
-           py::list names, int group_count, std::vector<std::string> slot_names)
+           py::list names, int group_count, std::vector<std::string> slot_names, py::list extras)
     : rule_(&rule_named(rule)), group_count_(group_count), slot_names_(std::move(slot_names)) {
     const std::size_t n = params.size();
-    if (states.size() != n || groups.size() != n || names.size() != n)
-        throw py::value_error("Plan: params, states, groups and names differ in length");
+    if (states.size() != n || groups.size() != n || names.size() != n || extras.size() != n)
+        throw py::value_error("Plan: params, states, groups, names and extras differ in length");
     if (group_count < 0) throw py::value_error("Plan: negative group count");
     if (slot_names_.size() != rule_->slots.size()) throw py::value_error("Plan: one slot name per state slot expected");
     for (std::size_t s = 0; s < slot_names_.size(); ++s)
@@ -90,7 +108,7 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
     struct Extent {
         const char *begin, *end;
         std::size_t param;
-        int state;  // index into Param::states, -1 for the parameter
+        int state;  // index into Param::states, -1 for the parameter, -2 - Extra for an extra
         bool operator<(const Extent& o) const { return begin < o.begin || (begin == o.begin && end < o.end); }
     };
     std::vector<Extent> extents;  // every array with elements
@@ -117,6 +135,17 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
             p.state_records.emplace_back(st.ptr());
             p.state_slots.push_back(s);
         }
+        py::list own = extras[i];
+        if (own.size() != std::size_t(kExtras)) throw py::value_error("Plan: wrong number of extra arrays");
+        for (int k = 0; k < kExtras; ++k) {
+            p.extras[k] = own[std::size_t(k)];
+            if (i == 0) has_extra_[k] = !p.extras[k].is_none();
+            if (p.extras[k].is_none() != !has_extra_[k]) throw py::value_error("Plan: extras given for some parameters only");
+            if (p.extras[k].is_none()) continue;
+            const std::string extra_problem = array_problem(p.extras[k].ptr(), state_needs);
+            if (!extra_problem.empty()) refuse(extra_label(params_.size(), k), extra_problem);
+            p.extra_records[k] = ArrayRecord(p.extras[k].ptr());
+        }
         auto fill = [&](auto& arrays, auto* zero) {
             using T = std::remove_pointer_t<decltype(zero)>;
             ArrayRef<T> ref;
@@ -135,13 +164,14 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
             const ArrayRecord& r = k < 0 ? p.record : p.state_records[std::size_t(k)];
             if (r.nbytes()) extents.push_back(Extent{r.data(), r.data() + r.nbytes(), params_.size(), k});
         }
+        for (int k = 0; k < kExtras; ++k) {
+            const ArrayRecord& r = p.extra_records[k];
+            if (has_extra_[k] && r.nbytes()) extents.push_back(Extent{r.data(), r.data() + r.nbytes(), params_.size(), -2 - k});
+        }
         params_.push_back(std::move(p));
     }
     std::sort(extents.begin(), extents.end());
-    auto extent_label = [&](const Extent& e) {
-        return e.state < 0 ? label(e.param, "params")
-                           : state_label(e.param, params_[e.param].state_slots[std::size_t(e.state)]);
-    };
+    auto extent_label = [&](const Extent& e) { return watched_label(Watched{nullptr, nullptr, e.param, e.state}); };
     for (std::size_t k = 1; k < extents.size(); ++k)
         if (extents[k].begin < extents[k - 1].end)
             throw py::value_error(extent_label(extents[k - 1]) + " and " + extent_label(extents[k]) +
@@ -152,6 +182,8 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         watched_.push_back(Watched{p.array.ptr(), &p.record, i, -1});
         for (std::size_t k = 0; k < p.states.size(); ++k)
             watched_.push_back(Watched{p.states[k].ptr(), &p.state_records[k], i, int(k)});
+        for (int k = 0; k < kExtras; ++k)
+            if (has_extra_[k]) watched_.push_back(Watched{p.extras[k].ptr(), &p.extra_records[k], i, -2 - k});
     }
     for (Watched& w : watched_)  // no thread may resize them while the plan points at them
         if (pin_buffers(w.array, pins_)) w.record->set_pinned();
@@ -164,6 +196,9 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
     hyper_.assign(std::size_t(group_count) * rule_->fields.size(), 0.0);
     steps_done_.assign(n, 0);
     fresh_.assign(n, 1);
+    active_.assign(n, 1);
+    active_count_ = n;
+    touched_.assign(n, 0);
     for (std::size_t i = 0; i < n; ++i) scalars_.insert(scalars_.end(), rule_->scalar_init.begin(), rule_->scalar_init.end());
 }
 
@@ -226,15 +261,24 @@ std::string Plan::state_label(std::size_t i, int slot) const {
     return "state[" + repr_text(names_[i]) + "][" + repr_text(py::str(slot_names_[std::size_t(slot)])) + "]";
 }
 
+std::string Plan::extra_label(std::size_t i, int extra) const {
+    return (extra == int(Extra::ema) ? "ema[" : "accumulated[") + repr_text(names_[i]) + "]";
+}
+
+std::string Plan::watched_label(const Watched& w) const {
+    if (w.state == -1) return label(w.param, "params");
+    if (w.state < -1) return extra_label(w.param, -2 - w.state);
+    return state_label(w.param, params_[w.param].state_slots[std::size_t(w.state)]);
+}
+
 void Plan::check_arrays() const {
     for (const Watched& w : watched_) {
         if (w.record->matches(w.array)) continue;
-        const Param& p = params_[w.param];
-        if (w.state < 0)
-            throw py::value_error(label(w.param, "params") + " " + p.record.change(w.array) +
+        if (w.state == -1)
+            throw py::value_error(label(w.param, "params") + " " + w.record->change(w.array) +
                                   " since the optimizer was given it; the arrays of an optimizer must keep their "
                                   "buffer, shape, dtype and layout (nothing was updated)");
-        throw py::value_error(state_label(w.param, p.state_slots[std::size_t(w.state)]) + " " + w.record->change(w.array) +
+        throw py::value_error(watched_label(w) + " " + w.record->change(w.array) +
                               " since the optimizer took it; state arrays must keep their buffer, shape, dtype and "
                               "layout (nothing was updated)");
     }
@@ -305,13 +349,35 @@ void Plan::form_units() {
     units_stale_ = false;
 }
 
-StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
+namespace {
+
+void check_grad_mult(double mult, bool has_float32) {
     // Any grad_mult float32 holds is memory-safe (a clip of a non-finite norm gives 0 or NaN, as
     // torch's does); the Python layer checks the user's grad_scale. A finite double beyond
     // float's range would convert with undefined behaviour.
-    if (!f32_.refs.empty() && std::isfinite(options.grad_mult) &&
-        std::fabs(options.grad_mult) > double(std::numeric_limits<float>::max()))
+    if (has_float32 && std::isfinite(mult) && std::fabs(mult) > double(std::numeric_limits<float>::max()))
         throw py::value_error("grad_mult is beyond float32's range");
+}
+
+}  // namespace
+
+void Plan::take_grads(py::handle grads) {
+    order_grads(grads, names_, grads_);  // may run Python code
+    for (const py::object& g : grads_)
+        if (!g.is_none()) grad_buffers_.guard(g.ptr());  // may run the garbage collector
+    // From here to the kernels no Python code runs: the checks below hold when they start.
+    check_arrays();
+    active_count_ = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        active_[i] = !grads_[i].is_none();
+        if (!active_[i]) continue;
+        attach_grad(i, grads_[i].ptr());
+        ++active_count_;
+    }
+}
+
+StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
+    check_grad_mult(options.grad_mult, !f32_.refs.empty());
     if (std::isnan(options.max_norm)) throw py::value_error("max_norm must not be NaN");
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
     const Busy busy(busy_);
@@ -320,14 +386,136 @@ StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
         Plan& plan;
         ~Release() { plan.release_grads(); }
     } release{*this};
-    order_grads(grads, names_, grads_);  // may run Python code
-    for (const py::object& g : grads_) grad_buffers_.guard(g.ptr());  // may run the garbage collector
-    // From here to the kernels no Python code runs: the checks below hold when they start.
-    check_arrays();
-    for (std::size_t i = 0; i < params_.size(); ++i) attach_grad(i, grads_[i].ptr());
+    Source source = Source::grads;
+    if (grads.is_none()) {
+        if (pending_ == 0)
+            throw py::value_error("step() without gradients steps on the accumulated ones, and none were accumulated "
+                                  "since the last step: call accumulate(grads) first, or pass grads (nothing was updated)");
+        check_arrays();
+        source = Source::buffers;
+    } else {
+        take_grads(grads);
+        if (pending_ > 0) source = Source::grads_and_buffers;
+    }
+    if (source != Source::grads) {
+        active_count_ = 0;
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+            active_[i] = char(active_[i] && source == Source::grads_and_buffers) | touched_[i];
+            active_count_ += std::size_t(active_[i] != 0);
+        }
+    }
     StepOutcome outcome;
-    run(options, outcome);
+    run(options, source, outcome);
     return outcome;
+}
+
+void Plan::accumulate(py::handle grads, double grad_mult) {
+    check_grad_mult(grad_mult, !f32_.refs.empty());
+    if (!has_extra_[int(Extra::accumulated)]) throw py::value_error("Plan: this plan has no accumulation buffers");
+    if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients");
+    const Busy busy(busy_);
+    struct Release {
+        Plan& plan;
+        ~Release() { plan.release_grads(); }
+    } release{*this};
+    take_grads(grads);
+    const int threads = num_threads();
+    {
+        py::gil_scoped_release unlocked;
+        accumulate_now(grad_mult, threads);
+    }
+    ++pending_;
+    for (std::size_t i = 0; i < params_.size(); ++i) touched_[i] = char(touched_[i] | active_[i]);
+}
+
+void Plan::accumulate_now(double grad_mult, int threads) {
+    // The buffers as the `param` of a scaling pass that adds each gradient given (held in grads_).
+    std::vector<ArrayRef<float>> r32;
+    std::vector<ArrayRef<double>> r64;
+    std::vector<index_t> o32{0}, o64{0};
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (grads_[i].is_none()) continue;
+        auto add = [&](auto& refs, auto& offsets, const auto& ref) {
+            using T = std::remove_const_t<std::remove_pointer_t<decltype(ref.grad)>>;
+            ArrayRef<T> r;
+            r.param = reinterpret_cast<T*>(params_[i].extra_records[int(Extra::accumulated)].data());
+            r.grad = reinterpret_cast<const T*>(py::detail::array_proxy(grads_[i].ptr())->data);  // checked by take_grads
+            r.size = ref.size;
+            refs.push_back(r);
+            offsets.push_back(offsets.back() + r.size);
+        };
+        if (params_[i].record.is_double()) add(r64, o64, ref_of<double>(i));
+        else add(r32, o32, ref_of<float>(i));
+    }
+    std::vector<int> g32(r32.size(), 0), g64(r64.size(), 0);
+    ScaleRequest request{Work<float>{}, Work<double>{}, grad_mult, threads, true};
+    request.f32.arrays = r32.data();
+    request.f32.offsets = o32.data();
+    request.f32.group = g32.data();
+    request.f32.count = index_t(r32.size());
+    request.f64.arrays = r64.data();
+    request.f64.offsets = o64.data();
+    request.f64.group = g64.data();
+    request.f64.count = index_t(r64.size());
+    current_target().scale(request);
+}
+
+void Plan::clear_buffers() {
+    for (Param& p : params_) {
+        const ArrayRecord& r = p.extra_records[int(Extra::accumulated)];
+        if (r.nbytes()) std::memset(r.data(), 0, std::size_t(r.nbytes()));
+    }
+    pending_ = 0;
+    std::fill(touched_.begin(), touched_.end(), char(0));
+}
+
+bool Plan::touched(int param) const {
+    check_param(param);
+    return touched_[std::size_t(param)] != 0;
+}
+
+void Plan::set_pending(std::int64_t pending, const std::vector<bool>& touched) {
+    if (touched.size() != params_.size()) throw py::value_error("set_pending: one flag per parameter expected");
+    if (pending < 0) throw py::value_error("the number of accumulated micro-batches must be >= 0");
+    if (pending > 0 && !has_extra_[int(Extra::accumulated)]) throw py::value_error("Plan: no accumulation buffers");
+    const Busy busy(busy_);
+    pending_ = pending;
+    for (std::size_t i = 0; i < touched.size(); ++i) touched_[i] = char(pending > 0 && touched[i]);
+}
+
+void Plan::set_ema(double decay, bool warmup, std::int64_t updates) {
+    if (!(decay <= 1) || (decay >= 0 && !has_extra_[int(Extra::ema)]))  // NaN fails too
+        throw py::value_error("Plan: an EMA needs decay in [0, 1] and its arrays");
+    if (updates < 0 || updates >= kMaxSteps) throw py::value_error("the number of EMA updates must be in [0, 2**53)");
+    const Busy busy(busy_);
+    ema_decay_ = decay < 0 ? -1.0 : decay;
+    ema_warmup_ = warmup;
+    ema_updates_ = updates;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        char* at = decay >= 0 ? params_[i].extra_records[int(Extra::ema)].data() : nullptr;
+        if (params_[i].record.is_double()) ref_of<double>(i).ema = reinterpret_cast<double*>(at);
+        else ref_of<float>(i).ema = reinterpret_cast<float*>(at);
+    }
+    ema_on_ = decay >= 0;
+}
+
+double Plan::next_ema_weight() const {
+    const double t = double(ema_updates_ + 1);
+    return 1 - (ema_warmup_ ? std::min(ema_decay_, (1 + t) / (10 + t)) : ema_decay_);
+}
+
+void Plan::update_ema() {
+    if (ema_decay_ < 0) throw py::value_error("Plan: no EMA to update");
+    const Busy busy(busy_);
+    check_arrays();
+    const double weight = next_ema_weight();
+    std::fill(active_.begin(), active_.end(), char(0));  // every parameter is "left out" of a step
+    active_count_ = 0;
+    {
+        py::gil_scoped_release unlocked;
+        lerp_left_out(weight);
+    }
+    ++ema_updates_;
 }
 
 void Plan::apply() {
@@ -335,8 +523,10 @@ void Plan::apply() {
     const Busy busy(busy_);
     check_clocks();
     check_arrays();
+    std::fill(active_.begin(), active_.end(), char(1));
+    active_count_ = params_.size();
     StepOutcome outcome;
-    run(GradOptions{}, outcome);
+    run(GradOptions{}, Source::grads, outcome);
 }
 
 namespace {
@@ -349,13 +539,70 @@ double clip_coefficient(double max_norm, double norm) {
     return c < 1 || std::isnan(c) ? c : 1;
 }
 
+// torch.lerp(ema, p, w) element by element, as the kernels' lerp_toward computes it.
+template <class T>
+void lerp_array(T* ema, const T* p, index_t n, T w) {
+    for (index_t i = 0; i < n; ++i)
+        ema[i] = w < T(0.5) ? ema[i] + w * (p[i] - ema[i]) : p[i] - (p[i] - ema[i]) * (T(1) - w);
+}
+
 }  // namespace
 
-void Plan::run(const GradOptions& options, StepOutcome& outcome) {
+void Plan::lerp_left_out(double weight) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (active_[i]) continue;
+        const Param& p = params_[i];
+        char* ema = p.extra_records[int(Extra::ema)].data();
+        const index_t n = index_t(p.record.nbytes()) / (p.record.is_double() ? 8 : 4);
+        if (p.record.is_double())
+            lerp_array(reinterpret_cast<double*>(ema), reinterpret_cast<const double*>(p.record.data()), n, weight);
+        else
+            lerp_array(reinterpret_cast<float*>(ema), reinterpret_cast<const float*>(p.record.data()), n, float(weight));
+    }
+}
+
+void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome) {
     fold_step();
     const ThreadPolicy::Decision decision = threads_.decide();
     const bool measure = options.max_norm >= 0 || options.skip_nonfinite;
-    const StepRequest request{rule_->id, f32_.work(), f64_.work(), decision.threads, prefetch_above()};
+    bool in_sweep = source == Source::grads_and_buffers;  // the last micro-batch added by the update's own loads
+    for (std::size_t i = 0; i < params_.size() && in_sweep && !measure; ++i)
+        in_sweep = !active_[i] || !grads_[i].is_none();  // a parameter with only its buffer steps on the buffer
+    in_sweep = in_sweep && !measure;
+    const bool buffered = source != Source::grads;
+    // Where each gradient comes from: the refs keep what the last step set, so only a change costs a loop.
+    if (buffered || last_buffered_) {
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+            auto set = [&](auto& ref) {
+                using T = std::remove_reference_t<decltype(*ref.param)>;
+                T* buffer = buffered ? reinterpret_cast<T*>(params_[i].extra_records[int(Extra::accumulated)].data()) : nullptr;
+                ref.cleared = buffer;
+                ref.accumulated = in_sweep ? buffer : nullptr;
+                if (buffered && !in_sweep) ref.grad = buffer;  // after the pre-pass below, the sum holds everything
+            };
+            if (params_[i].record.is_double()) set(ref_of<double>(i));
+            else set(ref_of<float>(i));
+        }
+        last_buffered_ = buffered;
+    }
+    const bool ema = ema_decay_ >= 0 && options.update_ema;
+    const double ema_weight = ema ? next_ema_weight() : 0.0;
+    for (std::size_t i = 0; i < params_.size() && ema_decay_ >= 0 && (ema != ema_on_); ++i) {
+        char* at = ema ? params_[i].extra_records[int(Extra::ema)].data() : nullptr;
+        if (params_[i].record.is_double()) ref_of<double>(i).ema = reinterpret_cast<double*>(at);
+        else ref_of<float>(i).ema = reinterpret_cast<float*>(at);
+    }
+    ema_on_ = ema;
+    if (ema) {
+        if (ema_weight != ema_weight_set_) {
+            for (ArrayRef<float>& ref : f32_.refs) ref.ema_weight = float(ema_weight);
+            for (ArrayRef<double>& ref : f64_.refs) ref.ema_weight = ema_weight;
+            ema_weight_set_ = ema_weight;
+        }
+    }
+    const bool some = active_count_ < params_.size();
+    Arrays<float>& a32 = some ? some32_ : f32_;
+    Arrays<double>& a64 = some ? some64_ : f64_;
     const Target& target = current_target();
     double seconds;
     {
@@ -363,10 +610,22 @@ void Plan::run(const GradOptions& options, StepOutcome& outcome) {
         const auto start = std::chrono::steady_clock::now();
         threads_.enter(decision);
         double mult = options.grad_mult;
+        if (buffered && !in_sweep && source == Source::grads_and_buffers) {
+            accumulate_now(options.grad_mult, decision.threads);  // the norm is the sum's: add the last batch first
+            mult = 1;
+        }
+        auto select = [&]() {
+            if (!some) return;
+            std::vector<char> on32(f32_.refs.size(), 0), on64(f64_.refs.size(), 0);
+            for (std::size_t i = 0; i < params_.size(); ++i)
+                (params_[i].record.is_double() ? on64 : on32)[params_[i].index] = active_[i];
+            some32_.take_active(f32_, on32);
+            some64_.take_active(f64_, on64);
+        };
+        select();
         if (measure) {  // the read-only pass first: a skipped step writes nothing
-            const NormRequest norm{NormOptions{NormKind::l2, options.skip_nonfinite},
-                                   f32_.grad_blocks(options.grad_mult), f64_.grad_blocks(options.grad_mult),
-                                   decision.threads};
+            const NormRequest norm{NormOptions{NormKind::l2, options.skip_nonfinite}, a32.grad_blocks(mult),
+                                   a64.grad_blocks(mult), decision.threads};
             const GradMeasure m = target.norm(norm);
             outcome.measured = true;
             outcome.grad_norm = std::sqrt(m.value);
@@ -375,14 +634,28 @@ void Plan::run(const GradOptions& options, StepOutcome& outcome) {
         }
         PieceCounts counts;
         if (!outcome.skipped) {
-            f32_.set_grad_mult(mult);  // the refs the request points at
+            f32_.set_grad_mult(mult);
             f64_.set_grad_mult(mult);
-            counts = target.step(request);
+            select();  // the refs the request points at, with the multiplier
+            Work<float> w32 = a32.work();
+            Work<double> w64 = a64.work();
+            w32.coeffs = f32_.coeffs.data();
+            w64.coeffs = f64_.coeffs.data();
+            counts = target.step(StepRequest{rule_->id, w32, w64, decision.threads, prefetch_above()});
+            if (ema && some) lerp_left_out(ema_weight);
+        } else if (buffered) {
+            clear_buffers();  // a skipped step discards what was accumulated, and changes nothing else
         }
         seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         threads_.leave(decision, counts, outcome.skipped ? 0.0 : seconds);  // a skip says nothing of sharing
     }
-    if (!outcome.skipped) record_step(seconds);
+    if (outcome.skipped) return;
+    if (buffered) {  // the sweep cleared the buffers it read; the others held nothing
+        pending_ = 0;
+        std::fill(touched_.begin(), touched_.end(), char(0));
+    }
+    if (ema) ++ema_updates_;
+    record_step(seconds);
 }
 
 void Plan::fold_step() {
@@ -404,7 +677,9 @@ void Plan::fold_step() {
 void Plan::record_step(double seconds) {
     last_seconds_ = seconds;
     const std::size_t n_scalars = rule_->scalar_names.size();
+    units_stale_ = units_stale_ || active_count_ < params_.size();  // the left-out parameters' clocks stay
     for (std::size_t i = 0; i < params_.size(); ++i) {  // each unit advanced alike: units stay as they are
+        if (!active_[i]) continue;
         ++steps_done_[i];
         fresh_[i] = 0;
         const double* advanced = scratch_scalars_.data() + std::size_t(unit_of_[i]) * n_scalars;

@@ -11,6 +11,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -28,7 +29,13 @@ struct GradOptions {
     double max_norm = -1;     // clip the global 2-norm of g·grad_mult to this, as torch's clip_grad_norm_;
                               // < 0: no clipping; inf: measure only
     bool skip_nonfinite = false;  // a NaN or inf gradient element: the step changes nothing
+    bool update_ema = true;       // false: the caller updates the EMA itself (Lookahead, after its sync)
 };
+
+// The optional arrays each parameter may have besides its rule's state: the buffer its
+// gradients accumulate in, and the exponential moving average of its values.
+enum class Extra : int { accumulated = 0, ema = 1 };
+inline constexpr int kExtras = 2;
 
 // What the step found: the 2-norm of g·grad_mult (before clipping), when it measured one.
 struct StepOutcome {
@@ -41,9 +48,11 @@ class Plan {
 public:
     // params: the arrays to update; states[i]: one array or None per slot of the rule, named
     // slot_names (for messages); groups[i]: the group of params[i]; names[i]: the key of
-    // params[i] in a grads dict. Every array is validated here: ValueError/TypeError if unfit.
+    // params[i] in a grads dict; extras[i]: its accumulation buffer and its EMA, each an array
+    // or None (all parameters have one or none). Every array is validated here:
+    // ValueError/TypeError if unfit.
     Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
-         py::list names, int group_count, std::vector<std::string> slot_names);
+         py::list names, int group_count, std::vector<std::string> slot_names, py::list extras);
 
     // The most steps a group may take: torch keeps step counts as floats, exact up to 2**53.
     static constexpr std::int64_t kMaxSteps = std::int64_t(1) << 53;
@@ -56,7 +65,21 @@ public:
     bool fresh(int param) const;
     std::vector<double> scalars(int param) const;
     void set_scalars(int param, const std::vector<double>& values);
-    StepOutcome step(py::handle grads, const GradOptions& options);  // rules that read gradients
+    // Rules that read gradients. `grads` holds an array or None (the parameter is left alone, as
+    // torch leaves one whose .grad is None) per parameter; None itself steps on the accumulated
+    // sum (grad_mult then multiplies the sum). After accumulate(), the gradients given are
+    // added to the sum inside the step's own sweep, and the sweep clears the buffers.
+    StepOutcome step(py::handle grads, const GradOptions& options);
+    // Adds g·grad_mult into each parameter's accumulation buffer (None adds nothing).
+    void accumulate(py::handle grads, double grad_mult);
+    std::int64_t pending() const { return pending_; }  // micro-batches accumulated since the last step
+    bool touched(int param) const;                     // whether param's buffer holds any of them
+    void set_pending(std::int64_t pending, const std::vector<bool>& touched);
+    // The EMA of the parameters, updated after every step that is not skipped: decay < 0 for
+    // none; with warmup the decay is min(decay, (1 + t)/(10 + t)), t counting updates from 1.
+    void set_ema(double decay, bool warmup, std::int64_t updates);
+    std::int64_t ema_updates() const { return ema_updates_; }
+    void update_ema();  // one EMA update of every parameter as it is now, outside a step
     void apply();                 // rules that do not (Lookahead's synchronisation)
     void check() const { check_arrays(); }  // ValueError if a parameter or state array changed in place
     bool busy() const { return busy_; }  // a step is running (another thread's, or the caller's own)
@@ -71,6 +94,8 @@ private:
         std::vector<py::object> states;  // kept alive while the plan points at them
         std::vector<ArrayRecord> state_records;
         std::vector<int> state_slots;    // the slot of each of `states`
+        py::object extras[kExtras];      // None where absent
+        ArrayRecord extra_records[kExtras];
         int group;
         std::size_t index;  // within f32_ or f64_
         const char* clear_grad = nullptr;  // the last gradient address found to share no owned memory
@@ -79,7 +104,7 @@ private:
         PyObject* array;  // held by its Param
         ArrayRecord* record;
         std::size_t param;
-        int state;  // index into Param::states, -1 for the parameter
+        int state;  // index into Param::states, -1 for the parameter, -2 - Extra for an extra
     };
     template <class T>
     struct Arrays {
@@ -92,8 +117,10 @@ private:
         std::vector<T> ratios;
         std::vector<double> grad_partials;       // the gradient norm pass's, 2 per block
         double grad_mult = 1;                    // the value in every ref
+        int norms = 0;                           // the rule's per-array norms
         void prepare_blocks(int norms);
         void set_grad_mult(double mult);
+        void take_active(const Arrays& all, const std::vector<char>& active);  // a step of some parameters
         Work<T> work();
         GradBlocks<T> grad_blocks(double mult);
     };
@@ -102,6 +129,18 @@ private:
 
     std::string label(std::size_t i, const char* container) const;
     std::string state_label(std::size_t i, int slot) const;
+    std::string extra_label(std::size_t i, int extra) const;
+    std::string watched_label(const Watched& w) const;
+    template <class T>
+    ArrayRef<T>& ref_of(std::size_t i) {
+        if constexpr (std::is_same_v<T, double>) return f64_.refs[params_[i].index];
+        else return f32_.refs[params_[i].index];
+    }
+    void take_grads(py::handle grads);  // order, guard, check and attach; None leaves a parameter out
+    void accumulate_now(double grad_mult, int threads);  // the buffers += the gradients given, ·grad_mult
+    void clear_buffers();
+    void lerp_left_out(double weight);  // the EMA of the parameters a step left out
+    double next_ema_weight() const;     // torch's lerp weight 1 − decay of the next EMA update
     void check_arrays() const;          // every parameter and state array as validated; no Python code
     void attach_grad(std::size_t i, PyObject* grad);
     void release_grads();
@@ -110,9 +149,10 @@ private:
     void check_clocks() const;
     bool same_clock(std::size_t a, std::size_t b) const;  // may share one fold: same group and clock
     void form_units();
-    void run(const GradOptions& options, StepOutcome& outcome);  // fold -> threads -> [norm] -> kernels -> record
+    enum class Source { grads, buffers, grads_and_buffers };  // what a step's gradient is
+    void run(const GradOptions& options, Source source, StepOutcome& outcome);  // fold -> threads -> [norm] -> kernels -> record
     void fold_step();  // this step's constants of every group, and its running scalars (not kept yet)
-    void record_step(double seconds);  // the step has run: keep the scalars, advance the clocks
+    void record_step(double seconds);  // the step has run: keep the scalars, advance the active clocks
 
     const RuleInfo* rule_;
     std::vector<Param> params_;
@@ -120,6 +160,19 @@ private:
     std::vector<Watched> watched_;
     Arrays<float> f32_;
     Arrays<double> f64_;
+    Arrays<float> some32_;   // the parameters a step with None gradients updates
+    Arrays<double> some64_;
+    std::vector<char> active_;  // per parameter: this step updates it
+    std::size_t active_count_ = 0;
+    bool has_extra_[kExtras] = {false, false};
+    std::int64_t pending_ = 0;
+    std::vector<char> touched_;  // per parameter: its buffer holds a gradient
+    double ema_decay_ = -1;
+    bool ema_warmup_ = false;
+    std::int64_t ema_updates_ = 0;
+    double ema_weight_set_ = -1;  // the weight every ref holds
+    bool last_buffered_ = false;  // the refs point at the accumulation buffers
+    bool ema_on_ = false;         // the refs point at the EMA arrays
     int group_count_;
     std::vector<double> hyper_;  // group_count_ rows of rule_->fields.size()
     // The clocks, per parameter. The parameters of a group with equal clocks form a unit,

@@ -24,7 +24,8 @@ struct StepRequest {
 
 using StepFunction = PieceCounts (*)(const StepRequest&);  // how the update pass was shared
 
-// A norm pass over gradients (grad_norm.hpp), and the in-place scaling of clip_grad_norm_.
+// A norm pass over gradients (grad_norm.hpp), the in-place scaling of clip_grad_norm_, and
+// the accumulation of gradients.
 struct NormRequest {
     NormOptions options;
     GradBlocks<float> f32;
@@ -38,6 +39,7 @@ struct ScaleRequest {
     Work<double> f64;
     double factor;
     int threads;
+    bool add_grad = false;  // param ← param + grad·factor instead (gradient accumulation)
 };
 using ScaleFunction = void (*)(const ScaleRequest&);
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._validation import check_bool, check_real
 
-__all__ = ["StepInfo", "check_grad_scale", "check_max_grad_norm", "read_step_options"]
+__all__ = ["StepInfo", "StepOptions", "check_ema_decay", "check_grad_scale", "check_max_grad_norm", "read_step_options"]
 
 
 class StepInfo(NamedTuple):
@@ -73,8 +73,22 @@ def check_grad_scale(value: Any) -> float:
     return inverse
 
 
-def read_step_options(owner: str, options: Mapping[str, Any]) -> tuple[float | None, bool]:
-    """(max_grad_norm, skip_nonfinite) from an optimizer's keyword options, every one checked:
+class StepOptions(NamedTuple):
+    """The keyword options every optimizer takes, checked."""
+
+    max_grad_norm: float | None
+    skip_nonfinite: bool
+    ema_decay: float | None
+    ema_warmup: bool
+
+
+def check_ema_decay(value: Any) -> float | None:
+    """None (no EMA of the weights) or a decay in [0, 1]."""
+    return None if value is None else check_real("ema_decay", value, low=0.0, high=1.0)
+
+
+def read_step_options(owner: str, options: Mapping[str, Any]) -> StepOptions:
+    """The step options from an optimizer's keyword options, every one checked:
     ``foreach`` and ``fused`` are accepted (None/False/True) and ignored, since every step is
     one fused native call; ``capturable=True`` and ``differentiable=True`` are refused."""
     for key, value in options.items():
@@ -84,10 +98,14 @@ def read_step_options(owner: str, options: Mapping[str, Any]) -> tuple[float | N
         elif key in _TORCH_ONLY:
             if value is not None and check_bool(key, value):
                 raise ValueError(f"{_TORCH_ONLY[key]}; pass {key}=False or leave it out")
-        elif key not in ("max_grad_norm", "skip_nonfinite"):
+        elif key not in StepOptions._fields:
             raise TypeError(f"{owner}() got an unexpected keyword argument {key!r}")
-    return (check_max_grad_norm(options.get("max_grad_norm")),
-            check_bool("skip_nonfinite", options.get("skip_nonfinite", False)))
+    ema_decay = check_ema_decay(options.get("ema_decay"))
+    ema_warmup = check_bool("ema_warmup", options.get("ema_warmup", False))
+    if ema_warmup and ema_decay is None:
+        raise ValueError("ema_warmup=True needs ema_decay (the EMA it warms up)")
+    return StepOptions(check_max_grad_norm(options.get("max_grad_norm")),
+                       check_bool("skip_nonfinite", options.get("skip_nonfinite", False)), ema_decay, ema_warmup)
 
 
 def clip_coefficient(max_norm: float | None, norm: float) -> float:

@@ -27,7 +27,7 @@ class Lion(Optimizer):
         betas: (β1, β2), each in [0, 1) (default (0.9, 0.99)).
         weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
         maximize: ascend the objective instead of descending (default False).
-        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
+        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
 
     State per parameter: ``exp_avg``.
 

@@ -59,7 +59,10 @@ class Lookahead:
     ``skip_nonfinite`` are the inner optimizer's, so schedules and edits act on it (a skipped
     step does not count towards k); ``state_dict()`` holds the inner state, the slow weights and the count.
     ``slow`` (name -> slow weights) takes a new array of its parameter's dtype, shape and
-    memory order; ``state`` is a read-only view of both.
+    memory order; ``state`` is a read-only view of both. :meth:`accumulate`, :attr:`ema` and
+    :meth:`swap_ema` are the inner optimizer's; the EMA (an inner optimizer built with
+    ``ema_decay``) follows the arrays the user holds: after a synchronisation it averages the
+    synchronised weights, in a pass of its own.
 
     Args:
         optimizer: the inner fastoptim optimizer, which updates the fast weights θ.
@@ -112,6 +115,18 @@ class Lookahead:
     defaults = forwarded("defaults")
     max_grad_norm = forwarded("max_grad_norm", "The inner optimizer's clipping norm.", settable=True)
     skip_nonfinite = forwarded("skip_nonfinite", "The inner optimizer's skip of non-finite steps.", settable=True)
+    ema = forwarded("ema", "The inner optimizer's EMA of the weights (None without ema_decay).")
+    pending = forwarded("pending", "Micro-batches accumulated since the last step.")
+
+    def swap_ema(self) -> Any:
+        """The inner optimizer's :meth:`Optimizer.swap_ema`."""
+        return self.optimizer.swap_ema()
+
+    def accumulate(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None], *,
+                   grad_scale: float | None = None) -> None:
+        """The inner optimizer's :meth:`Optimizer.accumulate`."""
+        with self._lock:
+            self.optimizer.accumulate(grads, grad_scale=grad_scale)
 
     @property
     def slow(self) -> SlotDict:
@@ -162,7 +177,8 @@ class Lookahead:
 
     def _plan(self, names: list[Hashable], params: list[np.ndarray], slow: Mapping[Hashable, np.ndarray],
               alpha: float) -> Any:
-        plan = Plan("lookahead", params, [[slow[n]] for n in names], [0] * len(params), names, 1, ["slow"])
+        plan = Plan("lookahead", params, [[slow[n]] for n in names], [0] * len(params), names, 1, ["slow"],
+                    [[None, None] for _ in params])
         plan.set_hyper(0, [alpha])
         return plan
 
@@ -192,11 +208,13 @@ class Lookahead:
         current = tuple(p for group in params for p in group)
         return len(current) == len(self._sync_params) and all(a is b for a, b in zip(current, self._sync_params))
 
-    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray], *,
+    def step(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None] | None = None, *,
              grad_scale: float | None = None) -> StepInfo:
-        """One step of the inner optimizer (with `grad_scale` as :meth:`Optimizer.step`); every
-        k-th step it takes also pulls both weights together. Returns the inner step's
+        """One step of the inner optimizer (`grads` and `grad_scale` as :meth:`Optimizer.step`);
+        every k-th step it takes also pulls both weights together. Returns the inner step's
         :class:`StepInfo`."""
+        if grads is None and grad_scale is not None:
+            self.optimizer.step(None, grad_scale=grad_scale)  # raises, with the inner optimizer's message
         mult = 1.0 if grad_scale is None else check_grad_scale(grad_scale)
         inner = self.optimizer
         return self._step(grads, mult, inner.max_grad_norm, inner.skip_nonfinite)
@@ -205,14 +223,18 @@ class Lookahead:
         with self._lock:
             if not self._sync_is_current():
                 self._rebuild_sync()  # refuses a bad edit of `slow` before the inner step changes anything
-            info = self.optimizer._step(grads, grad_mult, max_norm, skip_nonfinite)
+            inner = self.optimizer
+            syncs = (self._steps + 1) % self._k == 0
+            info = inner._step(grads, grad_mult, max_norm, skip_nonfinite, update_ema=not syncs)
             if info.skipped:
                 return info
             self._steps += 1
-            if self._steps % self._k == 0:
+            if syncs:
                 if not self._sync_is_current():  # the inner optimizer gained parameters meanwhile
                     self._rebuild_sync()
                 self._sync.apply()
+                if inner.ema_decay is not None:
+                    inner._built_plan().update_ema()  # of the weights the user holds now
             return info
 
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
@@ -256,8 +278,9 @@ class Lookahead:
                 np.copyto(slow[name], value, casting="no")
             self.optimizer._check_structure()
             checked = self.optimizer._check_state_dict(state_dict["optimizer"])
+            extras = self.optimizer._check_saved_extras(state_dict["optimizer"])
             plan = self._plan(names, params, slow, alpha)
-            self.optimizer._load(checked)  # the last step that can fail
+            self.optimizer._load(checked, extras)  # the last step that can fail
             self._commit_sync(plan, params, slow)
             self._edits.arrays = False
             self._k, self._steps, self._alpha = k, steps, alpha
@@ -305,7 +328,7 @@ class Ranger(Lookahead):
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         k: inner steps between synchronisations, an integer >= 1 (default 6).
         alpha: slow-weights step size α, in [0, 1] (default 0.5).
-        options: the step options of every optimizer (max_grad_norm, skip_nonfinite, foreach, fused; see Optimizer).
+        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)

@@ -15,14 +15,16 @@ flag test per step; the native plan re-checks every array it will write before e
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ._checkpoint import Checked, Clock, check_state_dict, read_hyper
 from ._core import Plan, rules
+from ._extras import NO_EXTRAS, Extras, check_saved_extras, save_extras, swap_in_place, with_arrays
 from ._memory import state_like
 from ._param_groups import RESERVED, raw_groups, read_group
 from ._schema import Schema, schema_of
@@ -67,6 +69,14 @@ class Optimizer:
     * ``skip_nonfinite`` (default False): a step whose gradients hold a NaN or an infinity
       (checked per element) changes nothing, parameters, state and step counts alike, and
       reports ``skipped=True`` (optax's ``apply_if_finite``, torch's GradScaler). Settable.
+      A skipped step discards the gradients accumulated for it.
+    * ``ema_decay`` (default None): keep :attr:`ema`, an exponential moving average of every
+      parameter (arrays of its dtype, starting as copies), updated in the step's own sweep
+      after each step that is not skipped, as torch's ``swa_utils.get_ema_multi_avg_fn``:
+      ``ema ← lerp(ema, p, 1 − d)``, i.e. ``d·ema + (1 − d)·p``. Parameters a step leaves out
+      (gradient None) are averaged too. Evaluate with :meth:`swap_ema`.
+    * ``ema_warmup`` (default False): use ``d = min(ema_decay, (1 + t)/(10 + t))``, t counting
+      the EMA's updates from 1, as TensorFlow's ``ExponentialMovingAverage(num_updates=...)``.
     * ``foreach``, ``fused`` (None/False/True): accepted and ignored, as torch's: every step
       is already one fused native call over all parameters.
     * ``capturable``, ``differentiable``: torch's, refused when True (they need CUDA graphs or
@@ -91,8 +101,11 @@ class Optimizer:
             cls._seeded_slots = cls._schema.seeded_slots
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
-        self._max_grad_norm, self._skip_nonfinite = read_step_options(type(self).__name__, options)
-        self._plain = self._max_grad_norm is None and not self._skip_nonfinite  # step's fast path
+        read = read_step_options(type(self).__name__, options)
+        self._max_grad_norm, self._skip_nonfinite = read.max_grad_norm, read.skip_nonfinite
+        self._ema_decay, self._ema_warmup = read.ema_decay, read.ema_warmup
+        self._swapped = False
+        self._update_plain()
         self._check_group(read_hyper(defaults))
         self.defaults = dict(defaults)
         self._start_empty()
@@ -108,6 +121,7 @@ class Optimizer:
         self._state = OptimizerState({}, self._edits)
         self._plan: Plan | None = None  # the constructor's _install builds it: None only until then
         self._held = _Held((), (), (), {}, ())
+        self._extras = NO_EXTRAS  # as the plan was built; its counts are the plan's
 
     # ---- what each rule's schema provides ---------------------------------------------------
     def _check_group(self, group: Mapping[str, Any]) -> None:
@@ -170,7 +184,10 @@ class Optimizer:
     @max_grad_norm.setter
     def max_grad_norm(self, value: float | None) -> None:
         self._max_grad_norm = check_max_grad_norm(value)
-        self._plain = self._max_grad_norm is None and not self._skip_nonfinite
+        self._update_plain()
+
+    def _update_plain(self) -> None:
+        self._plain = self._max_grad_norm is None and not self._skip_nonfinite and not self._swapped  # step's fast path
 
     @property
     def skip_nonfinite(self) -> bool:
@@ -180,7 +197,55 @@ class Optimizer:
     @skip_nonfinite.setter
     def skip_nonfinite(self, value: bool) -> None:
         self._skip_nonfinite = check_bool("skip_nonfinite", value)
-        self._plain = self._max_grad_norm is None and not self._skip_nonfinite
+        self._update_plain()
+
+    @property
+    def ema_decay(self) -> float | None:
+        """The decay of the EMA of the weights (None: no EMA); set at construction."""
+        return self._ema_decay
+
+    @property
+    def ema_warmup(self) -> bool:
+        """Whether the EMA's decay warms up as min(ema_decay, (1 + t)/(10 + t))."""
+        return self._ema_warmup
+
+    @property
+    def ema(self) -> dict[Hashable, np.ndarray] | None:
+        """Parameter name -> its EMA (the arrays the steps update, to read or copy), or None
+        without ``ema_decay``."""
+        ema = self._extras.ema
+        return None if ema is None else dict(ema)
+
+    @contextlib.contextmanager
+    def swap_ema(self) -> Iterator[None]:
+        """Within the ``with`` block the parameters hold the EMA (in place: a model that reads
+        them evaluates the average), and the EMA arrays the weights; on exit, exceptions
+        included, both swap back. Steps, accumulation and checkpoints inside the block raise."""
+        with self._lock:
+            ema = self._extras.ema
+            if ema is None:
+                raise ValueError(f"swap_ema needs an EMA of the weights: construct the {type(self).__name__} with "
+                                 "ema_decay")
+            if self._swapped:
+                raise RuntimeError("swap_ema is already in effect; blocks of it do not nest")
+            self._refresh(check_arrays=True)
+            names = [n for group in self._held.names for n in group]
+            params = [p for group in self._held.params for p in group]
+            swap_in_place(params, [ema[n] for n in names])
+            self._swapped = True
+            self._update_plain()
+        try:
+            yield
+        finally:
+            with self._lock:
+                swap_in_place(params, [ema[n] for n in names])
+                self._swapped = False
+                self._update_plain()
+
+    def _refuse_swapped(self, action: str) -> None:
+        if self._swapped:
+            raise RuntimeError(f"{action} is refused inside swap_ema(): the parameters hold the EMA until the "
+                               "block ends (nothing was changed)")
 
     # ---- groups -----------------------------------------------------------------------------
     def _held_labels_and_arrays(self) -> tuple[list[str], list[np.ndarray]]:
@@ -244,10 +309,21 @@ class Optimizer:
         plan = self._built_plan()
         return [(plan.steps_done(i), plan.fresh(i), plan.scalars(i)) for i in range(count)]
 
+    def _current_extras(self) -> Extras:
+        """The accumulation buffers and EMA, with the plan's counts of them."""
+        plan = self._plan
+        if plan is None:
+            return self._extras
+        names = [n for group in self._held.names for n in group]
+        return self._extras._replace(ema_updates=plan.ema_updates, pending=plan.pending,
+                                     touched=frozenset(n for i, n in enumerate(names) if plan.touched(i)))
+
     def _install(self, groups: Sequence[ParamGroup], snapshots: Sequence[Mapping[str, Any]],
-                 states: Mapping[Hashable, Mapping[str, np.ndarray]], clocks: Sequence[Clock]) -> None:
+                 states: Mapping[Hashable, Mapping[str, np.ndarray]], clocks: Sequence[Clock],
+                 extras: Extras | None = None) -> None:
         """Build a plan over `groups` with these state arrays and clocks (one per parameter, group
-        by group); only once it is built
+        by group), and these accumulation buffers and EMA (default: the current ones, new
+        parameters' added); only once it is built
         (it validates every array again) commit it and make ``param_groups`` and ``state`` show
         exactly what it holds."""
         self._refuse_inside_step("changing the optimizer's arrays")
@@ -258,14 +334,21 @@ class Optimizer:
                 plan_states.append([states[name].get(s) for s in self._slots])
                 group_of.append(index)
                 names.append(name)
-        plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots))
+        held = self._current_extras() if extras is None else extras
+        extras = with_arrays(held, names, params, self._ema_decay is not None)
+        arrays = [[None if extras.accumulated is None else extras.accumulated[n],
+                   None if extras.ema is None else extras.ema[n]] for n in names]
+        plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots), arrays)
         for index, snapshot in enumerate(snapshots):
             plan.set_hyper(index, self._row(snapshot))
         for index, (steps, fresh, scalars) in enumerate(clocks):
             plan.set_clock(index, steps, fresh)
             plan.set_scalars(index, scalars)
+        plan.set_ema(-1.0 if self._ema_decay is None else self._ema_decay, self._ema_warmup, extras.ema_updates)
+        plan.set_pending(extras.pending, [n in extras.touched for n in names])
         # Commit: nothing below can fail.
         self._plan = plan
+        self._extras = extras
         self._held = _Held(tuple(groups), tuple(tuple(g["params"]) for g in groups),
                            tuple(tuple(g["param_names"]) for g in groups),
                            {name: dict(slots) for name, slots in states.items()},
@@ -395,16 +478,24 @@ class Optimizer:
                                "such as a parameter name's __eq__); do it between steps")
 
     # ---- stepping -------------------------------------------------------------------------
-    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray], *,
+    def step(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None] | None = None, *,
              grad_scale: float | None = None) -> StepInfo:
         """Update every parameter in place from `grads`: a dict keyed like the parameters, or
         a list in their order. Each gradient must have its parameter's dtype, shape and memory
-        order. Steps of one optimizer from several threads are serialized.
+        order, or be None: that parameter is left alone, its state and step count included, as
+        torch leaves a parameter whose ``.grad`` is None (frozen or unused). Steps of one
+        optimizer from several threads are serialized.
 
-        `grad_scale` (> 0, default None): the loss scale the gradients carry; each is read as
+        After :meth:`accumulate`, ``step()`` steps on the accumulated sum, and ``step(grads)``
+        adds `grads` to it inside the step's own sweep; either way the sweep clears the buffers.
+
+        `grad_scale` (> 0, default None): the loss scale `grads` carry; each is read as
         ``g / grad_scale`` (torch's fused Adam takes the same argument), before any clipping.
         Returns a :class:`StepInfo`: the gradients' norm, when ``max_grad_norm`` or
         ``skip_nonfinite`` measured it, and whether the step was skipped."""
+        if grads is None and grad_scale is not None:
+            raise ValueError("grad_scale applies to the gradients a step is given; step() without gradients "
+                             "steps on the accumulated ones, each scaled by accumulate(grads, grad_scale=...)")
         if grad_scale is None and self._plain:
             with self._lock:  # the plain step, every call it can spare spared: at 1e4 elements it counts
                 edits = self._edits
@@ -417,23 +508,55 @@ class Optimizer:
             return NOTHING_MEASURED
         return self._step(grads, check_grad_scale(grad_scale), self._max_grad_norm, self._skip_nonfinite)
 
-    def _step(self, grads: Any, grad_mult: float, max_norm: float | None, skip_nonfinite: bool) -> StepInfo:
+    def _step(self, grads: Any, grad_mult: float, max_norm: float | None, skip_nonfinite: bool,
+              update_ema: bool = True) -> StepInfo:
         """The step with its gradient options given: each gradient read as ``g·grad_mult``, the
-        norm of that clipped to `max_norm`. The distributed wrappers pass their own."""
+        norm of that clipped to `max_norm`. The distributed wrappers pass their own; Lookahead
+        updates the EMA itself after a synchronisation."""
         with self._lock:
+            self._refuse_swapped("a step")
             edits = self._edits
             if edits.hyper or edits.arrays:
                 self._refresh()
             plan = self._built_plan()
-            found = plan.step_with(grads, grad_mult, max_norm, skip_nonfinite)
+            found = plan.step_with(grads, grad_mult, max_norm, skip_nonfinite, update_ema)
         return NOTHING_MEASURED if found is None else StepInfo(*found)
+
+    def accumulate(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None], *,
+                   grad_scale: float | None = None) -> None:
+        """Add a micro-batch's gradients (each read as ``g / grad_scale`` when given; None adds
+        nothing) into buffers the optimizer owns: float arrays like the parameters, allocated
+        at the first call. The next step uses their sum (average with `grad_scale`) and clears
+        them; a parameter that got no gradient since the last step is left alone by it.
+        Gradients are checked as :meth:`step` checks them; on any error nothing changes."""
+        mult = check_grad_scale(grad_scale)
+        with self._lock:
+            self._refuse_swapped("accumulate")
+            edits = self._edits
+            if edits.hyper or edits.arrays:
+                self._refresh()
+            if self._extras.accumulated is None:  # the first use: a plan with buffers
+                held = self._held
+                self._install(held.groups, [read_hyper(g) for g in held.groups], held.states, self._clocks(),
+                              self._current_extras()._replace(accumulated={}))
+            self._built_plan().accumulate(grads, mult)
+
+    @property
+    def pending(self) -> int:
+        """Micro-batches accumulated since the last step (0: none)."""
+        return self._built_plan().pending
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The state as plain dicts of NumPy arrays (copies) and Python scalars, keyed by
         parameter name; picklable. ``param_groups`` lists each group's names under ``params``.
-        Pending edits are applied first (and refused as a step would refuse them)."""
+        Pending edits are applied first (and refused as a step would refuse them).
+
+        With ``ema_decay`` it also holds ``"ema"``: ``{"updates": t, "arrays": {name: array}}``;
+        with gradients accumulated since the last step, ``"accumulated"``:
+        ``{"micro_batches": k, "arrays": {name: sum}}`` (the parameters that got any)."""
         with self._lock:
+            self._refuse_swapped("state_dict")
             self._refresh(check_arrays=True)
             held = self._held
             plan = self._built_plan()
@@ -446,19 +569,30 @@ class Optimizer:
                 entry.update({k: v.copy(order="K") for k, v in held.states[name].items() if k not in unwritten})
                 state[name] = entry
             groups = [{**read_hyper(g), "params": list(names)} for g, names in zip(held.groups, held.names)]
-            return {"state": state, "param_groups": groups}
+            return {"state": state, "param_groups": groups, **save_extras(self._current_extras(), names)}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`. Everything is checked, and the new state arrays and
         plan are built, before anything changes: on any error (TypeError or ValueError naming
         the part of `state_dict` at fault) nothing changes. A resumed run continues
-        bit-identically. The state arrays are new arrays holding copies of the saved ones."""
+        bit-identically. The state arrays are new arrays holding copies of the saved ones.
+
+        A state dict without ``"ema"`` (such as 0.1.0's) restarts the EMA from the parameters
+        as they are; one without ``"accumulated"`` leaves nothing pending."""
         with self._lock:
             self._refuse_inside_step("load_state_dict")
+            self._refuse_swapped("load_state_dict")
             self._check_structure()
-            self._load(self._check_state_dict(state_dict))
+            checked = self._check_state_dict(state_dict)
+            self._load(checked, self._check_saved_extras(state_dict))
 
-    def _load(self, checked: Checked) -> None:
+    def _check_saved_extras(self, state_dict: Mapping[str, Any]) -> Extras:
+        """The EMA and pending accumulation of a state dict (already checked as a whole), as new arrays."""
+        held = self._held
+        return check_saved_extras(state_dict, [n for names in held.names for n in names],
+                                  [p for params in held.params for p in params], self._ema_decay is not None)
+
+    def _load(self, checked: Checked, extras: Extras = NO_EXTRAS) -> None:
         merged, loaded, clocks = checked
         held = self._held
         states: dict[Hashable, dict[str, np.ndarray]] = {}
@@ -476,7 +610,7 @@ class Optimizer:
         arrays_edited = edits.arrays
         edits.arrays = False
         try:
-            self._install(held.groups, merged, states, clocks)
+            self._install(held.groups, merged, states, clocks, extras)
         except BaseException:
             edits.arrays = edits.arrays or arrays_edited
             raise
@@ -496,14 +630,18 @@ class Optimizer:
             held = self._held
             groups = [{**read_hyper(g), "params": list(params), "param_names": list(names)}
                       for g, params, names in zip(held.groups, held.params, held.names)]
+            self._refuse_swapped("copying the optimizer")
             return {"defaults": dict(self.defaults), "param_groups": groups,
                     "state": {name: dict(slots) for name, slots in held.states.items()}, "clocks": self._clocks(),
-                    "options": (self._max_grad_norm, self._skip_nonfinite)}
+                    "options": (self._max_grad_norm, self._skip_nonfinite, self._ema_decay, self._ema_warmup),
+                    "extras": tuple(self._current_extras())}
 
     def __setstate__(self, saved: Mapping[str, Any]) -> None:
         self.defaults = dict(saved["defaults"])
-        self._max_grad_norm, self._skip_nonfinite = saved.get("options", (None, False))
-        self._plain = self._max_grad_norm is None and not self._skip_nonfinite
+        options = tuple(saved.get("options", ())) + (None, False, None, False)[len(saved.get("options", ())):]
+        self._max_grad_norm, self._skip_nonfinite, self._ema_decay, self._ema_warmup = options
+        self._swapped = False
+        self._update_plain()
         self._start_empty()
         groups = []
         for raw in saved["param_groups"]:
@@ -512,7 +650,8 @@ class Optimizer:
             data["param_names"] = ParamList(raw["param_names"], self._edits)
             groups.append(ParamGroup(data, self._edits))
         self._install(groups, [read_hyper(g) for g in groups], saved["state"],
-                      [(int(s), bool(f), list(c)) for s, f, c in saved["clocks"]])
+                      [(int(s), bool(f), list(c)) for s, f, c in saved["clocks"]],
+                      Extras(*saved["extras"]) if "extras" in saved else NO_EXTRAS)
 
     # ---- display --------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ FASTOPTIM_TARGET_BEGIN
 
 inline constexpr index_t kPrefetchBytes = 2048;  // how far ahead of the sweep, in every stream
 inline constexpr index_t kLineBytes = 64;
-inline constexpr int kMaxStreams = 2 + kMaxStateSlots;  // p, g and every state slot
+inline constexpr int kMaxStreams = 4 + kMaxStateSlots;  // p, g, every state slot, accumulated, ema
 
 FASTOPTIM_INLINE void prefetch_line(const char* p) {
 #if defined(__GNUC__) || defined(__clang__)
@@ -67,6 +67,8 @@ Streams<T> streams_of(const ArrayRef<T>& a, bool prefetch, bool grad, int slots)
     streams.add(a.param);
     if (grad) streams.add(a.grad);
     for (int s = 0; s < slots; ++s) streams.add(a.state[s]);
+    if (grad) streams.add(a.accumulated);
+    streams.add(a.ema);
     return streams;
 }
 
@@ -75,6 +77,7 @@ template <class T>
 index_t bytes_of(const ArrayRef<T>& a) {
     int arrays = (a.param != nullptr) + (a.grad != nullptr);
     for (const T* s : a.state) arrays += s != nullptr;
+    arrays += (a.accumulated != nullptr) + (a.ema != nullptr);
     return a.size * index_t(sizeof(T)) * arrays;
 }
 

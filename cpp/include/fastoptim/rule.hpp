@@ -22,6 +22,10 @@ inline constexpr int kMaxStateSlots = 4;
 // Every gradient element is read as grad[i]·grad_mult: a step's loss scale and clipping
 // coefficient fold into it (1/scale × clip), so neither is ever written into the gradients;
 // x·1 is x exactly, so the default changes no bit.
+// The fused step's extras, all off by default: `accumulated` gradients are added to g·grad_mult
+// (the last micro-batch read inside the step's own sweep); `cleared` is zeroed as each element's
+// parameter is stored (the accumulation buffer the step consumed); `ema` moves toward each new
+// parameter value as torch's lerp with weight `ema_weight` = 1 − decay.
 template <class T>
 struct ArrayRef {
     T* param = nullptr;
@@ -30,6 +34,10 @@ struct ArrayRef {
     index_t size = 0;
     const T* ratio = nullptr;
     T grad_mult = T(1);
+    const T* accumulated = nullptr;
+    T* cleared = nullptr;
+    T* ema = nullptr;
+    T ema_weight = T(0);
 };
 
 // Where a parameter group is in its life: `step` counts this step (1 on the first), `fresh`
@@ -53,11 +61,24 @@ FASTOPTIM_TARGET_BEGIN
 template <class V, class T>
 FASTOPTIM_INLINE V load_param(const ArrayRef<T>& a, index_t i) { return V::load(a.param + i); }
 template <class V, class T>
-FASTOPTIM_INLINE V load_grad(const ArrayRef<T>& a, index_t i) { return V::load(a.grad + i) * V(a.grad_mult); }
+FASTOPTIM_INLINE V load_grad(const ArrayRef<T>& a, index_t i) {
+    const V g = V::load(a.grad + i) * V(a.grad_mult);
+    return a.accumulated ? V::load(a.accumulated + i) + g : g;
+}
+// torch.lerp(ema, p, w), with torch's two forms (exact at both ends): ema stays p when it is p.
+template <class V, class T>
+FASTOPTIM_INLINE V lerp_toward(const V& ema, const V& p, T w) {
+    return w < T(0.5) ? ema + V(w) * (p - ema) : p - (p - ema) * V(T(1) - w);
+}
 template <class V, class T>
 FASTOPTIM_INLINE V load_state(const ArrayRef<T>& a, int slot, index_t i) { return V::load(a.state[slot] + i); }
+// The last write of an element's update: the extras that follow a new parameter value go here.
 template <class T, class V>
-FASTOPTIM_INLINE void store_param(const ArrayRef<T>& a, index_t i, const V& value) { value.store(a.param + i); }
+FASTOPTIM_INLINE void store_param(const ArrayRef<T>& a, index_t i, const V& value) {
+    value.store(a.param + i);
+    if (a.ema) lerp_toward(V::load(a.ema + i), value, a.ema_weight).store(a.ema + i);
+    if (a.cleared) V(T(0)).store(a.cleared + i);
+}
 template <class T, class V>
 FASTOPTIM_INLINE void store_state(const ArrayRef<T>& a, int slot, index_t i, const V& value) {
     value.store(a.state[slot] + i);

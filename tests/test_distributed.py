@@ -167,7 +167,7 @@ def test_every_check_under_mpiexec(ranks: int) -> None:
     out = run_mpi(ranks, str(CHECKS), "--size", str(ranks))
     for name in ("every_rule_gives_the_plain_optimizers_bits", "checkpoints_change_world_size",
                  "bad_setups_fail_on_every_rank", "global_norm_clipping", "zero_shards_the_state",
-                 "skips_and_loss_scales_agree_across_ranks"):
+                 "skips_and_loss_scales_agree_across_ranks", "accumulation_ema_and_frozen_parameters"):
         assert f"ok {name} " in out, out
 
 

@@ -68,6 +68,7 @@ py::list check_grads(py::handle grads, const std::vector<py::object>& names, py:
     for (std::size_t i = 0; i < names.size(); ++i) {
         const std::string problem = array_problem(params[i].ptr(), ArrayNeeds{});
         if (!problem.empty()) refuse("params[" + repr_text(names[i]) + "]", problem);
+        if (ordered[i].is_none()) continue;  // the parameter is left alone
         const ArrayRecord param(params[i].ptr());
         check_grad_beside(param, ordered[i].ptr(), names[i]);
         if (!writable) continue;

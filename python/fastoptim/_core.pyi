@@ -49,9 +49,10 @@ class Plan:
     @property
     def last_seconds(self) -> float: ...
 
-# The step's own gradient check, without a step (the distributed optimizers run it before any message).
+# The step's own gradient check, without a step (the distributed optimizers run it before any message);
+# a None gradient passes as None.
 def check_grads(grads: object, names: Sequence[Hashable], params: list[np.ndarray],
-                writable: bool) -> list[np.ndarray]: ...
+                writable: bool) -> list[np.ndarray | None]: ...
 
 # (Σu², Σ|u| or max |u| for kind 0, 1, 2, with u = g·mult; every element finite) over float32/float64 arrays.
 # With writable, the arrays are also checked as scale_arrays checks them.

@@ -546,6 +546,28 @@ class Optimizer:
         """Micro-batches accumulated since the last step (0: none)."""
         return self._built_plan().pending
 
+    def _accumulated_in_order(self) -> list[np.ndarray]:
+        """The accumulation buffers in parameter order (the distributed optimizers average them)."""
+        buffers = self._extras.accumulated
+        if buffers is None:
+            raise RuntimeError("no gradients were ever accumulated")
+        return [buffers[n] for names in self._held.names for n in names]
+
+    def _touched_indices(self) -> tuple[int, ...] | None:
+        """The parameters whose buffers hold gradients, by index; None when nothing is pending."""
+        plan = self._built_plan()
+        if plan.pending == 0:
+            return None
+        return tuple(i for i in range(sum(len(names) for names in self._held.names)) if plan.touched(i))
+
+    def _discard_accumulated(self) -> None:
+        """Forget the gradients accumulated since the last step (a step skipped elsewhere)."""
+        with self._lock:
+            plan = self._built_plan()
+            for buffer in (self._extras.accumulated or {}).values():
+                buffer.fill(0)
+            plan.set_pending(0, [False] * sum(len(names) for names in self._held.names))
+
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The state as plain dicts of NumPy arrays (copies) and Python scalars, keyed by

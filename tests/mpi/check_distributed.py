@@ -617,6 +617,89 @@ def load_run(comm: Any, folder: Path) -> None:
         same_on_every_rank(comm, [a for _, a in params], f"{cls.__name__} loaded")
 
 
+def _local_sum(batches: list[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray | None]:
+    """One rank's accumulated sum, as the buffers hold it: zeros plus each micro-batch in turn."""
+    out: dict[str, np.ndarray | None] = {}
+    for name in batches[0]:
+        parts = [b[name] for b in batches if b[name] is not None]
+        if not parts:
+            out[name] = None
+            continue
+        total = np.zeros_like(parts[0])
+        for part in parts:
+            np.add(total, part, out=total)
+        out[name] = total
+    return out
+
+
+def _averaged(per_rank: list[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray | None]:
+    kept = [{k: v for k, v in g.items() if v is not None} for g in per_rank]
+    avg: dict[str, np.ndarray | None] = dict(average(kept))
+    return {k: avg.get(k) for k in per_rank[0]}
+
+
+@check
+def accumulation_ema_and_frozen_parameters(comm: Any) -> None:
+    """Gradients of None (on every rank), micro-batches summed on each rank and averaged once at
+    the step, and the EMA of the weights: both wrappers end on the plain optimizer's bits, fed
+    the rank-order average of the ranks' sums, parameters, state, clocks and EMA alike."""
+    n, rank = comm.size, comm.rank
+    named = make_params(np.float32)
+    kwargs = dict(lr=1e-2, weight_decay=0.1, ema_decay=0.9, ema_warmup=True)
+    ddp_params, zero_params, ref_params = copies(named), copies(named), copies(named)
+    ddp = DistributedOptimizer(fo.AdamW(groups_of(ddp_params, 1e-2), **kwargs), comm, bucket_cap_mb=TINY)
+    zero = ZeroRedundancyOptimizer(groups_of(zero_params, 1e-2), fo.AdamW, comm, bucket_cap_mb=TINY, **kwargs)
+    ref = fo.AdamW(groups_of(ref_params, 1e-2), **kwargs)
+    # (micro-batches accumulated, whether the step gets the last one, parameters left None)
+    plans = [(0, True, {"p2"}), (2, True, set()), (2, False, {"p3"}), (1, True, {"p0", "p7"}), (0, True, set())]
+    for step, (micro, last, frozen) in enumerate(plans):
+        batches = []
+        for m in range(micro + int(last)):
+            per_rank = [rank_grads(np.float32, 10 * step + m, r, named) for r in range(n)]
+            batches.append([{k: None if k in frozen else v for k, v in g.items()} for g in per_rank])
+        for m in range(micro):
+            ddp.accumulate({k: None if v is None else v.copy(order="K") for k, v in batches[m][rank].items()})
+            zero.accumulate(batches[m][rank])
+        if last:
+            mine = batches[-1][rank]
+            ddp.step({k: None if v is None else v.copy(order="K") for k, v in mine.items()})
+            zero.step(mine)
+        else:
+            ddp.step()
+            zero.step()
+        assert ddp.pending == zero.pending == 0
+        sums = [_local_sum([b[r] for b in batches]) for r in range(n)]
+        ref.step(_averaged(sums))
+    label = "accumulation, EMA and None gradients"
+    for (name, a), (_, b), (_, c) in zip(ddp_params, zero_params, ref_params):
+        same(a, c, f"{label}: DistributedOptimizer params[{name!r}]")
+        same(b, c, f"{label}: ZeroRedundancyOptimizer params[{name!r}]")
+    same(ddp.state_dict(), ref.state_dict(), f"{label}: DistributedOptimizer state")
+    full = zero.consolidated_state_dict(to=0)
+    if rank == 0:
+        same(full, ref.state_dict(), f"{label}: consolidated ZeroRedundancyOptimizer state, EMA included")
+    with zero.swap_ema():  # every rank holds the whole EMA
+        for name, a in zero_params:
+            same(a, ref.ema[name], f"{label}: ZeroRedundancyOptimizer.swap_ema params[{name!r}]")
+    for (_, a), (_, c) in zip(zero_params, ref_params):
+        same(a, c, f"{label}: the weights are back after swap_ema")
+    # None on some ranks only, or micro-batches on some ranks only: every rank raises
+    if n > 1:
+        g = rank_grads(np.float32, 99, rank, named)
+        for opt in (ddp, zero):
+            odd = {k: None if (k == "p1" and rank == 1) else v.copy(order="K") for k, v in g.items()}
+            raises_everywhere(comm, ValueError, "read different gradients", opt.step, odd)
+            if rank == 0:
+                opt.accumulate({k: v.copy(order="K") for k, v in g.items()})
+            raises_everywhere(comm, ValueError, "read different gradients", opt.step,
+                              {k: v.copy(order="K") for k, v in g.items()})
+    before = [a.copy(order="K") for _, a in zero_params]
+    raises_everywhere(comm, ValueError, "none were accumulated", ZeroRedundancyOptimizer(
+        groups_of(copies(named), 1e-2), fo.AdamW, comm, bucket_cap_mb=TINY, **kwargs).step)
+    for (_, a), b in zip(zero_params, before):
+        same(a, b, "a refused step changed nothing")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, help="fail unless the world has this many ranks")

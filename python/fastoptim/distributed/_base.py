@@ -3,7 +3,7 @@ before any message is sent, and the refusal to be copied."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,8 +11,9 @@ import numpy as np
 from .. import _core
 from .._forwarding import forwarded
 from .._step_options import StepInfo, check_grad_scale, check_max_grad_norm, clip_coefficient
-from ._common import refuse_copy, step_header
+from ._common import GradPattern, refuse_copy, step_header
 from ._exchange import Exchange, GradMeasure
+from ._signature import core_of
 
 __all__ = ["DistributedBase"]
 
@@ -56,33 +57,49 @@ class DistributedBase:
             raise ValueError(self._both_set(self._max_grad_norm))
         return self._max_grad_norm if inner is None else inner
 
-    def _checked_grads(self, grads: Any, action: str, grad_scale: Any, *, writable: bool) -> tuple[
-            list[np.ndarray], float, float | None]:
-        """Collective, once a step: `grads` in parameter order, checked by the step's own native
+    def _checked_grads(self, grads: Any, action: str, grad_scale: Any, *, writable: bool,
+                       touched: Sequence[int] | None = None) -> tuple[list[np.ndarray | None], float, float | None]:
+        """Collective, once a step: `grads` in parameter order (None where a gradient is None; an
+        empty list for a step on accumulated gradients only), checked by the step's own native
         check on every rank before any message is sent (if one rank's are refused, or its
-        grad_scale or clip settings, every rank raises), and the ranks' clip norms and skip
-        settings compared. Returns the gradients, 1/grad_scale and the clip norm."""
+        grad_scale or clip settings, every rank raises), and the ranks' clip norms, skip
+        settings and gradient patterns compared: a gradient may be None only on every rank,
+        and `touched` (the parameters with accumulated gradients, None when nothing is
+        accumulated) must be the same everywhere. Returns the gradients, 1/grad_scale and the
+        clip norm."""
         error: BaseException | None = None
-        ordered: list[np.ndarray] = []
+        ordered: list[np.ndarray | None] = []
         mult, clip = 1.0, None
         try:
+            if grads is None and grad_scale is not None:
+                raise ValueError("grad_scale applies to the gradients a step is given; pass each micro-batch's to "
+                                 "accumulate(grads, grad_scale=...)")
+            if grads is None and touched is None:
+                raise ValueError("step() without gradients steps on the accumulated ones, and none were accumulated "
+                                 "since the last step: call accumulate(grads) first, or pass grads")
             mult = check_grad_scale(grad_scale)
             clip = self._clip_norm()
-            ordered = _core.check_grads(grads, self._names, self._params, writable)
+            if grads is not None:
+                ordered = _core.check_grads(grads, self._names, self._params, writable)
         except (TypeError, ValueError) as caught:
             error = caught
-        step_header(self.comm, error, clip, bool(self.optimizer.skip_nonfinite), action)
+        absent = tuple(i for i, g in enumerate(ordered) if g is None)
+        pattern = GradPattern(grads is not None, touched is not None, absent, tuple(touched or ()))
+        step_header(self.comm, error, clip, bool(self.optimizer.skip_nonfinite), action, pattern)
         return ordered, mult, clip
 
-    def _step_measured(self, local_grads: list[np.ndarray], mult: float, clip: float | None,
+    def _step_measured(self, local_grads: list[np.ndarray | None] | None, mult: float, clip: float | None,
                        measure: GradMeasure) -> StepInfo:
         """The rest of a step whose gradients' parts were added to `measure` on every rank: the
         global norm and verdict (one Allgather), then the optimizer's step on `local_grads`
-        with the clip folded into the factor they are read with, unless a rank found a NaN or
-        an infinity and the optimizer skips such steps (then no rank changes anything)."""
+        (None: on its accumulated ones) with the clip folded into the factor they are read
+        with, unless a rank found a NaN or an infinity and the optimizer skips such steps (then
+        no rank changes anything but discarding what it accumulated)."""
         norm, finite = self._exchange.global_measure(measure)
         self.grad_norm = norm
         if self.optimizer.skip_nonfinite and not finite:
+            if local_grads is None:
+                core_of(self.optimizer)._discard_accumulated()
             return StepInfo(norm, True)
         self.optimizer._step(local_grads, mult * clip_coefficient(clip, norm), None, False)
         return StepInfo(norm, False)

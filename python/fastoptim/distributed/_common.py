@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -14,8 +14,8 @@ from .._config import set_num_threads
 from .._step_options import check_max_grad_norm
 from .._validation import check_int, check_real
 
-__all__ = ["refuse_copy", "check_options", "default_num_threads", "flat", "mpi", "raise_together",
-           "resolve_comm", "set_rank_threads", "step_header", "compare_signatures"]
+__all__ = ["GradPattern", "PLAIN_PATTERN", "refuse_copy", "check_options", "default_num_threads", "flat", "mpi",
+           "raise_together", "resolve_comm", "set_rank_threads", "step_header", "compare_signatures"]
 
 _RAISABLE: dict[str, type[Exception]] = {"TypeError": TypeError, "ValueError": ValueError, "KeyError": KeyError,
                                          "IndexError": IndexError, "NotImplementedError": NotImplementedError}
@@ -68,13 +68,39 @@ def _raise(reports: Sequence[tuple[str, str] | None], action: str, error: BaseEx
     raise kind(f"{action} failed on every rank because it failed on {text}") from error
 
 
+class GradPattern(NamedTuple):
+    """Which gradients a rank's step reads, which every rank must share: whether it was given
+    gradients, whether it steps on accumulated ones, the parameters whose gradient is None, and
+    those whose accumulation buffer holds any (by index)."""
+
+    given: bool
+    accumulated: bool
+    absent: tuple[int, ...]
+    touched: tuple[int, ...]
+
+    def digest(self) -> float:
+        """A number equal on ranks with equal patterns (hashes of int tuples are not salted)."""
+        return float(hash(tuple(self)) % 2**52)
+
+    def describe(self) -> str:
+        source = ("the accumulated gradients" + (" and new ones" if self.given else "")) if self.accumulated \
+            else "new gradients"
+        left = f", None for parameters {list(self.absent)}" if self.absent else ""
+        touched = f", buffers holding parameters {list(self.touched)}" if self.accumulated else ""
+        return source + left + touched
+
+
+PLAIN_PATTERN = GradPattern(True, False, (), ())
+
+
 def step_header(comm: Any, error: BaseException | None, max_grad_norm: float | None, skip_nonfinite: bool,
-                action: str) -> None:
+                action: str, pattern: GradPattern = PLAIN_PATTERN) -> None:
     """Collective, once a step: every rank learns whether any rank's gradients were refused,
-    and that all ranks clip and skip alike (one small Allgather)."""
-    mine = np.array([error is not None, math.nan if max_grad_norm is None else max_grad_norm, skip_nonfinite],
-                    np.float64)
-    table = np.empty((comm.size, 3), np.float64)
+    and that all ranks clip and skip alike and read the same gradients (one small Allgather;
+    a second only when a pattern differs, to say how)."""
+    mine = np.array([error is not None, math.nan if max_grad_norm is None else max_grad_norm, skip_nonfinite,
+                     pattern.digest()], np.float64)
+    table = np.empty((comm.size, 4), np.float64)
     comm.Allgather(mine, table)
     if table[:, 0].any():
         reports = comm.allgather(None if error is None else (type(error).__name__, str(error)))
@@ -87,6 +113,11 @@ def step_header(comm: Any, error: BaseException | None, max_grad_norm: float | N
     if not np.all(skips == skips[0]):
         shown = ", ".join(f"rank {r}: {bool(v)}" for r, v in enumerate(skips))
         raise ValueError(f"{action} failed on every rank: ranks set different skip_nonfinite ({shown})")
+    if not np.all(table[:, 3] == table[0, 3]):
+        patterns = comm.allgather(pattern)
+        shown = "; ".join(f"rank {r}: {GradPattern(*p).describe()}" for r, p in enumerate(patterns))
+        raise ValueError(f"{action} failed on every rank: the ranks' steps read different gradients ({shown}); a "
+                         "gradient may be None only on every rank at once, and every rank accumulates alike")
 
 
 def compare_signatures(signatures: Sequence[Sequence[tuple[str, Any]]], what: str) -> None:

@@ -12,7 +12,7 @@ from ..lookahead import Lookahead
 from ..optimizer import Optimizer
 from ._common import f_only
 
-__all__ = ["describe", "group_items", "optimizer_items"]
+__all__ = ["core_of", "describe", "group_items", "optimizer_items"]
 
 _RESERVED = ("params", "param_names")
 
@@ -37,13 +37,15 @@ def group_items(groups: Sequence[tuple[Mapping[str, Any], Sequence[Hashable], Se
     return items
 
 
-def _core(optimizer: Any) -> Optimizer:
-    return optimizer.optimizer if isinstance(optimizer, Lookahead) else optimizer
+def core_of(optimizer: Any) -> Optimizer:
+    """The optimizer that steps: Lookahead's inner one, or the optimizer itself."""
+    core: Optimizer = optimizer.optimizer if isinstance(optimizer, Lookahead) else optimizer
+    return core
 
 
 def clocks(optimizer: Any) -> list[Any]:
     """Steps taken and running scalars of each parameter (and Lookahead's count, k and alpha)."""
-    out: list[Any] = list(_core(optimizer)._clocks())
+    out: list[Any] = list(core_of(optimizer)._clocks())
     if isinstance(optimizer, Lookahead):
         out.append((optimizer._steps, optimizer.k, optimizer.alpha))
     return out
@@ -51,7 +53,7 @@ def clocks(optimizer: Any) -> list[Any]:
 
 def optimizer_items(optimizer: Any) -> list[tuple[str, Any]]:
     """A built optimizer: its class, groups, state slots and clocks."""
-    core = _core(optimizer)
+    core = core_of(optimizer)
     groups = [(g, g["param_names"], g["params"]) for g in optimizer.param_groups]
     items: list[tuple[str, Any]] = [("optimizer", f"{type(optimizer).__qualname__}({type(core).__qualname__})")]
     items.extend(group_items(groups))
@@ -59,6 +61,7 @@ def optimizer_items(optimizer: Any) -> list[tuple[str, Any]]:
     for _, names, _ in groups:
         items.extend((f"state of params[{n!r}] with slots", sorted(state.get(n, {}))) for n in names)
     items.append(("steps taken (per parameter: steps, fresh, running scalars)", repr(clocks(optimizer))))
-    items.append(("step options (max_grad_norm, skip_nonfinite)",
-                  repr((optimizer.max_grad_norm, optimizer.skip_nonfinite))))
+    items.append(("step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup)",
+                  repr((optimizer.max_grad_norm, optimizer.skip_nonfinite, core.ema_decay, core.ema_warmup))))
+    items.append(("micro-batches accumulated", core.pending))
     return items

@@ -17,7 +17,7 @@ import numpy as np
 from .._validation import check_dtype_and_shape
 from ._common import f_only, flat
 
-__all__ = ["Merger", "Piece", "split"]
+__all__ = ["Merger", "Piece", "refuse_pending", "split"]
 
 # (key in the local optimizer, index of the parameter, start, stop)
 Piece = tuple[Hashable, int, int, int]
@@ -25,6 +25,15 @@ Piece = tuple[Hashable, int, int, int]
 
 def _lookahead(sd: Any) -> bool:
     return isinstance(sd, Mapping) and "optimizer" in sd and "slow" in sd
+
+
+def refuse_pending(sd: Any) -> None:
+    """A state dict that every rank loads must not hold one rank's accumulated gradients."""
+    inner = sd["optimizer"] if _lookahead(sd) else sd
+    if isinstance(inner, Mapping) and inner.get("accumulated") is not None:
+        raise ValueError("this state dict holds gradients accumulated on one rank since its last step, which the "
+                         "other ranks would take as theirs; save it after a step (or save each rank's state "
+                         "dict and load it into a plain optimizer)")
 
 
 class _Cutter:
@@ -96,7 +105,17 @@ def _split(sd: Any, cut: _Cutter, groups: Sequence[Sequence[Hashable]],
                           if isinstance(v, np.ndarray) else v for slot, v in entry.items()}
     out_groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": [key for key, *_ in group]}
                   for saved, group in zip(saved_groups, pieces)]
-    return {"state": state, "param_groups": out_groups}
+    refuse_pending(sd)
+    out: dict[str, Any] = {"state": state, "param_groups": out_groups}
+    ema = sd.get("ema")
+    if ema is not None:  # cut like the state; loading checks the rest
+        arrays = ema.get("arrays") if isinstance(ema, Mapping) else None
+        if not isinstance(arrays, Mapping):
+            raise TypeError("state_dict['ema'] must be a dict with 'updates' and 'arrays', as state_dict() makes it")
+        out["ema"] = {**ema, "arrays": {
+            key: cut(arrays[cut.names[p]], p, f"state_dict['ema']['arrays'][{cut.names[p]!r}]", start, stop)
+            for group in pieces for key, p, start, stop in group if cut.names[p] in arrays}}
+    return out
 
 
 class Merger:
@@ -133,7 +152,11 @@ class Merger:
                 state[name] = {k: self._zeros(name) if isinstance(v, np.ndarray) else v for k, v in entries[0].items()}
         groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": list(names)}
                   for saved, names in zip(shard["param_groups"], self.groups)]
-        return {"state": state, "param_groups": groups}
+        merged: dict[str, Any] = {"state": state, "param_groups": groups}
+        if "ema" in shard:
+            merged["ema"] = {"updates": shard["ema"]["updates"],
+                             "arrays": {name: self._zeros(name) for names in self.groups for name in names}}
+        return merged
 
     def _fill(self, shard: Mapping[str, Any], out: dict[str, Any]) -> None:
         if _lookahead(shard):
@@ -146,5 +169,10 @@ class Merger:
             if target is None:
                 continue
             for slot, value in entry.items():
-                if isinstance(value, np.ndarray) and slot in target:
+                if not isinstance(value, np.ndarray):
+                    target[slot] = value  # the piece's clock, which is its parameter's
+                elif slot in target:
                     self._flat[id(target[slot])][start:stop] = value.reshape(-1)
+        if "ema" in shard:
+            for (name, start, stop), value in shard["ema"]["arrays"].items():
+                self._flat[id(out["ema"]["arrays"][name])][start:stop] = value.reshape(-1)

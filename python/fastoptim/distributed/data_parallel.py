@@ -15,7 +15,8 @@ from ._base import DistributedBase
 from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, GradMeasure, broadcast_arrays
 from ._layout import plan
-from ._signature import optimizer_items
+from ._signature import core_of, optimizer_items
+from ._state import refuse_pending
 
 __all__ = ["DistributedOptimizer"]
 
@@ -99,16 +100,31 @@ class DistributedOptimizer(DistributedBase):
 
         state = optimizer.state
         slots = [state[n][s] for n in self._names for s in sorted(state.get(n, {}))]
-        broadcast_arrays(comm, self._params + slots, cap)
+        ema = core_of(optimizer).ema or {}
+        broadcast_arrays(comm, self._params + slots + [ema[n] for n in self._names if n in ema], cap)
         layout = plan([p.size for p in self._params], [p.dtype for p in self._params], comm.size, cap,
                       whole_arrays=False)
         self._exchange = Exchange(comm, layout, self.reduction, shard=False)
+        self._zeros: dict[int, np.ndarray] = {}
 
     # ---- what the wrapped optimizer shows ---------------------------------------------------
     param_groups = forwarded("param_groups", "The optimizer's groups: edit them (or drive them with a scheduler) "
                              "alike on every rank.")
     defaults = forwarded("defaults")
     state = forwarded("state")
+    ema = forwarded("ema", "The optimizer's EMA of the weights (the same on every rank), or None.")
+    pending = forwarded("pending", "Micro-batches accumulated on this rank since the last step.")
+
+    def swap_ema(self) -> Any:
+        """The optimizer's :meth:`fastoptim.Optimizer.swap_ema` (every rank holds the whole EMA)."""
+        return self.optimizer.swap_ema()
+
+    def accumulate(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None], *,
+                   grad_scale: float | None = None) -> None:
+        """Add a micro-batch's gradients into this rank's buffers, with no message: the ranks'
+        sums are averaged once, by the next :meth:`step`. Every rank must accumulate alike
+        (the same parameters' gradients), which the step checks."""
+        self.optimizer.accumulate(grads, grad_scale=grad_scale)
 
     def memory(self) -> dict[str, int]:
         """This rank's optimizer memory in bytes: ``state`` (the optimizer's state arrays) and
@@ -117,28 +133,48 @@ class DistributedOptimizer(DistributedBase):
         return {"state": state, "buffers": self._exchange.nbytes()}
 
     # ---- stepping ---------------------------------------------------------------------------
-    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray], *,
+    def step(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None] | None = None, *,
              grad_scale: float | None = None) -> StepInfo:
         """Average `grads` across ranks into the arrays themselves, then step (clipping if asked).
 
         `grads` is a dict keyed like the parameters or a list in their order; each gradient
-        must be writable and have its parameter's dtype, shape and memory order. `grad_scale`
-        and the result are as :meth:`fastoptim.Optimizer.step`'s."""
-        ordered, mult, clip = self._checked_grads(grads, "DistributedOptimizer.step", grad_scale, writable=True)
+        must be writable and have its parameter's dtype, shape and memory order, or be None on
+        every rank (the parameter is left alone). After :meth:`accumulate`, the step adds
+        `grads` (if any) to this rank's sum and averages the sums instead, in the buffers.
+        `grad_scale` and the result are as :meth:`fastoptim.Optimizer.step`'s."""
         inner = self.optimizer
+        touched = core_of(inner)._touched_indices()
+        ordered, mult, clip = self._checked_grads(grads, "DistributedOptimizer.step", grad_scale,
+                                                  writable=touched is None, touched=touched)
+        local: list[np.ndarray | None] | None = ordered
+        if touched is not None:  # the sums are averaged, once, where they lie
+            if grads is not None:
+                inner.accumulate(ordered, grad_scale=grad_scale)
+            arrays, local, mult = core_of(inner)._accumulated_in_order(), None, 1.0
+        else:
+            arrays = [self._zeros_for(i) if g is None else g for i, g in enumerate(ordered)]
         if clip is None and not inner.skip_nonfinite:
             if self.comm.size > 1:
-                self._exchange.allreduce([flat(g) for g in ordered], None)
-            done: StepInfo = inner._step(ordered, mult, None, False)
+                self._exchange.allreduce([flat(a) for a in arrays], None)
+            done: StepInfo = inner._step(local, mult, None, False)
             return done
         measure = GradMeasure(mult)  # each rank measures the parts it averages: the norm costs 1/N a pass
-        self._exchange.allreduce([flat(g) for g in ordered], measure)
-        return self._step_measured(ordered, mult, clip, measure)
+        self._exchange.allreduce([flat(a) for a in arrays], measure)
+        return self._step_measured(local, mult, clip, measure)
+
+    def _zeros_for(self, index: int) -> np.ndarray:
+        """Zeros in place of a gradient every rank left None: the buckets keep their layout."""
+        zeros = self._zeros.get(index)
+        if zeros is None:
+            zeros = self._zeros[index] = np.zeros_like(self._params[index])
+        return zeros
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state dict: the same on every rank, loadable by the plain optimizer
-        and by :class:`ZeroRedundancyOptimizer` under any world size."""
+        and by :class:`ZeroRedundancyOptimizer` under any world size. Gradients accumulated
+        since the last step are each rank's own: a state dict holding them is this rank's, and
+        :meth:`load_state_dict` (which loads rank 0's everywhere) refuses it."""
         saved: dict[str, Any] = self.optimizer.state_dict()
         return saved
 
@@ -159,6 +195,7 @@ class DistributedOptimizer(DistributedBase):
             if isinstance(loaded, Mapping) and "zero_shard" in loaded:
                 raise ValueError("this is one shard of a ZeroRedundancyOptimizer; load a consolidated state dict "
                                  "(ZeroRedundancyOptimizer.consolidated_state_dict)")
+            refuse_pending(loaded)
             self.optimizer.load_state_dict(loaded)
         except (TypeError, ValueError) as caught:
             error = caught

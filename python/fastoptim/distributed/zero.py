@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import _core
+from .._extras import check_saved_extras
 from .._forwarding import forwarded
+from .._memory import state_like
 from .._param_groups import Group, raw_groups, read_group
-from .._step_options import NOTHING_MEASURED, StepInfo
+from .._step_options import NOTHING_MEASURED, StepInfo, check_grad_scale
 from .._validation import check_disjoint
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
@@ -138,6 +141,11 @@ class ZeroRedundancyOptimizer(DistributedBase):
         self._exchange.bind_params(self._flats)
 
         self._pieces = self._pieces_of(comm.rank)
+        self._local_params = [p for group in self._pieces for _, p, _, _ in group]  # the parameter of each piece
+        self._accumulated: list[np.ndarray] | None = None  # whole-model sums, allocated at the first accumulate
+        self._pending = 0
+        self._touched: set[int] = set()
+        self._zeros: dict[int, np.ndarray] = {}
         local_groups = []
         self._local_grads: list[np.ndarray] = []
         shard_offsets = {(p.param, p.start): p.shard_offset for p in self.layout.pieces(comm.rank)}
@@ -159,11 +167,17 @@ class ZeroRedundancyOptimizer(DistributedBase):
 
     def _pieces_of(self, rank: int) -> list[list[Piece]]:
         """What `rank`'s local optimizer holds, per group: ``((name, start, stop), param, start,
-        stop)``; a group where the rank owns nothing gets an empty piece of its first array."""
+        stop)``; rank 0 also holds an empty piece of each array without elements (so that its
+        steps are counted, as a parameter's own), and a group where the rank owns nothing
+        gets an empty piece of its first array."""
         by_group: list[list[Piece]] = [[] for _ in self._groups]
         for p in self.layout.pieces(rank):
             key = (self._names[p.param], p.start, p.stop)
             by_group[self._group_of[p.param]].append((key, p.param, p.start, p.stop))
+        if rank == 0:  # an array without elements is in no bucket; rank 0 keeps its clock
+            for index, param in enumerate(self._params):
+                if param.size == 0:
+                    by_group[self._group_of[index]].append(((self._names[index], 0, 0), index, 0, 0))
         first = 0
         for index, names in enumerate(self._groups):
             if not by_group[index]:
@@ -177,6 +191,48 @@ class ZeroRedundancyOptimizer(DistributedBase):
                              "alike on every rank.")
     defaults = forwarded("defaults")
     state = forwarded("state", "This rank's state, keyed by piece ``(name, start, stop)``.")
+    ema = forwarded("ema", "This rank's share of the EMA of the weights (``ema_decay`` among the defaults), keyed "
+                    "by piece ``(name, start, stop)``, or None.")
+
+    @contextlib.contextmanager
+    def swap_ema(self) -> Iterator[None]:
+        """Collective: within the block every rank's parameters hold the whole EMA (each rank
+        swaps its share in, then the shares are allgathered as a step's are); on exit the
+        weights come back the same way."""
+        try:
+            with self.optimizer.swap_ema():
+                self._exchange.allgather_params()
+                yield
+        finally:
+            self._exchange.allgather_params()
+
+    @property
+    def pending(self) -> int:
+        """Micro-batches accumulated on this rank since the last step."""
+        return self._pending
+
+    def accumulate(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None], *,
+                   grad_scale: float | None = None) -> None:
+        """Add a micro-batch's gradients (each read as ``g / grad_scale``; None adds nothing) into
+        this rank's whole-model buffers, with no message: the next :meth:`step` reduce-scatters
+        the sums once. Every rank must accumulate alike, which the step checks. On any error
+        nothing changes."""
+        mult = check_grad_scale(grad_scale)
+        ordered = _core.check_grads(grads, self._names, self._params, False)
+        if self._accumulated is None:
+            self._accumulated = [state_like(p) for p in self._params]
+        for index, (buffer, grad) in enumerate(zip(self._accumulated, ordered)):
+            if grad is None:
+                continue
+            buffer += grad if mult == 1.0 else grad * buffer.dtype.type(mult)  # the native accumulation's bits
+            self._touched.add(index)
+        self._pending += 1
+
+    def _discard_accumulated(self) -> None:
+        for buffer in self._accumulated or []:
+            buffer.fill(0)
+        self._pending = 0
+        self._touched = set()
 
     def memory(self) -> dict[str, int]:
         """This rank's optimizer memory in bytes: ``state`` (its share of the state arrays) and
@@ -185,45 +241,75 @@ class ZeroRedundancyOptimizer(DistributedBase):
         return {"state": state, "buffers": self._exchange.nbytes()}
 
     # ---- stepping ---------------------------------------------------------------------------
-    def step(self, grads: Mapping[Any, np.ndarray] | Sequence[np.ndarray], *,
+    def step(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None] | None = None, *,
              grad_scale: float | None = None) -> StepInfo:
         """Average `grads` across ranks, update the owned elements, share them with all ranks.
 
         `grads` is a dict keyed like the parameters or a list in their order; each gradient
-        must have its parameter's dtype, shape and memory order. It is only read. `grad_scale`
+        must have its parameter's dtype, shape and memory order, or be None on every rank (the
+        parameter is left alone). It is only read. After :meth:`accumulate`, the step adds
+        `grads` (if any) to this rank's sums and reduce-scatters the sums instead. `grad_scale`
         and the result are as :meth:`fastoptim.Optimizer.step`'s; the norm and the finiteness
         that ``max_grad_norm`` and the local optimizer's ``skip_nonfinite`` need are those of
         every rank's shard together, so that every rank clips and skips alike."""
+        touched = tuple(sorted(self._touched)) if self._pending else None
         ordered, mult, clip = self._checked_grads(grads, "ZeroRedundancyOptimizer.step", grad_scale,
-                                                  writable=False)
-        self._exchange.reduce_scatter([flat(g) for g in ordered])
+                                                  writable=False, touched=touched)
+        if touched is not None:
+            if grads is not None:
+                self.accumulate(ordered, grad_scale=grad_scale)
+            assert self._accumulated is not None
+            arrays, mult = list(self._accumulated), 1.0
+            left_out = {i for i in range(len(self._params)) if i not in self._touched}
+        else:
+            arrays = [self._zeros_for(i) if g is None else g for i, g in enumerate(ordered)]
+            left_out = {i for i, g in enumerate(ordered) if g is None}
+        self._exchange.reduce_scatter([flat(a) for a in arrays])
+        local = [None if p in left_out else g for p, g in zip(self._local_params, self._local_grads)]
+        if touched is not None:
+            self._discard_accumulated()  # the shards hold the sums now; a skipped step discards them too
         if clip is None and not self.optimizer.skip_nonfinite:
-            self.optimizer._step(self._local_grads, mult, None, False)
+            self.optimizer._step(local, mult, None, False)
             self._exchange.allgather_params()
             return NOTHING_MEASURED
         measure = GradMeasure(mult)
         self._exchange.measure_shard(measure)
-        info = self._step_measured(self._local_grads, mult, clip, measure)
+        info = self._step_measured(local, mult, clip, measure)
         if not info.skipped:  # else no rank changed anything: nothing to share
             self._exchange.allgather_params()
         return info
+
+    def _zeros_for(self, index: int) -> np.ndarray:
+        """Zeros in place of a gradient every rank left None: the buckets keep their layout."""
+        zeros = self._zeros.get(index)
+        if zeros is None:
+            zeros = self._zeros[index] = np.zeros_like(self._params[index])
+        return zeros
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """This rank's shard: loads back into the same rank of the same layout (world size,
         parameters, bucket size). To change the world size, use :meth:`consolidated_state_dict`."""
         meta = {"world_size": self.comm.size, "rank": self.comm.rank, "layout": self.layout.fingerprint()}
-        return {"zero_shard": meta, "state_dict": self.optimizer.state_dict()}
+        shard = {"zero_shard": meta, "state_dict": self.optimizer.state_dict()}
+        if self._pending and self._accumulated is not None:  # this rank's own sums, not yet reduced
+            shard["accumulated"] = {"micro_batches": self._pending, "arrays": {
+                self._names[i]: self._accumulated[i].copy(order="K") for i in sorted(self._touched)}}
+        return shard
 
     def consolidated_state_dict(self, to: int = 0) -> dict[str, Any] | None:
         """Collective: the whole state on rank `to` (None on the others), as
         ``optimizer_class(params).state_dict()`` gives it. Rank `to` receives the shards one
         at a time, so it needs memory for the whole state and one shard."""
         bad = isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.comm.size
-        targets = self.comm.allgather(None if bad else to)
-        if any(t != targets[0] for t in targets) or targets[0] is None:
+        targets = self.comm.allgather((None if bad else to, self._pending))
+        if any(t[0] != targets[0][0] for t in targets) or targets[0][0] is None:
             raise ValueError(f"consolidated_state_dict: every rank must pass the same rank `to` of the "
-                             f"communicator (0 to {self.comm.size - 1}); got {targets}")
+                             f"communicator (0 to {self.comm.size - 1}); got {[t[0] for t in targets]}")
+        if any(t[1] for t in targets):
+            raise ValueError("consolidated_state_dict: gradients accumulated since the last step are each rank's "
+                             "own, and a consolidated state dict holds one state for every rank; step first, or "
+                             "save each rank's state_dict() shard")
         mine = self.optimizer.state_dict()
         if self.comm.rank != to:
             self.comm.send(mine, dest=to, tag=_TAG)
@@ -254,7 +340,9 @@ class ZeroRedundancyOptimizer(DistributedBase):
                                      f"(layout {meta.get('layout')}); this is rank {self.comm.rank} of "
                                      f"{self.comm.size} (layout {here['layout']}): to change the world size, "
                                      "the parameters or the bucket size, load a consolidated state dict")
+                accumulated = self._checked_accumulated(state_dict.get("accumulated"))
                 self.optimizer.load_state_dict(state_dict["state_dict"])
+                self._accumulated, self._pending, self._touched = accumulated
             except (TypeError, ValueError, KeyError) as caught:
                 error = caught
             raise_together(self.comm, error, action)
@@ -283,6 +371,16 @@ class ZeroRedundancyOptimizer(DistributedBase):
         except (TypeError, ValueError) as caught:
             error = caught
         raise_together(self.comm, error, action)
+
+    def _checked_accumulated(self, saved: Any) -> tuple[list[np.ndarray] | None, int, set[int]]:
+        """A shard's pending sums as new buffers (None: nothing pending), every part checked."""
+        if saved is None:
+            return self._accumulated, 0, set()
+        extras = check_saved_extras({"accumulated": saved}, self._names, self._params, False)
+        assert extras.accumulated is not None
+        index = {n: i for i, n in enumerate(self._names)}
+        return ([extras.accumulated[n] for n in self._names], extras.pending,
+                {index[n] for n in extras.touched})
 
     def __repr__(self) -> str:
         inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())

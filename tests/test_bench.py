@@ -276,8 +276,9 @@ def test_the_training_loop_script_prints_a_row_per_setting_between_and_size(tmp_
 
 
 def test_pipeline_times_every_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--pipeline: the plain step, the two option sets and the NumPy baseline, one row per size,
-    their ratios to the plain step; the NumPy baseline clips as fastoptim does."""
+    """--pipeline: the plain step, the option sets, the NumPy baselines, accumulate and its probe,
+    one row per size, their ratios to the plain step; the NumPy baselines clip and average as
+    fastoptim does."""
     from fastoptim._bench import pipeline
 
     code = _bench.main(["--pipeline", "--sizes", "1e3,model", "--repeats", "2", "--max-repeats", "2",
@@ -302,3 +303,11 @@ def test_pipeline_times_every_variant(tmp_path: Path, capsys: pytest.CaptureFixt
     assert info.grad_norm > 1.0
     for a, b in zip(params, fused_params):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # and its EMA is the one ema_decay keeps
+    with_ema = fo.AdamW([p.copy() for p in params], ema_decay=0.9)
+    ema = [p.copy() for p in params]
+    for _ in range(3):
+        with_ema.step(grads)
+        pipeline.numpy_ema(ema, with_ema.param_groups[0]["params"], 0.9)
+    for name, e in enumerate(ema):
+        np.testing.assert_allclose(with_ema.ema[name], e, rtol=1e-6, atol=1e-7)

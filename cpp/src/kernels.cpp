@@ -27,7 +27,7 @@ GradMeasure FASTOPTIM_CONCAT(norm, FASTOPTIM_TARGET_NS)(const NormRequest& reque
 }
 
 void FASTOPTIM_CONCAT(scale, FASTOPTIM_TARGET_NS)(const ScaleRequest& request) {
-    scale_arrays(request.f32, request.f64, request.factor, request.add_grad, request.threads);
+    scale_arrays(request.f32, request.f64, request.factor, request.add_grad, request.threads, request.prefetch_above);
 }
 
 namespace {

@@ -271,9 +271,9 @@ std::string Plan::watched_label(const Watched& w) const {
     return state_label(w.param, params_[w.param].state_slots[std::size_t(w.state)]);
 }
 
-void Plan::check_arrays() const {
+void Plan::check_arrays(bool buffers_only) const {
     for (const Watched& w : watched_) {
-        if (w.record->matches(w.array)) continue;
+        if ((buffers_only && w.state != -2 - int(Extra::accumulated)) || w.record->matches(w.array)) continue;
         if (w.state == -1)
             throw py::value_error(label(w.param, "params") + " " + w.record->change(w.array) +
                                   " since the optimizer was given it; the arrays of an optimizer must keep their "
@@ -361,12 +361,12 @@ void check_grad_mult(double mult, bool has_float32) {
 
 }  // namespace
 
-void Plan::take_grads(py::handle grads) {
+void Plan::take_grads(py::handle grads, bool buffers_only) {
     order_grads(grads, names_, grads_);  // may run Python code
     for (const py::object& g : grads_)
         if (!g.is_none()) grad_buffers_.guard(g.ptr());  // may run the garbage collector
     // From here to the kernels no Python code runs: the checks below hold when they start.
-    check_arrays();
+    check_arrays(buffers_only);
     active_count_ = 0;
     for (std::size_t i = 0; i < params_.size(); ++i) {
         active_[i] = !grads_[i].is_none();
@@ -418,7 +418,7 @@ void Plan::accumulate(py::handle grads, double grad_mult) {
         Plan& plan;
         ~Release() { plan.release_grads(); }
     } release{*this};
-    take_grads(grads);
+    take_grads(grads, true);  // the pass writes the buffers only
     const int threads = num_threads();
     {
         py::gil_scoped_release unlocked;
@@ -430,9 +430,12 @@ void Plan::accumulate(py::handle grads, double grad_mult) {
 
 void Plan::accumulate_now(double grad_mult, int threads) {
     // The buffers as the `param` of a scaling pass that adds each gradient given (held in grads_).
-    std::vector<ArrayRef<float>> r32;
-    std::vector<ArrayRef<double>> r64;
-    std::vector<index_t> o32{0}, o64{0};
+    auto& [r32, r64] = sum_refs_;
+    auto& [o32, o64] = sum_offsets_;
+    r32.clear();
+    r64.clear();
+    o32.assign(1, 0);
+    o64.assign(1, 0);
     for (std::size_t i = 0; i < params_.size(); ++i) {
         if (grads_[i].is_none()) continue;
         auto add = [&](auto& refs, auto& offsets, const auto& ref) {
@@ -447,15 +450,12 @@ void Plan::accumulate_now(double grad_mult, int threads) {
         if (params_[i].record.is_double()) add(r64, o64, ref_of<double>(i));
         else add(r32, o32, ref_of<float>(i));
     }
-    std::vector<int> g32(r32.size(), 0), g64(r64.size(), 0);
-    ScaleRequest request{Work<float>{}, Work<double>{}, grad_mult, threads, true};
+    ScaleRequest request{Work<float>{}, Work<double>{}, grad_mult, threads, true, prefetch_above()};
     request.f32.arrays = r32.data();
     request.f32.offsets = o32.data();
-    request.f32.group = g32.data();
     request.f32.count = index_t(r32.size());
     request.f64.arrays = r64.data();
     request.f64.offsets = o64.data();
-    request.f64.group = g64.data();
     request.f64.count = index_t(r64.size());
     current_target().scale(request);
 }

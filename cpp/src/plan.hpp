@@ -136,12 +136,15 @@ private:
         if constexpr (std::is_same_v<T, double>) return f64_.refs[params_[i].index];
         else return f32_.refs[params_[i].index];
     }
-    void take_grads(py::handle grads);  // order, guard, check and attach; None leaves a parameter out
+    // Order, guard, check and attach the gradients (None leaves a parameter out); check the
+    // arrays the pass that follows writes.
+    void take_grads(py::handle grads, bool buffers_only = false);
     void accumulate_now(double grad_mult, int threads);  // the buffers += the gradients given, ·grad_mult
     void clear_buffers();
     void lerp_left_out(double weight);  // the EMA of the parameters a step left out
     double next_ema_weight() const;     // torch's lerp weight 1 − decay of the next EMA update
-    void check_arrays() const;          // every parameter and state array as validated; no Python code
+    // Every parameter and state array (or only the accumulation buffers) as validated; no Python code.
+    void check_arrays(bool buffers_only = false) const;
     void attach_grad(std::size_t i, PyObject* grad);
     void release_grads();
     bool overlaps_owned_memory(const char* begin, const char* end) const;
@@ -173,6 +176,9 @@ private:
     double ema_weight_set_ = -1;  // the weight every ref holds
     bool last_buffered_ = false;  // the refs point at the accumulation buffers
     bool ema_on_ = false;         // the refs point at the EMA arrays
+    // accumulate()'s pass: each buffer as the `param` of a ref reading its gradient (kept: no allocation per call)
+    std::pair<std::vector<ArrayRef<float>>, std::vector<ArrayRef<double>>> sum_refs_;
+    std::pair<std::vector<index_t>, std::vector<index_t>> sum_offsets_;
     int group_count_;
     std::vector<double> hyper_;  // group_count_ rows of rule_->fields.size()
     // The clocks, per parameter. The parameters of a group with equal clocks form a unit,

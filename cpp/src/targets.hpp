@@ -40,6 +40,7 @@ struct ScaleRequest {
     double factor;
     int threads;
     bool add_grad = false;  // param ← param + grad·factor instead (gradient accumulation)
+    index_t prefetch_above = kDefaultPrefetchAbove;  // bytes; see prefetch.hpp
 };
 using ScaleFunction = void (*)(const ScaleRequest&);
 

@@ -224,7 +224,7 @@ inline GradMeasure measure_grads(const NormOptions& options, const GradBlocks<fl
 // x ← x·factor, or with `add_grad` x ← x + g·factor (gradient accumulation), over elements
 // [lo, hi) of the concatenated `param` arrays of `w` (g: each ArrayRef's `grad`).
 template <class T, class V = NativeVec<T>>
-void scale_span(const Work<T>& w, T factor, bool add_grad, index_t lo, index_t hi) {
+void scale_span(const Work<T>& w, T factor, bool add_grad, bool prefetch, index_t lo, index_t hi) {
     if (lo >= hi) return;
     index_t k = std::upper_bound(w.offsets, w.offsets + w.count + 1, lo) - w.offsets - 1;
     for (; k < w.count && w.offsets[k] < hi; ++k) {
@@ -233,9 +233,11 @@ void scale_span(const Work<T>& w, T factor, bool add_grad, index_t lo, index_t h
         const T* g = w.arrays[k].grad;
         const index_t e = std::min(hi, w.offsets[k + 1]) - base, b = std::max(lo, base) - base;
         if (add_grad) {
-            Streams<T> streams;  // three streams: the hardware prefetchers alone fall behind
-            streams.add(x);
-            streams.add(g);
+            Streams<T> streams;  // beyond the caches, as a step's sweep
+            if (prefetch) {
+                streams.add(x);
+                streams.add(g);
+            }
             walk<V>(streams, x, w.arrays[k].size, b, e, [&](auto vec, index_t i) {
                 using U = decltype(vec);
                 (U::load(x + i) + U::load(g + i) * U(factor)).store(x + i);
@@ -249,11 +251,13 @@ void scale_span(const Work<T>& w, T factor, bool add_grad, index_t lo, index_t h
 
 // Every `param` array of both dtypes multiplied in place by `factor` (rounded to each dtype),
 // or with `add_grad` given each its `grad`·factor.
-inline void scale_arrays(const Work<float>& f32, const Work<double>& f64, double factor, bool add_grad, int threads) {
+inline void scale_arrays(const Work<float>& f32, const Work<double>& f64, double factor, bool add_grad, int threads,
+                         index_t prefetch_above = kDefaultPrefetchAbove) {
     const index_t n32 = total(f32), n64 = total(f64);
+    const bool prefetch = add_grad && (n32 * 4 + n64 * 8) * 2 > prefetch_above;
     run_split(threads, n32 + 2 * n64 < kParallelMin, n32, n64, kPiece,
-              [&](index_t lo, index_t hi) { scale_span(f32, float(factor), add_grad, lo, hi); },
-              [&](index_t lo, index_t hi) { scale_span(f64, factor, add_grad, lo, hi); });
+              [&](index_t lo, index_t hi) { scale_span(f32, float(factor), add_grad, prefetch, lo, hi); },
+              [&](index_t lo, index_t hi) { scale_span(f64, factor, add_grad, prefetch, lo, hi); });
 }
 
 FASTOPTIM_TARGET_END

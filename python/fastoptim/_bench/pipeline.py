@@ -1,10 +1,21 @@
-"""``fastoptim bench --pipeline``: the gradient side of a training step (issue 19), float32 AdamW,
-each variant alternated step by step in one run:
+"""``fastoptim bench --pipeline``: the rest of a training step around the update (issues 19 and
+20), float32 AdamW, each variant alternated step by step in one run:
 
 * ``step``: the plain step, ``opt.step(grads)``;
 * ``clip``: ``max_grad_norm`` (one read-only norm pass, the coefficient folded into the update);
 * ``clip+scale+skip``: ``max_grad_norm``, ``grad_scale`` and ``skip_nonfinite`` together;
-* ``numpy``: the same clipping written as users write it around the step (the baseline below).
+* ``clip+ema``: ``max_grad_norm`` and ``ema_decay`` (the EMA updated in the update's sweep);
+* ``numpy``: the same clipping written as users write it around the step (the baseline below);
+* ``numpy+ema``: that baseline, and an EMA of the weights written the same way after the step;
+* ``accumulate``: ``opt.accumulate(grads)``, one micro-batch added into the buffers;
+* ``accumulate probe``: an in-process sweep of the bytes ``accumulate`` moves (two reads, one
+  write);
+* ``clip+ema probe``: sweeps of the bytes ``clip+ema`` moves: one read (the norm), then five
+  reads and four writes (p, g, m, v and the EMA read; p, m, v and the EMA written), the
+  fastest that variant could be on this machine.
+
+The probes' arrays hold ones: never-written zeros would read one shared page of zeros and
+flatter the probe two-fold.
 
 Every variant's limit is half the gradients' norm, so every step clips. The NumPy baseline's
 gradients settle just under the limit after its first step, and it scales them again every
@@ -24,11 +35,14 @@ import numpy as np
 
 import fastoptim as fo
 
+from .. import _core
 from .timing import alternate
 from .workloads import Work
 
-VARIANTS = ("step", "clip", "clip+scale+skip", "numpy")
+VARIANTS = ("step", "clip", "clip+scale+skip", "clip+ema", "numpy", "numpy+ema", "accumulate", "accumulate probe",
+            "clip+ema probe")
 LOSS_SCALE = 1024.0
+EMA_DECAY = 0.999
 
 
 def numpy_clip_then_step(opt: fo.Optimizer, grads: Sequence[np.ndarray], max_norm: float) -> None:
@@ -39,6 +53,14 @@ def numpy_clip_then_step(opt: fo.Optimizer, grads: Sequence[np.ndarray], max_nor
         for g in grads:
             g *= coefficient
     opt.step(grads)
+
+
+def numpy_ema(ema: Sequence[np.ndarray], params: Sequence[np.ndarray], decay: float) -> None:
+    """An EMA of the weights written the same way: ``ema ← d·ema + (1 − d)·p``, in place where
+    NumPy allows (``(1 − d)·p`` is a temporary)."""
+    for e, p in zip(ema, params):
+        e *= decay
+        e += (1.0 - decay) * p
 
 
 def _steps(work: Work, seed: int) -> dict[str, Callable[[], Any]]:
@@ -54,11 +76,32 @@ def _steps(work: Work, seed: int) -> dict[str, Callable[[], Any]]:
 
     plain, clip = optimizer(), optimizer(max_grad_norm=limit)
     full, baseline = optimizer(max_grad_norm=limit, skip_nonfinite=True), optimizer()
+    clip_ema, baseline_ema = optimizer(max_grad_norm=limit, ema_decay=EMA_DECAY), optimizer()
+    ema_params = [p for g in baseline_ema.param_groups for p in g["params"]]
+    ema = [p.copy() for p in ema_params]
+    ema_grads = [g.copy() for g in grads]
+    summing = optimizer()
+    swept = [np.full(sum(int(np.prod(s)) for s in work.shapes), 1.0, np.float32) for _ in range(5)]
+    threads = fo.get_num_threads()
+
+    def clip_ema_probe() -> None:
+        _core.probe(swept[:1], 0, threads)
+        _core.probe(swept, 4, threads)
+
+    def numpy_with_ema() -> None:
+        numpy_clip_then_step(baseline_ema, ema_grads, limit)
+        numpy_ema(ema, ema_params, EMA_DECAY)
+
     return {
         "step": lambda: plain.step(grads),
         "clip": lambda: clip.step(grads),
         "clip+scale+skip": lambda: full.step(scaled, grad_scale=LOSS_SCALE),
+        "clip+ema": lambda: clip_ema.step(grads),
         "numpy": lambda: numpy_clip_then_step(baseline, numpy_grads, limit),
+        "numpy+ema": numpy_with_ema,
+        "accumulate": lambda: summing.accumulate(grads),
+        "accumulate probe": lambda: _core.probe(swept[:2], 1, threads),
+        "clip+ema probe": clip_ema_probe,
     }
 
 
@@ -86,15 +129,17 @@ def run_pipeline(works: Sequence[Work], *, repeats: int, min_time: float, max_re
 
 
 def pipeline_table(records: Sequence[dict[str, Any]]) -> str:
-    head = (f"{'work':>6} | {'step ms':>8} | {'clip ms':>8} {'/step':>6} | {'+scale+skip':>11} {'/step':>6} | "
-            f"{'numpy ms':>9} {'/step':>6} | {'numpy/clip':>10}")
+    head = (f"{'work':>6} | {'step ms':>8} | {'clip /step':>10} {'+scale+skip':>11} {'clip+ema':>8} | "
+            f"{'numpy/clip':>10} {'+ema/clip+ema':>13} {'+ema/probe':>10} | {'accum ms':>8} {'of probe':>8}")
     lines = [head, "-" * len(head)]
     for r in records:
         v = r["variants"]
-        lines.append(f"{r['work']:>6} | {v['step']['best_ms']:8.3f} | {v['clip']['best_ms']:8.3f} "
-                     f"{v['clip']['best_vs_step']:6.3f} | {v['clip+scale+skip']['best_ms']:11.3f} "
-                     f"{v['clip+scale+skip']['best_vs_step']:6.3f} | {v['numpy']['best_ms']:9.3f} "
-                     f"{v['numpy']['best_vs_step']:6.3f} | {v['numpy']['best_ms'] / v['clip']['best_ms']:10.2f}")
+        best = {name: v[name]["best_ms"] for name in VARIANTS}
+        lines.append(f"{r['work']:>6} | {best['step']:8.3f} | {v['clip']['best_vs_step']:10.3f} "
+                     f"{v['clip+scale+skip']['best_vs_step']:11.3f} {v['clip+ema']['best_vs_step']:8.3f} | "
+                     f"{best['numpy'] / best['clip']:10.2f} {best['numpy+ema'] / best['clip+ema']:13.2f} "
+                     f"{best['numpy+ema'] / best['clip+ema probe']:10.2f} | "
+                     f"{best['accumulate']:8.3f} {best['accumulate probe'] / best['accumulate']:8.3f}")
     return "\n".join(lines)
 
 
@@ -104,11 +149,14 @@ def main_pipeline(works: Sequence[Work], out: Path | None, **timing: Any) -> int
     print()
     print("Best step of each variant (alternated step by step in one run), float32 AdamW; /step = over the plain "
           "step's best; numpy = np.vdot norms and in-place scaling around the plain step "
-          "(fastoptim._bench.pipeline.numpy_clip_then_step).")
-    for key, what in (("median_vs_step", "median over the plain step's median"),
-                      ("paired_vs_step", "median over the rounds of each round's ratio to its plain step")):
-        shown = ", ".join(f"{r['work']} {r['variants']['clip'][key]:.3f}" for r in records)
-        print(f"clip, {what}: {shown}")
+          "(fastoptim._bench.pipeline.numpy_clip_then_step), +ema = and numpy_ema after it; +ema/probe = the "
+          "NumPy pipeline with EMA over the probe of clip+ema's bytes (the most any fused step could gain); of "
+          "probe = the probe's best sweep of accumulate's bytes (2 reads, 1 write) over accumulate's best.")
+    for variant in ("clip", "clip+ema"):
+        for key, what in (("median_vs_step", "median over the plain step's median"),
+                          ("paired_vs_step", "median over the rounds of each round's ratio to its plain step")):
+            shown = ", ".join(f"{r['work']} {r['variants'][variant][key]:.3f}" for r in records)
+            print(f"{variant}, {what}: {shown}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         path = out / "pipeline.json"

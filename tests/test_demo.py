@@ -168,6 +168,23 @@ def test_clip_clips_the_global_norm(split: Split, tmp_path: Path, capsys: pytest
     assert "gradients clipped to norm 0.5" in stdout and "clipped" in stdout[stdout.index("optimizer"):]
 
 
+def test_ema_evaluates_the_average_and_leaves_training_alone(split: Split, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--ema keeps an EMA of the weights in the step: training is unchanged to the bit (the
+    average is only read out, through swap_ema, at the end), and the EMA's accuracy is its own."""
+    adam = OPTIMIZERS["adam"]
+    free = run.train(adam, adam.lr, split, epochs=2, seed=4)
+    averaged = run.train(adam, adam.lr, split, epochs=2, seed=4, ema=0.9)
+    assert averaged.train_loss == free.train_loss and averaged.test_accuracy == free.test_accuracy
+    assert free.ema_accuracy is None and averaged.ema_accuracy is not None and 0.5 < averaged.ema_accuracy <= 1
+    assert run.main(["--epochs", "1", "--optimizers", "adam,ranger", "--batch-size", "256", "--ema", "0.9",
+                     "--out", str(tmp_path / "demo.png")]) == 0
+    stdout = capsys.readouterr().out
+    assert "EMA of the weights (decay 0.9" in stdout and "EMA acc" in stdout
+    with pytest.raises(SystemExit):
+        run.main(["--ema", "1.5"])
+
+
 def test_demo_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "demo.png"

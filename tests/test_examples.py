@@ -31,3 +31,11 @@ def test_train_mlp_resumes_exactly(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resumed run matches the straight run: True (largest weight difference 0)" in proc.stdout
     assert checkpoint.stat().st_size > 0
+
+
+def test_train_fused_step_freezes_skips_and_averages() -> None:
+    proc = run_example("train_fused_step.py", "--epochs", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "steps skipped: 1;" in proc.stdout
+    assert "frozen layer unchanged: True; its step count: 0" in proc.stdout
+    assert proc.stdout.count("EMA test acc") == 2

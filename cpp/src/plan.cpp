@@ -24,22 +24,6 @@ const RuleInfo& rule_named(const std::string& name) {
 
 }  // namespace
 
-// Set while a step runs: the plan's scratch (gradient pointers, scalars) belongs to that step.
-class Plan::Busy {
-public:
-    explicit Busy(bool& flag) : flag_(flag) {
-        if (flag_) throw std::runtime_error("this optimizer's plan is already stepping (from another thread, or from "
-                                            "Python code the step called); steps of one plan run one at a time");
-        flag_ = true;
-    }
-    ~Busy() { flag_ = false; }
-    Busy(const Busy&) = delete;
-    Busy& operator=(const Busy&) = delete;
-
-private:
-    bool& flag_;
-};
-
 template <class T>
 void Plan::Arrays<T>::prepare_blocks(int norm_count) {
     norms = norm_count;
@@ -349,18 +333,6 @@ void Plan::form_units() {
     units_stale_ = false;
 }
 
-namespace {
-
-void check_grad_mult(double mult, bool has_float32) {
-    // Any grad_mult float32 holds is memory-safe (a clip of a non-finite norm gives 0 or NaN, as
-    // torch's does); the Python layer checks the user's grad_scale. A finite double beyond
-    // float's range would convert with undefined behaviour.
-    if (has_float32 && std::isfinite(mult) && std::fabs(mult) > double(std::numeric_limits<float>::max()))
-        throw py::value_error("grad_mult is beyond float32's range");
-}
-
-}  // namespace
-
 void Plan::take_grads(py::handle grads, bool buffers_only) {
     order_grads(grads, names_, grads_);  // may run Python code
     for (const py::object& g : grads_)
@@ -409,115 +381,6 @@ StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
     return outcome;
 }
 
-void Plan::accumulate(py::handle grads, double grad_mult) {
-    check_grad_mult(grad_mult, !f32_.refs.empty());
-    if (!has_extra_[int(Extra::accumulated)]) throw py::value_error("Plan: this plan has no accumulation buffers");
-    if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients");
-    const Busy busy(busy_);
-    struct Release {
-        Plan& plan;
-        ~Release() { plan.release_grads(); }
-    } release{*this};
-    take_grads(grads, true);  // the pass writes the buffers only
-    const int threads = num_threads();
-    {
-        py::gil_scoped_release unlocked;
-        accumulate_now(grad_mult, threads);
-    }
-    ++pending_;
-    for (std::size_t i = 0; i < params_.size(); ++i) touched_[i] = char(touched_[i] | active_[i]);
-}
-
-void Plan::accumulate_now(double grad_mult, int threads) {
-    // The buffers as the `param` of a scaling pass that adds each gradient given (held in grads_).
-    auto& [r32, r64] = sum_refs_;
-    auto& [o32, o64] = sum_offsets_;
-    r32.clear();
-    r64.clear();
-    o32.assign(1, 0);
-    o64.assign(1, 0);
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-        if (grads_[i].is_none()) continue;
-        auto add = [&](auto& refs, auto& offsets, const auto& ref) {
-            using T = std::remove_const_t<std::remove_pointer_t<decltype(ref.grad)>>;
-            ArrayRef<T> r;
-            r.param = reinterpret_cast<T*>(params_[i].extra_records[int(Extra::accumulated)].data());
-            r.grad = reinterpret_cast<const T*>(py::detail::array_proxy(grads_[i].ptr())->data);  // checked by take_grads
-            r.size = ref.size;
-            refs.push_back(r);
-            offsets.push_back(offsets.back() + r.size);
-        };
-        if (params_[i].record.is_double()) add(r64, o64, ref_of<double>(i));
-        else add(r32, o32, ref_of<float>(i));
-    }
-    ScaleRequest request{Work<float>{}, Work<double>{}, grad_mult, threads, true, prefetch_above()};
-    request.f32.arrays = r32.data();
-    request.f32.offsets = o32.data();
-    request.f32.count = index_t(r32.size());
-    request.f64.arrays = r64.data();
-    request.f64.offsets = o64.data();
-    request.f64.count = index_t(r64.size());
-    current_target().scale(request);
-}
-
-void Plan::clear_buffers() {
-    for (Param& p : params_) {
-        const ArrayRecord& r = p.extra_records[int(Extra::accumulated)];
-        if (r.nbytes()) std::memset(r.data(), 0, std::size_t(r.nbytes()));
-    }
-    pending_ = 0;
-    std::fill(touched_.begin(), touched_.end(), char(0));
-}
-
-bool Plan::touched(int param) const {
-    check_param(param);
-    return touched_[std::size_t(param)] != 0;
-}
-
-void Plan::set_pending(std::int64_t pending, const std::vector<bool>& touched) {
-    if (touched.size() != params_.size()) throw py::value_error("set_pending: one flag per parameter expected");
-    if (pending < 0) throw py::value_error("the number of accumulated micro-batches must be >= 0");
-    if (pending > 0 && !has_extra_[int(Extra::accumulated)]) throw py::value_error("Plan: no accumulation buffers");
-    const Busy busy(busy_);
-    pending_ = pending;
-    for (std::size_t i = 0; i < touched.size(); ++i) touched_[i] = char(pending > 0 && touched[i]);
-}
-
-void Plan::set_ema(double decay, bool warmup, std::int64_t updates) {
-    if (!(decay <= 1) || (decay >= 0 && !has_extra_[int(Extra::ema)]))  // NaN fails too
-        throw py::value_error("Plan: an EMA needs decay in [0, 1] and its arrays");
-    if (updates < 0 || updates >= kMaxSteps) throw py::value_error("the number of EMA updates must be in [0, 2**53)");
-    const Busy busy(busy_);
-    ema_decay_ = decay < 0 ? -1.0 : decay;
-    ema_warmup_ = warmup;
-    ema_updates_ = updates;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-        char* at = decay >= 0 ? params_[i].extra_records[int(Extra::ema)].data() : nullptr;
-        if (params_[i].record.is_double()) ref_of<double>(i).ema = reinterpret_cast<double*>(at);
-        else ref_of<float>(i).ema = reinterpret_cast<float*>(at);
-    }
-    ema_on_ = decay >= 0;
-}
-
-double Plan::next_ema_weight() const {
-    const double t = double(ema_updates_ + 1);
-    return 1 - (ema_warmup_ ? std::min(ema_decay_, (1 + t) / (10 + t)) : ema_decay_);
-}
-
-void Plan::update_ema() {
-    if (ema_decay_ < 0) throw py::value_error("Plan: no EMA to update");
-    const Busy busy(busy_);
-    check_arrays();
-    const double weight = next_ema_weight();
-    std::fill(active_.begin(), active_.end(), char(0));  // every parameter is "left out" of a step
-    active_count_ = 0;
-    {
-        py::gil_scoped_release unlocked;
-        lerp_left_out(weight);
-    }
-    ++ema_updates_;
-}
-
 void Plan::apply() {
     if (rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' needs gradients: use step(grads)");
     const Busy busy(busy_);
@@ -539,27 +402,7 @@ double clip_coefficient(double max_norm, double norm) {
     return c < 1 || std::isnan(c) ? c : 1;
 }
 
-// torch.lerp(ema, p, w) element by element, as the kernels' lerp_toward computes it.
-template <class T>
-void lerp_array(T* ema, const T* p, index_t n, T w) {
-    for (index_t i = 0; i < n; ++i)
-        ema[i] = w < T(0.5) ? ema[i] + w * (p[i] - ema[i]) : p[i] - (p[i] - ema[i]) * (T(1) - w);
-}
-
 }  // namespace
-
-void Plan::lerp_left_out(double weight) {
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-        if (active_[i]) continue;
-        const Param& p = params_[i];
-        char* ema = p.extra_records[int(Extra::ema)].data();
-        const index_t n = index_t(p.record.nbytes()) / (p.record.is_double() ? 8 : 4);
-        if (p.record.is_double())
-            lerp_array(reinterpret_cast<double*>(ema), reinterpret_cast<const double*>(p.record.data()), n, weight);
-        else
-            lerp_array(reinterpret_cast<float*>(ema), reinterpret_cast<const float*>(p.record.data()), n, float(weight));
-    }
-}
 
 void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome) {
     fold_step();

@@ -10,6 +10,9 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cmath>
+#include <limits>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -43,6 +46,14 @@ struct StepOutcome {
     double grad_norm = 0;
     bool skipped = false;
 };
+
+// Any grad_mult float32 holds is memory-safe (a clip of a non-finite norm gives 0 or NaN, as
+// torch's does); the Python layer checks the user's grad_scale. A finite double beyond float's
+// range would convert with undefined behaviour: ValueError.
+inline void check_grad_mult(double mult, bool has_float32) {
+    if (has_float32 && std::isfinite(mult) && std::fabs(mult) > double(std::numeric_limits<float>::max()))
+        throw py::value_error("grad_mult is beyond float32's range");
+}
 
 class Plan {
 public:
@@ -125,7 +136,22 @@ private:
         GradBlocks<T> grad_blocks(double mult);
     };
 
-    class Busy;  // refuses a second entry while a step runs (another thread, or re-entrant Python code)
+    // Set while a step runs: the plan's scratch (gradient pointers, scalars) belongs to that step.
+    // Refuses a second entry (another thread, or re-entrant Python code).
+    class Busy {
+    public:
+        explicit Busy(bool& flag) : flag_(flag) {
+            if (flag_) throw std::runtime_error("this optimizer's plan is already stepping (from another thread, or "
+                                                "from Python code the step called); steps of one plan run one at a time");
+            flag_ = true;
+        }
+        ~Busy() { flag_ = false; }
+        Busy(const Busy&) = delete;
+        Busy& operator=(const Busy&) = delete;
+
+    private:
+        bool& flag_;
+    };
 
     std::string label(std::size_t i, const char* container) const;
     std::string state_label(std::size_t i, int slot) const;

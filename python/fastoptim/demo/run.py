@@ -5,7 +5,9 @@ Every optimizer starts from the same initial weights and sees the batches in the
 table reports the final training loss, the test accuracy, the gradients' global norm (the
 median over the last epoch, which every step measures in its own read-only pass; ``--clip``
 also clips to it), the training time (forward, backward and optimizer step; evaluation
-excluded) and the share of it spent in ``opt.step``.
+excluded) and the share of it spent in ``opt.step``. ``--ema DECAY`` keeps an EMA of the
+weights in every step's sweep and adds the test accuracy of the averaged weights, evaluated
+in place with ``opt.swap_ema()``.
 ``--landscape`` draws the optimizers' paths on 2-D test functions instead.
 """
 
@@ -61,6 +63,13 @@ def _positive_float(text: str, what: str) -> float:
         raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{what} must be a positive number, got {text!r}")
+    return value
+
+
+def _ema_decay(text: str) -> float:
+    value = _positive_float(text, "--ema")
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"--ema must be a decay below 1, such as 0.99, got {text!r}")
     return value
 
 
@@ -122,6 +131,9 @@ def build_parser(prog: str = "fastoptim demo") -> argparse.ArgumentParser:
     parser.add_argument("--clip", type=lambda t: _positive_float(t, "--clip"), default=None, metavar="NORM",
                         help="clip the gradients' global 2-norm to NORM (every optimizer's max_grad_norm); "
                              "without it the norm is only measured, for the table")
+    parser.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
+                        help="keep an EMA of the weights with this decay (ema_decay, with ema_warmup) and report "
+                             "its test accuracy, evaluated with swap_ema (e.g. 0.99)")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=32, help="minibatch size (default 32)")
     parser.add_argument("--threads", type=_int_at_least(1), default=None,
                         help="threads per optimizer step (default: fastoptim's, see `fastoptim info`)")
@@ -182,16 +194,21 @@ class RunResult:
     grad_norm: float = math.nan  # median over the last epoch, before clipping
     clipped: float = 0.0  # share of the steps whose gradients were clipped
     clip: float | None = None  # the limit, if any
+    ema_accuracy: float | None = None  # the test accuracy of the EMA of the weights, with --ema
 
 
 def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_size: int = 32, seed: int = 0,
-          hidden: Sequence[int] = HIDDEN, progress: TextIO | None = None, clip: float | None = None) -> RunResult:
+          hidden: Sequence[int] = HIDDEN, progress: TextIO | None = None, clip: float | None = None,
+          ema: float | None = None) -> RunResult:
     """Train a fresh MLP (initial weights from `seed`) with `spec`'s optimizer at peak rate `lr`,
     warming up linearly over the first epoch (a tenth of the steps at most), then decaying to
     zero on a cosine; with `clip`, the gradients' global norm is clipped to it (the optimizer's
-    ``max_grad_norm``), else only measured."""
+    ``max_grad_norm``), else only measured; with `ema`, the optimizer keeps an EMA of the
+    weights with that decay (warmed up), whose test accuracy is measured at the end with the
+    EMA swapped into the model."""
     model = MLP([split.x_train.shape[1], *hidden, 10], seed=seed)
-    opt = spec.build(model.params, lr, max_grad_norm=math.inf if clip is None else clip)
+    averaging = {} if ema is None else {"ema_decay": ema, "ema_warmup": True}
+    opt = spec.build(model.params, lr, max_grad_norm=math.inf if clip is None else clip, **averaging)
     n = len(split.y_train)
     steps_per_epoch = math.ceil(n / batch_size)
     sched = WarmupCosineLR(opt, warmup_steps(epochs, steps_per_epoch), total_steps=epochs * steps_per_epoch)
@@ -226,15 +243,21 @@ def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_si
         bar.update(epoch + 1, f"loss {loss:.4f}  test acc {100 * accuracy:5.1f}%  {train_seconds:.1f} s")
     bar.close()
     steps = epochs * steps_per_epoch
+    ema_accuracy = None
+    if ema is not None:
+        with opt.swap_ema():  # the model's own arrays hold the average until the block ends
+            ema_accuracy = float(np.mean(model.predict(split.x_test) == split.y_test))
     return RunResult(spec, lr, losses, accuracies, train_seconds, step_seconds, steps,
-                     float(np.median(norms)), clipped / steps, clip)
+                     float(np.median(norms)), clipped / steps, clip, ema_accuracy)
 
 
 def format_table(results: Sequence[RunResult]) -> str:
     clipping = any(r.clip is not None for r in results)
-    header = ("optimizer", "lr", "train loss", "test acc", "grad norm", *(("clipped",) if clipping else ()),
-              "time (s)", "in step", "µs/step")
+    averaging = any(r.ema_accuracy is not None for r in results)
+    header = ("optimizer", "lr", "train loss", "test acc", *(("EMA acc",) if averaging else ()), "grad norm",
+              *(("clipped",) if clipping else ()), "time (s)", "in step", "µs/step")
     rows = [(r.spec.label, f"{r.lr:.3g}", f"{r.train_loss[-1]:.4f}", f"{100 * r.test_accuracy[-1]:.1f}%",
+             *((f"{100 * (r.ema_accuracy or 0.0):.1f}%",) if averaging else ()),
              f"{r.grad_norm:.3g}", *((f"{100 * r.clipped:.0f}%",) if clipping else ()),
              f"{r.train_seconds:.2f}", f"{100 * r.step_seconds / max(r.train_seconds, 1e-12):.0f}%",
              f"{1e6 * r.step_seconds / r.steps:.0f}") for r in results]
@@ -334,9 +357,10 @@ def _train_all(chosen: Sequence[tuple[OptimizerSpec, float | None]], args: argpa
           f"({warmup_steps(args.epochs, steps)} warmup steps), lr {args.lr}, seed {args.seed}, "
           f"{fastoptim.get_num_threads()} thread(s), target {fastoptim.get_target()}"
           + ("" if args.clip is None else f", gradients clipped to norm {args.clip:g}")
+          + ("" if args.ema is None else f", EMA of the weights (decay {args.ema:g}, warmed up)")
           + "; every step measures the gradients' norm (one read-only pass, in its time)", flush=True)
     results = [train(spec, lr if lr is not None else args.lr(spec.lr), split, epochs=args.epochs,
-                     batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip)
+                     batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip, ema=args.ema)
                for spec, lr in chosen]
     print()
     print(format_table(results))

@@ -345,13 +345,14 @@ def test_resume_is_exact_with_pending_accumulation_and_ema(case):
     resumed_params = [p.copy() for p in params]
     resumed = case.cls(resumed_params, **kwargs)
     resumed.load_state_dict(saved)
-    for other, other_params in ((resumed, resumed_params), (copied, copied.param_groups[0]["params"])):
+    for other in (resumed, copied):
         assert other.pending == 1
         for g in grads[3:]:
             other.step(g)
     for g in grads[3:]:
         opt.step(g)
-    for other, other_params in ((resumed, resumed_params), (copied, copied.param_groups[0]["params"])):
+    copied_params = copied.param_groups[0]["params"]  # the copy's own arrays
+    for other, other_params in ((resumed, resumed_params), (copied, copied_params)):
         _same_tree(_snapshot(other, other_params), _snapshot(opt, params))
         _same_tree(other.ema, opt.ema)
 

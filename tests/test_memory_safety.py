@@ -231,6 +231,30 @@ def test_a_state_array_reloaded_in_place_is_refused():
     """)
 
 
+def test_the_ema_and_accumulation_buffers_cannot_be_swapped_from_under_a_step():
+    """The EMA arrays (opt.ema) and the accumulation buffers are the plan's too: pinned against
+    resizing, re-checked before every step and accumulation, and held while the kernels run."""
+    run_child("""
+        n = 1_000_000
+        p = np.zeros(n, np.float32)
+        opt = fo.SGD([p], lr=1.0, ema_decay=0.5)
+        opt.accumulate([np.ones(n, np.float32)])
+        ema, buffer = opt.ema[0], opt._extras.accumulated[0]
+        refused(lambda: ema.resize(10, refcheck=False), ValueError, "cannot resize")
+        refused(lambda: buffer.resize(10, refcheck=False), ValueError, "cannot resize")
+        ema.__setstate__(np.zeros(10, np.float32).__reduce__()[2])
+        refused(lambda: opt.step(), ValueError, "ema[0] now has shape (10,)")
+        opt.accumulate([np.ones(n, np.float32)])  # writes the buffers alone: the EMA is not its concern
+        assert not p.any() and opt.pending == 2
+        ema.__setstate__(np.zeros(n, np.float32).__reduce__()[2])  # the right shape, another buffer
+        refused(lambda: opt.step(), ValueError, "ema[0] now has another buffer")
+        buffer.__setstate__(np.zeros(10, np.float32).__reduce__()[2])
+        refused(lambda: opt.accumulate([np.ones(n, np.float32)]), ValueError, "accumulated[0] now has shape (10,)")
+        assert not p.any()
+        print("ok")
+    """)
+
+
 @pytest.mark.parametrize(("on_state", "attribute", "value", "back", "message"), [
     (False, "writeable", False, True, "params[0] is read-only now"),
     (False, "dtype", np.int32, np.float32, "params[0] now has dtype int32 (it was float32)"),

@@ -323,6 +323,11 @@ def test_swap_ema_swaps_in_place_and_back_on_any_exit():
         assert _bits(p) == _bits(w)
     _same_tree(opt.ema, ema)
     opt.step(grads[0])  # stepping works again
+    look = fo.Lookahead(fo.SGD([p.copy() for p in params], lr=0.1, ema_decay=0.9), k=2)
+    saved = look.state_dict()
+    with look.swap_ema():
+        with pytest.raises(RuntimeError, match="load_state_dict is refused inside swap_ema"):
+            look.load_state_dict(saved)
     with pytest.raises(ValueError, match="construct the SGD with ema_decay"):
         with fo.SGD([np.zeros(3)], lr=0.1).swap_ema():
             pass
@@ -398,6 +403,10 @@ def test_refused_steps_and_accumulations_change_nothing():
         opt.step()
     with pytest.raises(ValueError, match="grad_scale applies to the gradients"):
         opt.step(None, grad_scale=2.0)
+    with pytest.raises(TypeError, match=r"grads\[0\]"):  # refused before the buffers are allocated
+        opt.accumulate([grads[1][0].astype(np.float64), grads[1][1], grads[1][2]])
+    assert opt._extras.accumulated is None
+    _same_tree(_snapshot(opt, params), before)
     opt.accumulate(grads[1])
     pending = _snapshot(opt, params)
     wrong = [grads[1][0].astype(np.float64), grads[1][1], grads[1][2]]

@@ -55,6 +55,8 @@ PYBIND11_MODULE(_core, m) {
            "g·grad_mult before clipping, or None; whether the step was skipped)")
         .def("accumulate", &Plan::accumulate, py::arg("grads"), py::arg("grad_mult"),
              "adds g·grad_mult into each parameter's accumulation buffer (None adds nothing)")
+        .def("check_grads", &Plan::check_grads, py::arg("grads"),
+             "the step's checks of grads and of every array the plan holds, without a step")
         .def_property_readonly("pending", &Plan::pending)
         .def("touched", &Plan::touched, py::arg("param"))
         .def("set_pending", &Plan::set_pending, py::arg("pending"), py::arg("touched"))

@@ -279,7 +279,7 @@ bool Plan::overlaps_owned_memory(const char* begin, const char* end) const {
     return false;
 }
 
-void Plan::attach_grad(std::size_t i, PyObject* grad) {
+const char* Plan::attach_grad(std::size_t i, PyObject* grad) {
     Param& p = params_[i];
     check_grad_beside(p.record, grad, names_[i]);
     const char* begin = py::detail::array_proxy(grad)->data;
@@ -290,6 +290,7 @@ void Plan::attach_grad(std::size_t i, PyObject* grad) {
     }
     if (p.record.is_double()) f64_.refs[p.index].grad = reinterpret_cast<const double*>(begin);
     else f32_.refs[p.index].grad = reinterpret_cast<const float*>(begin);
+    return begin;
 }
 
 void Plan::release_grads() {  // the gradient pointers left in the refs are never read outside a step
@@ -340,12 +341,22 @@ void Plan::take_grads(py::handle grads, bool buffers_only) {
     // From here to the kernels no Python code runs: the checks below hold when they start.
     check_arrays(buffers_only);
     active_count_ = 0;
+    grad_data_.assign(params_.size(), nullptr);
     for (std::size_t i = 0; i < params_.size(); ++i) {
         active_[i] = !grads_[i].is_none();
         if (!active_[i]) continue;
-        attach_grad(i, grads_[i].ptr());
+        grad_data_[i] = attach_grad(i, grads_[i].ptr());
         ++active_count_;
     }
+}
+
+void Plan::check_grads(py::handle grads) {
+    const Busy busy(busy_);
+    struct Release {
+        Plan& plan;
+        ~Release() { plan.release_grads(); }
+    } release{*this};
+    if (!grads.is_none()) take_grads(grads);
 }
 
 StepOutcome Plan::step(py::handle grads, const GradOptions& options) {

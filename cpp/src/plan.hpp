@@ -83,6 +83,8 @@ public:
     StepOutcome step(py::handle grads, const GradOptions& options);
     // Adds g·grad_mult into each parameter's accumulation buffer (None adds nothing).
     void accumulate(py::handle grads, double grad_mult);
+    // The step's checks of `grads` (and of every array the plan holds), without a step.
+    void check_grads(py::handle grads);
     std::int64_t pending() const { return pending_; }  // micro-batches accumulated since the last step
     bool touched(int param) const;                     // whether param's buffer holds any of them
     void set_pending(std::int64_t pending, const std::vector<bool>& touched);
@@ -171,7 +173,7 @@ private:
     double next_ema_weight() const;     // torch's lerp weight 1 − decay of the next EMA update
     // Every parameter and state array (or only the accumulation buffers) as validated; no Python code.
     void check_arrays(bool buffers_only = false) const;
-    void attach_grad(std::size_t i, PyObject* grad);
+    const char* attach_grad(std::size_t i, PyObject* grad);  // returns the data it checked
     void release_grads();
     bool overlaps_owned_memory(const char* begin, const char* end) const;
     void check_param(int param) const;
@@ -221,6 +223,7 @@ private:
     std::vector<std::string> slot_names_;
     std::vector<py::object> pins_;        // weak references that keep params and states from resizing
     std::vector<py::object> grads_;       // this step's gradients, held until the kernels return
+    std::vector<const char*> grad_data_;  // and where each was found, checked, when Python last ran
     BufferGuard grad_buffers_;            // and kept from being freed or resized meanwhile
     bool busy_ = false;
     ThreadPolicy threads_;

@@ -55,7 +55,8 @@ void Plan::accumulate(py::handle grads, double grad_mult) {
 }
 
 void Plan::accumulate_now(double grad_mult, int threads) {
-    // The buffers as the `param` of a scaling pass that adds each gradient given (held in grads_).
+    // The buffers as the `param` of a scaling pass that adds each gradient given (held in grads_,
+    // read where take_grads checked it: the refs may point at the buffers by now).
     auto& [r32, r64] = sum_refs_;
     auto& [o32, o64] = sum_offsets_;
     r32.clear();
@@ -68,7 +69,7 @@ void Plan::accumulate_now(double grad_mult, int threads) {
             using T = std::remove_const_t<std::remove_pointer_t<decltype(ref.grad)>>;
             ArrayRef<T> r;
             r.param = reinterpret_cast<T*>(params_[i].extra_records[int(Extra::accumulated)].data());
-            r.grad = reinterpret_cast<const T*>(py::detail::array_proxy(grads_[i].ptr())->data);  // checked by take_grads
+            r.grad = reinterpret_cast<const T*>(grad_data_[i]);  // as take_grads checked it
             r.size = ref.size;
             refs.push_back(r);
             offsets.push_back(offsets.back() + r.size);

@@ -254,6 +254,8 @@ class Lookahead:
         """Restore a :meth:`state_dict`; everything is checked, and the new plans built,
         before anything changes."""
         with self._lock, self.optimizer._lock:
+            self.optimizer._refuse_inside_step("load_state_dict")
+            self.optimizer._refuse_swapped("load_state_dict")
             keys = {"optimizer", "slow", "steps", "k", "alpha"}
             if not isinstance(state_dict, Mapping) or not keys <= state_dict.keys():
                 raise TypeError("state_dict must be a dict with 'optimizer', 'slow', 'steps', 'k' and 'alpha'")

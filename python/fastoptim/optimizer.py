@@ -23,7 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from ._checkpoint import Checked, Clock, check_state_dict, read_hyper
-from ._core import Plan, rules
+from ._core import Plan, check_grads, rules
 from ._extras import NO_EXTRAS, Extras, check_saved_extras, save_extras, swap_in_place, with_arrays
 from ._memory import state_like
 from ._param_groups import RESERVED, raw_groups, read_group
@@ -498,6 +498,8 @@ class Optimizer:
                              "steps on the accumulated ones, each scaled by accumulate(grads, grad_scale=...)")
         if grad_scale is None and self._plain:
             with self._lock:  # the plain step, every call it can spare spared: at 1e4 elements it counts
+                if self._swapped:  # entered by another thread since _plain was read
+                    self._refuse_swapped("a step")
                 edits = self._edits
                 if edits.hyper or edits.arrays:
                     self._refresh()
@@ -535,8 +537,10 @@ class Optimizer:
             edits = self._edits
             if edits.hyper or edits.arrays:
                 self._refresh()
-            if self._extras.accumulated is None:  # the first use: a plan with buffers
+            if self._extras.accumulated is None:  # the first use: a plan with buffers, for fit gradients
                 held = self._held
+                check_grads(grads, [n for names in held.names for n in names], [p for ps in held.params for p in ps],
+                            False)
                 self._install(held.groups, [read_hyper(g) for g in held.groups], held.states, self._clocks(),
                               self._current_extras()._replace(accumulated={}))
             self._built_plan().accumulate(grads, mult)
@@ -552,6 +556,19 @@ class Optimizer:
         if buffers is None:
             raise RuntimeError("no gradients were ever accumulated")
         return [buffers[n] for names in self._held.names for n in names]
+
+    def _check_step(self, grads: Any) -> None:
+        """Raise as a step with `grads` (None: on the accumulated gradients) would, changing
+        nothing but applying pending edits: a step inside swap_ema, an edit the step refuses,
+        gradients unfit or sharing memory with the optimizer's arrays. The distributed
+        optimizers run it before their first message, so that no rank fails alone after it."""
+        with self._lock:
+            self._refuse_swapped("a step")
+            edits = self._edits
+            if edits.hyper or edits.arrays:
+                self._refresh()
+            if grads is not None:
+                self._built_plan().check_grads(grads)
 
     def _touched_indices(self) -> tuple[int, ...] | None:
         """The parameters whose buffers hold gradients, by index; None when nothing is pending."""

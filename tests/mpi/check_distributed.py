@@ -698,6 +698,41 @@ def accumulation_ema_and_frozen_parameters(comm: Any) -> None:
         groups_of(copies(named), 1e-2), fo.AdamW, comm, bucket_cap_mb=TINY, **kwargs).step)
     for (_, a), b in zip(zero_params, before):
         same(a, b, "a refused step changed nothing")
+    # what the optimizer's own step would refuse is refused before the first message, on every rank
+    ddp.optimizer._discard_accumulated()  # what rank 0 alone accumulated above
+    zero._discard_accumulated()
+    g = rank_grads(np.float32, 77, rank, named)
+    ddp.accumulate({k: v.copy(order="K") for k, v in g.items()})
+    kept = [a.copy(order="K") for _, a in ddp_params] + [e.copy(order="K") for e in ddp.ema.values()]
+    aliased = {k: v.copy(order="K") for k, v in g.items()}
+    if rank == 0:
+        aliased["p0"] = ddp.ema["p0"]  # a gradient that is the EMA: the average would overwrite it
+    raises_everywhere(comm, ValueError, "shares memory", ddp.step, aliased)
+    assert ddp.pending == 1
+    for k, (a, b) in enumerate(zip([a for _, a in ddp_params] + list(ddp.ema.values()), kept)):
+        same(a, b, f"a step refused on one rank changed nothing on any: array {k}")
+    ddp.step()
+    zero.accumulate(g)
+    with zero.swap_ema():
+        raises_everywhere(comm, RuntimeError, "inside swap_ema", zero.step)
+    assert zero.pending == 1  # the refused step kept the sums
+    shard = zero.state_dict()
+    zero.load_state_dict(shard)  # a shard with pending sums loads them; one without drops this rank's
+    assert zero.pending == 1
+    zero.step()
+    saved = zero.state_dict()
+    zero.accumulate(g)
+    zero.load_state_dict(saved)
+    assert zero.pending == 0
+    if rank == 0:
+        zero.optimizer._swapped = True  # as if rank 0 alone were inside swap_ema: every rank raises
+    try:
+        def enter() -> None:
+            with zero.swap_ema():
+                pass
+        raises_everywhere(comm, RuntimeError, "do not nest", enter)
+    finally:
+        zero.optimizer._swapped = False
 
 
 def main() -> int:

@@ -3,7 +3,7 @@ before any message is sent, and the refusal to be copied."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,15 +58,19 @@ class DistributedBase:
         return self._max_grad_norm if inner is None else inner
 
     def _checked_grads(self, grads: Any, action: str, grad_scale: Any, *, writable: bool,
-                       touched: Sequence[int] | None = None) -> tuple[list[np.ndarray | None], float, float | None]:
+                       touched: Sequence[int] | None = None,
+                       local_check: Callable[[list[np.ndarray | None] | None], None] | None = None) -> tuple[
+            list[np.ndarray | None], float, float | None]:
         """Collective, once a step: `grads` in parameter order (None where a gradient is None; an
         empty list for a step on accumulated gradients only), checked by the step's own native
         check on every rank before any message is sent (if one rank's are refused, or its
         grad_scale or clip settings, every rank raises), and the ranks' clip norms, skip
         settings and gradient patterns compared: a gradient may be None only on every rank,
         and `touched` (the parameters with accumulated gradients, None when nothing is
-        accumulated) must be the same everywhere. Returns the gradients, 1/grad_scale and the
-        clip norm."""
+        accumulated) must be the same everywhere. `local_check` (given the ordered gradients, or
+        None) raises for anything the optimizer's own step would refuse after the first message
+        (pending edits, memory the gradients share with it, swap_ema in effect). Returns the
+        gradients, 1/grad_scale and the clip norm."""
         error: BaseException | None = None
         ordered: list[np.ndarray | None] = []
         mult, clip = 1.0, None
@@ -81,7 +85,9 @@ class DistributedBase:
             clip = self._clip_norm()
             if grads is not None:
                 ordered = _core.check_grads(grads, self._names, self._params, writable)
-        except (TypeError, ValueError) as caught:
+            if local_check is not None:
+                local_check(ordered if grads is not None else None)
+        except (TypeError, ValueError, RuntimeError) as caught:
             error = caught
         absent = tuple(i for i, g in enumerate(ordered) if g is None)
         pattern = GradPattern(grads is not None, touched is not None, absent, tuple(touched or ()))

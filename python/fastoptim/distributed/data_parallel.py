@@ -145,7 +145,8 @@ class DistributedOptimizer(DistributedBase):
         inner = self.optimizer
         touched = core_of(inner)._touched_indices()
         ordered, mult, clip = self._checked_grads(grads, "DistributedOptimizer.step", grad_scale,
-                                                  writable=touched is None, touched=touched)
+                                                  writable=touched is None, touched=touched,
+                                                  local_check=core_of(inner)._check_step)
         local: list[np.ndarray | None] | None = ordered
         if touched is not None:  # the sums are averaged, once, where they lie
             if grads is not None:

@@ -13,7 +13,7 @@ from .._extras import check_saved_extras
 from .._forwarding import forwarded
 from .._memory import state_like
 from .._param_groups import Group, raw_groups, read_group
-from .._step_options import NOTHING_MEASURED, StepInfo, check_grad_scale
+from .._step_options import StepInfo, check_grad_scale
 from .._validation import check_disjoint
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
@@ -21,7 +21,7 @@ from ._base import DistributedBase
 from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, GradMeasure, broadcast_arrays
 from ._layout import Layout, plan
-from ._signature import group_items
+from ._signature import core_of, group_items
 from ._state import Merger, Piece, split
 
 __all__ = ["ZeroRedundancyOptimizer"]
@@ -199,11 +199,23 @@ class ZeroRedundancyOptimizer(DistributedBase):
         """Collective: within the block every rank's parameters hold the whole EMA (each rank
         swaps its share in, then the shares are allgathered as a step's are); on exit the
         weights come back the same way."""
+        swap = self.optimizer.swap_ema()
+        error: BaseException | None = None
         try:
-            with self.optimizer.swap_ema():
-                self._exchange.allgather_params()
-                yield
+            swap.__enter__()
+        except (TypeError, ValueError, RuntimeError) as caught:
+            error = caught
+        try:
+            raise_together(self.comm, error, "ZeroRedundancyOptimizer.swap_ema")
+        except BaseException:
+            if error is None:  # this rank swapped: swap back before raising with the others
+                swap.__exit__(None, None, None)
+            raise
+        try:
+            self._exchange.allgather_params()
+            yield
         finally:
+            swap.__exit__(None, None, None)
             self._exchange.allgather_params()
 
     @property
@@ -254,7 +266,8 @@ class ZeroRedundancyOptimizer(DistributedBase):
         every rank's shard together, so that every rank clips and skips alike."""
         touched = tuple(sorted(self._touched)) if self._pending else None
         ordered, mult, clip = self._checked_grads(grads, "ZeroRedundancyOptimizer.step", grad_scale,
-                                                  writable=False, touched=touched)
+                                                  writable=False, touched=touched,
+                                                  local_check=lambda _: core_of(self.optimizer)._check_step(None))
         if touched is not None:
             if grads is not None:
                 self.accumulate(ordered, grad_scale=grad_scale)
@@ -266,15 +279,14 @@ class ZeroRedundancyOptimizer(DistributedBase):
             left_out = {i for i, g in enumerate(ordered) if g is None}
         self._exchange.reduce_scatter([flat(a) for a in arrays])
         local = [None if p in left_out else g for p, g in zip(self._local_params, self._local_grads)]
-        if touched is not None:
-            self._discard_accumulated()  # the shards hold the sums now; a skipped step discards them too
         if clip is None and not self.optimizer.skip_nonfinite:
-            self.optimizer._step(local, mult, None, False)
-            self._exchange.allgather_params()
-            return NOTHING_MEASURED
-        measure = GradMeasure(mult)
-        self._exchange.measure_shard(measure)
-        info = self._step_measured(local, mult, clip, measure)
+            info: StepInfo = self.optimizer._step(local, mult, None, False)
+        else:
+            measure = GradMeasure(mult)
+            self._exchange.measure_shard(measure)
+            info = self._step_measured(local, mult, clip, measure)
+        if touched is not None:
+            self._discard_accumulated()  # the step (or its skip) consumed them
         if not info.skipped:  # else no rank changed anything: nothing to share
             self._exchange.allgather_params()
         return info
@@ -368,14 +380,15 @@ class ZeroRedundancyOptimizer(DistributedBase):
             mine = self.comm.recv(source=0, tag=_TAG)
         try:
             self.optimizer.load_state_dict(mine)
+            self._discard_accumulated()  # a consolidated state dict holds nothing pending
         except (TypeError, ValueError) as caught:
             error = caught
         raise_together(self.comm, error, action)
 
     def _checked_accumulated(self, saved: Any) -> tuple[list[np.ndarray] | None, int, set[int]]:
         """A shard's pending sums as new buffers (None: nothing pending), every part checked."""
-        if saved is None:
-            return self._accumulated, 0, set()
+        if saved is None:  # nothing pending in the shard: this rank's sums are dropped, as a plain optimizer's
+            return None, 0, set()
         extras = check_saved_extras({"accumulated": saved}, self._names, self._params, False)
         assert extras.accumulated is not None
         index = {n: i for i, n in enumerate(self._names)}

@@ -35,3 +35,16 @@ def tolerance(dtype: type, lr: float = 0.0, steps: int = 0) -> dict[str, float]:
     if np.dtype(dtype) == np.float64:
         return dict(rtol=1e-12, atol=1e-14)
     return dict(rtol=1e-5, atol=max(1e-6, 1e-2 * lr * steps))
+
+
+def on_first_target_then(target: str, threads: int, run):
+    """run() on the first available target with one thread, then on `target` with `threads`:
+    both results, for a same-bits comparison (the caller's restore_runtime fixture restores both)."""
+    import fastoptim as fo
+
+    fo.set_target(fo.available_targets()[0])
+    fo.set_num_threads(1)
+    want = run()
+    fo.set_target(target)
+    fo.set_num_threads(threads)
+    return want, run()

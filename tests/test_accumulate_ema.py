@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from problems import make_problem
+from problems import make_problem, on_first_target_then
 from registry import CASES
 
 torch = pytest.importorskip("torch")
@@ -471,11 +471,6 @@ def test_accumulation_ema_and_frozen_same_bits_on_every_target(name, target, thr
         opt.step([None, grads[3][1], grads[3][2]])
         return params, list(opt.ema.values())
 
-    fo.set_target(fo.available_targets()[0])
-    fo.set_num_threads(1)
-    want = run()
-    fo.set_target(target)
-    fo.set_num_threads(threads)
-    got = run()
+    want, got = on_first_target_then(target, threads, run)
     for a, b in zip(want[0] + want[1], got[0] + got[1]):
         assert _bits(a) == _bits(b)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from problems import make_problem, tolerance
+from problems import make_problem, on_first_target_then, tolerance
 from registry import CASES
 
 torch = pytest.importorskip("torch")
@@ -318,12 +318,7 @@ def test_clipped_steps_same_bits_on_every_target(name, target, threads, restore_
         norms = [opt.step(g, grad_scale=3.0).grad_norm for g in grads]
         return params, norms
 
-    fo.set_target(fo.available_targets()[0])
-    fo.set_num_threads(1)
-    want_params, want_norms = run()
-    fo.set_target(target)
-    fo.set_num_threads(threads)
-    params, norms = run()
+    (want_params, want_norms), (params, norms) = on_first_target_then(target, threads, run)
     assert norms == want_norms
     for p, w in zip(params, want_params):
         np.testing.assert_array_equal(p, w)

@@ -352,10 +352,7 @@ void Plan::take_grads(py::handle grads, bool buffers_only) {
 
 void Plan::check_grads(py::handle grads) {
     const Busy busy(busy_);
-    struct Release {
-        Plan& plan;
-        ~Release() { plan.release_grads(); }
-    } release{*this};
+    const GradsHeld held(*this);
     if (!grads.is_none()) take_grads(grads);
 }
 
@@ -365,10 +362,7 @@ StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
     const Busy busy(busy_);
     check_clocks();
-    struct Release {
-        Plan& plan;
-        ~Release() { plan.release_grads(); }
-    } release{*this};
+    const GradsHeld held(*this);
     Source source = Source::grads;
     if (grads.is_none()) {
         if (pending_ == 0)

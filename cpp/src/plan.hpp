@@ -155,6 +155,15 @@ private:
         bool& flag_;
     };
 
+    // Releases the gradients a call took (take_grads), however it leaves.
+    struct GradsHeld {
+        Plan& plan;
+        explicit GradsHeld(Plan& p) : plan(p) {}
+        ~GradsHeld() { plan.release_grads(); }
+        GradsHeld(const GradsHeld&) = delete;
+        GradsHeld& operator=(const GradsHeld&) = delete;
+    };
+
     std::string label(std::size_t i, const char* container) const;
     std::string state_label(std::size_t i, int slot) const;
     std::string extra_label(std::size_t i, int extra) const;

@@ -40,10 +40,7 @@ void Plan::accumulate(py::handle grads, double grad_mult) {
     if (!has_extra_[int(Extra::accumulated)]) throw py::value_error("Plan: this plan has no accumulation buffers");
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients");
     const Busy busy(busy_);
-    struct Release {
-        Plan& plan;
-        ~Release() { plan.release_grads(); }
-    } release{*this};
+    const GradsHeld held(*this);
     take_grads(grads, true);  // the pass writes the buffers only
     const int threads = num_threads();
     {

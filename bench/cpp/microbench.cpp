@@ -140,7 +140,7 @@ void run_probe(benchmark::State& state, const Target* target, const Workload* se
     const index_t prefetch_above = default_prefetch_above();
     for (auto _ : state) {
         for (const Pass& p : setting->passes) {
-            const ProbeRequest request{arrays.data(), sizeof(T) == 8, p.reads, p.writes, n, threads, prefetch_above};
+            const ProbeRequest request{arrays.data(), sizeof(T) == 8, p.reads, p.writes, 0, n, threads, prefetch_above};
             if (!target->probe(request)) {
                 state.SkipWithError("the probe does not take this many arrays");
                 return;

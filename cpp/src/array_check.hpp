@@ -15,9 +15,13 @@ namespace fastoptim {
 
 namespace py = pybind11;
 
+// The element type of bfloat16 state: ml_dtypes.bfloat16, or uint16 holding its bit patterns
+// (NumPy has no bfloat16 of its own). Not a NumPy type number: no NumPy type has it.
+inline constexpr int kBfloat16Bits = 1 << 20;
+
 // What an array must be for the kernels to use it.
 struct ArrayNeeds {
-    int type_num = -1;                            // NPY_FLOAT or NPY_DOUBLE; -1: either
+    int type_num = -1;                            // NPY_FLOAT, NPY_DOUBLE or kBfloat16Bits; -1: float32 or float64
     const std::vector<py::ssize_t>* shape = nullptr;  // nullptr: any
     char order = 0;                               // 'C' or 'F': contiguous in that order; 0: either
     bool writeable = false;
@@ -68,6 +72,7 @@ public:
     std::size_t nbytes() const { return nbytes_; }
     const std::vector<py::ssize_t>& shape() const { return shape_; }
     bool is_double() const { return is_double_; }
+    bool is_bfloat16() const { return type_num_ == kBfloat16Bits; }
     char order() const { return order_; }
 
 private:
@@ -76,6 +81,7 @@ private:
     int flags_ = 0;  // contiguity, alignment and writeability
     int type_num_ = 0;
     PyObject* builtin_descr_ = nullptr;  // NumPy's own descriptor of type_num_, which lives as long as NumPy
+                                         // (null for ml_dtypes' bfloat16: compared by type each time)
     const void* dims_at_ = nullptr;      // where the array kept its dimensions (compared, never read)
     bool pinned_ = false;
     bool is_double_ = false;

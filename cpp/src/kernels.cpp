@@ -3,6 +3,8 @@
 // compiles these files once per target, defining FASTOPTIM_TARGET_NS (sse2, avx2, avx512,
 // generic) and that target's flags; the namespace keeps each target's instantiations apart
 // at link time.
+#include <type_traits>
+
 #include "fastoptim/probe.hpp"
 #include "rule_steps.hpp"
 
@@ -32,14 +34,24 @@ void FASTOPTIM_CONCAT(scale, FASTOPTIM_TARGET_NS)(const ScaleRequest& request) {
 
 namespace {
 
+template <class T, int R, int W, int H = 0>
+bool probe_halves(const ProbeRequest& r) {
+    if constexpr (H > 4 || R + H > kMaxStreams || (H > 0 && !std::is_same_v<T, float>)) {
+        return false;
+    } else {
+        if (r.halves != H) return probe_halves<T, R, W, H + 1>(r);
+        probe<R, W, T, H>(r.arrays, r.n, r.threads, r.prefetch_above);
+        return true;
+    }
+}
+
 template <class T, int R, int W = 0>
 bool probe_writes(const ProbeRequest& r) {
     if constexpr (W > R) {
         return false;
     } else {
         if (r.writes != W) return probe_writes<T, R, W + 1>(r);
-        probe<R, W, T>(reinterpret_cast<T* const*>(r.arrays), r.n, r.threads, r.prefetch_above);
-        return true;
+        return probe_halves<T, R, W>(r);
     }
 }
 

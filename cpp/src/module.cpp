@@ -30,9 +30,12 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Plan>(m, "Plan")
         .def(py::init<const std::string&, py::list, py::list, std::vector<int>, py::list, int, std::vector<std::string>,
-                      py::list>(),
+                      py::list, std::vector<bool>>(),
              py::arg("rule"), py::arg("params"), py::arg("states"), py::arg("groups"), py::arg("names"),
-             py::arg("group_count"), py::arg("slot_names"), py::arg("extras"))
+             py::arg("group_count"), py::arg("slot_names"), py::arg("extras"),
+             py::arg("bfloat16_state") = std::vector<bool>{})
+        .def("set_rounding", &Plan::set_rounding, py::arg("stochastic"), py::arg("seed"))
+        .def("set_counters", &Plan::set_counters, py::arg("positions"), py::arg("first_indices"))
         .def("set_hyper", &Plan::set_hyper, py::arg("group"), py::arg("row"))
         .def("set_clock", &Plan::set_clock, py::arg("param"), py::arg("steps_done"), py::arg("fresh"))
         .def("steps_done", &Plan::steps_done, py::arg("param"))
@@ -168,5 +171,6 @@ PYBIND11_MODULE(_core, m) {
        "how many times they were placed)");
 
     m.def("probe", &run_probe, py::arg("arrays"), py::arg("writes"), py::arg("threads"),
-          "One read-modify-write sweep: read every array, write the first `writes` of them.");
+          "One read-modify-write sweep: read every array, write the first `writes` of them; trailing "
+          "uint16 arrays beside float32 ones (bfloat16 state's bytes) are read and written.");
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 
+#include "fastoptim/bfloat16.hpp"
 #include "grad_check.hpp"
 #include "runtime.hpp"
 
@@ -80,11 +81,14 @@ Work<T> Plan::Arrays<T>::work() {
 }
 
 Plan::Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
-           py::list names, int group_count, std::vector<std::string> slot_names, py::list extras)
+           py::list names, int group_count, std::vector<std::string> slot_names, py::list extras,
+           std::vector<bool> bfloat16_state)
     : rule_(&rule_named(rule)), group_count_(group_count), slot_names_(std::move(slot_names)) {
     const std::size_t n = params.size();
     if (states.size() != n || groups.size() != n || names.size() != n || extras.size() != n)
         throw py::value_error("Plan: params, states, groups, names and extras differ in length");
+    if (!bfloat16_state.empty() && bfloat16_state.size() != n)
+        throw py::value_error("Plan: bfloat16_state needs one entry per parameter");
     if (group_count < 0) throw py::value_error("Plan: negative group count");
     if (slot_names_.size() != rule_->slots.size()) throw py::value_error("Plan: one slot name per state slot expected");
     for (std::size_t s = 0; s < slot_names_.size(); ++s)
@@ -108,11 +112,18 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         py::list slots = states[i];
         if (slots.size() != rule_->slots.size()) throw py::value_error("Plan: wrong number of state slots");
         const bool is_double = p.record.is_double();
+        const bool bf16 = !bfloat16_state.empty() && bfloat16_state[i];
+        if (bf16 && is_double)
+            throw py::value_error(label(i, "params") + " is float64; bfloat16 state is for float32 parameters (it would "
+                                  "lose what float64 keeps)");
+        any_bfloat16_ = any_bfloat16_ || bf16;
         const ArrayNeeds state_needs{is_double ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &p.record.shape(), p.record.order(), true};
+        ArrayNeeds slot_needs = state_needs;
+        if (bf16) slot_needs.type_num = kBfloat16Bits;
         for (int s = 0; s < int(rule_->slots.size()); ++s) {
             if (slots[s].is_none()) continue;
             py::object st = slots[s];
-            const std::string state_problem = array_problem(st.ptr(), state_needs);
+            const std::string state_problem = array_problem(st.ptr(), slot_needs, bf16 ? "float32 with bfloat16 state" : nullptr);
             if (!state_problem.empty())
                 refuse(state_label(i, s), state_problem);
             p.states.push_back(st);
@@ -135,8 +146,8 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
             ArrayRef<T> ref;
             ref.param = reinterpret_cast<T*>(p.record.data());
             ref.size = index_t(p.record.nbytes() / sizeof(T));
-            for (std::size_t k = 0; k < p.states.size(); ++k)
-                ref.state[p.state_slots[k]] = reinterpret_cast<T*>(p.state_records[k].data());
+            for (std::size_t k = 0; k < p.states.size(); ++k) ref.state[p.state_slots[k]] = p.state_records[k].data();
+            if (bf16) ref.state_format = StateFormat::bf16_nearest;
             p.index = arrays.refs.size();
             arrays.refs.push_back(ref);
             arrays.offsets.push_back(arrays.offsets.back() + ref.size);
@@ -183,6 +194,7 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
     active_.assign(n, 1);
     active_count_ = n;
     touched_.assign(n, 0);
+    for (std::size_t i = 0; i < n; ++i) positions_.push_back(std::int64_t(i));
     for (std::size_t i = 0; i < n; ++i) scalars_.insert(scalars_.end(), rule_->scalar_init.begin(), rule_->scalar_init.end());
 }
 
@@ -192,6 +204,36 @@ void Plan::set_hyper(int group, const std::vector<double>& row) {
     for (std::size_t k = 0; k < row.size(); ++k)  // the Python layer validated them; a race must not slip through
         if (!std::isfinite(row[k])) throw py::value_error(std::string(rule_->fields[k].name) + " must be finite");
     std::copy(row.begin(), row.end(), hyper_.begin() + std::ptrdiff_t(group * row.size()));
+}
+
+void Plan::set_rounding(bool stochastic, std::uint64_t seed) {
+    stochastic_ = stochastic;
+    seed_ = seed;
+    const StateFormat format = stochastic ? StateFormat::bf16_stochastic : StateFormat::bf16_nearest;
+    for (ArrayRef<float>& ref : f32_.refs)
+        if (ref.state_format != StateFormat::native) ref.state_format = format;
+}
+
+void Plan::set_counters(const std::vector<std::int64_t>& positions, const std::vector<std::int64_t>& first_indices) {
+    if (positions.size() != params_.size() || first_indices.size() != params_.size())
+        throw py::value_error("set_counters: one position and one first index per parameter expected");
+    for (std::size_t i = 0; i < params_.size(); ++i)
+        if (positions[i] < 0 || first_indices[i] < 0)
+            throw py::value_error("set_counters: positions and first indices are non-negative");
+    positions_ = positions;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (params_[i].record.is_double()) ref_of<double>(i).first_index = first_indices[i];
+        else ref_of<float>(i).first_index = first_indices[i];
+    }
+}
+
+void Plan::set_round_keys() {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (params_[i].record.is_double()) continue;
+        ArrayRef<float>& ref = ref_of<float>(i);
+        if (ref.state_format == StateFormat::bf16_stochastic)
+            ref.round_key = round_key(seed_, std::uint64_t(positions_[i]), std::uint64_t(steps_done_[i] + 1));
+    }
 }
 
 void Plan::set_clock(int param, std::int64_t steps_done, bool fresh) {
@@ -411,6 +453,7 @@ double clip_coefficient(double max_norm, double norm) {
 
 void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome) {
     fold_step();
+    if (any_bfloat16_ && stochastic_) set_round_keys();
     const ThreadPolicy::Decision decision = threads_.decide();
     const bool measure = options.max_norm >= 0 || options.skip_nonfinite;
     bool in_sweep = source == Source::grads_and_buffers;  // the last micro-batch added by the update's own loads

@@ -60,15 +60,24 @@ public:
     // params: the arrays to update; states[i]: one array or None per slot of the rule, named
     // slot_names (for messages); groups[i]: the group of params[i]; names[i]: the key of
     // params[i] in a grads dict; extras[i]: its accumulation buffer and its EMA, each an array
-    // or None (all parameters have one or none). Every array is validated here:
-    // ValueError/TypeError if unfit.
+    // or None (all parameters have one or none); bfloat16_state[i] (empty: all false): the
+    // state arrays of params[i] hold bfloat16 (float32 parameters only). Every array is
+    // validated here: ValueError/TypeError if unfit.
     Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
-         py::list names, int group_count, std::vector<std::string> slot_names, py::list extras);
+         py::list names, int group_count, std::vector<std::string> slot_names, py::list extras,
+         std::vector<bool> bfloat16_state);
 
     // The most steps a group may take: torch keeps step counts as floats, exact up to 2**53.
     static constexpr std::int64_t kMaxSteps = std::int64_t(1) << 53;
 
     void set_hyper(int group, const std::vector<double>& row);
+    // How bfloat16 state rounds: to nearest even, or stochastically from the counter-based
+    // generator keyed by `seed` (bfloat16.hpp).
+    void set_rounding(bool stochastic, std::uint64_t seed);
+    // The generator's counters: each parameter's position in the optimizer it belongs to and the
+    // index of its first element within that optimizer's parameter (a shard's pieces keep their
+    // whole parameter's). Default: its place in this plan, and 0.
+    void set_counters(const std::vector<std::int64_t>& positions, const std::vector<std::int64_t>& first_indices);
     // Each parameter's clock: its steps taken, whether its state holds nothing yet, and its
     // running scalars (torch keeps `step` per parameter).
     void set_clock(int param, std::int64_t steps_done, bool fresh);
@@ -178,6 +187,7 @@ private:
     void take_grads(py::handle grads, bool buffers_only = false);
     void accumulate_now(double grad_mult, int threads);  // the buffers += the gradients given, ·grad_mult
     void clear_buffers();
+    void set_round_keys();  // this step's key of every parameter with stochastically rounded state
     void lerp_left_out(double weight);  // the EMA of the parameters a step left out
     double next_ema_weight() const;     // torch's lerp weight 1 − decay of the next EMA update
     // Every parameter and state array (or only the accumulation buffers) as validated; no Python code.
@@ -205,6 +215,10 @@ private:
     std::vector<char> active_;  // per parameter: this step updates it
     std::size_t active_count_ = 0;
     bool has_extra_[kExtras] = {false, false};
+    bool any_bfloat16_ = false;
+    bool stochastic_ = false;
+    std::uint64_t seed_ = 0;
+    std::vector<std::int64_t> positions_;  // per parameter: the generator's position
     std::int64_t pending_ = 0;
     std::vector<char> touched_;  // per parameter: its buffer holds a gradient
     double ema_decay_ = -1;

@@ -44,16 +44,17 @@ struct ScaleRequest {
 };
 using ScaleFunction = void (*)(const ScaleRequest&);
 
-// The bandwidth probe: one sweep reading `reads` arrays of n elements and writing `writes`.
+// The bandwidth probe: one sweep reading `reads` arrays of n elements and writing `writes`, and
+// reading and writing `halves` arrays of n 16-bit elements (bfloat16 state), which follow them.
 struct ProbeRequest {
     void* const* arrays;
     bool is_double;
-    int reads, writes;
+    int reads, writes, halves;
     index_t n;
     int threads;
     index_t prefetch_above;
 };
-using ProbeFunction = bool (*)(const ProbeRequest&);  // false if reads/writes are out of range
+using ProbeFunction = bool (*)(const ProbeRequest&);  // false if reads/writes/halves are out of range
 
 // Defined by cpp/src/kernels.cpp, compiled once per target with its own flags.
 #define FASTOPTIM_DECLARE_TARGET(name)       \

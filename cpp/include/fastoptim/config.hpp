@@ -18,8 +18,10 @@
 
 #if defined(_MSC_VER)
 #define FASTOPTIM_INLINE __forceinline
+#define FASTOPTIM_LAMBDA_INLINE
 #else
 #define FASTOPTIM_INLINE inline __attribute__((always_inline))
+#define FASTOPTIM_LAMBDA_INLINE __attribute__((always_inline))  // after a lambda's parameter list
 #endif
 
 namespace fastoptim {

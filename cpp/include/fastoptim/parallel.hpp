@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <type_traits>
 
 #include "sweep.hpp"
 
@@ -91,8 +92,8 @@ void sweep_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
 
 // The sums of squares Rule::measure gives for elements [lo, hi) of one array: element i goes
 // to lane (i − lo) mod 16, lanes are added pairwise in double.
-template <class Rule, class T, class V = NativeVec<T>>
-void measure_block(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a, index_t lo, index_t hi,
+template <class Rule, class T, class A, class V = NativeVec<T>>
+void measure_block(const typename Rule::template Coeffs<T>& c, const A& a, index_t lo, index_t hi,
                    bool prefetch, double* out) {
     constexpr int n_norms = Rule::norms, w = V::width, groups = kLanes / w;
     static_assert(kLanes % w == 0, "vector width must divide the lane count");
@@ -135,7 +136,16 @@ void measure_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
         while (w.block_offsets[k + 1] <= b) ++k;
         const index_t begin = (b - w.block_offsets[k]) * kBlock;
         const index_t end = std::min(begin + kBlock, w.arrays[k].size);
-        measure_block<Rule, T>(coeffs_of<Rule>(w, k), w.arrays[k], begin, end, prefetch, w.partials + b * Rule::norms);
+        const ArrayRef<T>& a = w.arrays[k];
+        double* out = w.partials + b * Rule::norms;
+        if constexpr (std::is_same_v<T, float>) {
+            if (a.state_format != StateFormat::native) {  // read only: either rounding reads alike
+                measure_block<Rule, T>(coeffs_of<Rule>(w, k), StoredAs<T, StateFormat::bf16_nearest>(a), begin, end,
+                                       prefetch, out);
+                continue;
+            }
+        }
+        measure_block<Rule, T>(coeffs_of<Rule>(w, k), a, begin, end, prefetch, out);
     }
 }
 

@@ -36,14 +36,19 @@ FASTOPTIM_INLINE void prefetch_line(const char* p) {
 #endif
 }
 
-// The arrays of one sweep, as bytes, to prefetch ahead of element i.
+// The arrays of one sweep, as bytes, to prefetch ahead of element i. A stream may hold
+// elements of half T's size (bfloat16 state beside float32 parameters).
 template <class T>
 struct Streams {
     const char* base[kMaxStreams];
+    unsigned char halved[kMaxStreams];
     int count = 0;
 
-    void add(const T* p) {
-        if (p != nullptr && count < kMaxStreams) base[count++] = reinterpret_cast<const char*>(p);
+    void add(const void* p, bool half = false) {
+        if (p != nullptr && count < kMaxStreams) {
+            halved[count] = half;
+            base[count++] = static_cast<const char*>(p);
+        }
     }
     static constexpr index_t ahead = kPrefetchBytes / index_t(sizeof(T));  // elements
 
@@ -53,10 +58,18 @@ struct Streams {
     FASTOPTIM_INLINE void fetch(index_t i) const {
         constexpr index_t bytes = n * index_t(sizeof(T));
         const index_t at = (i + ahead) * index_t(sizeof(T));
-        for (int s = 0; s < count; ++s)
-            for (index_t b = 0; b < bytes; b += kLineBytes) prefetch_line(base[s] + at + b);
+        for (int s = 0; s < count; ++s) {
+            const int h = halved[s];
+            for (index_t b = 0; b < (bytes >> h); b += kLineBytes) prefetch_line(base[s] + (at >> h) + b);
+        }
     }
 };
+
+// The bytes of one element of `a`'s state slots.
+template <class T>
+index_t state_bytes(const ArrayRef<T>& a) {
+    return a.state_format == StateFormat::native ? index_t(sizeof(T)) : 2;
+}
 
 // The arrays of `a` a pass reads: p, g when `grad`, and the first `slots` state slots that
 // exist; none unless `prefetch`. Prefetching an array the pass skips would cost bandwidth.
@@ -66,7 +79,8 @@ Streams<T> streams_of(const ArrayRef<T>& a, bool prefetch, bool grad, int slots)
     if (!prefetch) return streams;
     streams.add(a.param);
     if (grad) streams.add(a.grad);
-    for (int s = 0; s < slots; ++s) streams.add(a.state[s]);
+    const bool half = state_bytes(a) < index_t(sizeof(T));
+    for (int s = 0; s < slots; ++s) streams.add(a.state[s], half);
     if (grad) streams.add(a.accumulated);
     streams.add(a.ema);
     return streams;
@@ -76,9 +90,10 @@ Streams<T> streams_of(const ArrayRef<T>& a, bool prefetch, bool grad, int slots)
 template <class T>
 index_t bytes_of(const ArrayRef<T>& a) {
     int arrays = (a.param != nullptr) + (a.grad != nullptr);
-    for (const T* s : a.state) arrays += s != nullptr;
     arrays += (a.accumulated != nullptr) + (a.ema != nullptr);
-    return a.size * index_t(sizeof(T)) * arrays;
+    int slots = 0;
+    for (const void* s : a.state) slots += s != nullptr;
+    return a.size * (index_t(sizeof(T)) * arrays + state_bytes(a) * slots);
 }
 
 FASTOPTIM_TARGET_END

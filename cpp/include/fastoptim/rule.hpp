@@ -17,7 +17,16 @@ namespace fastoptim {
 // every target's kernels. They carry no code, so no target's instructions can leak through them.
 inline constexpr int kMaxStateSlots = 4;
 
+// How a parameter's state slots are stored: as the parameter's type, or (float32 parameters
+// only) as bfloat16 bit patterns, rounded to nearest even or stochastically (bfloat16.hpp).
+// Arithmetic is the parameter's type either way; only the storage shrinks.
+enum class StateFormat : std::uint8_t { native, bf16_nearest, bf16_stochastic };
+
 // One parameter array with its gradient and its state arrays (unused slots are null).
+// `state` points at T elements, or at std::uint16_t bfloat16 patterns when state_format says so.
+// Stochastic rounding draws from a counter (bfloat16.hpp): element i of this array is element
+// first_index + i of its parameter (a shard's elements keep their parameter's counters), and
+// round_key is the key of (seed, parameter position, step) the caller set for this step.
 // Rules that scale a whole array by a ratio of norms (LAMB, LARS) find it at *ratio.
 // Every gradient element is read as grad[i]·grad_mult: a step's loss scale and clipping
 // coefficient fold into it (1/scale × clip), so neither is ever written into the gradients;
@@ -28,9 +37,10 @@ inline constexpr int kMaxStateSlots = 4;
 // parameter value as torch's lerp with weight `ema_weight` = 1 − decay.
 template <class T>
 struct ArrayRef {
+    using value_type = T;
     T* param = nullptr;
     const T* grad = nullptr;
-    T* state[kMaxStateSlots] = {};
+    void* state[kMaxStateSlots] = {};
     index_t size = 0;
     const T* ratio = nullptr;
     T grad_mult = T(1);
@@ -38,6 +48,12 @@ struct ArrayRef {
     T* cleared = nullptr;
     T* ema = nullptr;
     T ema_weight = T(0);
+    StateFormat state_format = StateFormat::native;
+    index_t first_index = 0;
+    std::uint64_t round_key = 0;
+    // What the update of this type reads: ArrayRef itself is always native (sweep.hpp hands the
+    // rules a StoredAs view for the other formats).
+    static constexpr StateFormat kStateFormat = StateFormat::native;
 };
 
 // Where a parameter group is in its life: `step` counts this step (1 on the first), `fresh`
@@ -56,12 +72,13 @@ struct Clock {
 FASTOPTIM_TARGET_BEGIN
 
 // How a rule's update reads and writes elements [i, i + V::width) of its arrays. Every rule goes
-// through these, never through the pointers: how a slot is stored (today, as the parameter's
-// type) can then change in one place, without touching any rule.
-template <class V, class T>
-FASTOPTIM_INLINE V load_param(const ArrayRef<T>& a, index_t i) { return V::load(a.param + i); }
-template <class V, class T>
-FASTOPTIM_INLINE V load_grad(const ArrayRef<T>& a, index_t i) {
+// through these, never through the pointers, and takes its arrays as any type A: an ArrayRef, or
+// a StoredAs view whose state is bfloat16 (bfloat16.hpp). How a slot is stored is then decided
+// here, at compile time, without touching any rule.
+template <class V, class A>
+FASTOPTIM_INLINE V load_param(const A& a, index_t i) { return V::load(a.param + i); }
+template <class V, class A>
+FASTOPTIM_INLINE V load_grad(const A& a, index_t i) {
     const V g = V::load(a.grad + i) * V(a.grad_mult);
     return a.accumulated ? V::load(a.accumulated + i) + g : g;
 }
@@ -70,18 +87,24 @@ template <class V, class T>
 FASTOPTIM_INLINE V lerp_toward(const V& ema, const V& p, T w) {
     return w < T(0.5) ? ema + V(w) * (p - ema) : p - (p - ema) * V(T(1) - w);
 }
-template <class V, class T>
-FASTOPTIM_INLINE V load_state(const ArrayRef<T>& a, int slot, index_t i) { return V::load(a.state[slot] + i); }
+template <class V, class A>
+FASTOPTIM_INLINE V load_state(const A& a, int slot, index_t i) {
+    using T = typename V::value_type;
+    if constexpr (A::kStateFormat == StateFormat::native) return V::load(static_cast<const T*>(a.state[slot]) + i);
+    else return a.template load_stored<V>(slot, i);
+}
 // The last write of an element's update: the extras that follow a new parameter value go here.
-template <class T, class V>
-FASTOPTIM_INLINE void store_param(const ArrayRef<T>& a, index_t i, const V& value) {
+template <class A, class V>
+FASTOPTIM_INLINE void store_param(const A& a, index_t i, const V& value) {
     value.store(a.param + i);
     if (a.ema) lerp_toward(V::load(a.ema + i), value, a.ema_weight).store(a.ema + i);
-    if (a.cleared) V(T(0)).store(a.cleared + i);
+    if (a.cleared) V(typename V::value_type(0)).store(a.cleared + i);
 }
-template <class T, class V>
-FASTOPTIM_INLINE void store_state(const ArrayRef<T>& a, int slot, index_t i, const V& value) {
-    value.store(a.state[slot] + i);
+template <class A, class V>
+FASTOPTIM_INLINE void store_state(const A& a, int slot, index_t i, const V& value) {
+    using T = typename V::value_type;
+    if constexpr (A::kStateFormat == StateFormat::native) value.store(static_cast<T*>(a.state[slot]) + i);
+    else a.store_stored(slot, i, value);
 }
 
 // What a rule has unless it says otherwise: no per-group running scalars, no norms, and a

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
+#include "bfloat16.hpp"
 #include "prefetch.hpp"
 #include "rule.hpp"
 #include "vec.hpp"
@@ -52,15 +54,40 @@ FASTOPTIM_INLINE void walk(const Streams<T>& streams, const T* lead, index_t siz
     for (; i < end; ++i) visit(Scalar<T>(T(0)), i);
 }
 
+// Rule over [begin, end) of `arrays`, an ArrayRef or a StoredAs view (bfloat16.hpp).
+template <class Rule, class V, class A, class Coeffs>
+void sweep_view(const Coeffs& coeffs, const A& arrays, index_t begin, index_t end, bool prefetch) {
+    // Local copies: the stores through float pointers (and SIMD stores, which may alias anything)
+    // could otherwise alias the coefficients and the pointers, forcing a reload of every one per
+    // element and keeping the flags' branches in the loop.
+    const Coeffs c = coeffs;
+    const A a = arrays;
+    const Streams<typename A::value_type> streams = streams_of(a, prefetch, Rule::update_reads_grad, kMaxStateSlots);
+    if constexpr (A::kStateFormat == StateFormat::native) {
+        walk<V>(streams, a.param, a.size, begin, end,
+                [&](auto vec, index_t i) { Rule::template update<decltype(vec)>(c, a, i); });
+    } else {
+        // Converting the state doubles the update's instructions: inlined into the loop, its
+        // constants are set once per sweep instead of once per vector, and the sweep keeps pace
+        // with the memory.
+        walk<V>(streams, a.param, a.size, begin, end,
+                [&](auto vec, index_t i) FASTOPTIM_LAMBDA_INLINE { Rule::template update<decltype(vec)>(c, a, i); });
+    }
+}
+
 template <class Rule, class T, class V = NativeVec<T>>
-void sweep(const typename Rule::template Coeffs<T>& coeffs, const ArrayRef<T>& arrays, index_t begin, index_t end,
+void sweep(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& arrays, index_t begin, index_t end,
            bool prefetch) {
-    // Local copies: the stores through float pointers could otherwise alias the coefficients,
-    // forcing a reload of every constant per element and keeping the flags' branches in the loop.
-    const typename Rule::template Coeffs<T> c = coeffs;
-    const ArrayRef<T> a = arrays;
-    walk<V>(streams_of(a, prefetch, Rule::update_reads_grad, kMaxStateSlots), a.param, a.size, begin, end,
-            [&](auto vec, index_t i) { Rule::template update<decltype(vec)>(c, a, i); });
+    if constexpr (std::is_same_v<T, float>) {  // each state format is its own loop, chosen once per array
+        const auto run = [&](const auto& view, index_t b, index_t e) { sweep_view<Rule, V>(c, view, b, e, prefetch); };
+        switch (arrays.state_format) {
+            case StateFormat::bf16_nearest: return for_each_stretch<StateFormat::bf16_nearest>(arrays, begin, end, run);
+            case StateFormat::bf16_stochastic:
+                return for_each_stretch<StateFormat::bf16_stochastic>(arrays, begin, end, run);
+            case StateFormat::native: break;
+        }
+    }
+    sweep_view<Rule, V>(c, arrays, begin, end, prefetch);
 }
 
 // The whole array on the calling thread: the entry point for C++ users of one rule.

@@ -72,8 +72,8 @@ struct Adam : RuleBase {
         return c;
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         V p, g, m, v;
         advance_moments(c.moments, a, i, p, g, m, v);
         V v_hat = v;

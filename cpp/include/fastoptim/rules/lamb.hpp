@@ -67,8 +67,8 @@ struct Lamb : RuleBase {
         return m * V(c.inv_bias1) / (sqrt(v * V(c.inv_bias2)) + V(c.eps)) + V(c.weight_decay) * p;
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void measure(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i, V* squares) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void measure(const Coeffs<T>& c, const A& a, index_t i, V* squares) {
         const V p = load_param<V>(a, i), g = load_grad<V>(a, i);
         const V m = V(c.beta1) * load_state<V>(a, 0, i) + V(c.one_minus_beta1) * g;
         const V v = V(c.beta2) * load_state<V>(a, 1, i) + V(c.one_minus_beta2) * (g * g);
@@ -84,8 +84,8 @@ struct Lamb : RuleBase {
         return norms[0] > 0 && norms[1] > 0 ? T(norms[0] / norms[1]) : T(1);
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         const V p = load_param<V>(a, i);
         const V r = direction(c, p, load_state<V>(a, 0, i), load_state<V>(a, 1, i));
         store_param(a, i, p - V(c.lr * *a.ratio) * r);

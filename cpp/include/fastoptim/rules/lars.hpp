@@ -51,8 +51,8 @@ struct Lars : RuleBase {
         return {T(h.lr), T(h.momentum), T(h.weight_decay), h.trust_coefficient, h.weight_decay};
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void measure(const Coeffs<T>&, const ArrayRef<T>& a, index_t i, V* squares) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void measure(const Coeffs<T>&, const A& a, index_t i, V* squares) {
         const V w = load_param<V>(a, i), g = load_grad<V>(a, i);
         squares[0] = w * w;
         squares[1] = g * g;
@@ -64,8 +64,8 @@ struct Lars : RuleBase {
         return T(c.trust_coefficient * norms[0] / (norms[1] + c.weight_decay_wide * norms[0]));
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         const V w = load_param<V>(a, i), g = load_grad<V>(a, i);
         const V v = V(c.momentum) * load_state<V>(a, 0, i) + V(c.lr * *a.ratio) * (g + V(c.weight_decay) * w);
         store_state(a, 0, i, v);

@@ -52,8 +52,8 @@ struct Lion : RuleBase {
                 h.maximize != 0 ? T(-1) : T(1)};
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         const V p = load_param<V>(a, i);
         const V g = load_grad<V>(a, i) * V(c.grad_sign);
         const V m = load_state<V>(a, 0, i);

@@ -45,8 +45,8 @@ struct LookaheadSync : RuleBase {
         return {T(h.alpha)};
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         const V slow = load_state<V>(a, 0, i);
         const V merged = slow + V(c.alpha) * (load_param<V>(a, i) - slow);
         store_state(a, 0, i, merged);

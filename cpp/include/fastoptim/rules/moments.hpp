@@ -36,8 +36,8 @@ Moments<T> fold_moments(double lr, double beta1, double beta2, double weight_dec
 
 // Loads p and g at i, applies the sign and the weight decay, updates and stores m and v (state
 // slots 0 and 1), and leaves p, g, m and v in the arguments.
-template <class V, class T>
-FASTOPTIM_INLINE void advance_moments(const Moments<T>& c, const ArrayRef<T>& a, index_t i, V& p, V& g, V& m, V& v) {
+template <class V, class T, class A>
+FASTOPTIM_INLINE void advance_moments(const Moments<T>& c, const A& a, index_t i, V& p, V& g, V& m, V& v) {
     p = load_param<V>(a, i);
     g = load_grad<V>(a, i) * V(c.grad_sign);
     if (c.decays) p = p * V(c.decay);

@@ -79,8 +79,8 @@ struct Nadam : RuleBase {
         return c;
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         V p, g, m, v;
         advance_moments(c.moments, a, i, p, g, m, v);
         const V d = sqrt(v * V(c.inv_bias2)) + V(c.eps);

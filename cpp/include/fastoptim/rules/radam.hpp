@@ -73,8 +73,8 @@ struct Radam : RuleBase {
         return c;
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         V p, g, m, v;
         advance_moments(c.moments, a, i, p, g, m, v);
         const V step = c.rectified ? V(c.step_size) * m / (sqrt(v) + V(c.eps)) : V(c.step_size) * m;

@@ -73,8 +73,8 @@ struct Rmsprop : RuleBase {
         return c;
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         V p = load_param<V>(a, i);
         V g = load_grad<V>(a, i) * V(c.grad_sign);
         if (c.weight_decay != T(0)) g = g + V(c.weight_decay) * p;

@@ -56,8 +56,8 @@ struct Rprop : RuleBase {
                 h.maximize != 0 ? T(-1) : T(1), clock.fresh};
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         const V zero(T(0)), one(T(1));
         V g = load_grad<V>(a, i) * V(c.grad_sign);
         const V prev = c.fresh ? zero : load_state<V>(a, 0, i);

@@ -67,8 +67,8 @@ struct Sgd : RuleBase {
         return c;
     }
 
-    template <class V, class T>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const ArrayRef<T>& a, index_t i) {
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
         V p = load_param<V>(a, i);
         if (c.decays) p = p * V(c.decay);
         V g = load_grad<V>(a, i) * V(c.grad_sign);

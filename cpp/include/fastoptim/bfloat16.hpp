@@ -1,0 +1,261 @@
+// bfloat16 storage for float32 state, and the counter-based generator of stochastic rounding.
+//
+// A bfloat16 is the top 16 bits of a float32, so loading one is a shift and storing one is a
+// rounding of the low 16 bits, both done here in integer lanes: identical on SSE2, AVX2,
+// AVX-512 and in scalar code, with subnormals kept (no hardware conversion, which may flush).
+//
+//   nearest even:  b = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+//   stochastic:    b = (u + r) >> 16, r uniform in [0, 2^16): rounds up with probability
+//                  (u mod 2^16) / 2^16, the distance to the lower neighbour over the gap
+//   NaN:           sign | 0x7FC0 (a quiet NaN, as ml_dtypes), never an infinity
+//
+// The generator (shared with bfloat16 weights): one 32-bit draw per element serves two state
+// slots, r being its low 16 bits for an even slot and its high 16 bits for an odd one, of
+//   h = mix32(mix32(lo ^ k0) ^ k1),  mix32(x): x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
+//                                              x *= 0x846ca68b; x ^= x >> 16   (lowbias32)
+// where lo is the low 32 bits of the element's index within its parameter (never a shard's
+// or a thread's index), and (k0, k1) the low and high halves of
+//   pair_key = mix64(mix64(round_key ^ (slot / 2)) ^ (index >> 32)),
+//   round_key = mix64(mix64(mix64(seed + 0x9E3779B97F4A7C15) ^ position) ^ step),
+// mix64 being splitmix64's finalizer, `position` the parameter's place in its optimizer and
+// `step` its step count (1 on the first). The same (seed, position, step, slot, index) gives the
+// same bits whatever the target, the thread count or the sharding.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "rule.hpp"
+#include "vec.hpp"
+
+namespace fastoptim {
+
+// splitmix64's finalizer: a bijection of 64 bits with full avalanche.
+constexpr std::uint64_t mix64(std::uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+// The key of one parameter's stochastic rounding at one step.
+constexpr std::uint64_t round_key(std::uint64_t seed, std::uint64_t position, std::uint64_t step) {
+    return mix64(mix64(mix64(seed + 0x9E3779B97F4A7C15ULL) ^ position) ^ step);
+}
+
+// The key of the draws of state slots 2·pair and 2·pair + 1 for the elements whose index has
+// these high 32 bits.
+constexpr std::uint64_t pair_key(std::uint64_t round, int pair, std::uint64_t index_high) {
+    return mix64(mix64(round ^ std::uint64_t(pair)) ^ index_high);
+}
+
+FASTOPTIM_TARGET_BEGIN
+
+// 32-bit integer lanes beside each float vector: the few operations the conversions and the
+// generator need. SSE2 has no 32-bit multiply (pmulld is SSE4.1): two pmuludq instead.
+template <class V>
+struct Bits;
+
+template <>
+struct Bits<Scalar<float>> {
+    using R = std::uint32_t;
+    static FASTOPTIM_INLINE R of(Scalar<float> v) { R r; std::memcpy(&r, &v.x, 4); return r; }
+    static FASTOPTIM_INLINE Scalar<float> to_float(R r) { float f; std::memcpy(&f, &r, 4); return f; }
+    static FASTOPTIM_INLINE R set1(std::uint32_t c) { return c; }
+    static FASTOPTIM_INLINE R counters(std::uint32_t first) { return first; }
+    static FASTOPTIM_INLINE R add(R a, R b) { return a + b; }
+    static FASTOPTIM_INLINE R xor_(R a, R b) { return a ^ b; }
+    static FASTOPTIM_INLINE R and_(R a, R b) { return a & b; }
+    static FASTOPTIM_INLINE R or_(R a, R b) { return a | b; }
+    template <int n> static FASTOPTIM_INLINE R shr(R a) { return a >> n; }
+    static FASTOPTIM_INLINE R mul(R a, std::uint32_t c) { return a * c; }
+    static FASTOPTIM_INLINE R nan_or(Scalar<float> x, R nan, R r) { return x.x != x.x ? nan : r; }
+    static FASTOPTIM_INLINE R load16(const std::uint16_t* p) { std::uint16_t b; std::memcpy(&b, p, 2); return R(b) << 16; }
+    static FASTOPTIM_INLINE void store16(std::uint16_t* p, R r) { const std::uint16_t b = std::uint16_t(r >> 16); std::memcpy(p, &b, 2); }
+};
+
+#if defined(__SSE2__) || defined(_M_X64)
+template <>
+struct Bits<Sse2F32> {
+    using R = __m128i;
+    static FASTOPTIM_INLINE R of(Sse2F32 v) { return _mm_castps_si128(v.x); }
+    static FASTOPTIM_INLINE Sse2F32 to_float(R r) { return Sse2F32::wrap(_mm_castsi128_ps(r)); }
+    static FASTOPTIM_INLINE R set1(std::uint32_t c) { return _mm_set1_epi32(int(c)); }
+    static FASTOPTIM_INLINE R counters(std::uint32_t first) { return _mm_add_epi32(set1(first), _mm_setr_epi32(0, 1, 2, 3)); }
+    static FASTOPTIM_INLINE R add(R a, R b) { return _mm_add_epi32(a, b); }
+    static FASTOPTIM_INLINE R xor_(R a, R b) { return _mm_xor_si128(a, b); }
+    static FASTOPTIM_INLINE R and_(R a, R b) { return _mm_and_si128(a, b); }
+    static FASTOPTIM_INLINE R or_(R a, R b) { return _mm_or_si128(a, b); }
+    template <int n> static FASTOPTIM_INLINE R shr(R a) { return _mm_srli_epi32(a, n); }
+    static FASTOPTIM_INLINE R mul(R a, std::uint32_t c) {
+        const R k = set1(c);
+        const R even = _mm_mul_epu32(a, k);                                      // lanes 0, 2 as 64 bits
+        const R odd = _mm_mul_epu32(_mm_srli_epi64(a, 32), k);                   // lanes 1, 3
+        return _mm_unpacklo_epi32(_mm_shuffle_epi32(even, _MM_SHUFFLE(0, 0, 2, 0)),
+                                  _mm_shuffle_epi32(odd, _MM_SHUFFLE(0, 0, 2, 0)));
+    }
+    static FASTOPTIM_INLINE R nan_or(Sse2F32 x, R nan, R r) {
+        const R m = _mm_castps_si128(_mm_cmpunord_ps(x.x, x.x));
+        return _mm_or_si128(_mm_and_si128(m, nan), _mm_andnot_si128(m, r));
+    }
+    static FASTOPTIM_INLINE R load16(const std::uint16_t* p) {
+        return _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    }
+    static FASTOPTIM_INLINE void store16(std::uint16_t* p, R r) {
+        const R t = _mm_srai_epi32(r, 16);  // the top half, sign-extended: packs saturates nothing
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(t, t));
+    }
+};
+#endif
+
+#if defined(__AVX2__)
+template <>
+struct Bits<Avx2F32> {
+    using R = __m256i;
+    static FASTOPTIM_INLINE R of(Avx2F32 v) { return _mm256_castps_si256(v.x); }
+    static FASTOPTIM_INLINE Avx2F32 to_float(R r) { return Avx2F32::wrap(_mm256_castsi256_ps(r)); }
+    static FASTOPTIM_INLINE R set1(std::uint32_t c) { return _mm256_set1_epi32(int(c)); }
+    static FASTOPTIM_INLINE R counters(std::uint32_t first) {
+        return _mm256_add_epi32(set1(first), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    static FASTOPTIM_INLINE R add(R a, R b) { return _mm256_add_epi32(a, b); }
+    static FASTOPTIM_INLINE R xor_(R a, R b) { return _mm256_xor_si256(a, b); }
+    static FASTOPTIM_INLINE R and_(R a, R b) { return _mm256_and_si256(a, b); }
+    static FASTOPTIM_INLINE R or_(R a, R b) { return _mm256_or_si256(a, b); }
+    template <int n> static FASTOPTIM_INLINE R shr(R a) { return _mm256_srli_epi32(a, n); }
+    static FASTOPTIM_INLINE R mul(R a, std::uint32_t c) { return _mm256_mullo_epi32(a, set1(c)); }
+    static FASTOPTIM_INLINE R nan_or(Avx2F32 x, R nan, R r) {
+        return _mm256_blendv_epi8(r, nan, _mm256_castps_si256(_mm256_cmp_ps(x.x, x.x, _CMP_UNORD_Q)));
+    }
+    static FASTOPTIM_INLINE R load16(const std::uint16_t* p) {
+        return _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
+    }
+    static FASTOPTIM_INLINE void store16(std::uint16_t* p, R r) {
+        const R t = _mm256_srai_epi32(r, 16);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                         _mm_packs_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1)));
+    }
+};
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+template <>
+struct Bits<Avx512F32> {
+    using R = __m512i;
+    static FASTOPTIM_INLINE R of(Avx512F32 v) { return _mm512_castps_si512(v.x); }
+    static FASTOPTIM_INLINE Avx512F32 to_float(R r) { return Avx512F32::wrap(_mm512_castsi512_ps(r)); }
+    static FASTOPTIM_INLINE R set1(std::uint32_t c) { return _mm512_set1_epi32(int(c)); }
+    static FASTOPTIM_INLINE R counters(std::uint32_t first) {
+        return _mm512_add_epi32(set1(first), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    }
+    static FASTOPTIM_INLINE R add(R a, R b) { return _mm512_add_epi32(a, b); }
+    static FASTOPTIM_INLINE R xor_(R a, R b) { return _mm512_xor_si512(a, b); }
+    static FASTOPTIM_INLINE R and_(R a, R b) { return _mm512_and_si512(a, b); }
+    static FASTOPTIM_INLINE R or_(R a, R b) { return _mm512_or_si512(a, b); }
+    template <int n> static FASTOPTIM_INLINE R shr(R a) { return _mm512_srli_epi32(a, n); }
+    static FASTOPTIM_INLINE R mul(R a, std::uint32_t c) { return _mm512_mullo_epi32(a, set1(c)); }
+    static FASTOPTIM_INLINE R nan_or(Avx512F32 x, R nan, R r) {
+        return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(x.x, x.x, _CMP_UNORD_Q), r, nan);
+    }
+    static FASTOPTIM_INLINE R load16(const std::uint16_t* p) {
+        return _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+    }
+    static FASTOPTIM_INLINE void store16(std::uint16_t* p, R r) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+};
+#endif
+
+// lowbias32 (Wellons): a bijection of 32 bits, each output bit depending on every input bit.
+template <class B>
+FASTOPTIM_INLINE typename B::R mix32(typename B::R x) {
+    x = B::mul(B::xor_(x, B::template shr<16>(x)), 0x7feb352dU);
+    x = B::mul(B::xor_(x, B::template shr<15>(x)), 0x846ca68bU);
+    return B::xor_(x, B::template shr<16>(x));
+}
+
+// The float32 bits of x, with a NaN made the quiet NaN of its sign: no rounding then carries
+// it into an infinity.
+template <class V, class B = Bits<V>>
+FASTOPTIM_INLINE typename B::R quieted_bits(const V& x) {
+    const typename B::R u = B::of(x);
+    return B::nan_or(x, B::or_(B::and_(u, B::set1(0x80000000U)), B::set1(0x7FC00000U)), u);
+}
+
+template <class V>
+FASTOPTIM_INLINE V load_bfloat16(const std::uint16_t* p) { return Bits<V>::to_float(Bits<V>::load16(p)); }
+
+template <class V>
+FASTOPTIM_INLINE void store_bfloat16_nearest(std::uint16_t* p, const V& x) {
+    using B = Bits<V>;
+    const typename B::R u = quieted_bits(x);
+    const typename B::R odd = B::and_(B::template shr<16>(u), B::set1(1));
+    B::store16(p, B::add(u, B::add(odd, B::set1(0x7FFF))));
+}
+
+// `counter` is the low 32 bits of the first element's index within its parameter; key is
+// pair_key's (k0, k1) for the pair of `slot`. The two slots of a pair compute the same draw,
+// which the compiler computes once.
+template <class V>
+FASTOPTIM_INLINE void store_bfloat16_stochastic(std::uint16_t* p, const V& x, int slot, std::uint32_t counter,
+                                                const std::uint32_t key[2]) {
+    using B = Bits<V>;
+    const typename B::R h = mix32<B>(B::xor_(mix32<B>(B::xor_(B::counters(counter), B::set1(key[0]))), B::set1(key[1])));
+    const typename B::R r = slot % 2 == 0 ? B::and_(h, B::set1(0xFFFFU)) : B::template shr<16>(h);
+    B::store16(p, B::add(quieted_bits(x), r));
+}
+
+// An ArrayRef whose state slots hold bfloat16 patterns, as the rules read it (rule.hpp's
+// load_state and store_state call load_stored and store_stored). For stochastic rounding,
+// `keys` hold each pair of slots' key for elements whose index within the parameter has the
+// same high 32 bits; sweep.hpp cuts a sweep where that changes.
+template <class T, StateFormat F>
+struct StoredAs : ArrayRef<T> {
+    static_assert(std::is_same_v<T, float>, "bfloat16 state is for float32 parameters");
+    static constexpr StateFormat kStateFormat = F;
+    std::uint32_t keys[(kMaxStateSlots + 1) / 2][2] = {};
+
+    explicit StoredAs(const ArrayRef<T>& a) : ArrayRef<T>(a) {}
+
+    std::uint16_t* slot_bits(int slot) const { return static_cast<std::uint16_t*>(this->state[slot]); }
+    template <class V>
+    FASTOPTIM_INLINE V load_stored(int slot, index_t i) const { return load_bfloat16<V>(slot_bits(slot) + i); }
+    template <class V>
+    FASTOPTIM_INLINE void store_stored(int slot, index_t i, const V& value) const {
+        if constexpr (F == StateFormat::bf16_nearest)
+            store_bfloat16_nearest(slot_bits(slot) + i, value);
+        else
+            store_bfloat16_stochastic(slot_bits(slot) + i, value, slot,
+                                      std::uint32_t(std::uint64_t(this->first_index + i)), keys[slot / 2]);
+    }
+    // The keys of the elements whose index within the parameter has these high 32 bits.
+    void set_keys(std::uint64_t index_high) {
+        for (int pair = 0; pair < (kMaxStateSlots + 1) / 2; ++pair) {
+            const std::uint64_t k = pair_key(this->round_key, pair, index_high);
+            keys[pair][0] = std::uint32_t(k);
+            keys[pair][1] = std::uint32_t(k >> 32);
+        }
+    }
+};
+
+// f(view, begin, end) over [begin, end) of `a` seen with state format F, cut where the high 32
+// bits of the element's index within its parameter change (arrays past 2^32 elements).
+template <StateFormat F, class T, class F2>
+FASTOPTIM_INLINE void for_each_stretch(const ArrayRef<T>& a, index_t begin, index_t end, const F2& f) {
+    StoredAs<T, F> view(a);
+    if constexpr (F == StateFormat::bf16_nearest) {
+        f(view, begin, end);
+    } else {
+        constexpr index_t span = index_t(1) << 32;
+        for (index_t lo = begin; lo < end;) {
+            const index_t at = a.first_index + lo;
+            const index_t hi = std::min(end, lo + (span - at % span));
+            view.set_keys(std::uint64_t(at) >> 32);
+            f(view, lo, hi);
+            lo = hi;
+        }
+    }
+}
+
+FASTOPTIM_TARGET_END
+}  // namespace fastoptim

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
-from fastoptim import _bench, _omp
+from fastoptim import _bench, _core, _omp
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
@@ -311,3 +311,38 @@ def test_pipeline_times_every_variant(tmp_path: Path, capsys: pytest.CaptureFixt
         pipeline.numpy_ema(ema, with_ema.param_groups[0]["params"], 0.9)
     for name, e in enumerate(ema):
         np.testing.assert_allclose(with_ema.ema[name], e, rtol=1e-6, atol=1e-7)
+
+
+def test_state_dtype_times_both_layouts_and_their_probes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--state-dtype bfloat16: float32 state, bfloat16 state (both roundings) and the probes of
+    both layouts' bytes, one row per size, with the speed-ups and fractions of probe."""
+    from fastoptim._bench import state_dtype
+
+    code = _bench.main(["--state-dtype", "bfloat16", "--sizes", "1e3,1e4", "--repeats", "2", "--max-repeats", "2",
+                        "--min-time", "0.001", "--warmup", "1", "--out", str(tmp_path)])
+    assert code == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[0] == "work" and [row.split()[0] for row in table[2:4]] == ["1e3", "1e4"]
+    saved = json.loads((tmp_path / "state_dtype.json").read_text())
+    assert saved["state_dtype"] == "bfloat16"
+    for record in saved["results"]:
+        assert set(record["variants"]) == set(state_dtype.VARIANTS)
+        for figures in record["variants"].values():
+            assert figures["best_ms"] > 0 and figures["steps"] >= 2
+        bf16 = record["variants"]["bfloat16 state"]
+        assert bf16["speedup_best"] == pytest.approx(record["variants"]["float32 state"]["best_ms"] / bf16["best_ms"])
+
+
+def test_the_probe_sweeps_bfloat16_bytes_beside_float32_ones() -> None:
+    """Trailing uint16 arrays are read and written beside the float32 ones; anything else is refused."""
+    n = 40_000
+    floats = [np.full(n, 1.0, np.float32) for _ in range(2)]
+    halves = [np.full(n, 0x3F80, np.uint16) for _ in range(2)]
+    _core.probe(floats + halves, 1, 2)
+    assert (halves[0] != 0x3F80).all() and (floats[1] == 1.0).all()  # written; read only
+    with pytest.raises(TypeError):
+        _core.probe(halves + floats, 1, 1)  # uint16 first
+    with pytest.raises(TypeError):
+        _core.probe([np.zeros(n)] + halves, 1, 1)  # beside float64
+    with pytest.raises(ValueError, match="writes counts the float arrays"):
+        _core.probe(floats[:1] + halves, 2, 1)

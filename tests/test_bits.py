@@ -10,7 +10,7 @@ import pytest
 
 import fastoptim as fo
 from problems import make_problem
-from registry import ARG_CASES, arg_id
+from registry import ARG_CASES, CASES, arg_id
 
 SHAPES = [(10**6 + 3,), (7,), (1025,), (33, 31), ()]
 
@@ -77,3 +77,20 @@ def _offset_trajectory(case, kwargs, dtype, target, threads, prefetch_above):
 @pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
 def test_same_bytes_whatever_the_alignment(case, kwargs, dtype, restore_runtime):
     _assert_same_everywhere(_offset_trajectory, case, kwargs, dtype)
+
+
+# bfloat16 state, rounded to nearest even and stochastically: the same bytes too, state included
+# (the generator's counters are the element's index within its parameter, never a piece's).
+BFLOAT16 = [dict(state_dtype="bfloat16"), dict(state_dtype="bfloat16", state_rounding="stochastic", seed=3)]
+BFLOAT16_CASES = [(case, {**kwargs, **layout}) for case in CASES for kwargs in case.arg_sets[:2] for layout in BFLOAT16]
+
+
+@pytest.mark.parametrize(("case", "kwargs"), BFLOAT16_CASES, ids=arg_id)
+def test_bfloat16_state_gives_the_same_bytes_everywhere(case, kwargs, restore_runtime):
+    _assert_same_everywhere(_trajectory, case, kwargs, np.float32)
+
+
+@pytest.mark.parametrize(("case", "kwargs"), [(c, {**c.arg_sets[0], **layout}) for c in CASES for layout in BFLOAT16],
+                         ids=arg_id)
+def test_bfloat16_state_gives_the_same_bytes_whatever_the_alignment(case, kwargs, restore_runtime):
+    _assert_same_everywhere(_offset_trajectory, case, kwargs, np.float32)

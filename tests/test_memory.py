@@ -12,12 +12,19 @@ import pytest
 
 from registry import CASES
 
+# float32 and float64 parameters with state of their dtypes; float32 ones with bfloat16 state
+LAYOUTS = {"native": {}, "bfloat16": {"state_dtype": "bfloat16", "state_rounding": "stochastic"}}
 
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_steps_allocate_no_python_or_numpy_memory(case, rng):
-    params = [rng.standard_normal(50_000).astype(np.float32), rng.standard_normal((64, 33))]
+def test_steps_allocate_no_python_or_numpy_memory(case, layout, rng):
+    second = (64, 33) if layout == "native" else (64, 31)
+    params = [rng.standard_normal(50_000).astype(np.float32), rng.standard_normal(second)]
+    if layout != "native":
+        params[1] = params[1].astype(np.float32)
     grads = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
-    opt = case.cls(params, **case.arg_sets[-1])
+    opt = case.cls(params, **case.arg_sets[-1], **LAYOUTS[layout])
     opt.step(grads)
     tracemalloc.start()
     try:

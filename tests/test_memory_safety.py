@@ -255,6 +255,40 @@ def test_the_ema_and_accumulation_buffers_cannot_be_swapped_from_under_a_step():
     """)
 
 
+def test_bfloat16_state_arrays_are_held_like_any_other():
+    """bfloat16 state (2-byte elements beside 4-byte parameters): a smaller replacement, one
+    reloaded in place, or one re-typed in place (float16: the same element size) is refused at
+    the next step with nothing changed, never read or written past its end."""
+    run_child("""
+        n = 1_000_000
+        g = [np.ones(n, np.float32)]
+        def adam():
+            p = np.zeros(n, np.float32)
+            opt = fo.Adam([p], state_dtype="bfloat16", state_rounding="stochastic")
+            opt.step(g)
+            return p, p.copy(), opt
+        p, before, opt = adam()
+        m = opt.state[0]["exp_avg"]
+        refused(lambda: m.resize(10, refcheck=False), ValueError, "cannot resize")
+        m.__setstate__(np.zeros(10, np.uint16).__reduce__()[2])
+        refused(lambda: opt.step(g), ValueError, "state[0]['exp_avg'] now has shape (10,)")
+        assert (p == before).all()
+        p, before, opt = adam()
+        opt.state[0]["exp_avg"] = np.zeros(10, fo.bfloat16_dtype())
+        refused(lambda: opt.step(g), ValueError, "state[0]['exp_avg'] has shape (10,)")
+        assert (p == before).all()
+        p, before, opt = adam()
+        v = opt.state[0]["exp_avg_sq"]
+        v.dtype = np.float16
+        refused(lambda: opt.step(g), ValueError, "state[0]['exp_avg_sq'] now has dtype float16")
+        assert (p == before).all()
+        v.dtype = fo.bfloat16_dtype()
+        opt.step(g)
+        assert (p != before).all()
+        print("ok")
+    """)
+
+
 @pytest.mark.parametrize(("on_state", "attribute", "value", "back", "message"), [
     (False, "writeable", False, True, "params[0] is read-only now"),
     (False, "dtype", np.int32, np.float32, "params[0] now has dtype int32 (it was float32)"),

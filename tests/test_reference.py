@@ -80,17 +80,25 @@ def _minimize(case, settings, gradient, x, steps, decay):
     """Run `settings` on `gradient`, shrinking every group's lr by `decay` per step."""
     opt = case.cls([x], **settings)
     for _ in range(steps):
-        opt.step([gradient(x)])
+        opt.step([gradient(x).astype(x.dtype)])
         for group in opt.param_groups:
             group["lr"] *= decay
     return x
 
 
+# float64 with state of its dtype; float32 with its state stored as bfloat16, both roundings
+LAYOUTS = {"float64": (np.float64, {}),
+           "bfloat16-state": (np.float32, {"state_dtype": "bfloat16"}),
+           "bfloat16-stochastic": (np.float32, {"state_dtype": "bfloat16", "state_rounding": "stochastic"})}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", CASES, ids=arg_id)
-def test_reaches_the_minimum_of_a_convex_quadratic(case):
+def test_reaches_the_minimum_of_a_convex_quadratic(case, layout):
     # f(x) = 0.5 * sum(a * (x - c)^2), minimum at c
+    dtype, options = LAYOUTS[layout]
     a, c = np.linspace(0.5, 2.0, 16), np.linspace(-1.0, 1.0, 16)
-    x = _minimize(case, case.solve, lambda x: a * (x - c), np.full(16, 0.1), 4000, 0.999)
+    x = _minimize(case, {**case.solve, **options}, lambda x: a * (x - c), np.full(16, 0.1, dtype), 4000, 0.999)
     np.testing.assert_allclose(x, c, atol=2e-2)
 
 
@@ -102,8 +110,36 @@ def rosenbrock_gradient(x):
     return np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2), 200 * (x[1] - x[0] ** 2)])
 
 
-@pytest.mark.parametrize("case", CASES, ids=arg_id)
-def test_makes_progress_on_rosenbrock(case):
-    start = np.array([-1.2, 1.0])
-    x = _minimize(case, case.rosenbrock or case.solve, rosenbrock_gradient, start.copy(), 3000, 0.9999)
+# Ranger (β2 = 0.999 at a low lr) with bfloat16 state rounded to nearest stalls in the valley: its
+# second moment cannot decay (test_nearest_rounding_cannot_decay_a_moment_stochastic_rounding_can);
+# stochastic rounding is the cure, and is tested here.
+ROSENBROCK = [(case, layout) for case in CASES for layout in LAYOUTS
+              if not (case.name == "ranger" and layout == "bfloat16-state")]
+
+
+@pytest.mark.parametrize(("case", "layout"), ROSENBROCK, ids=arg_id)
+def test_makes_progress_on_rosenbrock(case, layout):
+    dtype, options = LAYOUTS[layout]
+    start = np.array([-1.2, 1.0], dtype)
+    x = _minimize(case, {**(case.rosenbrock or case.solve), **options}, rosenbrock_gradient, start.copy(), 3000,
+                  0.9999)
     assert rosenbrock(x) < 0.1 * rosenbrock(start), (x, rosenbrock(x))
+
+
+def test_nearest_rounding_cannot_decay_a_moment_stochastic_rounding_can():
+    """Why bfloat16 state offers stochastic rounding: with β2 = 0.999 and gradients that vanish,
+    v ← 0.999·v changes v by less than half a bfloat16 ulp (2**-9), so rounding to nearest keeps
+    v where it was forever; stochastic rounding decays it as 0.999**t in expectation."""
+    def run(rounding):
+        x = np.ones(100_000, np.float32)
+        opt = fo.Adam([x], lr=0.0, betas=(0.9, 0.999), state_dtype="bfloat16", state_rounding=rounding)
+        opt.step([np.ones_like(x)])  # v = 0.001 (rounded)
+        first = opt.state[0]["exp_avg_sq"].astype(np.float64).mean()
+        for _ in range(500):
+            opt.step([np.zeros_like(x)])
+        return first, opt.state[0]["exp_avg_sq"].astype(np.float64).mean()
+
+    first, stalled = run("nearest")
+    assert stalled == first
+    first, decayed = run("stochastic")
+    assert abs(decayed / first - 0.999**500) < 0.01 * 0.999**500

@@ -29,6 +29,7 @@ from ._config import (
     show_config,
 )
 from ._core import __version__
+from ._state_format import bfloat16_dtype
 from ._step_options import StepInfo
 from .adabound import AdaBound
 from .adadelta import Adadelta
@@ -64,6 +65,7 @@ __all__ = [
     "Optimizer",
     "ParamGroup",
     "StepInfo",
+    "bfloat16_dtype",
     "clip_grad_norm_",
     "get_total_norm",
     "__version__",

@@ -1,7 +1,8 @@
 """What a state dict must be to load: every part checked against the optimizer, nothing changed.
 
 A state dict is ``{"state": {name: {"step": n, <running scalars>, <slot>: array}},
-"param_groups": [{<hyper-parameters>, "params": [names]}]}``, as ``state_dict()`` makes it.
+"param_groups": [{<hyper-parameters>, "params": [names]}], "state_format": {...}}``, as
+``state_dict()`` makes it; its state arrays come back in the loading optimizer's layout.
 Anything else raises TypeError or ValueError naming the part at fault.
 """
 
@@ -13,6 +14,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from ._core import MAX_STEPS, rules
+from ._state_format import StateFormat, convert_saved, read_saved_format
 from ._validation import check_dtype_and_shape
 
 __all__ = ["MAX_STEPS", "Checked", "Clock", "check_state_dict", "read_hyper"]
@@ -49,6 +51,7 @@ class Optimizer(Protocol):
     _rule: ClassVar[str]
     _slots: ClassVar[tuple[str, ...]]
     _seeded_slots: ClassVar[tuple[str, ...]]
+    _state_format: StateFormat
 
     def _check_group(self, group: Mapping[str, Any]) -> None: ...
     def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]: ...
@@ -81,6 +84,7 @@ def check_state_dict(opt: Optimizer, state_dict: Any) -> Checked:
         raise TypeError(f"state_dict['state'] must be a dict, got {type(saved_state).__name__}")
     if not isinstance(saved_groups, (list, tuple)):
         raise TypeError(f"state_dict['param_groups'] must be a list of dicts, got {type(saved_groups).__name__}")
+    saved_format = read_saved_format(state_dict)
     held = opt._held
     if len(saved_groups) != len(held.groups):
         raise ValueError(f"state_dict has {len(saved_groups)} param groups; the optimizer has {len(held.groups)}")
@@ -100,7 +104,7 @@ def check_state_dict(opt: Optimizer, state_dict: Any) -> Checked:
         hyper = {**read_hyper(group), **read_hyper({k: v for k, v in saved.items() if isinstance(k, str)})}
         opt._check_group(hyper)
         needed = opt._needed_slots(hyper)
-        entries = [_check_entry(opt, name, saved_state.get(name, {"step": 0}), param, needed)
+        entries = [_check_entry(opt, name, saved_state.get(name, {"step": 0}), param, needed, saved_format.bfloat16)
                    for name, param in zip(names, params)]
         if rules()[opt._rule]["clock"] == "per_group":  # else each parameter keeps its own, as in torch
             first = entries[0]
@@ -119,7 +123,8 @@ def check_state_dict(opt: Optimizer, state_dict: Any) -> Checked:
     return merged, loaded, clocks
 
 
-def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, needed: Sequence[str]) -> _Entry:
+def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, needed: Sequence[str],
+                 saved_bfloat16: bool) -> _Entry:
     label = f"state_dict['state'][{name!r}]"
     if not isinstance(entry, Mapping):
         raise TypeError(f"{label} must be a dict, got {type(entry).__name__}")
@@ -152,7 +157,11 @@ def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, 
             continue
         if slot not in opt._slots:
             raise ValueError(f"{label}: {type(opt).__name__} has no state named {slot!r}")
-        arrays[slot] = check_dtype_and_shape(f"{label}[{slot!r}]", value, param)
+        if saved_bfloat16 and param.dtype != np.float32:
+            raise ValueError(f"{label}[{slot!r}] is saved as bfloat16 state, which only float32 parameters have; "
+                             f"this parameter is {param.dtype}")
+        checked = check_dtype_and_shape(f"{label}[{slot!r}]", value, param, saved_bfloat16)
+        arrays[slot] = convert_saved(checked, saved_bfloat16, opt._state_format.bfloat16)
     missing_slots = [s for s in needed if s not in arrays and s not in opt._seeded_slots]
     if steps > 0 and missing_slots:
         raise ValueError(f"{label} lacks {missing_slots[0]!r}, which step {steps} needs")

@@ -87,6 +87,9 @@ def check_ema_decay(value: Any) -> float | None:
     return None if value is None else check_real("ema_decay", value, low=0.0, high=1.0)
 
 
+_STATE_LAYOUT = ("state_dtype", "state_rounding", "seed")  # the state's options, read by _state_format
+
+
 def read_step_options(owner: str, options: Mapping[str, Any]) -> StepOptions:
     """The step options from an optimizer's keyword options, every one checked:
     ``foreach`` and ``fused`` are accepted (None/False/True) and ignored, since every step is
@@ -98,7 +101,7 @@ def read_step_options(owner: str, options: Mapping[str, Any]) -> StepOptions:
         elif key in _TORCH_ONLY:
             if value is not None and check_bool(key, value):
                 raise ValueError(f"{_TORCH_ONLY[key]}; pass {key}=False or leave it out")
-        elif key not in StepOptions._fields:
+        elif key not in StepOptions._fields and key not in _STATE_LAYOUT:
             raise TypeError(f"{owner}() got an unexpected keyword argument {key!r}")
     ema_decay = check_ema_decay(options.get("ema_decay"))
     ema_warmup = check_bool("ema_warmup", options.get("ema_warmup", False))

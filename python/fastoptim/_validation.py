@@ -39,21 +39,34 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def check_dtype_and_shape(label: str, array: Any, param: np.ndarray) -> np.ndarray:
-    """An array of `param`'s dtype and shape (a saved state array, which is copied in)."""
+_BFLOAT16_TEXT = "bfloat16 (ml_dtypes.bfloat16, or uint16 holding its bit patterns)"
+
+
+def is_bfloat16_array(array: np.ndarray) -> bool:
+    """An array the kernels read as bfloat16: ml_dtypes.bfloat16, or uint16 bit patterns."""
+    dtype = array.dtype
+    return dtype.itemsize == 2 and dtype.isnative and (dtype == np.uint16 or dtype.name == "bfloat16")
+
+
+def check_dtype_and_shape(label: str, array: Any, param: np.ndarray, bfloat16: bool = False) -> np.ndarray:
+    """An array of `param`'s dtype and shape (a saved state array, which is copied in), or with
+    `bfloat16` of bfloat16 (ml_dtypes') or uint16 bit patterns and `param`'s shape."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(array).__name__}")
-    if array.dtype != param.dtype:
+    if bfloat16:
+        if not is_bfloat16_array(array):
+            raise TypeError(f"{label} has dtype {array.dtype}; bfloat16 state is {_BFLOAT16_TEXT}")
+    elif array.dtype != param.dtype:
         raise TypeError(f"{label} has dtype {array.dtype}; its parameter is {param.dtype}")
     if array.shape != param.shape:
         raise ValueError(f"{label} has shape {_shape(array.shape)}; its parameter has shape {_shape(param.shape)}")
     return array
 
 
-def check_like_param(label: str, array: Any, param: np.ndarray) -> np.ndarray:
+def check_like_param(label: str, array: Any, param: np.ndarray, bfloat16: bool = False) -> np.ndarray:
     """An array the kernels read or write beside `param` (a gradient, a state array): its
-    dtype, shape and memory order, in the words of the native step's own check."""
-    checked = check_dtype_and_shape(label, array, param)
+    dtype (bfloat16 with `bfloat16`), shape and memory order, in the words of the native step's own check."""
+    checked = check_dtype_and_shape(label, array, param, bfloat16)
     fortran = param.flags.f_contiguous and not param.flags.c_contiguous
     if not (checked.flags.f_contiguous if fortran else checked.flags.c_contiguous):
         contiguous = checked.flags.c_contiguous or checked.flags.f_contiguous
@@ -62,9 +75,9 @@ def check_like_param(label: str, array: Any, param: np.ndarray) -> np.ndarray:
     return checked
 
 
-def check_state_array(label: str, array: Any, param: np.ndarray) -> np.ndarray:
-    """A state array the kernels update beside `param`: like it, and writable."""
-    checked = check_like_param(label, array, param)
+def check_state_array(label: str, array: Any, param: np.ndarray, bfloat16: bool = False) -> np.ndarray:
+    """A state array the kernels update beside `param`: like it (of bfloat16 with `bfloat16`), and writable."""
+    checked = check_like_param(label, array, param, bfloat16)
     if not checked.flags.writeable:
         raise ValueError(f"{label} is read-only; the optimizer updates its state in place")
     return checked
@@ -125,12 +138,15 @@ def check_betas(name: str, value: Any, *, count: int = 2) -> tuple[float, ...]:
     return tuple(check_real(f"{name}[{i}]", b, low=0.0, high=1.0, high_open=True) for i, b in enumerate(value))
 
 
-def check_int(name: str, value: Any, *, low: int | None = None) -> int:
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {_describe(value)}")
-    if low is not None and value < low:
+    number = int(value)
+    if low is not None and number < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
+    if high is not None and number > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return number
 
 
 # ---- what schedulers are given: torch-style param_groups, and hyper-parameters by name -------

@@ -35,7 +35,7 @@ class AdaBound(Optimizer):
         eps: ε added to the denominator, >= 0 (default 1e-8).
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         amsbound: keep the running maximum of v (AMSBound) (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsbound).
 

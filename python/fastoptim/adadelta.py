@@ -26,7 +26,7 @@ class Adadelta(Optimizer):
         eps: ε inside the square roots, >= 0 (default 1e-6).
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``square_avg``, ``acc_delta``.
 

@@ -25,7 +25,7 @@ class Adagrad(Optimizer):
         initial_accumulator_value: s_0, the starting sum of squares, >= 0 (default 0.0).
         eps: ε added to the denominator, >= 0 (default 1e-10).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``sum``.
 

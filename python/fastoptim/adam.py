@@ -33,7 +33,7 @@ class Adam(Optimizer):
         amsgrad: keep the running maximum of v (default False).
         maximize: ascend the objective instead of descending (default False).
         decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
 
@@ -74,7 +74,7 @@ class AdamW(Adam):
         weight_decay: decoupled weight decay λ, >= 0 (default 1e-2).
         amsgrad: keep the running maximum of v (default False).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
 

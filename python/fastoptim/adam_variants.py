@@ -25,7 +25,7 @@ class Adamax(Optimizer):
         eps: ε added to the infinity norm, >= 0 (default 1e-8).
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_inf``.
 
@@ -64,7 +64,7 @@ class NAdam(Optimizer):
         momentum_decay: ψ, >= 0 (default 4e-3).
         decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq``, and the scalar ``mu_product`` (Π).
 
@@ -106,7 +106,7 @@ class RAdam(Optimizer):
         weight_decay: λ, >= 0: an L2 penalty, or decoupled weight decay (default 0.0).
         decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq``.
 

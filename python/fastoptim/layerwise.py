@@ -26,7 +26,7 @@ class LAMB(Optimizer):
         betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
         eps: ε added to the denominator, >= 0 (default 1e-6).
         weight_decay: decoupled weight decay λ, inside the trust ratio, >= 0 (default 0.0).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq``.
 
@@ -58,7 +58,7 @@ class LARS(Optimizer):
         momentum: momentum factor μ, in [0, 1) (default 0.9).
         weight_decay: λ, >= 0 (default 0.0).
         trust_coefficient: η, > 0 (default 1e-3).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``momentum_buffer``.
 

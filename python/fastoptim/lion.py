@@ -27,7 +27,7 @@ class Lion(Optimizer):
         betas: (β1, β2), each in [0, 1) (default (0.9, 0.99)).
         weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``.
 

@@ -92,6 +92,7 @@ class Lookahead:
         self._sync: Any = None
         self._sync_params: tuple[Any, ...] = ()  # the inner optimizer's params the sync plan was built for
         self._sync_slow: dict[Hashable, np.ndarray] = {}
+        self._sync_checked: Any = None  # the inner optimizer's held params last found to be _sync_params
 
     # k and alpha are validated when set
     @property
@@ -116,6 +117,9 @@ class Lookahead:
     max_grad_norm = forwarded("max_grad_norm", "The inner optimizer's clipping norm.", settable=True)
     skip_nonfinite = forwarded("skip_nonfinite", "The inner optimizer's skip of non-finite steps.", settable=True)
     ema = forwarded("ema", "The inner optimizer's EMA of the weights (None without ema_decay).")
+    state_dtype = forwarded("state_dtype", "The inner optimizer's state dtype (the slow weights keep the parameters').")
+    state_rounding = forwarded("state_rounding")
+    seed = forwarded("seed")
     pending = forwarded("pending", "Micro-batches accumulated since the last step.")
 
     def swap_ema(self) -> Any:
@@ -127,6 +131,13 @@ class Lookahead:
         """The inner optimizer's :meth:`Optimizer.accumulate`."""
         with self._lock:
             self.optimizer.accumulate(grads, grad_scale=grad_scale)
+
+    def memory(self) -> dict[str, int]:
+        """The inner optimizer's :meth:`Optimizer.memory`, with ``slow``: the slow weights' bytes."""
+        return {**self.optimizer.memory(), "slow": sum(a.nbytes for a in self._slow.values())}
+
+    def _set_counters(self, positions: Sequence[int], first_indices: Sequence[int]) -> None:
+        self.optimizer._set_counters(positions, first_indices)
 
     @property
     def slow(self) -> SlotDict:
@@ -197,6 +208,7 @@ class Lookahead:
 
     def _commit_sync(self, plan: Any, params: list[np.ndarray], slow: dict[Hashable, np.ndarray]) -> None:
         self._sync, self._sync_params, self._sync_slow = plan, tuple(params), dict(slow)
+        self._sync_checked = None
         if not _same_arrays(self._slow, slow):
             dict.clear(self._slow)
             dict.update(self._slow, slow)
@@ -205,8 +217,12 @@ class Lookahead:
         if self._edits.arrays:
             return False
         params = self.optimizer._held.params
+        if params is self._sync_checked:  # the inner optimizer kept its arrays since the last check: no allocation
+            return True
         current = tuple(p for group in params for p in group)
-        return len(current) == len(self._sync_params) and all(a is b for a, b in zip(current, self._sync_params))
+        same = len(current) == len(self._sync_params) and all(a is b for a, b in zip(current, self._sync_params))
+        self._sync_checked = params if same else None
+        return same
 
     def step(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None] | None = None, *,
              grad_scale: float | None = None) -> StepInfo:
@@ -282,7 +298,8 @@ class Lookahead:
             checked = self.optimizer._check_state_dict(state_dict["optimizer"])
             extras = self.optimizer._check_saved_extras(state_dict["optimizer"])
             plan = self._plan(names, params, slow, alpha)
-            self.optimizer._load(checked, extras)  # the last step that can fail
+            state_format = self.optimizer._loaded_format(state_dict["optimizer"])
+            self.optimizer._load(checked, extras, state_format)  # the last step that can fail
             self._commit_sync(plan, params, slow)
             self._edits.arrays = False
             self._k, self._steps, self._alpha = k, steps, alpha
@@ -330,7 +347,7 @@ class Ranger(Lookahead):
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         k: inner steps between synchronisations, an integer >= 1 (default 6).
         alpha: slow-weights step size α, in [0, 1] (default 0.5).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)

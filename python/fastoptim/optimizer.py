@@ -28,6 +28,7 @@ from ._extras import NO_EXTRAS, Extras, check_saved_extras, save_extras, swap_in
 from ._memory import state_like
 from ._param_groups import RESERVED, raw_groups, read_group
 from ._schema import Schema, schema_of
+from ._state_format import NATIVE, StateFormat, bfloat16_dtype, read_saved_format, read_state_format
 from ._step_options import NOTHING_MEASURED, StepInfo, check_grad_scale, check_max_grad_norm, read_step_options
 from ._tracked import Edits, GroupList, OptimizerState, ParamGroup, ParamList, SlotDict
 from ._validation import check_bool, check_disjoint, check_state_array
@@ -42,6 +43,17 @@ class _Held(NamedTuple):
     names: tuple[tuple[Hashable, ...], ...]
     states: dict[Hashable, dict[str, np.ndarray]]  # name -> slot -> array
     needed: tuple[tuple[str, ...], ...]  # per group: the slots its settings use
+
+
+def _buffer_bytes(arrays: Iterable[np.ndarray]) -> int:
+    """The bytes of the buffers that hold `arrays` (each counted once)."""
+    owners: dict[int, int] = {}
+    for array in arrays:
+        owner = array
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        owners[id(owner)] = owner.nbytes
+    return sum(owners.values())
 
 
 def _same_arrays(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> bool:
@@ -77,6 +89,15 @@ class Optimizer:
       (gradient None) are averaged too. Evaluate with :meth:`swap_ema`.
     * ``ema_warmup`` (default False): use ``d = min(ema_decay, (1 + t)/(10 + t))``, t counting
       the EMA's updates from 1, as TensorFlow's ``ExponentialMovingAverage(num_updates=...)``.
+    * ``state_dtype`` (default None: the parameter's dtype): ``"bfloat16"`` stores the state
+      arrays as bfloat16 (float32 parameters only; float64 ones are refused), half their
+      bytes; the update still computes in float32. They are ``ml_dtypes.bfloat16`` arrays
+      where ml_dtypes is installed (``fastoptim[bf16]``), else ``uint16`` bit patterns.
+    * ``state_rounding`` (default ``"nearest"``, ties to even): ``"stochastic"`` rounds each
+      bfloat16 state element up with probability equal to its distance from the value below,
+      over the gap, drawn from a counter-based hash of (``seed``, step, the parameter's
+      position, the element's index): the same bits on every CPU and thread count.
+    * ``seed`` (default 0): the generator's key, an integer in [0, 2**64); kept in the state dict.
     * ``foreach``, ``fused`` (None/False/True): accepted and ignored, as torch's: every step
       is already one fused native call over all parameters.
     * ``capturable``, ``differentiable``: torch's, refused when True (they need CUDA graphs or
@@ -101,6 +122,7 @@ class Optimizer:
             cls._seeded_slots = cls._schema.seeded_slots
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
+        self._state_format = read_state_format(options)
         read = read_step_options(type(self).__name__, options)
         self._max_grad_norm, self._skip_nonfinite = read.max_grad_norm, read.skip_nonfinite
         self._ema_decay, self._ema_warmup = read.ema_decay, read.ema_warmup
@@ -122,6 +144,7 @@ class Optimizer:
         self._plan: Plan | None = None  # the constructor's _install builds it: None only until then
         self._held = _Held((), (), (), {}, ())
         self._extras = NO_EXTRAS  # as the plan was built; its counts are the plan's
+        self._counters: tuple[list[int], list[int]] | None = None  # the generator's, when not the plan's own
 
     # ---- what each rule's schema provides ---------------------------------------------------
     def _check_group(self, group: Mapping[str, Any]) -> None:
@@ -288,9 +311,49 @@ class Optimizer:
         states = dict(held.states)
         for group, snapshot in zip(new, snapshots[len(held.groups):]):
             for name, param in zip(group["param_names"], group["params"]):
-                states[name] = {slot: state_like(param) for slot in self._needed_slots(snapshot)}
+                states[name] = {slot: self._state_like(param) for slot in self._needed_slots(snapshot)}
         clocks = self._clocks() + [(0, True, self._scalar_init())] * sum(len(g["params"]) for g in new)
         self._install(groups, snapshots, states, clocks)
+
+    # ---- the state's layout ---------------------------------------------------------------
+    @property
+    def state_dtype(self) -> str | None:
+        """How the state arrays are stored: None (the parameter's dtype) or ``"bfloat16"``."""
+        return self._state_format.dtype
+
+    @property
+    def state_rounding(self) -> str:
+        """How bfloat16 state rounds: ``"nearest"`` (even) or ``"stochastic"``."""
+        return self._state_format.rounding
+
+    @property
+    def seed(self) -> int:
+        """The key of stochastic rounding's counter-based generator."""
+        return self._state_format.seed
+
+    def _state_like(self, param: np.ndarray) -> np.ndarray:
+        """A new state array for `param`, zeros in this optimizer's layout."""
+        bfloat16 = self._state_format.bfloat16 and param.dtype == np.float32
+        return state_like(param, bfloat16_dtype() if bfloat16 else None)
+
+    def memory(self) -> dict[str, int]:
+        """The bytes this optimizer allocated beside the parameters: ``state`` (its state
+        arrays), ``ema`` and ``accumulated`` (the fused step's arrays, 0 when absent), each
+        counted by the buffers that hold them (alignment padding included)."""
+        with self._lock:
+            held = self._held
+            extras = self._extras
+            return {"state": _buffer_bytes(a for slots in held.states.values() for a in slots.values()),
+                    "ema": _buffer_bytes((extras.ema or {}).values()),
+                    "accumulated": _buffer_bytes((extras.accumulated or {}).values())}
+
+    def _set_counters(self, positions: Sequence[int], first_indices: Sequence[int]) -> None:
+        """The stochastic rounding's counters of each parameter (ZeroRedundancyOptimizer: its
+        pieces keep their whole parameter's position and element indices)."""
+        with self._lock:
+            counters = (list(positions), list(first_indices))
+            self._built_plan().set_counters(*counters)
+            self._counters = counters
 
     # ---- the native plan ------------------------------------------------------------------
     def _built_plan(self) -> Plan:
@@ -320,7 +383,7 @@ class Optimizer:
 
     def _install(self, groups: Sequence[ParamGroup], snapshots: Sequence[Mapping[str, Any]],
                  states: Mapping[Hashable, Mapping[str, np.ndarray]], clocks: Sequence[Clock],
-                 extras: Extras | None = None) -> None:
+                 extras: Extras | None = None, state_format: StateFormat | None = None) -> None:
         """Build a plan over `groups` with these state arrays and clocks (one per parameter, group
         by group), and these accumulation buffers and EMA (default: the current ones, new
         parameters' added); only once it is built
@@ -338,7 +401,12 @@ class Optimizer:
         extras = with_arrays(held, names, params, self._ema_decay is not None)
         arrays = [[None if extras.accumulated is None else extras.accumulated[n],
                    None if extras.ema is None else extras.ema[n]] for n in names]
-        plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots), arrays)
+        state_format = self._state_format if state_format is None else state_format
+        plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots), arrays,
+                    [state_format.bfloat16] * len(params))
+        plan.set_rounding(state_format.rounding == "stochastic", state_format.seed)
+        if self._counters is not None:
+            plan.set_counters(*self._counters)
         for index, snapshot in enumerate(snapshots):
             plan.set_hyper(index, self._row(snapshot))
         for index, (steps, fresh, scalars) in enumerate(clocks):
@@ -349,6 +417,7 @@ class Optimizer:
         # Commit: nothing below can fail.
         self._plan = plan
         self._extras = extras
+        self._state_format = state_format
         self._held = _Held(tuple(groups), tuple(tuple(g["params"]) for g in groups),
                            tuple(tuple(g["param_names"]) for g in groups),
                            {name: dict(slots) for name, slots in states.items()},
@@ -449,16 +518,18 @@ class Optimizer:
                         raise ValueError(f"state[{name!r}] has {slot!r}; {type(self).__name__} keeps "
                                          f"{', '.join(map(repr, self._slots))}")
                     if array is not old.get(slot):
-                        check_state_array(f"state[{name!r}][{slot!r}]", array, param)
+                        check_state_array(f"state[{name!r}][{slot!r}]", array, param, self._state_format.bfloat16)
                         replaced = True
                     slots[slot] = array
                 for slot in needed[index]:
                     if slot in slots:
                         continue
                     if slot in old:
+                        zeros = "np.zeros_like(param" + (", fastoptim.bfloat16_dtype())" if self._state_format.bfloat16
+                                                         else ")")
                         raise ValueError(f"state[{name!r}] lacks {slot!r}, which the next step needs; to reset it, "
-                                         f"assign zeros: state[{name!r}][{slot!r}] = np.zeros_like(param)")
-                    slots[slot] = state_like(param)
+                                         f"assign zeros: state[{name!r}][{slot!r}] = {zeros}")
+                    slots[slot] = self._state_like(param)
                     fresh.add(index)
                 states[name] = slots
         if replaced:
@@ -591,6 +662,8 @@ class Optimizer:
         parameter name; picklable. ``param_groups`` lists each group's names under ``params``.
         Pending edits are applied first (and refused as a step would refuse them).
 
+        Unless the state has the default layout, ``"state_format"`` records how it is stored
+        (``state_dtype``, ``state_rounding``, ``seed``); bfloat16 slots are saved as they are held.
         With ``ema_decay`` it also holds ``"ema"``: ``{"updates": t, "arrays": {name: array}}``;
         with gradients accumulated since the last step, ``"accumulated"``:
         ``{"micro_batches": k, "arrays": {name: sum}}`` (the parameters that got any)."""
@@ -608,7 +681,8 @@ class Optimizer:
                 entry.update({k: v.copy(order="K") for k, v in held.states[name].items() if k not in unwritten})
                 state[name] = entry
             groups = [{**read_hyper(g), "params": list(names)} for g, names in zip(held.groups, held.names)]
-            return {"state": state, "param_groups": groups, **save_extras(self._current_extras(), names)}
+            layout = {} if self._state_format == NATIVE else {"state_format": self._state_format.saved()}
+            return {"state": state, "param_groups": groups, **layout, **save_extras(self._current_extras(), names)}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`. Everything is checked, and the new state arrays and
@@ -617,13 +691,23 @@ class Optimizer:
         bit-identically. The state arrays are new arrays holding copies of the saved ones.
 
         A state dict without ``"ema"`` (such as 0.1.0's) restarts the EMA from the parameters
-        as they are; one without ``"accumulated"`` leaves nothing pending."""
+        as they are; one without ``"accumulated"`` leaves nothing pending. State saved in
+        another layout (``state_dtype``) is converted into this optimizer's: bfloat16 widens to
+        float32 exactly, float32 rounds to the nearest bfloat16; ``state_rounding`` and ``seed``
+        are the state dict's (a resumed run draws as the saved one would have)."""
         with self._lock:
             self._refuse_inside_step("load_state_dict")
             self._refuse_swapped("load_state_dict")
             self._check_structure()
             checked = self._check_state_dict(state_dict)
-            self._load(checked, self._check_saved_extras(state_dict))
+            self._load(checked, self._check_saved_extras(state_dict), self._loaded_format(state_dict))
+
+    def _loaded_format(self, state_dict: Mapping[str, Any]) -> StateFormat:
+        """This optimizer's state dtype, with the rounding and seed `state_dict` (checked) records."""
+        if "state_format" not in state_dict:
+            return self._state_format
+        saved = read_saved_format(state_dict)
+        return self._state_format._replace(rounding=saved.rounding, seed=saved.seed)
 
     def _check_saved_extras(self, state_dict: Mapping[str, Any]) -> Extras:
         """The EMA and pending accumulation of a state dict (already checked as a whole), as new arrays."""
@@ -631,7 +715,7 @@ class Optimizer:
         return check_saved_extras(state_dict, [n for names in held.names for n in names],
                                   [p for params in held.params for p in params], self._ema_decay is not None)
 
-    def _load(self, checked: Checked, extras: Extras = NO_EXTRAS) -> None:
+    def _load(self, checked: Checked, extras: Extras = NO_EXTRAS, state_format: StateFormat | None = None) -> None:
         merged, loaded, clocks = checked
         held = self._held
         states: dict[Hashable, dict[str, np.ndarray]] = {}
@@ -641,15 +725,16 @@ class Optimizer:
                 slots = set(loaded[name]) | set(needed) | set(held.states.get(name, {}))
                 states[name] = {}
                 for slot in (s for s in self._slots if s in slots):
-                    array = state_like(param)
-                    if slot in loaded[name]:
-                        np.copyto(array, loaded[name][slot], casting="no")
+                    array = self._state_like(param)
+                    if slot in loaded[name]:  # checked and converted into this layout by check_state_dict
+                        saved = loaded[name][slot]
+                        np.copyto(array.view(np.uint16) if saved.dtype == np.uint16 else array, saved, casting="no")
                     states[name][slot] = array
         edits = self._edits
         arrays_edited = edits.arrays
         edits.arrays = False
         try:
-            self._install(held.groups, merged, states, clocks, extras)
+            self._install(held.groups, merged, states, clocks, extras, state_format)
         except BaseException:
             edits.arrays = edits.arrays or arrays_edited
             raise
@@ -673,12 +758,14 @@ class Optimizer:
             return {"defaults": dict(self.defaults), "param_groups": groups,
                     "state": {name: dict(slots) for name, slots in held.states.items()}, "clocks": self._clocks(),
                     "options": (self._max_grad_norm, self._skip_nonfinite, self._ema_decay, self._ema_warmup),
+                    "state_format": tuple(self._state_format),
                     "extras": tuple(self._current_extras())}
 
     def __setstate__(self, saved: Mapping[str, Any]) -> None:
         self.defaults = dict(saved["defaults"])
         options = tuple(saved.get("options", ())) + (None, False, None, False)[len(saved.get("options", ())):]
         self._max_grad_norm, self._skip_nonfinite, self._ema_decay, self._ema_warmup = options
+        self._state_format = StateFormat(*saved.get("state_format", ()))
         self._swapped = False
         self._update_plain()
         self._start_empty()

@@ -35,7 +35,7 @@ class RMSprop(Optimizer):
         centered: divide by the estimated variance of the gradient instead of its second moment (default False).
         maximize: ascend the objective instead of descending (default False).
         nesterov: Nesterov momentum, beyond torch; needs momentum > 0 (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
 

@@ -28,7 +28,7 @@ class Rprop(Optimizer):
         etas: (η₋, η₊), with 0 < η₋ < 1 < η₊ (default (0.5, 1.2)).
         step_sizes: (Δmin, Δmax), with 0 <= Δmin <= Δmax (default (1e-6, 50.0)).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``prev``, ``step_size``.
 

@@ -30,7 +30,7 @@ class SGD(Optimizer):
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0 (default False).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
 
@@ -74,7 +74,7 @@ class SGDW(SGD):
         weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
         nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0 (default False).
         maximize: ascend the objective instead of descending (default False).
-        options: every optimizer's step options (max_grad_norm, skip_nonfinite, ema_decay, ema_warmup; see Optimizer).
+        options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
 

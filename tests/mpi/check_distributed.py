@@ -140,7 +140,7 @@ def opt_arrays(opt: Any) -> list[np.ndarray]:
 # ---- the checks -----------------------------------------------------------------------------
 def _bits_case(comm: Any, case: Any, kwargs: dict[str, Any], dtype: Any, steps: int = 4) -> None:
     n, rank = comm.size, comm.rank
-    lr = float(kwargs.get("lr", case.cls([np.zeros(1)], **kwargs).param_groups[0]["lr"]))
+    lr = float(kwargs.get("lr", case.cls([np.zeros(1, np.float32)], **kwargs).param_groups[0]["lr"]))
     start = make_params(dtype, seed=rank)  # different on every rank: rank 0's are broadcast
     ddp_params, zero_params = copies(start), copies(start)
     ref_params = copies(make_params(dtype, seed=0))
@@ -179,6 +179,17 @@ def every_rule_gives_the_plain_optimizers_bits(comm: Any) -> None:
         for kwargs in case.arg_sets[:2]:
             for dtype in (np.float32, np.float64):
                 _bits_case(comm, case, kwargs, dtype)
+
+
+@check
+def bfloat16_state_gives_the_plain_optimizers_bits(comm: Any) -> None:
+    """bfloat16 state, rounded to nearest or stochastically: the distributed optimizers end on the
+    plain optimizer's bits too (ZeRO's pieces draw by their whole parameter's counters)."""
+    for case in CASES:
+        if case.name not in ("sgd", "adamw", "lamb", "lion", "ranger"):
+            continue
+        for layout in (dict(state_dtype="bfloat16"), dict(state_dtype="bfloat16", state_rounding="stochastic", seed=9)):
+            _bits_case(comm, case, {**case.arg_sets[1 if len(case.arg_sets) > 1 else 0], **layout}, np.float32)
 
 
 @check
@@ -372,7 +383,8 @@ def checkpoints_change_world_size(comm: Any) -> None:
     a single process fed the same averages."""
     n, rank = comm.size, comm.rank
     for cls, kwargs in ((fo.AdamW, dict(lr=1e-2, weight_decay=0.1)), (fo.Ranger, dict(lr=1e-2, k=2)),
-                        (fo.LAMB, dict(lr=1e-2)), (fo.NAdam, dict(lr=1e-2))):
+                        (fo.LAMB, dict(lr=1e-2)), (fo.NAdam, dict(lr=1e-2)),
+                        (fo.AdamW, dict(lr=1e-2, state_dtype="bfloat16", state_rounding="stochastic", seed=4))):
         for k in sorted({1, max(1, n - 1), n}):
             dtype = np.float64 if cls is fo.LAMB else np.float32
             named = make_params(dtype)

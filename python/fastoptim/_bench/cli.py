@@ -23,6 +23,7 @@ from .pipeline import main_pipeline
 from .report import _threads, table
 from .rules import RULES
 from .runner import run
+from .state_dtype import main_state_dtype
 from .timing import Settings
 from .workloads import DEFAULT_SIZES, Work, parse_work
 
@@ -60,6 +61,7 @@ def _positive(kind: type) -> Callable[[str], Any]:
 
 
 PIPELINE_SIZES = "1e6,1e7,model"
+STATE_SIZES = "1e6,1e7,5e7"
 
 # GOMP_SPINCOUNT for each --omp-spin choice.
 SPINS = {"openmp": _omp.OPENMP_DEFAULT_SPIN, "short": _omp.SHORT_SPIN}
@@ -105,6 +107,10 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
                    help="the gradient side of the step instead: float32 AdamW plain, with max_grad_norm, with "
                         "max_grad_norm + grad_scale + skip_nonfinite, and NumPy clipping around the plain step, "
                         "alternated (sizes default to 1e6,1e7,model)")
+    p.add_argument("--state-dtype", choices=["bfloat16"], default=None,
+                   help="bfloat16 state instead: float32 AdamW with float32 state, bfloat16 state (nearest and "
+                        "stochastic) and the probes of both layouts' bytes, alternated (sizes default to "
+                        "1e6,1e7,5e7)")
     p.add_argument("--omp-spin", choices=list(SPINS), default="openmp",
                    help="GNU OpenMP's busy-wait after a parallel region, one for every peer (the process has one "
                         "OpenMP): 'openmp', its own default (GOMP_SPINCOUNT="
@@ -151,6 +157,13 @@ def main(argv: Sequence[str] | None = None, *, full: bool = False, prog: str = "
         return main_pipeline(works, args.out, repeats=args.repeats,
                              min_time=args.min_time, max_repeats=args.max_repeats, max_time=args.max_time,
                              warmup=args.warmup, seed=args.seed)
+    if args.state_dtype is not None:
+        given = list(sys.argv[1:] if argv is None else argv)
+        works = args.sizes if any(a == "--sizes" or a.startswith("--sizes=") for a in given) else _sizes(STATE_SIZES)
+        fo.set_num_threads(args.threads)
+        return main_state_dtype(works, args.state_dtype, args.out, repeats=args.repeats, min_time=args.min_time,
+                                max_repeats=args.max_repeats, max_time=args.max_time, warmup=args.warmup,
+                                seed=args.seed)
     rerun = _rerun_with_spin(args.omp_spin, list(sys.argv[1:] if argv is None else argv), full, prog)
     if rerun is not None:
         return rerun

@@ -36,7 +36,7 @@ import numpy as np
 import fastoptim as fo
 
 from .. import _core
-from .timing import alternate
+from .timing import alternate, step_figures
 from .workloads import Work
 
 VARIANTS = ("step", "clip", "clip+scale+skip", "clip+ema", "numpy", "numpy+ema", "accumulate", "accumulate probe",
@@ -105,10 +105,6 @@ def _steps(work: Work, seed: int) -> dict[str, Callable[[], Any]]:
     }
 
 
-def _figures(times: list[float]) -> dict[str, float]:
-    return {"best_ms": 1e3 * min(times), "median_ms": 1e3 * statistics.median(times), "steps": len(times)}
-
-
 def run_pipeline(works: Sequence[Work], *, repeats: int, min_time: float, max_repeats: int, max_time: float,
                  warmup: int, seed: int) -> list[dict[str, Any]]:
     """One record per workload: each variant's best and median step, and their ratios to the
@@ -117,7 +113,7 @@ def run_pipeline(works: Sequence[Work], *, repeats: int, min_time: float, max_re
     records = []
     for work in works:
         times = alternate(_steps(work, seed), warmup, repeats, min_time, max_repeats, max_time)
-        figures = {name: _figures(times[name]) for name in VARIANTS}
+        figures = {name: step_figures(times[name]) for name in VARIANTS}
         base = figures["step"]
         for name in VARIANTS:
             figures[name]["best_vs_step"] = figures[name]["best_ms"] / base["best_ms"]

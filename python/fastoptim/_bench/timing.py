@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -204,3 +205,8 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
     record["ratio_to_torch_fused"] = {p: v / fused for p, v in gels.items()} if fused else None
     record["fraction_of_probe"] = {p: v / probe for p, v in gels.items() if p != "probe"} if probe else None
     return record
+
+
+def step_figures(times: list[float]) -> dict[str, float]:
+    """One variant's timed steps (seconds) as its best and median step in milliseconds."""
+    return {"best_ms": 1e3 * min(times), "median_ms": 1e3 * statistics.median(times), "steps": len(times)}

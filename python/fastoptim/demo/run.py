@@ -134,6 +134,8 @@ def build_parser(prog: str = "fastoptim demo") -> argparse.ArgumentParser:
     parser.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
                         help="keep an EMA of the weights with this decay (ema_decay, with ema_warmup) and report "
                              "its test accuracy, evaluated with swap_ema (e.g. 0.99)")
+    parser.add_argument("--state-dtype", choices=["bfloat16"], default=None,
+                        help="store every optimizer's state as bfloat16 (state_dtype), half its bytes")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=32, help="minibatch size (default 32)")
     parser.add_argument("--threads", type=_int_at_least(1), default=None,
                         help="threads per optimizer step (default: fastoptim's, see `fastoptim info`)")
@@ -199,16 +201,18 @@ class RunResult:
 
 def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_size: int = 32, seed: int = 0,
           hidden: Sequence[int] = HIDDEN, progress: TextIO | None = None, clip: float | None = None,
-          ema: float | None = None) -> RunResult:
+          ema: float | None = None, state_dtype: str | None = None) -> RunResult:
     """Train a fresh MLP (initial weights from `seed`) with `spec`'s optimizer at peak rate `lr`,
     warming up linearly over the first epoch (a tenth of the steps at most), then decaying to
     zero on a cosine; with `clip`, the gradients' global norm is clipped to it (the optimizer's
     ``max_grad_norm``), else only measured; with `ema`, the optimizer keeps an EMA of the
     weights with that decay (warmed up), whose test accuracy is measured at the end with the
-    EMA swapped into the model."""
+    EMA swapped into the model; `state_dtype` is the optimizer's (``"bfloat16"``: compressed state)."""
     model = MLP([split.x_train.shape[1], *hidden, 10], seed=seed)
-    averaging = {} if ema is None else {"ema_decay": ema, "ema_warmup": True}
-    opt = spec.build(model.params, lr, max_grad_norm=math.inf if clip is None else clip, **averaging)
+    options: dict[str, Any] = {} if ema is None else {"ema_decay": ema, "ema_warmup": True}
+    if state_dtype is not None:
+        options["state_dtype"] = state_dtype
+    opt = spec.build(model.params, lr, max_grad_norm=math.inf if clip is None else clip, **options)
     n = len(split.y_train)
     steps_per_epoch = math.ceil(n / batch_size)
     sched = WarmupCosineLR(opt, warmup_steps(epochs, steps_per_epoch), total_steps=epochs * steps_per_epoch)
@@ -358,9 +362,11 @@ def _train_all(chosen: Sequence[tuple[OptimizerSpec, float | None]], args: argpa
           f"{fastoptim.get_num_threads()} thread(s), target {fastoptim.get_target()}"
           + ("" if args.clip is None else f", gradients clipped to norm {args.clip:g}")
           + ("" if args.ema is None else f", EMA of the weights (decay {args.ema:g}, warmed up)")
+          + ("" if args.state_dtype is None else f", optimizer state in {args.state_dtype}")
           + "; every step measures the gradients' norm (one read-only pass, in its time)", flush=True)
     results = [train(spec, lr if lr is not None else args.lr(spec.lr), split, epochs=args.epochs,
-                     batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip, ema=args.ema)
+                     batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip, ema=args.ema,
+                     state_dtype=args.state_dtype)
                for spec, lr in chosen]
     print()
     print(format_table(results))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._validation import is_bfloat16_array
 from ._common import flat, mpi
 from ._layout import Bucket, Layout, plan
 
@@ -203,7 +204,8 @@ def broadcast_arrays(comm: Any, arrays: Sequence[np.ndarray], cap_bytes: int, ro
     in buckets of at most `cap_bytes`: small arrays packed together, large ones in place."""
     if comm.size == 1 or not arrays:
         return
-    flats = [flat(a) for a in arrays]
+    # bfloat16 state travels as its bit patterns: MPI has no bfloat16
+    flats = [f.view(np.uint16) if is_bfloat16_array(f) else f for f in map(flat, arrays)]
     layout = plan([a.size for a in flats], [a.dtype for a in flats], 1, cap_bytes, whole_arrays=False)
     packed = {d: max((b.size for b in layout.buckets if b.dtype == d and not b.direct), default=0)
               for d in layout.dtypes()}

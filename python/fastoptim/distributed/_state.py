@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._state_format import read_saved_format
 from .._validation import check_dtype_and_shape
 from ._common import f_only, flat
 
@@ -43,9 +44,10 @@ class _Cutter:
         self.names, self.params = names, params
         self._flat: dict[int, np.ndarray] = {}
 
-    def __call__(self, value: np.ndarray, p: int, label: str, start: int, stop: int) -> np.ndarray:
+    def __call__(self, value: np.ndarray, p: int, label: str, start: int, stop: int,
+                 bfloat16: bool = False) -> np.ndarray:
         param = self.params[p]
-        check_dtype_and_shape(label, value, param)
+        check_dtype_and_shape(label, value, param, bfloat16)
         if id(value) not in self._flat:
             self._flat[id(value)] = value.reshape(-1, order="F" if f_only(param) else "C")
         return self._flat[id(value)][start:stop]
@@ -92,6 +94,7 @@ def _split(sd: Any, cut: _Cutter, groups: Sequence[Sequence[Hashable]],
         if name not in known:
             raise ValueError(f"state_dict['state'] has an entry for {name!r}, which is not a parameter of this "
                              "optimizer")
+    bfloat16 = read_saved_format(sd).bfloat16  # the state arrays' layout; the EMA's is the parameters'
     state: dict[Hashable, dict[str, Any]] = {}
     for group in pieces:
         for key, p, start, stop in group:
@@ -101,12 +104,14 @@ def _split(sd: Any, cut: _Cutter, groups: Sequence[Sequence[Hashable]],
                 continue
             if not isinstance(entry, Mapping):
                 raise ValueError(f"state_dict['state'][{name!r}] must be a dict with a 'step'")
-            state[key] = {slot: cut(v, p, f"state_dict['state'][{name!r}][{slot!r}]", start, stop)
+            state[key] = {slot: cut(v, p, f"state_dict['state'][{name!r}][{slot!r}]", start, stop, bfloat16)
                           if isinstance(v, np.ndarray) else v for slot, v in entry.items()}
     out_groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": [key for key, *_ in group]}
                   for saved, group in zip(saved_groups, pieces)]
     refuse_pending(sd)
     out: dict[str, Any] = {"state": state, "param_groups": out_groups}
+    if "state_format" in sd:
+        out["state_format"] = sd["state_format"]
     ema = sd.get("ema")
     if ema is not None:  # cut like the state; loading checks the rest
         arrays = ema.get("arrays") if isinstance(ema, Mapping) else None
@@ -133,8 +138,8 @@ class Merger:
             self.result = self._skeleton(shard)
         self._fill(shard, self.result)
 
-    def _zeros(self, name: Hashable) -> np.ndarray:
-        array = np.zeros_like(self.params[self.index[name]])
+    def _zeros(self, name: Hashable, dtype: np.dtype | None = None) -> np.ndarray:
+        array = np.zeros_like(self.params[self.index[name]], dtype=dtype)  # dtype: bfloat16 state's
         self._flat[id(array)] = flat(array)
         return array
 
@@ -149,10 +154,13 @@ class Merger:
             if not entries:
                 continue
             for name in names:
-                state[name] = {k: self._zeros(name) if isinstance(v, np.ndarray) else v for k, v in entries[0].items()}
+                state[name] = {k: self._zeros(name, v.dtype) if isinstance(v, np.ndarray) else v
+                               for k, v in entries[0].items()}
         groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": list(names)}
                   for saved, names in zip(shard["param_groups"], self.groups)]
         merged: dict[str, Any] = {"state": state, "param_groups": groups}
+        if "state_format" in shard:
+            merged["state_format"] = shard["state_format"]
         if "ema" in shard:
             merged["ema"] = {"updates": shard["ema"]["updates"],
                              "arrays": {name: self._zeros(name) for names in self.groups for name in names}}

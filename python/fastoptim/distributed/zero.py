@@ -40,7 +40,7 @@ def _user_groups(params: Any) -> list[Group]:
 
 def _reads_whole_arrays(optimizer_class: Callable[..., Any], defaults: Mapping[str, Any]) -> bool:
     """Whether the rule reads whole arrays (per-array norms: LAMB, LARS), from a one-element probe."""
-    probe = optimizer_class([np.zeros(1)], **defaults)
+    probe = optimizer_class([np.zeros(1, np.float32)], **defaults)  # float32: every state_dtype takes it
     core = probe.optimizer if isinstance(probe, Lookahead) else probe
     if not isinstance(core, Optimizer):
         raise TypeError(f"optimizer_class must build a fastoptim optimizer, got {type(probe).__name__}")
@@ -160,6 +160,9 @@ class ZeroRedundancyOptimizer(DistributedBase):
         self.optimizer: Any = None
         try:
             self.optimizer = optimizer_class(local_groups, **defaults)
+            # Stochastic rounding draws by each piece's whole parameter and element, as a plain optimizer's.
+            self.optimizer._set_counters([p for group in self._pieces for _, p, _, _ in group],
+                                         [start for group in self._pieces for _, _, start, _ in group])
             self._clip_norm()  # refuses max_grad_norm set both here and in `defaults`
         except (TypeError, ValueError) as caught:
             error = caught

@@ -4,6 +4,8 @@ without ml_dtypes. The references here are written from the definitions, not fro
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -378,3 +380,46 @@ def test_without_ml_dtypes_state_is_uint16_with_the_same_bits(rng, monkeypatch):
     fresh = fo.Adam([p.copy() for p in p_ml], lr=1e-2, state_dtype="bfloat16")
     fresh.load_state_dict(sd)
     assert _flat(fresh.state_dict()) == _flat(with_ml.state_dict())
+
+
+def test_lamb_rounds_its_norm_pass_stores_stochastically(rng):
+    """LAMB stores m and v in its norm pass: they are rounded by the generator too, and its
+    trust ratio is measured on the values as stored (what its update pass reads back)."""
+    g = rng.uniform(0.5, 2.0, 5000).astype(np.float32)
+
+    def lamb(seed):
+        opt = fo.LAMB([np.ones_like(g)], lr=0.1, state_dtype="bfloat16", state_rounding="stochastic", seed=seed)
+        opt.step([g])
+        return opt
+
+    first, second = lamb(1), lamb(2)
+    m = np.float32(1 - 0.9) * g
+    assert (bits(first.state[0]["exp_avg"]) == stochastic(m, 1, 0, 1, 0)).all()
+    assert (bits(first.state[0]["exp_avg"]) != bits(second.state[0]["exp_avg"])).any()
+
+
+def test_a_state_dict_saved_without_bfloat16_state_keeps_the_loaders_rounding():
+    """Only a state dict saved with bfloat16 state imposes its rounding and seed (they made its
+    bits); one saved with float32 state (and a seed) leaves the loading optimizer's."""
+    saved = fo.Adam([np.ones(10, np.float32)], seed=3).state_dict()
+    assert saved["state_format"]["seed"] == 3
+    opt = fo.Adam([np.ones(10, np.float32)], state_dtype="bfloat16", state_rounding="stochastic", seed=7)
+    opt.load_state_dict(saved)
+    assert (opt.state_rounding, opt.seed) == ("stochastic", 7)
+
+
+def test_a_copy_keeps_the_generators_counters(rng):
+    """ZeroRedundancyOptimizer's pieces keep their parameter's counters (_set_counters); a deep
+    copy of such an optimizer draws as the original does."""
+    g = rng.standard_normal(3000).astype(np.float32)
+    opt = fo.SGD([np.zeros_like(g)], lr=0.1, momentum=0.9, state_dtype="bfloat16", state_rounding="stochastic")
+    opt._set_counters([5], [1000])
+    twin = copy.deepcopy(opt)
+    opt.step([g])
+    twin.step([g])
+    assert (bits(opt.state[0]["momentum_buffer"]) == bits(twin.state[0]["momentum_buffer"])).all()
+    plain = fo.SGD([np.zeros_like(g)], lr=0.1, momentum=0.9, state_dtype="bfloat16", state_rounding="stochastic")
+    plain.step([g])
+    assert (bits(opt.state[0]["momentum_buffer"]) != bits(plain.state[0]["momentum_buffer"])).any()
+    with pytest.raises(ValueError, match="multiple of 4096"):
+        fo.LAMB([np.zeros(10, np.float32)], state_dtype="bfloat16")._set_counters([0], [10])

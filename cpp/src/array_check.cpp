@@ -33,7 +33,9 @@ bool is_ml_dtypes_bfloat16(const py::detail::PyArrayDescr_Proxy* descr) {
     if (descr->kind != 'V' || descr->type_num < 256 || descr->typeobj == nullptr) return false;
     const char* name = reinterpret_cast<PyTypeObject*>(descr->typeobj)->tp_name;
     const char* dot = std::strrchr(name, '.');
-    return std::strcmp(dot ? dot + 1 : name, "bfloat16") == 0;
+    if (std::strcmp(dot ? dot + 1 : name, "bfloat16") != 0) return false;
+    return py::reinterpret_borrow<py::dtype>(reinterpret_cast<PyObject*>(const_cast<py::detail::PyArrayDescr_Proxy*>(descr)))
+               .itemsize() == 2;  // reads the descriptor, runs no Python code
 }
 
 std::string dtype_text(PyObject* array) {

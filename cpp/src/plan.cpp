@@ -217,9 +217,13 @@ void Plan::set_rounding(bool stochastic, std::uint64_t seed) {
 void Plan::set_counters(const std::vector<std::int64_t>& positions, const std::vector<std::int64_t>& first_indices) {
     if (positions.size() != params_.size() || first_indices.size() != params_.size())
         throw py::value_error("set_counters: one position and one first index per parameter expected");
-    for (std::size_t i = 0; i < params_.size(); ++i)
+    for (std::size_t i = 0; i < params_.size(); ++i) {
         if (positions[i] < 0 || first_indices[i] < 0)
             throw py::value_error("set_counters: positions and first indices are non-negative");
+        if (rule_->norms > 0 && first_indices[i] % kBlock != 0)  // a norm block then spans one key's stretch
+            throw py::value_error("set_counters: a rule with norms takes pieces that start on a multiple of " +
+                                  std::to_string(kBlock) + " elements");
+    }
     positions_ = positions;
     for (std::size_t i = 0; i < params_.size(); ++i) {
         if (params_[i].record.is_double()) ref_of<double>(i).first_index = first_indices[i];

@@ -10,6 +10,7 @@ kernels accept either, and a state dict records the layout, so both load anywher
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -61,7 +62,10 @@ def read_state_format(options: dict[str, Any]) -> StateFormat:
     options, checked."""
     dtype = options.pop("state_dtype", None)
     if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and dtype is not str):
-        dtype = np.dtype(dtype).name  # np.dtype(ml_dtypes.bfloat16), or ml_dtypes.bfloat16 itself
+        try:
+            dtype = np.dtype(dtype).name  # np.dtype(ml_dtypes.bfloat16), or ml_dtypes.bfloat16 itself
+        except TypeError:
+            raise TypeError(f"state_dtype must be None or 'bfloat16', got {dtype!r}") from None
     dtype = _check_choice("state_dtype", dtype, _DTYPES)
     rounding = _check_choice("state_rounding", options.pop("state_rounding", "nearest"), _ROUNDINGS)
     seed = _check_seed(options.pop("seed", 0))
@@ -82,6 +86,7 @@ def read_saved_format(state_dict: Mapping[str, Any]) -> StateFormat:
     return StateFormat(dtype, rounding, _check_seed(saved.get("seed", 0), f"{where}['seed']"))
 
 
+@functools.cache
 def bfloat16_dtype() -> np.dtype:
     """ml_dtypes' bfloat16 where it is installed, else uint16 (its bit patterns)."""
     try:

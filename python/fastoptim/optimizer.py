@@ -4,7 +4,8 @@ What users may edit between steps, and what the next step does about it:
 
 * honoured: hyper-parameters in ``param_groups``; :meth:`Optimizer.add_param_group`;
   replacing a state array (``opt.state[name][slot] = np.zeros_like(p)``) by one of the
-  parameter's dtype, shape and memory order, writable and sharing no memory;
+  parameter's dtype (with ``state_dtype="bfloat16"``: ``np.zeros_like(p, fo.bfloat16_dtype())``),
+  shape and memory order, writable and sharing no memory;
 * refused, with nothing changed: replacing, adding or removing entries of a group's ``params``
   or ``param_names`` or of ``param_groups``; resizing, re-typing or re-shaping a parameter or
   state array, or making one read-only; state entries for names that are not parameters.
@@ -693,8 +694,9 @@ class Optimizer:
         A state dict without ``"ema"`` (such as 0.1.0's) restarts the EMA from the parameters
         as they are; one without ``"accumulated"`` leaves nothing pending. State saved in
         another layout (``state_dtype``) is converted into this optimizer's: bfloat16 widens to
-        float32 exactly, float32 rounds to the nearest bfloat16; ``state_rounding`` and ``seed``
-        are the state dict's (a resumed run draws as the saved one would have)."""
+        float32 exactly, float32 rounds to the nearest bfloat16. A state dict saved with bfloat16
+        state also sets ``state_rounding`` and ``seed`` (a resumed run draws as the saved one
+        would have)."""
         with self._lock:
             self._refuse_inside_step("load_state_dict")
             self._refuse_swapped("load_state_dict")
@@ -703,10 +705,11 @@ class Optimizer:
             self._load(checked, self._check_saved_extras(state_dict), self._loaded_format(state_dict))
 
     def _loaded_format(self, state_dict: Mapping[str, Any]) -> StateFormat:
-        """This optimizer's state dtype, with the rounding and seed `state_dict` (checked) records."""
-        if "state_format" not in state_dict:
-            return self._state_format
+        """This optimizer's state dtype, with the rounding and seed of `state_dict` (checked)
+        where it was saved with bfloat16 state (they made its bits: an exact resume needs them)."""
         saved = read_saved_format(state_dict)
+        if not saved.bfloat16:
+            return self._state_format
         return self._state_format._replace(rounding=saved.rounding, seed=saved.seed)
 
     def _check_saved_extras(self, state_dict: Mapping[str, Any]) -> Extras:
@@ -758,7 +761,7 @@ class Optimizer:
             return {"defaults": dict(self.defaults), "param_groups": groups,
                     "state": {name: dict(slots) for name, slots in held.states.items()}, "clocks": self._clocks(),
                     "options": (self._max_grad_norm, self._skip_nonfinite, self._ema_decay, self._ema_warmup),
-                    "state_format": tuple(self._state_format),
+                    "state_format": tuple(self._state_format), "counters": self._counters,
                     "extras": tuple(self._current_extras())}
 
     def __setstate__(self, saved: Mapping[str, Any]) -> None:
@@ -769,6 +772,7 @@ class Optimizer:
         self._swapped = False
         self._update_plain()
         self._start_empty()
+        self._counters = saved.get("counters")
         groups = []
         for raw in saved["param_groups"]:
             data = {k: v for k, v in raw.items() if k not in RESERVED}

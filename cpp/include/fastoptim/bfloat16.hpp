@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "rule.hpp"
 #include "vec.hpp"
@@ -185,24 +186,34 @@ FASTOPTIM_INLINE typename B::R quieted_bits(const V& x) {
 template <class V>
 FASTOPTIM_INLINE V load_bfloat16(const std::uint16_t* p) { return Bits<V>::to_float(Bits<V>::load16(p)); }
 
+// The stores return the value stored, as a float32 (what load_bfloat16 reads back).
 template <class V>
-FASTOPTIM_INLINE void store_bfloat16_nearest(std::uint16_t* p, const V& x) {
+FASTOPTIM_INLINE V stored_value(typename Bits<V>::R rounded) {
+    return Bits<V>::to_float(Bits<V>::and_(rounded, Bits<V>::set1(0xFFFF0000U)));
+}
+
+template <class V>
+FASTOPTIM_INLINE V store_bfloat16_nearest(std::uint16_t* p, const V& x) {
     using B = Bits<V>;
     const typename B::R u = quieted_bits(x);
     const typename B::R odd = B::and_(B::template shr<16>(u), B::set1(1));
-    B::store16(p, B::add(u, B::add(odd, B::set1(0x7FFF))));
+    const typename B::R rounded = B::add(u, B::add(odd, B::set1(0x7FFF)));
+    B::store16(p, rounded);
+    return stored_value<V>(rounded);
 }
 
 // `counter` is the low 32 bits of the first element's index within its parameter; key is
 // pair_key's (k0, k1) for the pair of `slot`. The two slots of a pair compute the same draw,
 // which the compiler computes once.
 template <class V>
-FASTOPTIM_INLINE void store_bfloat16_stochastic(std::uint16_t* p, const V& x, int slot, std::uint32_t counter,
-                                                const std::uint32_t key[2]) {
+FASTOPTIM_INLINE V store_bfloat16_stochastic(std::uint16_t* p, const V& x, int slot, std::uint32_t counter,
+                                             const std::uint32_t key[2]) {
     using B = Bits<V>;
     const typename B::R h = mix32<B>(B::xor_(mix32<B>(B::xor_(B::counters(counter), B::set1(key[0]))), B::set1(key[1])));
     const typename B::R r = slot % 2 == 0 ? B::and_(h, B::set1(0xFFFFU)) : B::template shr<16>(h);
-    B::store16(p, B::add(quieted_bits(x), r));
+    const typename B::R rounded = B::add(quieted_bits(x), r);
+    B::store16(p, rounded);
+    return stored_value<V>(rounded);
 }
 
 // An ArrayRef whose state slots hold bfloat16 patterns, as the rules read it (rule.hpp's
@@ -221,12 +232,12 @@ struct StoredAs : ArrayRef<T> {
     template <class V>
     FASTOPTIM_INLINE V load_stored(int slot, index_t i) const { return load_bfloat16<V>(slot_bits(slot) + i); }
     template <class V>
-    FASTOPTIM_INLINE void store_stored(int slot, index_t i, const V& value) const {
+    FASTOPTIM_INLINE V store_stored(int slot, index_t i, const V& value) const {
         if constexpr (F == StateFormat::bf16_nearest)
-            store_bfloat16_nearest(slot_bits(slot) + i, value);
+            return store_bfloat16_nearest(slot_bits(slot) + i, value);
         else
-            store_bfloat16_stochastic(slot_bits(slot) + i, value, slot,
-                                      std::uint32_t(std::uint64_t(this->first_index + i)), keys[slot / 2]);
+            return store_bfloat16_stochastic(slot_bits(slot) + i, value, slot,
+                                             std::uint32_t(std::uint64_t(this->first_index + i)), keys[slot / 2]);
     }
     // The keys of the elements whose index within the parameter has these high 32 bits.
     void set_keys(std::uint64_t index_high) {

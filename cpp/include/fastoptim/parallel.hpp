@@ -138,10 +138,18 @@ void measure_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
         const index_t end = std::min(begin + kBlock, w.arrays[k].size);
         const ArrayRef<T>& a = w.arrays[k];
         double* out = w.partials + b * Rule::norms;
-        if constexpr (std::is_same_v<T, float>) {
-            if (a.state_format != StateFormat::native) {  // read only: either rounding reads alike
+        if constexpr (std::is_same_v<T, float>) {  // the norm pass may store state (LAMB's m and v)
+            if (a.state_format == StateFormat::bf16_nearest) {
                 measure_block<Rule, T>(coeffs_of<Rule>(w, k), StoredAs<T, StateFormat::bf16_nearest>(a), begin, end,
                                        prefetch, out);
+                continue;
+            }
+            if (a.state_format == StateFormat::bf16_stochastic) {
+                // A block lies within one stretch of 2^32 indices: first_index is a multiple of
+                // kBlock for rules with norms (Plan::set_counters checks it).
+                StoredAs<T, StateFormat::bf16_stochastic> view(a);
+                view.set_keys(std::uint64_t(a.first_index + begin) >> 32);
+                measure_block<Rule, T>(coeffs_of<Rule>(w, k), view, begin, end, prefetch, out);
                 continue;
             }
         }

@@ -65,10 +65,11 @@ struct Streams {
     }
 };
 
-// The bytes of one element of `a`'s state slots.
+// The bytes of one element of `a`'s state slots (bfloat16 state is for float32 parameters: a
+// float64 array's format is ignored, by the sweeps as here).
 template <class T>
 index_t state_bytes(const ArrayRef<T>& a) {
-    return a.state_format == StateFormat::native ? index_t(sizeof(T)) : 2;
+    return sizeof(T) == 4 && a.state_format != StateFormat::native ? 2 : index_t(sizeof(T));
 }
 
 // The arrays of `a` a pass reads: p, g when `grad`, and the first `slots` state slots that

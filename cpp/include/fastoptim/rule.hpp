@@ -100,11 +100,17 @@ FASTOPTIM_INLINE void store_param(const A& a, index_t i, const V& value) {
     if (a.ema) lerp_toward(V::load(a.ema + i), value, a.ema_weight).store(a.ema + i);
     if (a.cleared) V(typename V::value_type(0)).store(a.cleared + i);
 }
+// Returns the value as stored, which a later load_state reads back (rounded, for bfloat16 state):
+// a pass that stores state for another pass to read computes from this (LAMB's norms).
 template <class A, class V>
-FASTOPTIM_INLINE void store_state(const A& a, int slot, index_t i, const V& value) {
+FASTOPTIM_INLINE V store_state(const A& a, int slot, index_t i, const V& value) {
     using T = typename V::value_type;
-    if constexpr (A::kStateFormat == StateFormat::native) value.store(static_cast<T*>(a.state[slot]) + i);
-    else a.store_stored(slot, i, value);
+    if constexpr (A::kStateFormat == StateFormat::native) {
+        value.store(static_cast<T*>(a.state[slot]) + i);
+        return value;
+    } else {
+        return a.store_stored(slot, i, value);
+    }
 }
 
 // What a rule has unless it says otherwise: no per-group running scalars, no norms, and a

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._state_format import read_saved_format
-from .._validation import check_dtype_and_shape
+from .._validation import check_dtype_and_shape, is_bfloat16_array
 from ._common import f_only, flat
 
 __all__ = ["Merger", "Piece", "refuse_pending", "split"]
@@ -180,7 +180,10 @@ class Merger:
                 if not isinstance(value, np.ndarray):
                     target[slot] = value  # the piece's clock, which is its parameter's
                 elif slot in target:
-                    self._flat[id(target[slot])][start:stop] = value.reshape(-1)
+                    into, piece = self._flat[id(target[slot])][start:stop], value.reshape(-1)
+                    if is_bfloat16_array(piece):  # as bits: ranks with and without ml_dtypes merge alike
+                        into, piece = into.view(np.uint16), piece.view(np.uint16)
+                    into[...] = piece
         if "ema" in shard:
             for (name, start, stop), value in shard["ema"]["arrays"].items():
                 self._flat[id(out["ema"]["arrays"][name])][start:stop] = value.reshape(-1)

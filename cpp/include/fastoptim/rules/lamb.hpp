@@ -70,10 +70,10 @@ struct Lamb : RuleBase {
     template <class V, class T, class A>
     static FASTOPTIM_INLINE void measure(const Coeffs<T>& c, const A& a, index_t i, V* squares) {
         const V p = load_param<V>(a, i), g = load_grad<V>(a, i);
-        const V m = V(c.beta1) * load_state<V>(a, 0, i) + V(c.one_minus_beta1) * g;
-        const V v = V(c.beta2) * load_state<V>(a, 1, i) + V(c.one_minus_beta2) * (g * g);
-        store_state(a, 0, i, m);
-        store_state(a, 1, i, v);
+        // m and v as stored (rounded, for bfloat16 state): the update pass reads them back, so the
+        // ratio is measured on the direction it applies.
+        const V m = store_state(a, 0, i, V(c.beta1) * load_state<V>(a, 0, i) + V(c.one_minus_beta1) * g);
+        const V v = store_state(a, 1, i, V(c.beta2) * load_state<V>(a, 1, i) + V(c.one_minus_beta2) * (g * g));
         const V r = direction(c, p, m, v);
         squares[0] = p * p;
         squares[1] = r * r;

@@ -130,14 +130,18 @@ def test_nearest_rounding_cannot_decay_a_moment_stochastic_rounding_can():
     """Why bfloat16 state offers stochastic rounding: with β2 = 0.999 and gradients that vanish,
     v ← 0.999·v changes v by less than half a bfloat16 ulp (2**-9), so rounding to nearest keeps
     v where it was forever; stochastic rounding decays it as 0.999**t in expectation."""
+    def mean_v(opt):  # widened from the bit patterns: the arrays are uint16 without ml_dtypes
+        bits = opt.state[0]["exp_avg_sq"].view(np.uint16).astype(np.uint32) << np.uint32(16)
+        return bits.view(np.float32).astype(np.float64).mean()
+
     def run(rounding):
         x = np.ones(100_000, np.float32)
         opt = fo.Adam([x], lr=0.0, betas=(0.9, 0.999), state_dtype="bfloat16", state_rounding=rounding)
         opt.step([np.ones_like(x)])  # v = 0.001 (rounded)
-        first = opt.state[0]["exp_avg_sq"].astype(np.float64).mean()
+        first = mean_v(opt)
         for _ in range(500):
             opt.step([np.zeros_like(x)])
-        return first, opt.state[0]["exp_avg_sq"].astype(np.float64).mean()
+        return first, mean_v(opt)
 
     first, stalled = run("nearest")
     assert stalled == first

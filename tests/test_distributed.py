@@ -79,6 +79,20 @@ def test_element_wise_split_is_even_to_the_alignment(sizes: list[int], world: in
         assert all(d % ALIGN == 0 for d in bucket.displs[1:] if d < bucket.size), bucket.displs
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 5000), min_size=1, max_size=8), st.integers(1, 6), st.integers(1, 40))
+def test_8bit_state_pieces_start_on_its_blocks(sizes: list[int], world: int, cap_kib: int) -> None:
+    """With blocks of 256 (8-bit state), every piece a rank owns starts on a multiple of 256 of
+    its parameter's elements, and the pieces still cover every element once."""
+    layout = plan(sizes, [np.dtype(np.float32)] * len(sizes), world, cap_kib << 10, whole_arrays=False, block=256)
+    covered = [np.zeros(n, int) for n in sizes]
+    for rank in range(world):
+        for piece in layout.pieces(rank):
+            assert piece.start % 256 == 0, (piece, sizes)
+            covered[piece.param][piece.start:piece.stop] += 1
+    assert all((c == 1).all() for c in covered)
+
+
 def test_large_arrays_travel_in_place_and_small_ones_packed() -> None:
     """float32 with a 4 MiB cap: arrays from 256 KiB (65536 elements) are buckets of their own,
     cut in chunks of at most the cap; smaller ones share buckets."""

@@ -289,6 +289,46 @@ def test_bfloat16_state_arrays_are_held_like_any_other():
     """)
 
 
+def test_8bit_state_arrays_are_held_like_any_other():
+    """8-bit state (1-byte codes, and a float32 absmax per block of 256): a code array or an
+    absmax array reloaded in place with fewer elements, replaced by a shorter one, or re-typed in
+    place (int8: the same element size) is refused at the next step with nothing changed, never
+    read or written past its end."""
+    run_child("""
+        n = 1_000_000
+        g = [np.ones(n, np.float32)]
+        def adam():
+            p = np.zeros(n, np.float32)
+            opt = fo.Adam([p], state_dtype="int8")
+            opt.step(g)
+            return p, p.copy(), opt
+        p, before, opt = adam()
+        absmax = opt.state[0]["exp_avg_absmax"]
+        refused(lambda: absmax.resize(10, refcheck=False), ValueError, "cannot resize")
+        absmax.__setstate__(np.zeros(10, np.float32).__reduce__()[2])
+        refused(lambda: opt.step(g), ValueError, "state[0]['exp_avg_absmax'] now has shape (10,)")
+        assert (p == before).all()
+        p, before, opt = adam()
+        opt.state[0]["exp_avg_sq_absmax"] = np.zeros(10, np.float32)
+        refused(lambda: opt.step(g), ValueError, "state[0]['exp_avg_sq_absmax'] has shape (10,)")
+        assert (p == before).all()
+        p, before, opt = adam()
+        m = opt.state[0]["exp_avg"]
+        m.__setstate__(np.zeros(10, np.uint8).__reduce__()[2])
+        refused(lambda: opt.step(g), ValueError, "state[0]['exp_avg'] now has shape (10,)")
+        assert (p == before).all()
+        p, before, opt = adam()
+        v = opt.state[0]["exp_avg_sq"]
+        v.dtype = np.int8
+        refused(lambda: opt.step(g), ValueError, "state[0]['exp_avg_sq'] now has dtype int8")
+        assert (p == before).all()
+        v.dtype = np.uint8
+        opt.step(g)
+        assert (p != before).all()
+        print("ok")
+    """)
+
+
 @pytest.mark.parametrize(("on_state", "attribute", "value", "back", "message"), [
     (False, "writeable", False, True, "params[0] is read-only now"),
     (False, "dtype", np.int32, np.float32, "params[0] now has dtype int32 (it was float32)"),

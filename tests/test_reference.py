@@ -86,10 +86,13 @@ def _minimize(case, settings, gradient, x, steps, decay):
     return x
 
 
-# float64 with state of its dtype; float32 with its state stored as bfloat16, both roundings
+# float64 with state of its dtype; float32 with its state stored as bfloat16, both roundings; float32
+# with 8-bit state (min_8bit_size=1: these small arrays would keep float32 state; Rosenbrock's x and
+# y share one block's absmax)
 LAYOUTS = {"float64": (np.float64, {}),
            "bfloat16-state": (np.float32, {"state_dtype": "bfloat16"}),
-           "bfloat16-stochastic": (np.float32, {"state_dtype": "bfloat16", "state_rounding": "stochastic"})}
+           "bfloat16-stochastic": (np.float32, {"state_dtype": "bfloat16", "state_rounding": "stochastic"}),
+           "int8-state": (np.float32, {"state_dtype": "int8", "min_8bit_size": 1})}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

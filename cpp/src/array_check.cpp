@@ -25,6 +25,7 @@ const char* type_name(int type_num) {
     return type_num == npy::NPY_DOUBLE_  ? "float64"
            : type_num == npy::NPY_FLOAT_ ? "float32"
            : type_num == kBfloat16Bits   ? "bfloat16 (ml_dtypes.bfloat16, or uint16 holding its bit patterns)"
+           : type_num == kCodeBytes      ? "uint8"
                                          : "another dtype";
 }
 
@@ -42,13 +43,14 @@ std::string dtype_text(PyObject* array) {
     return py::str(py::handle(py::detail::array_proxy(array)->descr)).cast<std::string>();
 }
 
-// float32 or float64 in this machine's byte order, or bfloat16 patterns (kBfloat16Bits): the
-// only element types the kernels know; -1 for any other.
+// float32 or float64 in this machine's byte order, bfloat16 patterns (kBfloat16Bits) or 8-bit
+// codes (kCodeBytes): the only element types the kernels know; -1 for any other.
 int kernel_type(PyObject* array) {
     const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(array)->descr);
     if (!native_byte_order(descr->byteorder)) return -1;
     if (descr->type_num == npy::NPY_FLOAT_ || descr->type_num == npy::NPY_DOUBLE_) return descr->type_num;
     if (descr->type_num == npy::NPY_USHORT_ || is_ml_dtypes_bfloat16(descr)) return kBfloat16Bits;
+    if (descr->type_num == kCodeBytes) return kCodeBytes;
     return -1;
 }
 
@@ -65,7 +67,7 @@ std::string array_problem(PyObject* obj, const ArrayNeeds& needs, const char* ex
         return std::string("must be a numpy.ndarray, got ") + (obj ? Py_TYPE(obj)->tp_name : "nothing");
     const auto* a = py::detail::array_proxy(obj);
     const int type = kernel_type(obj);
-    if (needs.type_num == -1 && (type == -1 || type == kBfloat16Bits))
+    if (needs.type_num == -1 && type != npy::NPY_FLOAT_ && type != npy::NPY_DOUBLE_)
         return "has dtype " + dtype_text(obj) + "; fastoptim updates float32 and float64 arrays in native byte order";
     if (needs.type_num != -1 && type != needs.type_num)
         return "has dtype " + dtype_text(obj) + "; its parameter is " +
@@ -90,12 +92,15 @@ ArrayRecord::ArrayRecord(PyObject* array) {
     type_num_ = kernel_type(array);
     is_double_ = type_num_ == npy::NPY_DOUBLE_;
     dims_at_ = a->dimensions;
-    const bool bits = type_num_ == kBfloat16Bits;
-    builtin_descr_ = is_double_ ? py::dtype::of<double>().ptr() : bits ? nullptr : py::dtype::of<float>().ptr();
+    const bool bits = type_num_ == kBfloat16Bits, codes = type_num_ == kCodeBytes;
+    builtin_descr_ = is_double_ ? py::dtype::of<double>().ptr()
+                     : bits     ? nullptr
+                     : codes    ? py::dtype::of<std::uint8_t>().ptr()
+                                : py::dtype::of<float>().ptr();
     order_ = (a->flags & npy::NPY_ARRAY_C_CONTIGUOUS_) ? 'C' : 'F';
     std::size_t count = 1;
     for (py::ssize_t d : shape_) count *= std::size_t(d);
-    nbytes_ = count * (is_double_ ? sizeof(double) : bits ? sizeof(std::uint16_t) : sizeof(float));
+    nbytes_ = count * (is_double_ ? sizeof(double) : bits ? sizeof(std::uint16_t) : codes ? 1 : sizeof(float));
 }
 
 bool ArrayRecord::same_dtype(PyObject* array) const {

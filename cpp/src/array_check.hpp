@@ -18,10 +18,12 @@ namespace py = pybind11;
 // The element type of bfloat16 state: ml_dtypes.bfloat16, or uint16 holding its bit patterns
 // (NumPy has no bfloat16 of its own). Not a NumPy type number: no NumPy type has it.
 inline constexpr int kBfloat16Bits = 1 << 20;
+// The element type of 8-bit state: uint8 codes (int8_state.hpp).
+inline constexpr int kCodeBytes = py::detail::npy_api::NPY_UBYTE_;
 
 // What an array must be for the kernels to use it.
 struct ArrayNeeds {
-    int type_num = -1;                            // NPY_FLOAT, NPY_DOUBLE or kBfloat16Bits; -1: float32 or float64
+    int type_num = -1;                            // NPY_FLOAT, NPY_DOUBLE, kBfloat16Bits or kCodeBytes; -1: float32 or float64
     const std::vector<py::ssize_t>* shape = nullptr;  // nullptr: any
     char order = 0;                               // 'C' or 'F': contiguous in that order; 0: either
     bool writeable = false;

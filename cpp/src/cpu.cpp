@@ -56,8 +56,8 @@ Features detect() {
     const unsigned long long xcr0 = enabled_register_states();
     const bool ymm = (xcr0 & 0x6) == 0x6;           // SSE and AVX state
     const bool zmm = ymm && (xcr0 & 0xe0) == 0xe0;  // opmask, upper ZMM, high ZMM
-    const bool fma = l1.c & (1u << 12), avx = l1.c & (1u << 28);
-    f.avx2 = ymm && avx && fma && (l7.b & (1u << 5));
+    const bool fma = l1.c & (1u << 12), avx = l1.c & (1u << 28), f16c = l1.c & (1u << 29);
+    f.avx2 = ymm && avx && fma && f16c && (l7.b & (1u << 5));  // every AVX2 CPU has F16C (8-bit state's codes)
     const bool f512 = l7.b & (1u << 16), dq = l7.b & (1u << 17), bw = l7.b & (1u << 30),
                vl = l7.b & (1u << 31);
     f.avx512 = zmm && f.avx2 && f512 && dq && bw && vl;

@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "blockwise_binding.hpp"
 #include "cache.hpp"
 #include "grad_check.hpp"
 #include "grad_norm_binding.hpp"
@@ -30,10 +31,10 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Plan>(m, "Plan")
         .def(py::init<const std::string&, py::list, py::list, std::vector<int>, py::list, int, std::vector<std::string>,
-                      py::list, std::vector<bool>>(),
+                      py::list, std::vector<std::string>, py::list>(),
              py::arg("rule"), py::arg("params"), py::arg("states"), py::arg("groups"), py::arg("names"),
              py::arg("group_count"), py::arg("slot_names"), py::arg("extras"),
-             py::arg("bfloat16_state") = std::vector<bool>{})
+             py::arg("state_dtypes") = std::vector<std::string>{}, py::arg("absmax") = py::list())
         .def("set_rounding", &Plan::set_rounding, py::arg("stochastic"), py::arg("seed"))
         .def("set_counters", &Plan::set_counters, py::arg("positions"), py::arg("first_indices"))
         .def("set_hyper", &Plan::set_hyper, py::arg("group"), py::arg("row"))
@@ -115,6 +116,7 @@ PYBIND11_MODULE(_core, m) {
                 slot["name"] = s.name;
                 slot["needed_when"] = s.needed_when == nullptr ? py::object(py::none()) : py::object(py::str(s.needed_when));
                 slot["seeded"] = s.seeded;
+                slot["nonnegative"] = s.nonnegative;
                 slot["shape"] = shapes[int(s.shape)];
                 slots.append(slot);
             }
@@ -173,4 +175,5 @@ PYBIND11_MODULE(_core, m) {
     m.def("probe", &run_probe, py::arg("arrays"), py::arg("writes"), py::arg("threads"),
           "One read-modify-write sweep: read every array, write the first `writes` of them; trailing "
           "uint16 arrays beside float32 ones (bfloat16 state's bytes) are read and written.");
+    bind_blockwise(m);
 }

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "fastoptim/bfloat16.hpp"
+#include "fastoptim/int8_state.hpp"
 #include "grad_check.hpp"
 #include "runtime.hpp"
 
@@ -82,13 +83,14 @@ Work<T> Plan::Arrays<T>::work() {
 
 Plan::Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
            py::list names, int group_count, std::vector<std::string> slot_names, py::list extras,
-           std::vector<bool> bfloat16_state)
+           std::vector<std::string> state_dtypes, py::list absmax)
     : rule_(&rule_named(rule)), group_count_(group_count), slot_names_(std::move(slot_names)) {
     const std::size_t n = params.size();
     if (states.size() != n || groups.size() != n || names.size() != n || extras.size() != n)
         throw py::value_error("Plan: params, states, groups, names and extras differ in length");
-    if (!bfloat16_state.empty() && bfloat16_state.size() != n)
-        throw py::value_error("Plan: bfloat16_state needs one entry per parameter");
+    if (!state_dtypes.empty() && state_dtypes.size() != n)
+        throw py::value_error("Plan: state_dtypes needs one entry per parameter");
+    if (!absmax.empty() && absmax.size() != n) throw py::value_error("Plan: absmax needs one entry per parameter");
     if (group_count < 0) throw py::value_error("Plan: negative group count");
     if (slot_names_.size() != rule_->slots.size()) throw py::value_error("Plan: one slot name per state slot expected");
     for (std::size_t s = 0; s < slot_names_.size(); ++s)
@@ -112,23 +114,40 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         py::list slots = states[i];
         if (slots.size() != rule_->slots.size()) throw py::value_error("Plan: wrong number of state slots");
         const bool is_double = p.record.is_double();
-        const bool bf16 = !bfloat16_state.empty() && bfloat16_state[i];
-        if (bf16 && is_double)
-            throw py::value_error(label(i, "params") + " is float64; bfloat16 state is for float32 parameters (it would "
-                                  "lose what float64 keeps)");
+        const std::string dtype = state_dtypes.empty() ? std::string() : state_dtypes[i];
+        if (!dtype.empty() && dtype != "bfloat16" && dtype != "int8")
+            throw py::value_error("Plan: unknown state dtype '" + dtype + "'");
+        const bool bf16 = dtype == "bfloat16", int8 = dtype == "int8";
+        if ((bf16 || int8) && is_double)
+            throw py::value_error(label(i, "params") + " is float64; " + dtype + " state is for float32 parameters (it "
+                                  "would lose what float64 keeps)");
         any_bfloat16_ = any_bfloat16_ || bf16;
         const ArrayNeeds state_needs{is_double ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &p.record.shape(), p.record.order(), true};
         ArrayNeeds slot_needs = state_needs;
         if (bf16) slot_needs.type_num = kBfloat16Bits;
+        if (int8) slot_needs.type_num = kCodeBytes;
+        const char* expected = bf16 ? "float32 with bfloat16 state" : int8 ? "float32 with 8-bit state (uint8 codes)" : nullptr;
+        const py::list scales = absmax.empty() || absmax[i].is_none() ? py::list() : py::list(absmax[i]);
+        if (int8 != !scales.empty() || (int8 && scales.size() != rule_->slots.size()))
+            throw py::value_error("Plan: 8-bit state needs one absmax entry per state slot, and only 8-bit state has them");
+        std::vector<py::ssize_t> block_count{py::ssize_t(code_blocks(index_t(p.record.nbytes() / sizeof(float))))};
+        const ArrayNeeds absmax_needs{npy::NPY_FLOAT_, &block_count, 'C', true};
         for (int s = 0; s < int(rule_->slots.size()); ++s) {
             if (slots[s].is_none()) continue;
             py::object st = slots[s];
-            const std::string state_problem = array_problem(st.ptr(), slot_needs, bf16 ? "float32 with bfloat16 state" : nullptr);
+            const std::string state_problem = array_problem(st.ptr(), slot_needs, expected);
             if (!state_problem.empty())
                 refuse(state_label(i, s), state_problem);
             p.states.push_back(st);
             p.state_records.emplace_back(st.ptr());
             p.state_slots.push_back(s);
+            if (!int8) continue;
+            py::object scale = scales[std::size_t(s)];
+            const std::string scale_problem = array_problem(scale.ptr(), absmax_needs, "float32, one per block of 256");
+            if (!scale_problem.empty()) refuse(state_label(i, kMaxStateSlots + s), scale_problem);
+            p.states.push_back(scale);
+            p.state_records.emplace_back(scale.ptr());
+            p.state_slots.push_back(kMaxStateSlots + s);
         }
         py::list own = extras[i];
         if (own.size() != std::size_t(kExtras)) throw py::value_error("Plan: wrong number of extra arrays");
@@ -146,8 +165,13 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
             ArrayRef<T> ref;
             ref.param = reinterpret_cast<T*>(p.record.data());
             ref.size = index_t(p.record.nbytes() / sizeof(T));
-            for (std::size_t k = 0; k < p.states.size(); ++k) ref.state[p.state_slots[k]] = p.state_records[k].data();
+            for (std::size_t k = 0; k < p.states.size(); ++k) {
+                const int slot = p.state_slots[k];
+                if (slot < kMaxStateSlots) ref.state[slot] = p.state_records[k].data();
+                else ref.absmax[slot - kMaxStateSlots] = reinterpret_cast<float*>(p.state_records[k].data());
+            }
             if (bf16) ref.state_format = StateFormat::bf16_nearest;
+            if (int8) ref.state_format = StateFormat::int8;
             p.index = arrays.refs.size();
             arrays.refs.push_back(ref);
             arrays.offsets.push_back(arrays.offsets.back() + ref.size);
@@ -211,7 +235,8 @@ void Plan::set_rounding(bool stochastic, std::uint64_t seed) {
     seed_ = seed;
     const StateFormat format = stochastic ? StateFormat::bf16_stochastic : StateFormat::bf16_nearest;
     for (ArrayRef<float>& ref : f32_.refs)
-        if (ref.state_format != StateFormat::native) ref.state_format = format;
+        if (ref.state_format == StateFormat::bf16_nearest || ref.state_format == StateFormat::bf16_stochastic)
+            ref.state_format = format;
 }
 
 void Plan::set_counters(const std::vector<std::int64_t>& positions, const std::vector<std::int64_t>& first_indices) {
@@ -223,6 +248,10 @@ void Plan::set_counters(const std::vector<std::int64_t>& positions, const std::v
         if (rule_->norms > 0 && first_indices[i] % kBlock != 0)  // a norm block then spans one key's stretch
             throw py::value_error("set_counters: a rule with norms takes pieces that start on a multiple of " +
                                   std::to_string(kBlock) + " elements");
+        const bool coded = !params_[i].record.is_double() && ref_of<float>(i).state_format == StateFormat::int8;
+        if (coded && first_indices[i] % kCodeBlock != 0)  // a shard holds whole blocks of codes
+            throw py::value_error("set_counters: 8-bit state takes pieces that start on a multiple of " +
+                                  std::to_string(kCodeBlock) + " elements");
     }
     positions_ = positions;
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -288,7 +317,9 @@ std::string Plan::label(std::size_t i, const char* container) const {
 }
 
 std::string Plan::state_label(std::size_t i, int slot) const {
-    return "state[" + repr_text(names_[i]) + "][" + repr_text(py::str(slot_names_[std::size_t(slot)])) + "]";
+    const std::string name = slot < kMaxStateSlots ? slot_names_[std::size_t(slot)]
+                                                   : slot_names_[std::size_t(slot - kMaxStateSlots)] + "_absmax";
+    return "state[" + repr_text(names_[i]) + "][" + repr_text(py::str(name)) + "]";
 }
 
 std::string Plan::extra_label(std::size_t i, int extra) const {

@@ -60,12 +60,13 @@ public:
     // params: the arrays to update; states[i]: one array or None per slot of the rule, named
     // slot_names (for messages); groups[i]: the group of params[i]; names[i]: the key of
     // params[i] in a grads dict; extras[i]: its accumulation buffer and its EMA, each an array
-    // or None (all parameters have one or none); bfloat16_state[i] (empty: all false): the
-    // state arrays of params[i] hold bfloat16 (float32 parameters only). Every array is
-    // validated here: ValueError/TypeError if unfit.
+    // or None (all parameters have one or none); state_dtypes[i] (empty: all ""): how the state
+    // arrays of params[i] are stored, "" (its dtype), "bfloat16" or "int8" (float32 parameters
+    // only); absmax[i]: for "int8", one float32 absmax array or None per slot (int8_state.hpp),
+    // else None. Every array is validated here: ValueError/TypeError if unfit.
     Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
          py::list names, int group_count, std::vector<std::string> slot_names, py::list extras,
-         std::vector<bool> bfloat16_state);
+         std::vector<std::string> state_dtypes, py::list absmax);
 
     // The most steps a group may take: torch keeps step counts as floats, exact up to 2**53.
     static constexpr std::int64_t kMaxSteps = std::int64_t(1) << 53;

@@ -29,7 +29,7 @@ from ._config import (
     show_config,
 )
 from ._core import __version__
-from ._state_format import bfloat16_dtype
+from ._state_format import bfloat16_dtype, dequantize_blockwise, quantize_blockwise
 from ._step_options import StepInfo
 from .adabound import AdaBound
 from .adadelta import Adadelta
@@ -66,6 +66,8 @@ __all__ = [
     "ParamGroup",
     "StepInfo",
     "bfloat16_dtype",
+    "dequantize_blockwise",
+    "quantize_blockwise",
     "clip_grad_norm_",
     "get_total_norm",
     "__version__",

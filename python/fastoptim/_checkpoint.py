@@ -14,8 +14,8 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from ._core import MAX_STEPS, rules
-from ._state_format import StateFormat, convert_saved, read_saved_format
-from ._validation import check_dtype_and_shape
+from ._state_format import ABSMAX, StateFormat, read_saved_format, stored_as, stored_values
+from ._validation import check_absmax, check_dtype_and_shape
 
 __all__ = ["MAX_STEPS", "Checked", "Clock", "check_state_dict", "read_hyper"]
 
@@ -51,7 +51,9 @@ class Optimizer(Protocol):
     _rule: ClassVar[str]
     _slots: ClassVar[tuple[str, ...]]
     _seeded_slots: ClassVar[tuple[str, ...]]
+    _signed_slots: ClassVar[frozenset[str]]
     _state_format: StateFormat
+    _storage_sizes: dict[Hashable, int]
 
     def _check_group(self, group: Mapping[str, Any]) -> None: ...
     def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]: ...
@@ -104,7 +106,7 @@ def check_state_dict(opt: Optimizer, state_dict: Any) -> Checked:
         hyper = {**read_hyper(group), **read_hyper({k: v for k, v in saved.items() if isinstance(k, str)})}
         opt._check_group(hyper)
         needed = opt._needed_slots(hyper)
-        entries = [_check_entry(opt, name, saved_state.get(name, {"step": 0}), param, needed, saved_format.bfloat16)
+        entries = [_check_entry(opt, name, saved_state.get(name, {"step": 0}), param, needed, saved_format)
                    for name, param in zip(names, params)]
         if rules()[opt._rule]["clock"] == "per_group":  # else each parameter keeps its own, as in torch
             first = entries[0]
@@ -123,8 +125,19 @@ def check_state_dict(opt: Optimizer, state_dict: Any) -> Checked:
     return merged, loaded, clocks
 
 
+def _converted(stored: dict[str, np.ndarray], slot: str, saved: str, storage: str, signed: bool,
+               param: np.ndarray) -> dict[str, np.ndarray]:
+    """One saved slot (checked) in the layout `storage`: as saved where the layouts agree (bfloat16
+    as uint16 bit patterns), else through its float values (bfloat16 widens exactly; float32
+    rounds to the nearest bfloat16 or 8-bit code)."""
+    if saved == storage:
+        return {k: (np.ascontiguousarray(a).view(np.uint16) if saved == "bfloat16" else a) for k, a in stored.items()}
+    values = stored_values(stored, slot, saved, signed, param)
+    return stored_as(values, slot, storage, signed, param)
+
+
 def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, needed: Sequence[str],
-                 saved_bfloat16: bool) -> _Entry:
+                 saved_format: StateFormat) -> _Entry:
     label = f"state_dict['state'][{name!r}]"
     if not isinstance(entry, Mapping):
         raise TypeError(f"{label} must be a dict, got {type(entry).__name__}")
@@ -151,17 +164,24 @@ def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, 
         if not low <= float(v) <= high:  # NaN fails too
             raise ValueError(f"{label}[{n!r}] must be a finite number in [{low}, {high}], got {v!r}")
 
+    whole = opt._storage_sizes.get(name)  # a piece's whole array decides its layout
+    saved, storage = saved_format.storage(param, whole), opt._state_format.storage(param, whole)
     arrays: dict[str, np.ndarray] = {}
     for slot, value in entry.items():
-        if slot == "step" or slot in scalar_names:
+        if slot == "step" or slot in scalar_names or (saved == "int8" and slot in [s + ABSMAX for s in opt._slots]):
             continue
         if slot not in opt._slots:
             raise ValueError(f"{label}: {type(opt).__name__} has no state named {slot!r}")
-        if saved_bfloat16 and param.dtype != np.float32:
-            raise ValueError(f"{label}[{slot!r}] is saved as bfloat16 state, which only float32 parameters have; "
+        if saved and param.dtype != np.float32:
+            raise ValueError(f"{label}[{slot!r}] is saved as {saved} state, which only float32 parameters have; "
                              f"this parameter is {param.dtype}")
-        checked = check_dtype_and_shape(f"{label}[{slot!r}]", value, param, saved_bfloat16)
-        arrays[slot] = convert_saved(checked, saved_bfloat16, opt._state_format.bfloat16)
+        stored = {slot: check_dtype_and_shape(f"{label}[{slot!r}]", value, param, saved)}
+        if saved == "int8":
+            key = slot + ABSMAX
+            if key not in entry:
+                raise ValueError(f"{label} has {slot!r} saved as 8-bit codes without {key!r}")
+            stored[key] = check_absmax(f"{label}[{key!r}]", entry[key], param, writable=False)
+        arrays.update(_converted(stored, slot, saved, storage, slot in opt._signed_slots, param))
     missing_slots = [s for s in needed if s not in arrays and s not in opt._seeded_slots]
     if steps > 0 and missing_slots:
         raise ValueError(f"{label} lacks {missing_slots[0]!r}, which step {steps} needs")

@@ -55,6 +55,7 @@ class Slot:
     needed_when: str | None  # the field whose nonzero value makes this slot exist, or None: always
     seeded: bool  # a fresh group's first step writes it without reading it
     shape: str
+    nonnegative: bool = False  # never below zero (a second moment): 8-bit state codes it unsigned
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class Schema:
     @property
     def seeded_slots(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.slots if s.seeded)
+
+    @property
+    def signed_slots(self) -> frozenset[str]:
+        """The slots whose values may be negative (8-bit state codes them with a sign)."""
+        return frozenset(s.name for s in self.slots if not s.nonnegative)
 
     @cached_property  # read at every group check: derived once
     def tuple_lengths(self) -> dict[str, int]:
@@ -133,5 +139,5 @@ def schema_of(rule: str) -> Schema:
         base, element = (match.group(1), int(match.group(2))) if match else (f["key"], None)
         fields.append(Field(f["name"], f["key"], base, element, f["default"], f["kind"] == "flag", _bound(f["low"]),
                             _bound(f["high"]), f["low_open"], f["high_open"], f["fallback"]))
-    slots = tuple(Slot(s["name"], s["needed_when"], s["seeded"], s["shape"]) for s in info["slots"])
+    slots = tuple(Slot(s["name"], s["needed_when"], s["seeded"], s["shape"], s["nonnegative"]) for s in info["slots"])
     return Schema(rule, tuple(fields), slots)

@@ -1,4 +1,4 @@
-"""How an optimizer stores its state: in the parameter's dtype, or as bfloat16.
+"""How an optimizer stores its state: in the parameter's dtype, as bfloat16, or as 8-bit codes.
 
 bfloat16 state (float32 parameters only) halves the state's bytes; the kernels load it into
 float32 registers, update it there and round it back, to nearest even or stochastically from a
@@ -6,41 +6,61 @@ counter-based generator keyed by ``seed`` (``cpp/include/fastoptim/bfloat16.hpp`
 no bfloat16: with ml_dtypes installed (``pip install "fastoptim[bf16]"``) the state arrays are
 ``ml_dtypes.bfloat16`` arrays; without it, ``uint16`` arrays of the same bit patterns. The
 kernels accept either, and a state dict records the layout, so both load anywhere.
+
+8-bit state (float32 parameters of at least ``min_8bit_size`` elements) keeps each slot as
+uint8 codes shaped like the parameter, under the slot's name, and a float32 absmax per block
+of 256 elements under the slot's name + ``"_absmax"`` (``cpp/include/fastoptim/int8_state.hpp``).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from ._validation import check_int
+from ._core import dequantize_blockwise as _decode_blocks
+from ._core import quantize_blockwise as _encode_blocks
+from ._memory import state_like
+from ._validation import check_absmax, check_int, check_state_array
 
-__all__ = ["NATIVE", "StateFormat", "bfloat16_dtype", "convert_saved", "from_bfloat16", "read_saved_format",
-           "read_state_format", "to_bfloat16_bits"]
+__all__ = ["ABSMAX", "NATIVE", "StateFormat", "bfloat16_dtype", "dequantize_blockwise", "from_bfloat16",
+           "new_slot", "quantize_blockwise", "read_saved_format", "read_state_format", "check_stored", "stored_as",
+           "stored_keys", "stored_values", "to_bfloat16_bits", "zeros_text"]
 
-_DTYPES = (None, "bfloat16")
+_DTYPES = (None, "bfloat16", "int8")
+ABSMAX = "_absmax"  # the suffix of an 8-bit slot's absmax array
+MIN_8BIT_SIZE = 4096  # bitsandbytes' default: smaller arrays keep full-precision state
 _ROUNDINGS = ("nearest", "stochastic")
 _MAX_SEED = 2**64 - 1
 
 
 class StateFormat(NamedTuple):
-    """The state layout of an optimizer: `dtype` None (the parameter's) or ``"bfloat16"``;
-    how bfloat16 rounds (``"nearest"`` even, or ``"stochastic"``); the generator's seed."""
+    """The state layout of an optimizer: `dtype` None (the parameter's), ``"bfloat16"`` or
+    ``"int8"``; how bfloat16 rounds (``"nearest"`` even, or ``"stochastic"``); the generator's
+    seed; the fewest elements an array needs for 8-bit state."""
 
     dtype: str | None = None
     rounding: str = "nearest"
     seed: int = 0
+    min_8bit_size: int = MIN_8BIT_SIZE
 
     @property
     def bfloat16(self) -> bool:
         return self.dtype == "bfloat16"
 
+    def storage(self, param: np.ndarray, size: int | None = None) -> str:
+        """How `param`'s state is stored: ``""`` (in its dtype), ``"bfloat16"`` or ``"int8"``
+        (8-bit for arrays of `size` elements, default its own, from ``min_8bit_size``)."""
+        if self.dtype == "int8":
+            return "int8" if (param.size if size is None else size) >= self.min_8bit_size else ""
+        return self.dtype or ""
+
     def saved(self) -> dict[str, Any]:
         """As a state dict records it."""
-        return {"state_dtype": self.dtype, "state_rounding": self.rounding, "seed": self.seed}
+        saved = {"state_dtype": self.dtype, "state_rounding": self.rounding, "seed": self.seed}
+        return {**saved, "min_8bit_size": self.min_8bit_size} if self.dtype == "int8" else saved
 
 
 NATIVE = StateFormat()
@@ -65,11 +85,14 @@ def read_state_format(options: dict[str, Any]) -> StateFormat:
         try:
             dtype = np.dtype(dtype).name  # np.dtype(ml_dtypes.bfloat16), or ml_dtypes.bfloat16 itself
         except TypeError:
-            raise TypeError(f"state_dtype must be None or 'bfloat16', got {dtype!r}") from None
+            raise TypeError(f"state_dtype must be None, 'bfloat16' or 'int8', got {dtype!r}") from None
     dtype = _check_choice("state_dtype", dtype, _DTYPES)
     rounding = _check_choice("state_rounding", options.pop("state_rounding", "nearest"), _ROUNDINGS)
+    if dtype == "int8" and rounding != "nearest":
+        raise ValueError("state_rounding applies to bfloat16 state; 8-bit state rounds to the nearest code")
     seed = _check_seed(options.pop("seed", 0))
-    return StateFormat(dtype, rounding, seed)
+    min_8bit_size = check_int("min_8bit_size", options.pop("min_8bit_size", MIN_8BIT_SIZE), low=1)
+    return StateFormat(dtype, rounding, seed, min_8bit_size)
 
 
 def read_saved_format(state_dict: Mapping[str, Any]) -> StateFormat:
@@ -83,7 +106,8 @@ def read_saved_format(state_dict: Mapping[str, Any]) -> StateFormat:
     where = "state_dict['state_format']"
     dtype = _check_choice(f"{where}['state_dtype']", saved.get("state_dtype"), _DTYPES)
     rounding = _check_choice(f"{where}['state_rounding']", saved.get("state_rounding", "nearest"), _ROUNDINGS)
-    return StateFormat(dtype, rounding, _check_seed(saved.get("seed", 0), f"{where}['seed']"))
+    min_8bit_size = check_int(f"{where}['min_8bit_size']", saved.get("min_8bit_size", MIN_8BIT_SIZE), low=1)
+    return StateFormat(dtype, rounding, _check_seed(saved.get("seed", 0), f"{where}['seed']"), min_8bit_size)
 
 
 @functools.cache
@@ -115,9 +139,76 @@ def from_bfloat16(array: np.ndarray) -> np.ndarray:
     return widened
 
 
-def convert_saved(array: np.ndarray, saved_bfloat16: bool, bfloat16: bool) -> np.ndarray:
-    """A saved state array (checked) in the layout of an optimizer: its float values, or with
-    `bfloat16` its bfloat16 bit patterns as uint16 (rounded to nearest even from float32)."""
-    if saved_bfloat16:
-        return np.ascontiguousarray(array).view(np.uint16) if bfloat16 else from_bfloat16(array)
-    return to_bfloat16_bits(array) if bfloat16 else array
+def quantize_blockwise(values: Any, signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """8-bit state's format: the codes (uint8, shaped as `values`) of float32 values taken in C
+    order, and the float32 absmax of each block of 256. `signed` codes (first moments) keep a
+    sign bit; unsigned ones (nonnegative moments) spend it on range. Each code is the nearest of
+    its block's scaled 8-bit floats, ties to the even code (``cpp/include/fastoptim/int8_state.hpp``)."""
+    codes, absmax = _encode_blocks(np.asarray(values, dtype=np.float32), not signed)
+    return codes, absmax
+
+
+def dequantize_blockwise(codes: Any, absmax: Any, signed: bool = True) -> np.ndarray:
+    """The float32 values of 8-bit `codes` (C order) and their blocks' `absmax`, exactly as the
+    kernels read them."""
+    values: np.ndarray = _decode_blocks(np.ascontiguousarray(codes, dtype=np.uint8),
+                                        np.asarray(absmax, dtype=np.float32), not signed)
+    return values
+
+
+def _order(param: np.ndarray) -> Literal["C", "F"]:
+    return "F" if param.flags.f_contiguous and not param.flags.c_contiguous else "C"
+
+
+def stored_values(arrays: Mapping[str, np.ndarray], slot: str, storage: str, signed: bool,
+                  param: np.ndarray) -> np.ndarray:
+    """The float values of `slot`, one of `arrays` stored as `storage`."""
+    array = arrays[slot]
+    if storage == "bfloat16":
+        return from_bfloat16(array)
+    if storage != "int8":
+        return array
+    order = _order(param)
+    flat = dequantize_blockwise(array.ravel(order=order), arrays[slot + ABSMAX], signed)
+    return flat.reshape(param.shape, order=order)
+
+
+def stored_as(values: np.ndarray, slot: str, storage: str, signed: bool, param: np.ndarray) -> dict[str, np.ndarray]:
+    """Float `values` of `slot` stored as `storage`: ``{slot: array}`` and, for 8-bit state,
+    its absmax (bfloat16 as uint16 bit patterns rounded to nearest even, codes to the nearest)."""
+    if storage == "bfloat16":
+        return {slot: to_bfloat16_bits(values)}
+    if storage != "int8":
+        return {slot: values}
+    order = _order(param)
+    codes, absmax = quantize_blockwise(np.asarray(values).ravel(order=order), signed)
+    return {slot: codes.reshape(param.shape, order=order), slot + ABSMAX: absmax}
+
+
+def stored_keys(slot: str, storage: str) -> tuple[str, ...]:
+    """The state entries of one slot: the slot itself, and its absmax for 8-bit state."""
+    return (slot, slot + ABSMAX) if storage == "int8" else (slot,)
+
+
+def new_slot(param: np.ndarray, slot: str, storage: str) -> dict[str, np.ndarray]:
+    """Zeros for one state slot of `param` stored as `storage`, keyed by :func:`stored_keys`."""
+    if storage == "int8":
+        return {slot: state_like(param, np.dtype(np.uint8)), slot + ABSMAX: np.zeros(-(-param.size // 256), np.float32)}
+    bfloat16 = storage == "bfloat16" and param.dtype == np.float32  # float64 ones are refused by the plan
+    return {slot: state_like(param, bfloat16_dtype() if bfloat16 else None)}
+
+
+def zeros_text(key: str, storage: str) -> str:
+    """How a user writes zeros for one of a slot's entries (`key`, a slot or its absmax)."""
+    if storage == "int8":
+        absmax = key.endswith(ABSMAX)
+        return "np.zeros(-(-param.size // 256), np.float32)" if absmax else "np.zeros_like(param, np.uint8)"
+    return "np.zeros_like(param, fastoptim.bfloat16_dtype())" if storage == "bfloat16" else "np.zeros_like(param)"
+
+
+def check_stored(label: str, key: str, array: Any, param: np.ndarray, storage: str) -> None:
+    """A state array a user put in place of one of a slot's entries (`key`, a slot or its absmax)."""
+    if storage == "int8" and key.endswith(ABSMAX):
+        check_absmax(label, array, param)
+    else:
+        check_state_array(label, array, param, storage)

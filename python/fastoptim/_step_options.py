@@ -87,7 +87,7 @@ def check_ema_decay(value: Any) -> float | None:
     return None if value is None else check_real("ema_decay", value, low=0.0, high=1.0)
 
 
-_STATE_LAYOUT = ("state_dtype", "state_rounding", "seed")  # the state's options, read by _state_format
+_STATE_LAYOUT = ("state_dtype", "state_rounding", "seed", "min_8bit_size")  # the state's options, read by _state_format
 
 
 def read_step_options(owner: str, options: Mapping[str, Any]) -> StepOptions:

@@ -48,14 +48,18 @@ def is_bfloat16_array(array: np.ndarray) -> bool:
     return dtype.itemsize == 2 and dtype.isnative and (dtype == np.uint16 or dtype.name == "bfloat16")
 
 
-def check_dtype_and_shape(label: str, array: Any, param: np.ndarray, bfloat16: bool = False) -> np.ndarray:
+def check_dtype_and_shape(label: str, array: Any, param: np.ndarray, storage: str = "") -> np.ndarray:
     """An array of `param`'s dtype and shape (a saved state array, which is copied in), or with
-    `bfloat16` of bfloat16 (ml_dtypes') or uint16 bit patterns and `param`'s shape."""
+    `storage` ``"bfloat16"`` of bfloat16 (ml_dtypes') or uint16 bit patterns, with ``"int8"`` of
+    uint8 codes, and `param`'s shape."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(array).__name__}")
-    if bfloat16:
+    if storage == "bfloat16":
         if not is_bfloat16_array(array):
             raise TypeError(f"{label} has dtype {array.dtype}; bfloat16 state is {_BFLOAT16_TEXT}")
+    elif storage == "int8":
+        if array.dtype != np.uint8:
+            raise TypeError(f"{label} has dtype {array.dtype}; 8-bit state is uint8 codes")
     elif array.dtype != param.dtype:
         raise TypeError(f"{label} has dtype {array.dtype}; its parameter is {param.dtype}")
     if array.shape != param.shape:
@@ -63,10 +67,10 @@ def check_dtype_and_shape(label: str, array: Any, param: np.ndarray, bfloat16: b
     return array
 
 
-def check_like_param(label: str, array: Any, param: np.ndarray, bfloat16: bool = False) -> np.ndarray:
+def check_like_param(label: str, array: Any, param: np.ndarray, storage: str = "") -> np.ndarray:
     """An array the kernels read or write beside `param` (a gradient, a state array): its
-    dtype (bfloat16 with `bfloat16`), shape and memory order, in the words of the native step's own check."""
-    checked = check_dtype_and_shape(label, array, param, bfloat16)
+    dtype (as `storage` says), shape and memory order, in the words of the native step's own check."""
+    checked = check_dtype_and_shape(label, array, param, storage)
     fortran = param.flags.f_contiguous and not param.flags.c_contiguous
     if not (checked.flags.f_contiguous if fortran else checked.flags.c_contiguous):
         contiguous = checked.flags.c_contiguous or checked.flags.f_contiguous
@@ -75,12 +79,28 @@ def check_like_param(label: str, array: Any, param: np.ndarray, bfloat16: bool =
     return checked
 
 
-def check_state_array(label: str, array: Any, param: np.ndarray, bfloat16: bool = False) -> np.ndarray:
-    """A state array the kernels update beside `param`: like it (of bfloat16 with `bfloat16`), and writable."""
-    checked = check_like_param(label, array, param, bfloat16)
+def check_state_array(label: str, array: Any, param: np.ndarray, storage: str = "") -> np.ndarray:
+    """A state array the kernels update beside `param`: like it (stored as `storage` says), and writable."""
+    checked = check_like_param(label, array, param, storage)
     if not checked.flags.writeable:
         raise ValueError(f"{label} is read-only; the optimizer updates its state in place")
     return checked
+
+
+def check_absmax(label: str, array: Any, param: np.ndarray, writable: bool = True) -> np.ndarray:
+    """The absmax array of an 8-bit state slot of `param`: float32, one per block of 256
+    elements, contiguous (and writable, unless a saved copy)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{label} must be a numpy.ndarray, got {type(array).__name__}")
+    if array.dtype != np.float32:
+        raise TypeError(f"{label} has dtype {array.dtype}; an absmax array is float32")
+    blocks = -(-param.size // 256)
+    if array.shape != (blocks,):
+        raise ValueError(f"{label} has shape {_shape(array.shape)}; its parameter's {param.size} elements make "
+                         f"{blocks} blocks of 256, one absmax each")
+    if writable and not (array.flags.c_contiguous and array.flags.writeable):
+        raise ValueError(f"{label} must be a contiguous, writable array; the optimizer updates it in place")
+    return array
 
 
 def extent(array: np.ndarray) -> tuple[int, int]:

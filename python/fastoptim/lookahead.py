@@ -120,6 +120,7 @@ class Lookahead:
     state_dtype = forwarded("state_dtype", "The inner optimizer's state dtype (the slow weights keep the parameters').")
     state_rounding = forwarded("state_rounding")
     seed = forwarded("seed")
+    min_8bit_size = forwarded("min_8bit_size")
     pending = forwarded("pending", "Micro-batches accumulated since the last step.")
 
     def swap_ema(self) -> Any:
@@ -136,8 +137,9 @@ class Lookahead:
         """The inner optimizer's :meth:`Optimizer.memory`, with ``slow``: the slow weights' bytes."""
         return {**self.optimizer.memory(), "slow": sum(a.nbytes for a in self._slow.values())}
 
-    def _set_counters(self, positions: Sequence[int], first_indices: Sequence[int]) -> None:
-        self.optimizer._set_counters(positions, first_indices)
+    def _set_counters(self, positions: Sequence[int], first_indices: Sequence[int],
+                      sizes: Sequence[int] | None = None) -> None:
+        self.optimizer._set_counters(positions, first_indices, sizes)
 
     @property
     def slow(self) -> SlotDict:

@@ -26,13 +26,22 @@ import numpy as np
 from ._checkpoint import Checked, Clock, check_state_dict, read_hyper
 from ._core import Plan, check_grads, rules
 from ._extras import NO_EXTRAS, Extras, check_saved_extras, save_extras, swap_in_place, with_arrays
-from ._memory import state_like
 from ._param_groups import RESERVED, raw_groups, read_group
 from ._schema import Schema, schema_of
-from ._state_format import NATIVE, StateFormat, bfloat16_dtype, read_saved_format, read_state_format
+from ._state_format import (
+    ABSMAX,
+    NATIVE,
+    StateFormat,
+    check_stored,
+    new_slot,
+    read_saved_format,
+    read_state_format,
+    stored_keys,
+    zeros_text,
+)
 from ._step_options import NOTHING_MEASURED, StepInfo, check_grad_scale, check_max_grad_norm, read_step_options
 from ._tracked import Edits, GroupList, OptimizerState, ParamGroup, ParamList, SlotDict
-from ._validation import check_bool, check_disjoint, check_state_array
+from ._validation import check_bool, check_disjoint
 
 __all__ = ["Optimizer", "ParamGroup"]
 
@@ -94,6 +103,12 @@ class Optimizer:
       arrays as bfloat16 (float32 parameters only; float64 ones are refused), half their
       bytes; the update still computes in float32. They are ``ml_dtypes.bfloat16`` arrays
       where ml_dtypes is installed (``fastoptim[bf16]``), else ``uint16`` bit patterns.
+      ``"int8"`` stores each state slot of a float32 array of at least ``min_8bit_size``
+      elements (default 4096, as bitsandbytes; smaller ones keep float32) in one byte per
+      element plus a float32 absmax per block of 256 (Dettmers et al. 2022, block-wise): a
+      code (:func:`fastoptim.quantize_blockwise`) under the slot's name, the absmax under its
+      name + ``"_absmax"``. Each step decodes a block, updates it in float32 (the parameter
+      from the new state before quantization, as bitsandbytes) and requantizes it.
     * ``state_rounding`` (default ``"nearest"``, ties to even): ``"stochastic"`` rounds each
       bfloat16 state element up with probability equal to its distance from the value below,
       over the gap, drawn from a counter-based hash of (``seed``, step, the parameter's
@@ -114,6 +129,7 @@ class Optimizer:
     # Slots whose first step after allocation ignores what they hold (a "fresh" group): they are
     # left out of the state dict of a fresh group, and a state dict without them loads fresh.
     _seeded_slots: ClassVar[tuple[str, ...]] = ()
+    _signed_slots: ClassVar[frozenset[str]] = frozenset()  # 8-bit state codes them with a sign
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -121,6 +137,7 @@ class Optimizer:
             cls._schema = schema_of(cls._rule)
             cls._slots = cls._schema.slot_names
             cls._seeded_slots = cls._schema.seeded_slots
+            cls._signed_slots = cls._schema.signed_slots
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
         self._state_format = read_state_format(options)
@@ -146,6 +163,7 @@ class Optimizer:
         self._held = _Held((), (), (), {}, ())
         self._extras = NO_EXTRAS  # as the plan was built; its counts are the plan's
         self._counters: tuple[list[int], list[int]] | None = None  # the generator's, when not the plan's own
+        self._storage_sizes: dict[Hashable, int] = {}  # a piece's whole array's size (ZeroRedundancyOptimizer)
 
     # ---- what each rule's schema provides ---------------------------------------------------
     def _check_group(self, group: Mapping[str, Any]) -> None:
@@ -312,15 +330,21 @@ class Optimizer:
         states = dict(held.states)
         for group, snapshot in zip(new, snapshots[len(held.groups):]):
             for name, param in zip(group["param_names"], group["params"]):
-                states[name] = {slot: self._state_like(param) for slot in self._needed_slots(snapshot)}
+                states[name] = {k: a for slot in self._needed_slots(snapshot)
+                                for k, a in self._new_slot(name, param, slot).items()}
         clocks = self._clocks() + [(0, True, self._scalar_init())] * sum(len(g["params"]) for g in new)
         self._install(groups, snapshots, states, clocks)
 
     # ---- the state's layout ---------------------------------------------------------------
     @property
     def state_dtype(self) -> str | None:
-        """How the state arrays are stored: None (the parameter's dtype) or ``"bfloat16"``."""
+        """How the state arrays are stored: None (the parameter's dtype), ``"bfloat16"`` or ``"int8"``."""
         return self._state_format.dtype
+
+    @property
+    def min_8bit_size(self) -> int:
+        """The fewest elements an array needs for ``state_dtype="int8"`` to store its state in 8 bits."""
+        return self._state_format.min_8bit_size
 
     @property
     def state_rounding(self) -> str:
@@ -332,10 +356,15 @@ class Optimizer:
         """The key of stochastic rounding's counter-based generator."""
         return self._state_format.seed
 
-    def _state_like(self, param: np.ndarray) -> np.ndarray:
-        """A new state array for `param`, zeros in this optimizer's layout."""
-        bfloat16 = self._state_format.bfloat16 and param.dtype == np.float32
-        return state_like(param, bfloat16_dtype() if bfloat16 else None)
+    def _storage(self, name: Hashable, param: np.ndarray, state_format: StateFormat | None = None) -> str:
+        """How the state of `param` (named `name`) is stored: ``""``, ``"bfloat16"`` or ``"int8"``,
+        decided by its whole array's size where it is a piece of one."""
+        state_format = self._state_format if state_format is None else state_format
+        return state_format.storage(param, self._storage_sizes.get(name))
+
+    def _new_slot(self, name: Hashable, param: np.ndarray, slot: str) -> dict[str, np.ndarray]:
+        """Zeros for one state slot of `param` in this optimizer's layout (with its absmax for 8-bit state)."""
+        return new_slot(param, slot, self._storage(name, param))
 
     def memory(self) -> dict[str, int]:
         """The bytes this optimizer allocated beside the parameters: ``state`` (its state
@@ -348,13 +377,29 @@ class Optimizer:
                     "ema": _buffer_bytes((extras.ema or {}).values()),
                     "accumulated": _buffer_bytes((extras.accumulated or {}).values())}
 
-    def _set_counters(self, positions: Sequence[int], first_indices: Sequence[int]) -> None:
-        """The stochastic rounding's counters of each parameter (ZeroRedundancyOptimizer: its
-        pieces keep their whole parameter's position and element indices)."""
+    def _set_counters(self, positions: Sequence[int], first_indices: Sequence[int],
+                      sizes: Sequence[int] | None = None) -> None:
+        """The stochastic rounding's counters of each parameter and, with `sizes`, the size of
+        its whole array (ZeroRedundancyOptimizer: its pieces keep their whole parameter's
+        position and element indices, and a piece of an array with 8-bit state has 8-bit state
+        too). Before the first step: state whose storage the sizes change starts over."""
         with self._lock:
             counters = (list(positions), list(first_indices))
-            self._built_plan().set_counters(*counters)
+            held = self._held
+            names = [n for group in held.names for n in group]
+            params = [p for group in held.params for p in group]
+            storages = [self._storage(n, p) for n, p in zip(names, params)]
+            if sizes is not None:
+                self._storage_sizes = dict(zip(names, (int(s) for s in sizes)))
+            if sizes is None or storages == [self._storage(n, p) for n, p in zip(names, params)]:
+                self._built_plan().set_counters(*counters)
+                self._counters = counters
+                return
+            states = {name: {k: a for slot in self._slots if slot in held.states[name]
+                             for k, a in self._new_slot(name, param, slot).items()}
+                      for name, param in zip(names, params)}
             self._counters = counters
+            self._install(held.groups, [read_hyper(g) for g in held.groups], states, self._clocks())
 
     # ---- the native plan ------------------------------------------------------------------
     def _built_plan(self) -> Plan:
@@ -391,20 +436,22 @@ class Optimizer:
         (it validates every array again) commit it and make ``param_groups`` and ``state`` show
         exactly what it holds."""
         self._refuse_inside_step("changing the optimizer's arrays")
-        params, plan_states, group_of, names = [], [], [], []
+        state_format = self._state_format if state_format is None else state_format
+        params, plan_states, group_of, names, storages, absmax = [], [], [], [], [], []
         for index, group in enumerate(groups):
             for name, param in zip(group["param_names"], group["params"]):
                 params.append(param)
                 plan_states.append([states[name].get(s) for s in self._slots])
+                storages.append(self._storage(name, param, state_format))
+                absmax.append([states[name].get(s + ABSMAX) for s in self._slots] if storages[-1] == "int8" else None)
                 group_of.append(index)
                 names.append(name)
         held = self._current_extras() if extras is None else extras
         extras = with_arrays(held, names, params, self._ema_decay is not None)
         arrays = [[None if extras.accumulated is None else extras.accumulated[n],
                    None if extras.ema is None else extras.ema[n]] for n in names]
-        state_format = self._state_format if state_format is None else state_format
         plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots), arrays,
-                    [state_format.bfloat16] * len(params))
+                    storages, absmax)
         plan.set_rounding(state_format.rounding == "stochastic", state_format.seed)
         if self._counters is not None:
             plan.set_counters(*self._counters)
@@ -513,24 +560,26 @@ class Optimizer:
                 if not isinstance(entry, Mapping):
                     raise TypeError(f"state[{name!r}] must be a dict of state arrays, got {type(entry).__name__}")
                 old = held.states.get(name, {})
+                storage = self._storage(name, param)
+                keys = [k for s in self._slots for k in stored_keys(s, storage)]
                 slots: dict[str, np.ndarray] = {}
-                for slot, array in dict(entry).items():
-                    if slot not in self._slots:
-                        raise ValueError(f"state[{name!r}] has {slot!r}; {type(self).__name__} keeps "
-                                         f"{', '.join(map(repr, self._slots))}")
-                    if array is not old.get(slot):
-                        check_state_array(f"state[{name!r}][{slot!r}]", array, param, self._state_format.bfloat16)
+                for key, array in dict(entry).items():
+                    if key not in keys:
+                        raise ValueError(f"state[{name!r}] has {key!r}; {type(self).__name__} keeps "
+                                         f"{', '.join(map(repr, keys))}")
+                    if array is not old.get(key):
+                        check_stored(f"state[{name!r}][{key!r}]", key, array, param, storage)
                         replaced = True
-                    slots[slot] = array
+                    slots[key] = array
                 for slot in needed[index]:
-                    if slot in slots:
+                    present = [k in slots for k in stored_keys(slot, storage)]
+                    if all(present):
                         continue
-                    if slot in old:
-                        zeros = "np.zeros_like(param" + (", fastoptim.bfloat16_dtype())" if self._state_format.bfloat16
-                                                         else ")")
-                        raise ValueError(f"state[{name!r}] lacks {slot!r}, which the next step needs; to reset it, "
-                                         f"assign zeros: state[{name!r}][{slot!r}] = {zeros}")
-                    slots[slot] = self._state_like(param)
+                    if any(present) or slot in old:
+                        missing = stored_keys(slot, storage)[present.index(False)]
+                        raise ValueError(f"state[{name!r}] lacks {missing!r}, which the next step needs; to reset it, "
+                                         f"assign zeros: state[{name!r}][{missing!r}] = {zeros_text(missing, storage)}")
+                    slots.update(self._new_slot(name, param, slot))
                     fresh.add(index)
                 states[name] = slots
         if replaced:
@@ -677,7 +726,7 @@ class Optimizer:
             names = [name for group_names in held.names for name in group_names]
             for index, name in enumerate(names):  # the plan's parameters, in this order
                 scalars = dict(zip(self._scalar_names(), plan.scalars(index)))
-                unwritten = self._seeded_slots if plan.fresh(index) else ()
+                unwritten = {k for s in self._seeded_slots for k in (s, s + ABSMAX)} if plan.fresh(index) else ()
                 entry: dict[str, Any] = {"step": plan.steps_done(index), **scalars}
                 entry.update({k: v.copy(order="K") for k, v in held.states[name].items() if k not in unwritten})
                 state[name] = entry
@@ -728,11 +777,12 @@ class Optimizer:
                 slots = set(loaded[name]) | set(needed) | set(held.states.get(name, {}))
                 states[name] = {}
                 for slot in (s for s in self._slots if s in slots):
-                    array = self._state_like(param)
-                    if slot in loaded[name]:  # checked and converted into this layout by check_state_dict
-                        saved = loaded[name][slot]
-                        np.copyto(array.view(np.uint16) if saved.dtype == np.uint16 else array, saved, casting="no")
-                    states[name][slot] = array
+                    arrays = self._new_slot(name, param, slot)
+                    for key, array in arrays.items():
+                        if key in loaded[name]:  # checked and converted into this layout by check_state_dict
+                            saved = loaded[name][key]
+                            np.copyto(array.view(np.uint16) if saved.dtype == np.uint16 else array, saved, casting="no")
+                    states[name].update(arrays)
         edits = self._edits
         arrays_edited = edits.arrays
         edits.arrays = False
@@ -762,6 +812,7 @@ class Optimizer:
                     "state": {name: dict(slots) for name, slots in held.states.items()}, "clocks": self._clocks(),
                     "options": (self._max_grad_norm, self._skip_nonfinite, self._ema_decay, self._ema_warmup),
                     "state_format": tuple(self._state_format), "counters": self._counters,
+                    "storage_sizes": self._storage_sizes,
                     "extras": tuple(self._current_extras())}
 
     def __setstate__(self, saved: Mapping[str, Any]) -> None:
@@ -773,6 +824,7 @@ class Optimizer:
         self._update_plain()
         self._start_empty()
         self._counters = saved.get("counters")
+        self._storage_sizes = dict(saved.get("storage_sizes", {}))
         groups = []
         for raw in saved["param_groups"]:
             data = {k: v for k, v in raw.items() if k not in RESERVED}

@@ -182,13 +182,15 @@ def every_rule_gives_the_plain_optimizers_bits(comm: Any) -> None:
 
 
 @check
-def bfloat16_state_gives_the_plain_optimizers_bits(comm: Any) -> None:
-    """bfloat16 state, rounded to nearest or stochastically: the distributed optimizers end on the
-    plain optimizer's bits too (ZeRO's pieces draw by their whole parameter's counters)."""
+def compressed_state_gives_the_plain_optimizers_bits(comm: Any) -> None:
+    """bfloat16 state, rounded to nearest or stochastically, and 8-bit state: the distributed
+    optimizers end on the plain optimizer's bits too (ZeRO's pieces draw by their whole
+    parameter's counters, and cut 8-bit state on its blocks)."""
     for case in CASES:
         if case.name not in ("sgd", "adamw", "lamb", "lion", "ranger"):
             continue
-        for layout in (dict(state_dtype="bfloat16"), dict(state_dtype="bfloat16", state_rounding="stochastic", seed=9)):
+        for layout in (dict(state_dtype="bfloat16"), dict(state_dtype="bfloat16", state_rounding="stochastic", seed=9),
+                       dict(state_dtype="int8", min_8bit_size=64)):
             _bits_case(comm, case, {**case.arg_sets[1 if len(case.arg_sets) > 1 else 0], **layout}, np.float32)
 
 
@@ -384,7 +386,8 @@ def checkpoints_change_world_size(comm: Any) -> None:
     n, rank = comm.size, comm.rank
     for cls, kwargs in ((fo.AdamW, dict(lr=1e-2, weight_decay=0.1)), (fo.Ranger, dict(lr=1e-2, k=2)),
                         (fo.LAMB, dict(lr=1e-2)), (fo.NAdam, dict(lr=1e-2)),
-                        (fo.AdamW, dict(lr=1e-2, state_dtype="bfloat16", state_rounding="stochastic", seed=4))):
+                        (fo.AdamW, dict(lr=1e-2, state_dtype="bfloat16", state_rounding="stochastic", seed=4)),
+                        (fo.AdamW, dict(lr=1e-2, state_dtype="int8", min_8bit_size=64))):
         for k in sorted({1, max(1, n - 1), n}):
             dtype = np.float64 if cls is fo.LAMB else np.float32
             named = make_params(dtype)

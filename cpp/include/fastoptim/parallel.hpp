@@ -77,6 +77,14 @@ index_t bytes_of(const Work<T>& w) {
     return bytes;
 }
 
+// An array with 8-bit state is updated a block at a time: a piece takes the blocks that start
+// within it, so every block is one piece's.
+template <class T>
+index_t block_start(const ArrayRef<T>& a, index_t i) {
+    if (a.state_format != StateFormat::int8 || i == a.size) return i;
+    return std::min(a.size, (i + kCodeBlock - 1) / kCodeBlock * kCodeBlock);
+}
+
 // Sweep elements [lo, hi) of the concatenated index space.
 template <class Rule, class T>
 void sweep_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
@@ -84,15 +92,16 @@ void sweep_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
     index_t k = std::upper_bound(w.offsets, w.offsets + w.count + 1, lo) - w.offsets - 1;
     for (; k < w.count && w.offsets[k] < hi; ++k) {
         const index_t base = w.offsets[k];
-        const index_t b = std::max(lo, base) - base;
-        const index_t e = std::min(hi, w.offsets[k + 1]) - base;
-        sweep<Rule, T>(coeffs_of<Rule>(w, k), w.arrays[k], b, e, prefetch);
+        const ArrayRef<T>& a = w.arrays[k];
+        const index_t b = block_start(a, std::max(lo, base) - base);
+        const index_t e = block_start(a, std::min(hi, w.offsets[k + 1]) - base);
+        if (b < e) sweep<Rule, T>(coeffs_of<Rule>(w, k), a, b, e, prefetch);
     }
 }
 
-// The sums of squares Rule::measure gives for elements [lo, hi) of one array: element i goes
-// to lane (i − lo) mod 16, lanes are added pairwise in double.
-template <class Rule, class T, class A, class V = NativeVec<T>>
+// The sums of squares Rule::measure gives for elements [lo, hi) of one array (Rule::measure_stored
+// with `Stored`): element i goes to lane (i − lo) mod 16, lanes are added pairwise in double.
+template <class Rule, class T, class A, class V = NativeVec<T>, bool Stored = false>
 void measure_block(const typename Rule::template Coeffs<T>& c, const A& a, index_t lo, index_t hi,
                    bool prefetch, double* out) {
     constexpr int n_norms = Rule::norms, w = V::width, groups = kLanes / w;
@@ -106,7 +115,8 @@ void measure_block(const typename Rule::template Coeffs<T>& c, const A& a, index
         if (streams.count > 0 && i + Streams<T>::ahead + kLanes <= a.size) streams.template fetch<kLanes>(i);
         for (int g = 0; g < groups; ++g) {
             V squares[n_norms];
-            Rule::template measure<V>(c, a, i + g * w, squares);
+            if constexpr (Stored) Rule::template measure_stored<V>(c, a, i + g * w, squares);
+            else Rule::template measure<V>(c, a, i + g * w, squares);
             for (int n = 0; n < n_norms; ++n) acc[n][g] = acc[n][g] + squares[n];
         }
     }
@@ -115,7 +125,8 @@ void measure_block(const typename Rule::template Coeffs<T>& c, const A& a, index
         for (int g = 0; g < groups; ++g) acc[n][g].store(lanes[n] + g * w);
     for (; i < hi; ++i) {
         Scalar<T> squares[n_norms];
-        Rule::template measure<Scalar<T>>(c, a, i, squares);
+        if constexpr (Stored) Rule::template measure_stored<Scalar<T>>(c, a, i, squares);
+        else Rule::template measure<Scalar<T>>(c, a, i, squares);
         for (int n = 0; n < n_norms; ++n) lanes[n][(i - lo) % kLanes] = lanes[n][(i - lo) % kLanes] + squares[n].x;
     }
     for (int n = 0; n < n_norms; ++n) {
@@ -124,6 +135,31 @@ void measure_block(const typename Rule::template Coeffs<T>& c, const A& a, index
         for (int half = kLanes / 2; half >= 1; half /= 2)
             for (int l = 0; l < half; ++l) sum[l] += sum[l + half];
         out[n] = sum[0];
+    }
+}
+
+// measure_block over [begin, end) of an array with 8-bit state, one block of codes at a time,
+// the block sums added in order. A pass that advances the state (LAMB's) requantizes each block
+// and then measures it as stored, as the update pass will read it.
+template <class Rule, class T>
+void measure_coded(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a, index_t begin, index_t end,
+                   bool prefetch, double* out) {
+    using View = CodedAs<T, unsigned_slots<Rule>()>;
+    alignas(64) float buffer[kMaxStateSlots * kCodeBlock];
+    bool written[kMaxStateSlots];
+    View view(a, buffer, written);
+    for (int n = 0; n < Rule::norms; ++n) out[n] = 0.0;
+    for (index_t lo = begin; lo < end; lo += kCodeBlock) {
+        const index_t hi = std::min(end, lo + kCodeBlock);
+        double part[Rule::norms];
+        view.open(lo);
+        measure_block<Rule, T>(c, view, lo, hi, prefetch, part);
+        if constexpr (Rule::measured_slots > 0) {
+            view.template close<NativeVec<T>>(hi - lo);
+            view.open(lo);
+            measure_block<Rule, T, View, NativeVec<T>, true>(c, view, lo, hi, false, part);
+        }
+        for (int n = 0; n < Rule::norms; ++n) out[n] += part[n];
     }
 }
 
@@ -142,6 +178,10 @@ void measure_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
             if (a.state_format == StateFormat::bf16_nearest) {
                 measure_block<Rule, T>(coeffs_of<Rule>(w, k), StoredAs<T, StateFormat::bf16_nearest>(a), begin, end,
                                        prefetch, out);
+                continue;
+            }
+            if (a.state_format == StateFormat::int8) {
+                measure_coded<Rule>(coeffs_of<Rule>(w, k), a, begin, end, prefetch, out);
                 continue;
             }
             if (a.state_format == StateFormat::bf16_stochastic) {

@@ -37,16 +37,17 @@ FASTOPTIM_INLINE void prefetch_line(const char* p) {
 }
 
 // The arrays of one sweep, as bytes, to prefetch ahead of element i. A stream may hold
-// elements of half T's size (bfloat16 state beside float32 parameters).
+// elements of half or a quarter of T's size (bfloat16 state or 8-bit codes beside float32
+// parameters): `shift` halves its bytes that many times.
 template <class T>
 struct Streams {
     const char* base[kMaxStreams];
-    unsigned char halved[kMaxStreams];
+    unsigned char shift[kMaxStreams];
     int count = 0;
 
-    void add(const void* p, bool half = false) {
+    void add(const void* p, int halvings = 0) {
         if (p != nullptr && count < kMaxStreams) {
-            halved[count] = half;
+            shift[count] = static_cast<unsigned char>(halvings);
             base[count++] = static_cast<const char*>(p);
         }
     }
@@ -59,17 +60,19 @@ struct Streams {
         constexpr index_t bytes = n * index_t(sizeof(T));
         const index_t at = (i + ahead) * index_t(sizeof(T));
         for (int s = 0; s < count; ++s) {
-            const int h = halved[s];
+            const int h = shift[s];
             for (index_t b = 0; b < (bytes >> h); b += kLineBytes) prefetch_line(base[s] + (at >> h) + b);
         }
     }
 };
 
-// The bytes of one element of `a`'s state slots (bfloat16 state is for float32 parameters: a
-// float64 array's format is ignored, by the sweeps as here).
+// The bytes of one element of `a`'s state slots (bfloat16 and 8-bit state are for float32
+// parameters: a float64 array's format is ignored, by the sweeps as here). 8-bit state's absmax,
+// 4 bytes per 256 elements, is left out.
 template <class T>
 index_t state_bytes(const ArrayRef<T>& a) {
-    return sizeof(T) == 4 && a.state_format != StateFormat::native ? 2 : index_t(sizeof(T));
+    if (sizeof(T) != 4 || a.state_format == StateFormat::native) return index_t(sizeof(T));
+    return a.state_format == StateFormat::int8 ? 1 : 2;
 }
 
 // The arrays of `a` a pass reads: p, g when `grad`, and the first `slots` state slots that
@@ -80,8 +83,8 @@ Streams<T> streams_of(const ArrayRef<T>& a, bool prefetch, bool grad, int slots)
     if (!prefetch) return streams;
     streams.add(a.param);
     if (grad) streams.add(a.grad);
-    const bool half = state_bytes(a) < index_t(sizeof(T));
-    for (int s = 0; s < slots; ++s) streams.add(a.state[s], half);
+    const int halvings = sizeof(T) / state_bytes(a) == 4 ? 2 : sizeof(T) / state_bytes(a) == 2 ? 1 : 0;
+    for (int s = 0; s < slots; ++s) streams.add(a.state[s], halvings);
     if (grad) streams.add(a.accumulated);
     streams.add(a.ema);
     return streams;

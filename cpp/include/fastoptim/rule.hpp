@@ -18,12 +18,14 @@ namespace fastoptim {
 inline constexpr int kMaxStateSlots = 4;
 
 // How a parameter's state slots are stored: as the parameter's type, or (float32 parameters
-// only) as bfloat16 bit patterns, rounded to nearest even or stochastically (bfloat16.hpp).
-// Arithmetic is the parameter's type either way; only the storage shrinks.
-enum class StateFormat : std::uint8_t { native, bf16_nearest, bf16_stochastic };
+// only) as bfloat16 bit patterns, rounded to nearest even or stochastically (bfloat16.hpp), or
+// as 8-bit codes with a float32 absmax per block (int8_state.hpp). Arithmetic is the
+// parameter's type either way; only the storage shrinks.
+enum class StateFormat : std::uint8_t { native, bf16_nearest, bf16_stochastic, int8 };
 
 // One parameter array with its gradient and its state arrays (unused slots are null).
-// `state` points at T elements, or at std::uint16_t bfloat16 patterns when state_format says so.
+// `state` points at T elements, or at std::uint16_t bfloat16 patterns or std::uint8_t codes when
+// state_format says so; 8-bit state has each slot's block absmax at absmax[slot].
 // Stochastic rounding draws from a counter (bfloat16.hpp): element i of this array is element
 // first_index + i of its parameter (a shard's elements keep their parameter's counters), and
 // round_key is the key of (seed, parameter position, step) the caller set for this step.
@@ -41,6 +43,7 @@ struct ArrayRef {
     T* param = nullptr;
     const T* grad = nullptr;
     void* state[kMaxStateSlots] = {};
+    float* absmax[kMaxStateSlots] = {};
     index_t size = 0;
     const T* ratio = nullptr;
     T grad_mult = T(1);

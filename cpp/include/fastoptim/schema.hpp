@@ -54,7 +54,13 @@ struct Slot {
     const char* needed_when = nullptr;  // a field whose nonzero value makes the slot exist; null: always
     bool seeded = false;                // a fresh group's first step writes it without reading it
     SlotShape shape = SlotShape::like_param;
+    bool nonnegative = false;           // never below zero (a second moment): 8-bit state codes it unsigned
 };
+
+// A slot that is never below zero (a second moment, a sum of squares).
+constexpr Slot nonnegative_slot(const char* name, const char* needed_when = nullptr, bool seeded = false) {
+    return Slot{name, needed_when, seeded, SlotShape::like_param, true};
+}
 
 // The schema is in Hyper's member order, has one entry per member, and every default lies in
 // its range: checked at compile time by each rule (static_assert(schema_matches<...>(fields))).

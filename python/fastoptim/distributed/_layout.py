@@ -10,7 +10,9 @@ on, so that a reduce-scatter hands each rank its part and an allgather puts the 
 Two ways to own elements:
 
 - element-wise rules: every bucket is split evenly (to 16 elements) among the ranks, so
-  every message is balanced and each rank owns 1/N of every dtype;
+  every message is balanced and each rank owns 1/N of every dtype; with 8-bit state, split
+  points within an array fall on its blocks of 256 elements (``block``), so every block is one
+  rank's;
 - rules that read whole arrays (LAMB's and LARS's per-array norms): each array belongs to
   one rank, chosen greedily (largest first, to the least loaded rank, lowest rank on ties),
   and each bucket lists its arrays by owner.
@@ -149,11 +151,23 @@ def _even(size: int, world: int) -> list[int]:
     return bounds
 
 
+def _on_block(bound: int, ranges: Sequence[tuple[int, int, int]], block: int) -> int:
+    """A split point of a bucket moved up to the next multiple of `block` elements of the
+    parameter it falls in (or that parameter's end)."""
+    offset = 0
+    for _, a, b in ranges:
+        if offset <= bound < offset + b - a:
+            return offset + min(b, -(-(a + bound - offset) // block) * block) - a
+        offset += b - a
+    return bound
+
+
 def plan(sizes: Sequence[int], dtypes: Sequence[np.dtype], world: int, cap_bytes: int,
-         whole_arrays: bool, direct_bytes: int = DIRECT_BYTES) -> Layout:
+         whole_arrays: bool, direct_bytes: int = DIRECT_BYTES, block: int = ALIGN) -> Layout:
     """Cut parameters of the given sizes and dtypes into buckets and split them among `world`
     ranks. `cap_bytes` bounds a bucket (at least one element); arrays from `direct_bytes`
-    (or from the cap, if smaller) are buckets of their own, in chunks of at most the cap."""
+    (or from the cap, if smaller) are buckets of their own, in chunks of at most the cap.
+    Every piece of an array starts on a multiple of `block` of its elements (a multiple of ALIGN)."""
     if len(sizes) != len(dtypes):
         raise ValueError("sizes and dtypes differ in length")
     owner = _owners([int(n) * np.dtype(d).itemsize for n, d in zip(sizes, dtypes)], world) if whole_arrays else []
@@ -168,6 +182,8 @@ def plan(sizes: Sequence[int], dtypes: Sequence[np.dtype], world: int, cap_bytes
         else:
             total = sum(b - a for _, a, b in ranges)
             bounds = _even(total, world)
+            if block != ALIGN:
+                bounds = [_on_block(x, ranges, block) for x in bounds]
             counts = [bounds[r + 1] - bounds[r] for r in range(world)]
         segments, offset = [], 0
         for p, a, b in ranges:
@@ -192,7 +208,7 @@ def plan(sizes: Sequence[int], dtypes: Sequence[np.dtype], world: int, cap_bytes
                     emit(dtype, current)
                     current, filled = [], 0
                 chunks = -(-n // cap)
-                bounds = [0] + [(k * n // chunks) // ALIGN * ALIGN for k in range(1, chunks)] + [n]
+                bounds = [0] + [(k * n // chunks) // block * block for k in range(1, chunks)] + [n]
                 for a, b in zip(bounds, bounds[1:]):
                     if b > a:
                         emit(dtype, [(p, a, b)])

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .._state_format import read_saved_format
-from .._validation import check_dtype_and_shape, is_bfloat16_array
+from .._state_format import ABSMAX, StateFormat, read_saved_format, stored_values
+from .._validation import check_absmax, check_dtype_and_shape, is_bfloat16_array
 from ._common import f_only, flat
 
 __all__ = ["Merger", "Piece", "refuse_pending", "split"]
+
+BLOCK = 256  # 8-bit state's elements per absmax
 
 # (key in the local optimizer, index of the parameter, start, stop)
 Piece = tuple[Hashable, int, int, int]
@@ -40,24 +42,55 @@ def refuse_pending(sd: Any) -> None:
 class _Cutter:
     """Pieces of the saved arrays in their parameter's memory order, each array flattened once."""
 
-    def __init__(self, names: Sequence[Hashable], params: Sequence[np.ndarray]) -> None:
-        self.names, self.params = names, params
+    def __init__(self, names: Sequence[Hashable], params: Sequence[np.ndarray], signed: frozenset[str]) -> None:
+        self.names, self.params, self.signed = names, params, signed
         self._flat: dict[int, np.ndarray] = {}
 
     def __call__(self, value: np.ndarray, p: int, label: str, start: int, stop: int,
-                 bfloat16: bool = False) -> np.ndarray:
+                 storage: str = "") -> np.ndarray:
         param = self.params[p]
-        check_dtype_and_shape(label, value, param, bfloat16)
+        check_dtype_and_shape(label, value, param, storage)
         if id(value) not in self._flat:
             self._flat[id(value)] = value.reshape(-1, order="F" if f_only(param) else "C")
         return self._flat[id(value)][start:stop]
 
+    def blocks(self, value: np.ndarray, p: int, label: str, start: int, stop: int) -> np.ndarray:
+        """The absmax of the 8-bit blocks of elements [start, stop), which start a block."""
+        return check_absmax(label, value, self.params[p], writable=False)[start // BLOCK:-(-stop // BLOCK)]
+
+    def entry(self, entry: Mapping[str, Any], name: Hashable, p: int, start: int, stop: int, storage: str,
+              signed: frozenset[str] | None) -> dict[str, Any]:
+        """A piece of one parameter's saved state stored as `storage`; with `signed` (the slots
+        coded with a sign), 8-bit state is decoded into float32 (a piece that cuts its blocks)."""
+        where = f"state_dict['state'][{name!r}]"
+        out: dict[str, Any] = {}
+        for slot, v in entry.items():
+            if not isinstance(v, np.ndarray):
+                out[slot] = v
+            elif storage != "int8":
+                out[slot] = self(v, p, f"{where}[{slot!r}]", start, stop, storage)
+            elif slot.endswith(ABSMAX):
+                if signed is None:
+                    out[slot] = self.blocks(v, p, f"{where}[{slot!r}]", start, stop)
+            elif signed is None:
+                out[slot] = self(v, p, f"{where}[{slot!r}]", start, stop, storage)
+            else:
+                param = self.params[p]
+                self(v, p, f"{where}[{slot!r}]", start, stop, storage)  # checked
+                absmax = check_absmax(f"{where}[{slot + ABSMAX!r}]", entry.get(slot + ABSMAX), param, writable=False)
+                values = stored_values({slot: v, slot + ABSMAX: absmax}, slot, storage, slot in signed, param)
+                out[slot] = values.reshape(-1, order="F" if f_only(param) else "C")[start:stop]
+        return out
+
 
 def split(sd: Any, names: Sequence[Hashable], params: Sequence[np.ndarray],
-          groups: Sequence[Sequence[Hashable]], pieces: Sequence[Sequence[Piece]]) -> dict[str, Any]:
+          groups: Sequence[Sequence[Hashable]], pieces: Sequence[Sequence[Piece]],
+          signed: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The shard of a consolidated state dict that the local optimizer holding `pieces`
-    (per group) loads. `groups` lists each group's parameter names. Views, not copies."""
-    return _split(sd, _Cutter(names, params), groups, pieces)
+    (per group) loads. `groups` lists each group's parameter names; `signed`, the rule's slots
+    that 8-bit state codes with a sign. Views, not copies (but 8-bit state that the pieces
+    would cut mid-block, decoded into float32)."""
+    return _split(sd, _Cutter(names, params, signed), groups, pieces)
 
 
 def _split(sd: Any, cut: _Cutter, groups: Sequence[Sequence[Hashable]],
@@ -94,7 +127,12 @@ def _split(sd: Any, cut: _Cutter, groups: Sequence[Sequence[Hashable]],
         if name not in known:
             raise ValueError(f"state_dict['state'] has an entry for {name!r}, which is not a parameter of this "
                              "optimizer")
-    bfloat16 = read_saved_format(sd).bfloat16  # the state arrays' layout; the EMA's is the parameters'
+    saved_format = read_saved_format(sd)  # the state arrays' layout; the EMA's is the parameters'
+    # 8-bit state is cut by blocks where every piece starts one, else decoded (signed: its slots with a sign).
+    cuts_blocks = any(start % BLOCK or (stop % BLOCK and stop != cut.params[p].size)
+                      for group in pieces for _, p, start, stop in group
+                      if saved_format.storage(cut.params[p]) == "int8")
+    signed = cut.signed if cuts_blocks else None
     state: dict[Hashable, dict[str, Any]] = {}
     for group in pieces:
         for key, p, start, stop in group:
@@ -104,13 +142,14 @@ def _split(sd: Any, cut: _Cutter, groups: Sequence[Sequence[Hashable]],
                 continue
             if not isinstance(entry, Mapping):
                 raise ValueError(f"state_dict['state'][{name!r}] must be a dict with a 'step'")
-            state[key] = {slot: cut(v, p, f"state_dict['state'][{name!r}][{slot!r}]", start, stop, bfloat16)
-                          if isinstance(v, np.ndarray) else v for slot, v in entry.items()}
+            state[key] = cut.entry(entry, name, p, start, stop, saved_format.storage(cut.params[p]), signed)
     out_groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": [key for key, *_ in group]}
                   for saved, group in zip(saved_groups, pieces)]
     refuse_pending(sd)
     out: dict[str, Any] = {"state": state, "param_groups": out_groups}
-    if "state_format" in sd:
+    if signed is not None:  # decoded: float32 state, the layout of a state dict saved without one
+        out["state_format"] = StateFormat(None, saved_format.rounding, saved_format.seed).saved()
+    elif "state_format" in sd:
         out["state_format"] = sd["state_format"]
     ema = sd.get("ema")
     if ema is not None:  # cut like the state; loading checks the rest
@@ -138,10 +177,29 @@ class Merger:
             self.result = self._skeleton(shard)
         self._fill(shard, self.result)
 
-    def _zeros(self, name: Hashable, dtype: np.dtype | None = None) -> np.ndarray:
-        array = np.zeros_like(self.params[self.index[name]], dtype=dtype)  # dtype: bfloat16 state's
+    def _zeros(self, name: Hashable, dtype: np.dtype | None = None, key: str = "") -> np.ndarray:
+        param = self.params[self.index[name]]
+        if key.endswith(ABSMAX):  # 8-bit state's blocks
+            array = np.zeros(-(-param.size // BLOCK), np.float32)
+        else:
+            array = np.zeros_like(param, dtype=dtype)  # dtype: bfloat16 or 8-bit state's
         self._flat[id(array)] = flat(array)
         return array
+
+    def _entry(self, name: Hashable, like: Mapping[str, Any], storage: str) -> dict[str, Any]:
+        """Zeroed state of `name` with the slots of `like` (a piece of any parameter of its
+        group) stored as `storage`: 8-bit state has uint8 codes and an absmax per slot."""
+        param = self.params[self.index[name]]
+        entry: dict[str, Any] = {}
+        for key, value in like.items():
+            if not isinstance(value, np.ndarray):
+                entry[key] = value
+            elif not key.endswith(ABSMAX):
+                dtype = np.dtype(np.uint8) if storage == "int8" else param.dtype if value.dtype == np.uint8 else value.dtype
+                entry[key] = self._zeros(name, dtype)
+                if storage == "int8":
+                    entry[key + ABSMAX] = self._zeros(name, np.dtype(np.float32), key + ABSMAX)
+        return entry
 
     def _skeleton(self, shard: Mapping[str, Any]) -> dict[str, Any]:
         """Scalars, hyper-parameters and zeroed arrays of the right slots, from the first shard."""
@@ -149,13 +207,13 @@ class Merger:
             slow = {name: self._zeros(name) for names in self.groups for name in names}
             return {k: self._skeleton(v) if k == "optimizer" else slow if k == "slow" else v for k, v in shard.items()}
         state: dict[Hashable, dict[str, Any]] = {}
+        saved_format = read_saved_format(shard)
         for saved, names in zip(shard["param_groups"], self.groups):
             entries = [shard["state"][k] for k in saved["params"] if k in shard["state"]]
             if not entries:
                 continue
             for name in names:
-                state[name] = {k: self._zeros(name, v.dtype) if isinstance(v, np.ndarray) else v
-                               for k, v in entries[0].items()}
+                state[name] = self._entry(name, entries[0], saved_format.storage(self.params[self.index[name]]))
         groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": list(names)}
                   for saved, names in zip(shard["param_groups"], self.groups)]
         merged: dict[str, Any] = {"state": state, "param_groups": groups}
@@ -179,6 +237,8 @@ class Merger:
             for slot, value in entry.items():
                 if not isinstance(value, np.ndarray):
                     target[slot] = value  # the piece's clock, which is its parameter's
+                elif slot in target and slot.endswith(ABSMAX):  # an 8-bit slot's blocks (slot names never end so)
+                    self._flat[id(target[slot])][start // BLOCK:start // BLOCK + value.size] = value
                 elif slot in target:
                     into, piece = self._flat[id(target[slot])][start:stop], value.reshape(-1)
                     if is_bfloat16_array(piece):  # as bits: ranks with and without ml_dtypes merge alike

@@ -20,7 +20,7 @@ from ..optimizer import Optimizer
 from ._base import DistributedBase
 from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, GradMeasure, broadcast_arrays
-from ._layout import Layout, plan
+from ._layout import ALIGN, Layout, plan
 from ._signature import core_of, group_items
 from ._state import Merger, Piece, split
 
@@ -38,14 +38,16 @@ def _user_groups(params: Any) -> list[Group]:
     return groups
 
 
-def _reads_whole_arrays(optimizer_class: Callable[..., Any], defaults: Mapping[str, Any]) -> bool:
-    """Whether the rule reads whole arrays (per-array norms: LAMB, LARS), from a one-element probe."""
+def _probe(optimizer_class: Callable[..., Any], defaults: Mapping[str, Any]) -> tuple[bool, int]:
+    """From a one-element probe: whether the rule reads whole arrays (per-array norms: LAMB,
+    LARS), and the elements the pieces of an array must start on (8-bit state's blocks)."""
     probe = optimizer_class([np.zeros(1, np.float32)], **defaults)  # float32: every state_dtype takes it
     core = probe.optimizer if isinstance(probe, Lookahead) else probe
     if not isinstance(core, Optimizer):
         raise TypeError(f"optimizer_class must build a fastoptim optimizer, got {type(probe).__name__}")
     rules = _core.rules()
-    return core._rule not in rules or int(rules[core._rule]["norms"]) > 0
+    whole = core._rule not in rules or int(rules[core._rule]["norms"]) > 0
+    return whole, _core.CODE_BLOCK if core.state_dtype == "int8" else ALIGN
 
 
 class ZeroRedundancyOptimizer(DistributedBase):
@@ -128,14 +130,14 @@ class ZeroRedundancyOptimizer(DistributedBase):
         self.num_threads = set_rank_threads([g[1] for g in gathered], comm.rank, threads)
         broadcast_arrays(comm, self._params, self._cap)
 
-        whole = False
+        whole, block = False, ALIGN
         try:
-            whole = _reads_whole_arrays(optimizer_class, defaults)
+            whole, block = _probe(optimizer_class, defaults)
         except (TypeError, ValueError) as caught:
             error = caught
         raise_together(comm, error, action)
         self.layout: Layout = plan([p.size for p in self._params], [p.dtype for p in self._params], comm.size,
-                                   self._cap, whole_arrays=whole)
+                                   self._cap, whole_arrays=whole, block=block)
         self._exchange = Exchange(comm, self.layout, self.reduction, shard=True)
         self._flats = [flat(p) for p in self._params]
         self._exchange.bind_params(self._flats)
@@ -160,9 +162,11 @@ class ZeroRedundancyOptimizer(DistributedBase):
         self.optimizer: Any = None
         try:
             self.optimizer = optimizer_class(local_groups, **defaults)
-            # Stochastic rounding draws by each piece's whole parameter and element, as a plain optimizer's.
+            # Stochastic rounding draws by each piece's whole parameter and element, as a plain
+            # optimizer's; a piece of an array with 8-bit state has 8-bit state.
             self.optimizer._set_counters([p for group in self._pieces for _, p, _, _ in group],
-                                         [start for group in self._pieces for _, _, start, _ in group])
+                                         [start for group in self._pieces for _, _, start, _ in group],
+                                         [self._params[p].size for group in self._pieces for _, p, _, _ in group])
             self._clip_norm()  # refuses max_grad_norm set both here and in `defaults`
         except (TypeError, ValueError) as caught:
             error = caught
@@ -370,8 +374,9 @@ class ZeroRedundancyOptimizer(DistributedBase):
             try:
                 if state_dict is None:
                     raise TypeError("rank 0 passed no state dict")
-                shares = [split(state_dict, self._names, self._params, self._groups, self._pieces_of(r))
-                          for r in range(self.comm.size)]
+                core = self.optimizer.optimizer if isinstance(self.optimizer, Lookahead) else self.optimizer
+                shares = [split(state_dict, self._names, self._params, self._groups, self._pieces_of(r),
+                                core._signed_slots) for r in range(self.comm.size)]
             except (TypeError, ValueError) as caught:
                 error = caught
         raise_together(self.comm, error, action)

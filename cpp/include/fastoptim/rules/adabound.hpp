@@ -54,7 +54,7 @@ struct Adabound : RuleBase {
         FASTOPTIM_FLAG(Hyper, amsbound, "amsbound"),
         FASTOPTIM_FIELD_OR(Hyper, initial_lr, "initial_lr", above(0.0), "lr"),
     }};
-    static constexpr std::array<Slot, 3> slots = {{{"exp_avg"}, {"exp_avg_sq"}, {"max_exp_avg_sq", "amsbound"}}};
+    static constexpr std::array<Slot, 3> slots = {{{"exp_avg"}, nonnegative_slot("exp_avg_sq"), nonnegative_slot("max_exp_avg_sq", "amsbound")}};
     template <class T>
     using Coeffs = AdaboundCoeffs<T>;
 

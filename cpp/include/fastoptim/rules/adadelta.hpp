@@ -44,7 +44,7 @@ struct Adadelta : RuleBase {
         FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
     }};
-    static constexpr std::array<Slot, 2> slots = {{{"square_avg"}, {"acc_delta"}}};
+    static constexpr std::array<Slot, 2> slots = {{nonnegative_slot("square_avg"), nonnegative_slot("acc_delta")}};
     template <class T>
     using Coeffs = AdadeltaCoeffs<T>;
 

@@ -46,7 +46,7 @@ struct Adagrad : RuleBase {
         FASTOPTIM_FIELD(Hyper, eps, "eps", at_least(0.0)),
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
     }};
-    static constexpr std::array<Slot, 1> slots = {{{"sum", nullptr, true}}};
+    static constexpr std::array<Slot, 1> slots = {{nonnegative_slot("sum", nullptr, true)}};
     template <class T>
     using Coeffs = AdagradCoeffs<T>;
 

@@ -54,7 +54,7 @@ struct Adam : RuleBase {
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
         FASTOPTIM_FLAG(Hyper, decoupled, "decoupled_weight_decay"),
     }};
-    static constexpr std::array<Slot, 3> slots = {{{"exp_avg"}, {"exp_avg_sq"}, {"max_exp_avg_sq", "amsgrad"}}};
+    static constexpr std::array<Slot, 3> slots = {{{"exp_avg"}, nonnegative_slot("exp_avg_sq"), nonnegative_slot("max_exp_avg_sq", "amsgrad")}};
     template <class T>
     using Coeffs = AdamCoeffs<T>;
 

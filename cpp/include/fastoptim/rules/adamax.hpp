@@ -46,7 +46,7 @@ struct Adamax : RuleBase {
         FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
     }};
-    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, {"exp_inf"}}};
+    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, nonnegative_slot("exp_inf")}};
     template <class T>
     using Coeffs = AdamaxCoeffs<T>;
 

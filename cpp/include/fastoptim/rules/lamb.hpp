@@ -47,7 +47,7 @@ struct Lamb : RuleBase {
         FASTOPTIM_FIELD(Hyper, eps, "eps", at_least(0.0)),
         FASTOPTIM_FIELD(Hyper, weight_decay, "weight_decay", at_least(0.0)),
     }};
-    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, {"exp_avg_sq"}}};
+    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, nonnegative_slot("exp_avg_sq")}};
     static constexpr int norms = 2;  // ‖p‖, ‖r‖
     static constexpr int measured_slots = 2;  // the norm pass advances m and v
     static constexpr bool update_reads_grad = false;  // the update pass reads p, m and v
@@ -75,6 +75,16 @@ struct Lamb : RuleBase {
         const V m = store_state(a, 0, i, V(c.beta1) * load_state<V>(a, 0, i) + V(c.one_minus_beta1) * g);
         const V v = store_state(a, 1, i, V(c.beta2) * load_state<V>(a, 1, i) + V(c.one_minus_beta2) * (g * g));
         const V r = direction(c, p, m, v);
+        squares[0] = p * p;
+        squares[1] = r * r;
+    }
+
+    // The same norms from m and v as stored, without advancing them: 8-bit state requantizes a
+    // block once measure() has advanced all of it, then measures the block again with this.
+    template <class V, class T, class A>
+    static FASTOPTIM_INLINE void measure_stored(const Coeffs<T>& c, const A& a, index_t i, V* squares) {
+        const V p = load_param<V>(a, i);
+        const V r = direction(c, p, load_state<V>(a, 0, i), load_state<V>(a, 1, i));
         squares[0] = p * p;
         squares[1] = r * r;
     }

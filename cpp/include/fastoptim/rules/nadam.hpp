@@ -50,7 +50,7 @@ struct Nadam : RuleBase {
         FASTOPTIM_FLAG(Hyper, decoupled, "decoupled_weight_decay"),
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
     }};
-    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, {"exp_avg_sq"}}};
+    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, nonnegative_slot("exp_avg_sq")}};
     static constexpr int scalars = 1;
     static constexpr const char* scalar_names[1] = {"mu_product"};
     static constexpr double scalar_init[1] = {1.0};

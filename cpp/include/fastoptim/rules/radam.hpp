@@ -50,7 +50,7 @@ struct Radam : RuleBase {
         FASTOPTIM_FLAG(Hyper, decoupled, "decoupled_weight_decay"),
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
     }};
-    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, {"exp_avg_sq"}}};
+    static constexpr std::array<Slot, 2> slots = {{{"exp_avg"}, nonnegative_slot("exp_avg_sq")}};
     template <class T>
     using Coeffs = RadamCoeffs<T>;
 

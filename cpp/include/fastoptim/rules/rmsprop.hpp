@@ -53,7 +53,7 @@ struct Rmsprop : RuleBase {
         FASTOPTIM_FLAG(Hyper, nesterov, "nesterov"),
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
     }};
-    static constexpr std::array<Slot, 3> slots = {{{"square_avg"}, {"momentum_buffer", "momentum"}, {"grad_avg", "centered"}}};
+    static constexpr std::array<Slot, 3> slots = {{nonnegative_slot("square_avg"), {"momentum_buffer", "momentum"}, {"grad_avg", "centered"}}};
     template <class T>
     using Coeffs = RmspropCoeffs<T>;
 

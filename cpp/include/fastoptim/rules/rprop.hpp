@@ -46,7 +46,7 @@ struct Rprop : RuleBase {
         FASTOPTIM_FIELD(Hyper, step_size_max, "step_sizes[1]", at_least(0.0)),
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
     }};
-    static constexpr std::array<Slot, 2> slots = {{{"prev", nullptr, true}, {"step_size", nullptr, true}}};
+    static constexpr std::array<Slot, 2> slots = {{{"prev", nullptr, true}, nonnegative_slot("step_size", nullptr, true)}};
     template <class T>
     using Coeffs = RpropCoeffs<T>;
 

@@ -326,11 +326,39 @@ def test_state_dtype_times_both_layouts_and_their_probes(tmp_path: Path, capsys:
     saved = json.loads((tmp_path / "state_dtype.json").read_text())
     assert saved["state_dtype"] == "bfloat16"
     for record in saved["results"]:
-        assert set(record["variants"]) == set(state_dtype.VARIANTS)
+        assert set(record["variants"]) == set(state_dtype.BFLOAT16_VARIANTS)
         for figures in record["variants"].values():
             assert figures["best_ms"] > 0 and figures["steps"] >= 2
         bf16 = record["variants"]["bfloat16 state"]
         assert bf16["speedup_best"] == pytest.approx(record["variants"]["float32 state"]["best_ms"] / bf16["best_ms"])
+
+
+def test_int8_state_times_its_layout_its_probe_and_bitsandbytes_where_installed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--state-dtype int8: float32 state, 8-bit state, both probes, and bitsandbytes' Adam8bit
+    when it imports; the speed-ups and the ratio to bitsandbytes."""
+    from fastoptim._bench import state_dtype
+
+    code = _bench.main(["--state-dtype", "int8", "--sizes", "1e4", "--repeats", "2", "--max-repeats", "2",
+                        "--min-time", "0.001", "--warmup", "1", "--out", str(tmp_path)])
+    assert code == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[0] == "work" and table[2].split()[0] == "1e4"
+    (record,) = json.loads((tmp_path / "state_dtype.json").read_text())["results"]
+    variants = record["variants"]
+    try:
+        import bitsandbytes  # noqa: F401
+        import torch  # noqa: F401
+        expected = set(state_dtype.INT8_VARIANTS) | {state_dtype.BNB}
+    except ImportError:
+        expected = set(state_dtype.INT8_VARIANTS)
+    assert set(variants) == expected
+    q = variants["int8 state"]
+    assert q["speedup_best"] == pytest.approx(variants["float32 state"]["best_ms"] / q["best_ms"])
+    assert q["of_probe"] == pytest.approx(variants["int8 probe"]["best_ms"] / q["best_ms"])
+    if state_dtype.BNB in variants:
+        bnb = variants[state_dtype.BNB]
+        assert bnb["int8_over_this"] == pytest.approx(bnb["best_ms"] / q["best_ms"])
 
 
 def test_the_probe_sweeps_bfloat16_bytes_beside_float32_ones() -> None:

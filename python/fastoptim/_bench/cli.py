@@ -107,10 +107,10 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
                    help="the gradient side of the step instead: float32 AdamW plain, with max_grad_norm, with "
                         "max_grad_norm + grad_scale + skip_nonfinite, and NumPy clipping around the plain step, "
                         "alternated (sizes default to 1e6,1e7,model)")
-    p.add_argument("--state-dtype", choices=["bfloat16"], default=None,
-                   help="bfloat16 state instead: float32 AdamW with float32 state, bfloat16 state (nearest and "
-                        "stochastic) and the probes of both layouts' bytes, alternated (sizes default to "
-                        "1e6,1e7,5e7)")
+    p.add_argument("--state-dtype", choices=["bfloat16", "int8"], default=None,
+                   help="compressed state instead: float32 AdamW with float32 state, bfloat16 state (nearest and "
+                        "stochastic) or 8-bit state (and bitsandbytes' Adam8bit where installed) and the probes of "
+                        "both layouts' bytes, alternated (sizes default to 1e6,1e7,5e7)")
     p.add_argument("--omp-spin", choices=list(SPINS), default="openmp",
                    help="GNU OpenMP's busy-wait after a parallel region, one for every peer (the process has one "
                         "OpenMP): 'openmp', its own default (GOMP_SPINCOUNT="

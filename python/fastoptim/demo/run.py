@@ -134,8 +134,9 @@ def build_parser(prog: str = "fastoptim demo") -> argparse.ArgumentParser:
     parser.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
                         help="keep an EMA of the weights with this decay (ema_decay, with ema_warmup) and report "
                              "its test accuracy, evaluated with swap_ema (e.g. 0.99)")
-    parser.add_argument("--state-dtype", choices=["bfloat16"], default=None,
-                        help="store every optimizer's state as bfloat16 (state_dtype), half its bytes")
+    parser.add_argument("--state-dtype", choices=["bfloat16", "int8"], default=None,
+                        help="store every optimizer's state as bfloat16 (state_dtype), half its bytes, or as 8-bit "
+                             "block-wise codes, a quarter (arrays of at least 4096 elements)")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=32, help="minibatch size (default 32)")
     parser.add_argument("--threads", type=_int_at_least(1), default=None,
                         help="threads per optimizer step (default: fastoptim's, see `fastoptim info`)")
@@ -207,7 +208,7 @@ def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_si
     zero on a cosine; with `clip`, the gradients' global norm is clipped to it (the optimizer's
     ``max_grad_norm``), else only measured; with `ema`, the optimizer keeps an EMA of the
     weights with that decay (warmed up), whose test accuracy is measured at the end with the
-    EMA swapped into the model; `state_dtype` is the optimizer's (``"bfloat16"``: compressed state)."""
+    EMA swapped into the model; `state_dtype` is the optimizer's (``"bfloat16"`` or ``"int8"``: compressed state)."""
     model = MLP([split.x_train.shape[1], *hidden, 10], seed=seed)
     options: dict[str, Any] = {} if ema is None else {"ema_decay": ema, "ema_warmup": True}
     if state_dtype is not None:

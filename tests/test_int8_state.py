@@ -27,12 +27,13 @@ ABSMAX = "_absmax"
 # As cpp/include/fastoptim/int8_state.hpp defines it: a code is a float16 number cut to 3
 # significant bits (signed s EEEE MMM is the float16 s 0EEEE MMM0000000, unsigned EEEEE MMM the
 # float16 0 EEEEE MMM0000000), and a block of exponent e stores x·2^(top − e), top 0 (signed) or
-# 15 (unsigned), e >= -112. Written as here, a code's value is u·2^e with u = (8 + M)·2^(E − bias)
+# 15 (unsigned), -111 <= e <= 126. Written as here, a code's value is u·2^e with u = (8 + M)·2^(E − bias)
 # (M·2^(1 − bias) when E = 0), bias 18 (signed) or 18 + 15 = 33 (unsigned); the unsigned E = 31
 # (codes 248-255, never produced) is float16's infinity (M = 0) and NaNs. (Issue 22's first draft
-# had the unsigned bias 34 and e >= -126: UNSIGNED_BIAS and LOWEST_BLOCK_EXPONENT below.)
+# had the unsigned bias 34 and e >= -126: UNSIGNED_BIAS and LOWEST_BLOCK_EXPONENT below; e up to
+# 127 was finite until both scales were kept normal floats.)
 SIGNED_BIAS, UNSIGNED_BIAS = 18, 33
-LOWEST_BLOCK_EXPONENT = -112
+LOWEST_BLOCK_EXPONENT, NOT_FINITE = -111, 127
 
 
 def code_values(signed: bool) -> np.ndarray:
@@ -50,9 +51,9 @@ def code_values(signed: bool) -> np.ndarray:
 
 
 def block_exponent(absmax: float) -> int | None:
-    """e of a block: its absmax rounded to the codes' precision, 3 significant bits after the
-    leading one as a normal code's 1.MMM (int8_state.hpp's "3 significant bits"), ties to even,
-    lies in [2^e, 2^(e+1)); e >= -112; None where the absmax is not finite or rounds to 2^128."""
+    """e of a block: its absmax rounded to the codes' precision, 3 mantissa bits after the
+    leading one as a normal code's 1.MMM, ties to even, lies in [2^e, 2^(e+1)); e >= -111;
+    None where the absmax is not finite or rounds to 2^127 or more."""
     a = float(absmax)
     if not math.isfinite(a):
         return None
@@ -61,7 +62,7 @@ def block_exponent(absmax: float) -> int | None:
     fraction, exponent = math.frexp(a)  # a = fraction·2^exponent, fraction in [0.5, 1)
     significand = round(fraction * 16)  # exact product; Python rounds half to even
     e = max(exponent - 1 if significand < 16 else exponent, LOWEST_BLOCK_EXPONENT)
-    return None if e >= 128 else e
+    return None if e >= NOT_FINITE else e
 
 
 def blocks_of(size: int) -> int:
@@ -165,7 +166,8 @@ def many_magnitudes(rng, signed: bool) -> np.ndarray:
     block, zeros of both signs, subnormals, values about float32's smallest normal, random bit
     patterns, exact ties between codes and their neighbours, absmax at the edges of its rounding
     (1.9375·2^k rounds up a binade, one ulp below does not), at float32's largest (finite up to
-    0x7F77FFFF; from 0x7F780000 it rounds to 2^128), infinities and NaNs; a partial last block.
+    0x7EF7FFFF; from 0x7EF80000 it rounds to 2^127, not finite), infinities and NaNs; a partial
+    last block.
     Unsigned codes get the magnitudes."""
     with np.errstate(over="ignore"):
         blocks = [rng.standard_normal(BLOCK) * 10.0 ** (k + rng.uniform(-12, 0, BLOCK))
@@ -179,7 +181,7 @@ def many_magnitudes(rng, signed: bool) -> np.ndarray:
     blocks.append(_f32(rng.integers(0, 0x7F800000, BLOCK, dtype=np.uint32) | _signs(rng, BLOCK)))
     blocks.extend(_ties(rng, signed))
     for edge in (0x3FF80000, 0x3FF7FFFF, 0x3FF00000, 0x3FE80000, 0x07F80000, 0x07F7FFFF, 0x07800000, 0x00F80000,
-                 0x7F77FFFF, 0x7F780000, 0x7F7FFFFF):
+                 0x7EF7FFFF, 0x7EF80000, 0x7F77FFFF, 0x7F7FFFFF):
         block = rng.uniform(-1, 1, BLOCK) * _f32(edge)
         block[rng.integers(BLOCK)] = -_f32(edge)  # the absmax, negative
         blocks.append(block)
@@ -205,8 +207,9 @@ def test_the_code_tables_are_as_defined():
         table = code_values(signed)[:128 if signed else 248]
         assert (np.diff(table) > 0).all() and table[0] == 0 and table[-1] == 1.875 and table[8] == smallest_normal
     assert np.isinf(code_values(False)[248]) and np.isnan(code_values(False)[249:]).all()
-    assert [block_exponent(_f32(p)) for p in (0x3FF7FFFF, 0x3FF80000, 0x3FE80000, 0x7F77FFFF, 0x7F780000, 0, 1,
-                                              0x07F7FFFF, 0x07F80000)] == [0, 1, 0, 127, None, -112, -112, -112, -111]
+    assert [block_exponent(_f32(p)) for p in (0x3FF7FFFF, 0x3FF80000, 0x3FE80000, 0x7EF7FFFF, 0x7EF80000, 0, 1,
+                                              0x07F7FFFF, 0x07F80000, 0x08800000)] == [
+        0, 1, 0, 126, None, -111, -111, -111, -111, -110]
     assert block_exponent(np.inf) is None and block_exponent(np.nan) is None
 
 
@@ -228,12 +231,28 @@ def test_quantize_blockwise_matches_the_format_bit_for_bit(rng, signed):
     assert np.isnan(dequantize_reference(want_codes, want_absmax, signed)).sum() >= 5 * BLOCK
 
 
-def test_unsigned_codes_take_the_magnitude():
-    """Unsigned codes code |x| (the definition's |x|·2^-e): a sign does not change them."""
+def test_unsigned_codes_refuse_negative_values():
+    """Unsigned codes hold values that are never negative: a negative value is refused, never
+    made positive behind the caller's back (-0.0 codes as zero), and a float32 state dict whose
+    second moment holds one is refused on loading into 8-bit state, naming it, with nothing changed."""
     x = np.linspace(-3.0, 3.0, 1000, dtype=np.float32)
-    codes, absmax = fo.quantize_blockwise(x, signed=False)
+    with pytest.raises(ValueError, match="negative"):
+        fo.quantize_blockwise(x, signed=False)
+    codes, absmax = fo.quantize_blockwise(np.abs(x), signed=False)
     assert_same_codes(codes, quantize_reference(np.abs(x), signed=False)[0])
     assert_same_floats(absmax, quantize_reference(np.abs(x), signed=False)[1])
+    assert fo.quantize_blockwise(np.array([-0.0, 1.0], np.float32), signed=False)[0][0] == 0
+    p = np.ones(5000, np.float32)
+    plain = fo.Adam({"w": p.copy()})
+    plain.step({"w": np.ones_like(p)})
+    sd = plain.state_dict()
+    sd["state"]["w"]["exp_avg_sq"][7] = -1.0
+    opt = fo.Adam({"w": p}, state_dtype="int8")
+    opt.step({"w": np.ones_like(p)})
+    before = {k: v.copy() for k, v in opt.state["w"].items()}
+    with pytest.raises(ValueError, match=r"\['exp_avg_sq'\].*negative"):
+        opt.load_state_dict(sd)
+    assert all(np.array_equal(opt.state["w"][k], v) for k, v in before.items())
 
 
 def test_the_block_scale_rounds_the_absmax_to_the_codes_precision():
@@ -926,3 +945,56 @@ def test_zero_pieces_that_cut_blocks_load_the_decoded_state():
     second = aligned["state"][("w", 1024, 5000)]
     assert second["exp_avg"].tobytes() == sd["state"]["w"]["exp_avg"][1024:].tobytes()
     assert second["exp_avg_absmax"].tobytes() == sd["state"]["w"]["exp_avg_absmax"][4:].tobytes()
+
+
+def test_codes_saved_beside_a_parameter_of_the_other_memory_order_are_requantized():
+    """Blocks run along the parameter's memory order: codes saved beside a Fortran-ordered
+    parameter, loaded beside a C-ordered one of the same shape (and back), are decoded along the
+    order they were saved in and requantized along the new one, never copied by index."""
+    rng = np.random.default_rng(5)
+    shape = (300, 257)
+    for saved_order, loaded_order in (("F", "C"), ("C", "F")):
+        p = np.asarray(rng.standard_normal(shape), np.float32, order=saved_order)
+        opt = fo.Adam({"w": p}, lr=1e-2, state_dtype="int8")
+        opt.step({"w": np.asarray(rng.standard_normal(shape), np.float32, order=saved_order)})
+        sd = opt.state_dict()
+        values = {s: fo.dequantize_blockwise(sd["state"]["w"][s].ravel(order="K"), sd["state"]["w"][s + ABSMAX],
+                                             s not in UNSIGNED).reshape(shape, order=saved_order)
+                  for s in ("exp_avg", "exp_avg_sq")}
+        q = np.asarray(p, order=loaded_order)
+        other = fo.Adam({"w": q}, lr=1e-2, state_dtype="int8")
+        other.load_state_dict(sd)
+        for slot, v in values.items():
+            codes, absmax = fo.quantize_blockwise(v.ravel(order=loaded_order), slot not in UNSIGNED)
+            held = other.state["w"][slot]
+            assert held.flags.f_contiguous == (loaded_order == "F")
+            assert_same_codes(held.ravel(order="K"), codes, slot)
+            assert_same_floats(other.state["w"][slot + ABSMAX], absmax, slot)
+
+
+def test_pieces_that_cut_blocks_between_arrays_update_every_block_once():
+    """One optimizer over arrays whose sizes put the threads' piece boundaries (16384 elements
+    of all arrays end to end) inside blocks: on 2 threads, the same bytes as each array stepped
+    alone on one thread."""
+    sizes = (10_000, 70_001, 40_000, 300)
+    rng = np.random.default_rng(9)
+    params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    grads = [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in range(3)]
+    threads = fo.get_num_threads()
+    try:
+        fo.set_num_threads(2)
+        together = [p.copy() for p in params]
+        opt = fo.AdamW(together, state_dtype="int8", min_8bit_size=256)
+        for g in grads:
+            opt.step(g)
+        fo.set_num_threads(1)
+        for k, p in enumerate(params):
+            alone = p.copy()
+            single = fo.AdamW([alone], state_dtype="int8", min_8bit_size=256)
+            for g in grads:
+                single.step([g[k]])
+            assert alone.tobytes() == together[k].tobytes(), k
+            for key, array in single.state[0].items():
+                assert array.tobytes() == opt.state[k][key].tobytes(), (k, key)
+    finally:
+        fo.set_num_threads(threads)

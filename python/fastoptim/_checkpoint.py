@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from ._core import MAX_STEPS, rules
-from ._state_format import ABSMAX, StateFormat, read_saved_format, stored_as, stored_values
+from ._state_format import ABSMAX, StateFormat, memory_order, read_saved_format, stored_as, stored_values
 from ._validation import check_absmax, check_dtype_and_shape
 
 __all__ = ["MAX_STEPS", "Checked", "Clock", "check_state_dict", "read_hyper"]
@@ -128,9 +128,10 @@ def check_state_dict(opt: Optimizer, state_dict: Any) -> Checked:
 def _converted(stored: dict[str, np.ndarray], slot: str, saved: str, storage: str, signed: bool,
                param: np.ndarray) -> dict[str, np.ndarray]:
     """One saved slot (checked) in the layout `storage`: as saved where the layouts agree (bfloat16
-    as uint16 bit patterns), else through its float values (bfloat16 widens exactly; float32
-    rounds to the nearest bfloat16 or 8-bit code)."""
-    if saved == storage:
+    as uint16 bit patterns; 8-bit codes whose blocks run along the parameter's memory order),
+    else through its float values (bfloat16 widens exactly, 8-bit codes decode exactly; they
+    round to the nearest bfloat16 or 8-bit code)."""
+    if saved == storage and (saved != "int8" or memory_order(stored[slot]) == memory_order(param)):
         return {k: (np.ascontiguousarray(a).view(np.uint16) if saved == "bfloat16" else a) for k, a in stored.items()}
     values = stored_values(stored, slot, saved, signed, param)
     return stored_as(values, slot, storage, signed, param)
@@ -181,7 +182,10 @@ def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, 
             if key not in entry:
                 raise ValueError(f"{label} has {slot!r} saved as 8-bit codes without {key!r}")
             stored[key] = check_absmax(f"{label}[{key!r}]", entry[key], param, writable=False)
-        arrays.update(_converted(stored, slot, saved, storage, slot in opt._signed_slots, param))
+        try:
+            arrays.update(_converted(stored, slot, saved, storage, slot in opt._signed_slots, param))
+        except ValueError as problem:  # a negative value for an unsigned code
+            raise ValueError(f"{label}[{slot!r}]: {problem}") from None
     missing_slots = [s for s in needed if s not in arrays and s not in opt._seeded_slots]
     if steps > 0 and missing_slots:
         raise ValueError(f"{label} lacks {missing_slots[0]!r}, which step {steps} needs")

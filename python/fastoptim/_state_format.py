@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from ._core import CODE_BLOCK
 from ._core import dequantize_blockwise as _decode_blocks
 from ._core import quantize_blockwise as _encode_blocks
 from ._memory import state_like
@@ -27,7 +28,7 @@ from ._validation import check_absmax, check_int, check_state_array
 
 __all__ = ["ABSMAX", "NATIVE", "StateFormat", "bfloat16_dtype", "dequantize_blockwise", "from_bfloat16",
            "new_slot", "quantize_blockwise", "read_saved_format", "read_state_format", "check_stored", "stored_as",
-           "stored_keys", "stored_values", "to_bfloat16_bits", "zeros_text"]
+           "memory_order", "stored_keys", "stored_values", "to_bfloat16_bits", "zeros_text"]
 
 _DTYPES = (None, "bfloat16", "int8")
 ABSMAX = "_absmax"  # the suffix of an 8-bit slot's absmax array
@@ -142,33 +143,42 @@ def from_bfloat16(array: np.ndarray) -> np.ndarray:
 def quantize_blockwise(values: Any, signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """8-bit state's format: the codes (uint8, shaped as `values`) of float32 values taken in C
     order, and the float32 absmax of each block of 256. `signed` codes (first moments) keep a
-    sign bit; unsigned ones (nonnegative moments) spend it on range. Each code is the nearest of
-    its block's scaled 8-bit floats, ties to the even code (``cpp/include/fastoptim/int8_state.hpp``)."""
-    codes, absmax = _encode_blocks(np.asarray(values, dtype=np.float32), not signed)
+    sign bit; unsigned ones (values never below zero: second moments) spend it on range, and
+    refuse negative values. Each code is the nearest of its block's scaled 8-bit floats (float16
+    numbers cut to 3 mantissa bits), ties to the even code (``cpp/include/fastoptim/int8_state.hpp``)."""
+    values = np.asarray(values, dtype=np.float32)
+    if not signed and (values < 0).any():
+        raise ValueError("quantize_blockwise: unsigned codes hold values that are never negative (a second "
+                         "moment); these values hold negative ones")
+    codes, absmax = _encode_blocks(values, not signed)
     return codes, absmax
 
 
 def dequantize_blockwise(codes: Any, absmax: Any, signed: bool = True) -> np.ndarray:
-    """The float32 values of 8-bit `codes` (C order) and their blocks' `absmax`, exactly as the
-    kernels read them."""
-    values: np.ndarray = _decode_blocks(np.ascontiguousarray(codes, dtype=np.uint8),
-                                        np.asarray(absmax, dtype=np.float32), not signed)
+    """The float32 values of 8-bit `codes` (uint8, taken in C order) and their blocks' `absmax`,
+    exactly as the kernels read them."""
+    codes = np.asarray(codes)
+    if codes.dtype != np.uint8:
+        raise TypeError(f"dequantize_blockwise: codes must be uint8, got {codes.dtype}")
+    values: np.ndarray = _decode_blocks(np.ascontiguousarray(codes), np.asarray(absmax, dtype=np.float32), not signed)
     return values
 
 
-def _order(param: np.ndarray) -> Literal["C", "F"]:
-    return "F" if param.flags.f_contiguous and not param.flags.c_contiguous else "C"
+def memory_order(array: np.ndarray) -> Literal["C", "F"]:
+    """The order in which 8-bit state's blocks run along `array` (a parameter or its codes)."""
+    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
 
 
 def stored_values(arrays: Mapping[str, np.ndarray], slot: str, storage: str, signed: bool,
                   param: np.ndarray) -> np.ndarray:
-    """The float values of `slot`, one of `arrays` stored as `storage`."""
+    """The float values of `slot`, one of `arrays` stored as `storage` (8-bit codes decoded
+    along their own memory order: the order of the parameter they were saved beside)."""
     array = arrays[slot]
     if storage == "bfloat16":
         return from_bfloat16(array)
     if storage != "int8":
         return array
-    order = _order(param)
+    order = memory_order(array)
     flat = dequantize_blockwise(array.ravel(order=order), arrays[slot + ABSMAX], signed)
     return flat.reshape(param.shape, order=order)
 
@@ -180,7 +190,7 @@ def stored_as(values: np.ndarray, slot: str, storage: str, signed: bool, param: 
         return {slot: to_bfloat16_bits(values)}
     if storage != "int8":
         return {slot: values}
-    order = _order(param)
+    order = memory_order(param)
     codes, absmax = quantize_blockwise(np.asarray(values).ravel(order=order), signed)
     return {slot: codes.reshape(param.shape, order=order), slot + ABSMAX: absmax}
 
@@ -193,7 +203,8 @@ def stored_keys(slot: str, storage: str) -> tuple[str, ...]:
 def new_slot(param: np.ndarray, slot: str, storage: str) -> dict[str, np.ndarray]:
     """Zeros for one state slot of `param` stored as `storage`, keyed by :func:`stored_keys`."""
     if storage == "int8":
-        return {slot: state_like(param, np.dtype(np.uint8)), slot + ABSMAX: np.zeros(-(-param.size // 256), np.float32)}
+        blocks = -(-param.size // CODE_BLOCK)
+        return {slot: state_like(param, np.dtype(np.uint8)), slot + ABSMAX: np.zeros(blocks, np.float32)}
     bfloat16 = storage == "bfloat16" and param.dtype == np.float32  # float64 ones are refused by the plan
     return {slot: state_like(param, bfloat16_dtype() if bfloat16 else None)}
 

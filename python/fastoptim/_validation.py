@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ._core import CODE_BLOCK
+
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -94,7 +96,7 @@ def check_absmax(label: str, array: Any, param: np.ndarray, writable: bool = Tru
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(array).__name__}")
     if array.dtype != np.float32:
         raise TypeError(f"{label} has dtype {array.dtype}; an absmax array is float32")
-    blocks = -(-param.size // 256)
+    blocks = -(-param.size // CODE_BLOCK)
     if array.shape != (blocks,):
         raise ValueError(f"{label} has shape {_shape(array.shape)}; its parameter's {param.size} elements make "
                          f"{blocks} blocks of 256, one absmax each")

@@ -388,18 +388,28 @@ class Optimizer:
             held = self._held
             names = [n for group in held.names for n in group]
             params = [p for group in held.params for p in group]
+            if sizes is not None and len(sizes) != len(names):
+                raise ValueError(f"_set_counters: {len(sizes)} sizes for {len(names)} parameters")
             storages = [self._storage(n, p) for n, p in zip(names, params)]
+            kept = self._storage_sizes, self._counters
             if sizes is not None:
                 self._storage_sizes = dict(zip(names, (int(s) for s in sizes)))
-            if sizes is None or storages == [self._storage(n, p) for n, p in zip(names, params)]:
-                self._built_plan().set_counters(*counters)
-                self._counters = counters
-                return
-            states = {name: {k: a for slot in self._slots if slot in held.states[name]
-                             for k, a in self._new_slot(name, param, slot).items()}
-                      for name, param in zip(names, params)}
+            try:  # committed only once the plan takes them
+                if storages == [self._storage(n, p) for n, p in zip(names, params)]:
+                    self._built_plan().set_counters(*counters)
+                else:
+                    if any(steps for steps, _, _ in self._clocks()):
+                        raise ValueError("_set_counters: the sizes change how the state is stored, which only an "
+                                         "optimizer that has not stepped may do")
+                    states = {name: {k: a for slot in self._slots if slot in held.states[name]
+                                     for k, a in self._new_slot(name, param, slot).items()}
+                              for name, param in zip(names, params)}
+                    self._counters = counters
+                    self._install(held.groups, [read_hyper(g) for g in held.groups], states, self._clocks())
+            except BaseException:
+                self._storage_sizes, self._counters = kept
+                raise
             self._counters = counters
-            self._install(held.groups, [read_hyper(g) for g in held.groups], states, self._clocks())
 
     # ---- the native plan ------------------------------------------------------------------
     def _built_plan(self) -> Plan:

@@ -2,23 +2,24 @@
 // Block-wise Quantization"): each state element is one byte, a code, and each block of 256
 // consecutive elements (counted from the parameter's first) has one float32, its absmax.
 //
-// The codes are float16 numbers cut to 3 significant bits and scaled per block by a power of
-// two, so that both directions are exact, the same on every target and in scalar code:
+// The codes are float16 numbers cut to 3 mantissa bits (4 significant bits) and scaled per block
+// by a power of two, so that both directions are exact, the same on every target and in scalar code:
 //   signed (first moments):         s EEEE MMM   the float16 s 0EEEE MMM0000000, |u| ≤ 1.875
 //   unsigned (nonnegative moments): EEEEE MMM    the float16 0 EEEEE MMM0000000, u ≤ 1.875·2^15
 // i.e. u = (8 + M)·2^(E − 18), or M·2^−17 when E = 0 (E ≤ 30: codes 248-255, float16's
 // infinity and NaNs, are never stored), 3
-// significant bits over 17 binades (signed) or 32 (unsigned): a second moment, a square, needs
+// mantissa bits over 17 binades (signed) or 32 (unsigned): a second moment, a square, needs
 // twice the range of a first. With `top` 0 (signed) or 15 (unsigned), a block whose absmax,
-// rounded to 3 significant bits, lies in [2^e, 2^(e+1)) stores x as the code nearest x·2^(top−e)
-// (ties to the even code), and a code decodes as ±u·2^(e−top), rounded once to float32. e ≥ −112
+// rounded to 3 mantissa bits, lies in [2^e, 2^(e+1)) stores x as the code nearest x·2^(top−e)
+// (ties to the even code), and a code decodes as ±u·2^(e−top), rounded once to float32. e ≥ −111
 // (a block of smaller values shares that scale). A block whose absmax is not finite (or rounds to
-// 2^128) stores only zero codes and decodes as NaN: NaN state spreads over its block. Decoding is
-// a float16 conversion where the target has one (F16C, AVX-512), else a few integer operations.
+// 2^127 or more) stores only zero codes and decodes as NaN: NaN state spreads over its block.
+// Decoding is a float16 conversion where the target has one (F16C, AVX-512; MSVC's AVX2 build
+// defines no __F16C__ and takes the other way), else a few integer operations: the same values.
 //
 // The nearest code is found exactly by one float32 addition (round to nearest even, the IEEE
 // default every target runs with): adding 2^(max(ey, emin) + 20) to |y| < 2^(ey + 1) leaves
-// exactly the code's 3 significant bits (or its subnormal multiple) in the sum's mantissa.
+// exactly the code's 3 mantissa bits (or its subnormal multiple) in the sum's mantissa.
 //
 // The kernels update a block's elements from the codes, keep the new state in float32 until the
 // block is done, then find its absmax and requantize it (sweep.hpp): the parameter's update
@@ -40,6 +41,8 @@ inline constexpr index_t kCodeBlock = 256;  // elements per absmax
 
 constexpr index_t code_blocks(index_t elements) { return (elements + kCodeBlock - 1) / kCodeBlock; }
 
+FASTOPTIM_TARGET_BEGIN
+
 // The two codes: the unsigned one spends the sign bit on range.
 template <bool Unsigned>
 struct CodeFormat {
@@ -48,47 +51,35 @@ struct CodeFormat {
     static constexpr std::uint32_t magnitude = Unsigned ? 0xFFu : 0x7Fu;
 };
 
-inline constexpr int kLowestBlockExponent = -112;  // 2^(top − e) stays a normal float
+// A block's e lies in [−111, 126]: both scales, 2^(e − top) and 2^(top − e), are then normal
+// floats (a subnormal one would read as zero where denormals are flushed); e ≥ 127 is a block
+// that is not finite.
+inline constexpr int kLowestBlockExponent = -111;
+inline constexpr int kNotFinite = 127;
 
-// e of a block from the bits of its absmax (a nonnegative float): ≥ 128 means not finite.
+// e of a block from the bits of its absmax (a nonnegative float).
 constexpr int block_exponent(std::uint32_t absmax_bits) {
-    const std::uint32_t rounded = absmax_bits + 0x7FFFFu + ((absmax_bits >> 20) & 1u);  // 3 significant bits
+    const std::uint32_t rounded = absmax_bits + 0x7FFFFu + ((absmax_bits >> 20) & 1u);  // 3 mantissa bits
     const int e = int(rounded >> 23) - 127;
     return e < kLowestBlockExponent ? kLowestBlockExponent : e;
 }
 
-// 2^k as a float, k in [−149, 127] (subnormal below −126).
-inline float power_of_two(int k) {
-    std::uint32_t u = k >= -126 ? std::uint32_t(k + 127) << 23 : 1u << (k + 149);
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
+// 2^k as a float, k in [−126, 127].
+inline float power_of_two(int k) { return Bits<Scalar<float>>::to_float(std::uint32_t(k + 127) << 23).x; }
 
-inline float float_of_bits(std::uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-inline std::uint32_t bits_of_float(float f) {
-    std::uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
+inline std::uint32_t bits_of_float(float f) { return Bits<Scalar<float>>::of(Scalar<float>(f)); }
 
 // 2^(e − top), what a block's code values are multiplied by; NaN for a block that is not finite.
 template <bool Unsigned>
 float decode_scale(float absmax) {
     const int e = block_exponent(bits_of_float(absmax) & 0x7FFFFFFFu);
-    return e >= 128 ? std::numeric_limits<float>::quiet_NaN() : power_of_two(e - CodeFormat<Unsigned>::top);
+    return e >= kNotFinite ? std::numeric_limits<float>::quiet_NaN() : power_of_two(e - CodeFormat<Unsigned>::top);
 }
 
 // 2^(top − e), what a block's values are multiplied by before coding.
 template <bool Unsigned>
 float encode_scale(int e) { return power_of_two(CodeFormat<Unsigned>::top - e); }
 
-FASTOPTIM_TARGET_BEGIN
 
 // The codes of y = x·2^(top − e), |y| ≤ 1.875·2^top (lanes of 0..255).
 template <bool Unsigned, class V, class B = Bits<V>>
@@ -98,7 +89,7 @@ FASTOPTIM_INLINE typename B::R encode_codes(const V& y) {
     const R u = B::of(y);
     const R magnitude = B::and_(u, B::set1(0x7FFFFFFFu));
     const V binade = B::to_float(B::and_(u, B::set1(0x7F800000u)));  // 2^ey, or 0
-    const V magic = max(binade, V(float_of_bits(std::uint32_t(127 + F::emin) << 23))) * V(1048576.0f);  // ·2^20, never NaN
+    const V magic = max(binade, V(power_of_two(F::emin))) * V(1048576.0f);  // ·2^20, never NaN
     const R sum = B::of(B::to_float(magnitude) + magic);
     const R code = B::add(B::template shl<3>(B::sub(B::template shr<23>(sum), B::set1(std::uint32_t(127 + F::emin + 20)))),
                           B::and_(sum, B::set1(0x7FFFFFu)));
@@ -168,9 +159,9 @@ void encode_block(const float* values, index_t n, std::uint8_t* codes, float* ab
     for (; i + w <= n; i += w) most = B::max_(most, B::and_(B::of(V::load(values + i)), B::set1(0x7FFFFFFFu)));
     std::uint32_t top = B::max_lane(most);  // the bits of |x| order as |x| does, a NaN above all
     for (; i < n; ++i) top = S::max_(top, bits_of_float(values[i]) & 0x7FFFFFFFu);
-    *absmax = float_of_bits(top);
+    *absmax = S::to_float(top).x;
     const int e = block_exponent(top);
-    if (e >= 128) {
+    if (e >= kNotFinite) {
         std::fill(codes, codes + n, std::uint8_t(0));
         return;
     }

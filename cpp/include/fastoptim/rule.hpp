@@ -103,8 +103,10 @@ FASTOPTIM_INLINE void store_param(const A& a, index_t i, const V& value) {
     if (a.ema) lerp_toward(V::load(a.ema + i), value, a.ema_weight).store(a.ema + i);
     if (a.cleared) V(typename V::value_type(0)).store(a.cleared + i);
 }
-// Returns the value as stored, which a later load_state reads back (rounded, for bfloat16 state):
-// a pass that stores state for another pass to read computes from this (LAMB's norms).
+// Returns the value as stored, which a later pass's load_state reads back (rounded, for bfloat16
+// state): a pass that stores state for another pass to read computes from this (LAMB's norms).
+// Within one update a slot is never loaded after it is stored: 8-bit state keeps the stores of a
+// block aside until the block is done, and its loads read the block's codes as they were.
 template <class A, class V>
 FASTOPTIM_INLINE V store_state(const A& a, int slot, index_t i, const V& value) {
     using T = typename V::value_type;

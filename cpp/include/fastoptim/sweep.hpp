@@ -76,7 +76,8 @@ void sweep_view(const Coeffs& coeffs, const A& arrays, index_t begin, index_t en
     }
 }
 
-// Rule over [begin, end) of an array with 8-bit state, begin on a block boundary: block by
+// Rule over [begin, end) of an array with 8-bit state, begin on a block boundary and end on one
+// or at the array's end (else a block's absmax would be rewritten from part of it): block by
 // block, each decoded as it is read, updated in float32 and requantized once its last element is
 // done. Unaligned vectors: the blocks' edges need not fall on the vectors' alignment. Never
 // prefetched: the codes' conversions bound this sweep, not the memory, and the prefetches only

@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .._state_format import ABSMAX, StateFormat, read_saved_format, stored_values
+from .._core import CODE_BLOCK
+from .._state_format import ABSMAX, StateFormat, memory_order, read_saved_format, stored_values
 from .._validation import check_absmax, check_dtype_and_shape, is_bfloat16_array
 from ._common import f_only, flat
 
 __all__ = ["Merger", "Piece", "refuse_pending", "split"]
-
-BLOCK = 256  # 8-bit state's elements per absmax
 
 # (key in the local optimizer, index of the parameter, start, stop)
 Piece = tuple[Hashable, int, int, int]
@@ -45,6 +44,7 @@ class _Cutter:
     def __init__(self, names: Sequence[Hashable], params: Sequence[np.ndarray], signed: frozenset[str]) -> None:
         self.names, self.params, self.signed = names, params, signed
         self._flat: dict[int, np.ndarray] = {}
+        self._decoded: dict[int, np.ndarray] = {}  # 8-bit codes' values, flat in their parameter's order
 
     def __call__(self, value: np.ndarray, p: int, label: str, start: int, stop: int,
                  storage: str = "") -> np.ndarray:
@@ -56,7 +56,7 @@ class _Cutter:
 
     def blocks(self, value: np.ndarray, p: int, label: str, start: int, stop: int) -> np.ndarray:
         """The absmax of the 8-bit blocks of elements [start, stop), which start a block."""
-        return check_absmax(label, value, self.params[p], writable=False)[start // BLOCK:-(-stop // BLOCK)]
+        return check_absmax(label, value, self.params[p], writable=False)[start // CODE_BLOCK:-(-stop // CODE_BLOCK)]
 
     def entry(self, entry: Mapping[str, Any], name: Hashable, p: int, start: int, stop: int, storage: str,
               signed: frozenset[str] | None) -> dict[str, Any]:
@@ -75,11 +75,14 @@ class _Cutter:
             elif signed is None:
                 out[slot] = self(v, p, f"{where}[{slot!r}]", start, stop, storage)
             else:
-                param = self.params[p]
-                self(v, p, f"{where}[{slot!r}]", start, stop, storage)  # checked
-                absmax = check_absmax(f"{where}[{slot + ABSMAX!r}]", entry.get(slot + ABSMAX), param, writable=False)
-                values = stored_values({slot: v, slot + ABSMAX: absmax}, slot, storage, slot in signed, param)
-                out[slot] = values.reshape(-1, order="F" if f_only(param) else "C")[start:stop]
+                if id(v) not in self._decoded:  # once for all the pieces of every rank
+                    param = self.params[p]
+                    check_dtype_and_shape(f"{where}[{slot!r}]", v, param, storage)
+                    absmax = check_absmax(f"{where}[{slot + ABSMAX!r}]", entry.get(slot + ABSMAX), param,
+                                          writable=False)
+                    values = stored_values({slot: v, slot + ABSMAX: absmax}, slot, storage, slot in signed, param)
+                    self._decoded[id(v)] = values.reshape(-1, order="F" if f_only(param) else "C")
+                out[slot] = self._decoded[id(v)][start:stop]
         return out
 
 
@@ -128,11 +131,15 @@ def _split(sd: Any, cut: _Cutter, groups: Sequence[Sequence[Hashable]],
             raise ValueError(f"state_dict['state'] has an entry for {name!r}, which is not a parameter of this "
                              "optimizer")
     saved_format = read_saved_format(sd)  # the state arrays' layout; the EMA's is the parameters'
-    # 8-bit state is cut by blocks where every piece starts one, else decoded (signed: its slots with a sign).
-    cuts_blocks = any(start % BLOCK or (stop % BLOCK and stop != cut.params[p].size)
-                      for group in pieces for _, p, start, stop in group
-                      if saved_format.storage(cut.params[p]) == "int8")
-    signed = cut.signed if cuts_blocks else None
+    # 8-bit state is cut by blocks where every piece starts one and the codes' blocks run along
+    # their parameter's memory order, else decoded (signed: the slots coded with a sign).
+    coded = {p for group in pieces for _, p, _, _ in group if saved_format.storage(cut.params[p]) == "int8"}
+    cuts_blocks = any(start % CODE_BLOCK or (stop % CODE_BLOCK and stop != cut.params[p].size)
+                      for group in pieces for _, p, start, stop in group if p in coded)
+    out_of_order = any(isinstance(v, np.ndarray) and memory_order(v) != memory_order(cut.params[p])
+                       for p in coded if isinstance(saved_state.get(cut.names[p]), Mapping)
+                       for v in saved_state[cut.names[p]].values())
+    signed = cut.signed if cuts_blocks or out_of_order else None
     state: dict[Hashable, dict[str, Any]] = {}
     for group in pieces:
         for key, p, start, stop in group:
@@ -180,7 +187,7 @@ class Merger:
     def _zeros(self, name: Hashable, dtype: np.dtype | None = None, key: str = "") -> np.ndarray:
         param = self.params[self.index[name]]
         if key.endswith(ABSMAX):  # 8-bit state's blocks
-            array = np.zeros(-(-param.size // BLOCK), np.float32)
+            array = np.zeros(-(-param.size // CODE_BLOCK), np.float32)
         else:
             array = np.zeros_like(param, dtype=dtype)  # dtype: bfloat16 or 8-bit state's
         self._flat[id(array)] = flat(array)
@@ -195,7 +202,8 @@ class Merger:
             if not isinstance(value, np.ndarray):
                 entry[key] = value
             elif not key.endswith(ABSMAX):
-                dtype = np.dtype(np.uint8) if storage == "int8" else param.dtype if value.dtype == np.uint8 else value.dtype
+                dtype = value.dtype if value.dtype != np.uint8 else param.dtype  # a piece's own layout
+                dtype = np.dtype(np.uint8) if storage == "int8" else dtype
                 entry[key] = self._zeros(name, dtype)
                 if storage == "int8":
                     entry[key + ABSMAX] = self._zeros(name, np.dtype(np.float32), key + ABSMAX)
@@ -238,7 +246,7 @@ class Merger:
                 if not isinstance(value, np.ndarray):
                     target[slot] = value  # the piece's clock, which is its parameter's
                 elif slot in target and slot.endswith(ABSMAX):  # an 8-bit slot's blocks (slot names never end so)
-                    self._flat[id(target[slot])][start // BLOCK:start // BLOCK + value.size] = value
+                    self._flat[id(target[slot])][start // CODE_BLOCK:start // CODE_BLOCK + value.size] = value
                 elif slot in target:
                     into, piece = self._flat[id(target[slot])][start:stop], value.reshape(-1)
                     if is_bfloat16_array(piece):  # as bits: ranks with and without ml_dtypes merge alike

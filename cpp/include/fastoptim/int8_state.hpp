@@ -80,7 +80,6 @@ float decode_scale(float absmax) {
 template <bool Unsigned>
 float encode_scale(int e) { return power_of_two(CodeFormat<Unsigned>::top - e); }
 
-
 // The codes of y = x·2^(top − e), |y| ≤ 1.875·2^top (lanes of 0..255).
 template <bool Unsigned, class V, class B = Bits<V>>
 FASTOPTIM_INLINE typename B::R encode_codes(const V& y) {

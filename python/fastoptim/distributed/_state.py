@@ -17,7 +17,7 @@ import numpy as np
 from .._core import CODE_BLOCK
 from .._state_format import ABSMAX, StateFormat, memory_order, read_saved_format, stored_values
 from .._validation import check_absmax, check_dtype_and_shape, is_bfloat16_array
-from ._common import f_only, flat
+from ._common import flat
 
 __all__ = ["Merger", "Piece", "refuse_pending", "split"]
 
@@ -51,7 +51,7 @@ class _Cutter:
         param = self.params[p]
         check_dtype_and_shape(label, value, param, storage)
         if id(value) not in self._flat:
-            self._flat[id(value)] = value.reshape(-1, order="F" if f_only(param) else "C")
+            self._flat[id(value)] = value.reshape(-1, order=memory_order(param))
         return self._flat[id(value)][start:stop]
 
     def blocks(self, value: np.ndarray, p: int, label: str, start: int, stop: int) -> np.ndarray:
@@ -81,7 +81,7 @@ class _Cutter:
                     absmax = check_absmax(f"{where}[{slot + ABSMAX!r}]", entry.get(slot + ABSMAX), param,
                                           writable=False)
                     values = stored_values({slot: v, slot + ABSMAX: absmax}, slot, storage, slot in signed, param)
-                    self._decoded[id(v)] = values.reshape(-1, order="F" if f_only(param) else "C")
+                    self._decoded[id(v)] = values.reshape(-1, order=memory_order(param))
                 out[slot] = self._decoded[id(v)][start:stop]
         return out
 

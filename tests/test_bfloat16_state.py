@@ -70,6 +70,19 @@ def stochastic(values: np.ndarray, seed: int, position: int, step: int, slot: in
     return ((u + r) >> np.uint32(16)).astype(np.uint16)
 
 
+def stochastic_param(values: np.ndarray, seed: int, position: int, step: int) -> np.ndarray:
+    """float32 values rounded stochastically as a bfloat16 parameter (bfloat16.hpp): pair 2's
+    key, elements 2j and 2j + 1 taking the low and the high 16 bits of h(j)."""
+    u = np.asarray(values, np.float32).ravel(order="K").view(np.uint32)
+    round_key = _mix64(_mix64(_mix64((seed + 0x9E3779B97F4A7C15) & M64) ^ position) ^ step)
+    key = _mix64(_mix64(round_key ^ 2) ^ 0)
+    index = np.arange(u.size, dtype=np.uint32)
+    h = _mix32(_mix32((index >> np.uint32(1)) ^ np.uint32(key & 0xFFFFFFFF)) ^ np.uint32(key >> 32))
+    r = np.where(index % 2 == 0, h & np.uint32(0xFFFF), h >> np.uint32(16))
+    u = np.where(np.isnan(u.view(np.float32)), (u & np.uint32(0x80000000)) | np.uint32(0x7FC00000), u)
+    return ((u + r) >> np.uint32(16)).astype(np.uint16)
+
+
 def _momentum_bits(grads, **options) -> list[np.ndarray]:
     """The bits of SGD's momentum buffers after one step on `grads`: the rounding of each grad."""
     params = [np.zeros_like(g) for g in grads]
@@ -255,7 +268,7 @@ def test_uint16_state_dict_loads_to_the_same_bits_and_takes_its_seed(rng):
 
 @pytest.mark.parametrize(("options", "error", "message"), [
     (dict(state_dtype="float16"), ValueError, "state_dtype"),
-    (dict(state_dtype=np.float32), ValueError, "state_dtype"),
+    (dict(state_dtype=np.float64), ValueError, "state_dtype"),
     (dict(state_rounding="up"), ValueError, "state_rounding"),
     (dict(seed=-1), ValueError, "seed"),
     (dict(seed=2**64), ValueError, "seed"),

@@ -22,4 +22,5 @@ python -c "import fastoptim, sys; assert fastoptim.__file__.startswith(sys.argv[
 python -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_bad_input.py tests/test_zero_copy.py \
   tests/test_state_dict.py tests/test_param_groups.py tests/test_bits.py tests/test_memory_safety.py \
   tests/test_editing.py tests/test_checkpoint_safety.py tests/test_concurrency.py tests/test_stateful.py \
-  tests/test_lr_scheduler.py tests/test_bfloat16_state.py tests/test_int8_state.py -k "not rosenbrock and not quadratic"
+  tests/test_lr_scheduler.py tests/test_bfloat16_state.py tests/test_int8_state.py tests/test_bfloat16_params.py \
+  -k "not rosenbrock and not quadratic"

@@ -26,7 +26,12 @@ const char* type_name(int type_num) {
            : type_num == npy::NPY_FLOAT_ ? "float32"
            : type_num == kBfloat16Bits   ? "bfloat16 (ml_dtypes.bfloat16, or uint16 holding its bit patterns)"
            : type_num == kCodeBytes      ? "uint8"
+           : type_num == kBfloat16Values ? "bfloat16 (ml_dtypes.bfloat16)"
                                          : "another dtype";
+}
+
+bool bare_uint16(PyObject* array) {
+    return py::detail::array_descriptor_proxy(py::detail::array_proxy(array)->descr)->type_num == npy::NPY_USHORT_;
 }
 
 // ml_dtypes' bfloat16: a 2-byte user dtype of kind 'V' whose scalar type is named bfloat16.
@@ -67,9 +72,18 @@ std::string array_problem(PyObject* obj, const ArrayNeeds& needs, const char* ex
         return std::string("must be a numpy.ndarray, got ") + (obj ? Py_TYPE(obj)->tp_name : "nothing");
     const auto* a = py::detail::array_proxy(obj);
     const int type = kernel_type(obj);
-    if (needs.type_num == -1 && type != npy::NPY_FLOAT_ && type != npy::NPY_DOUBLE_)
+    const bool values = type == npy::NPY_FLOAT_ || type == npy::NPY_DOUBLE_;
+    const bool bfloat16 = type == kBfloat16Bits && !bare_uint16(obj);
+    if (needs.type_num == -1 && !values)
         return "has dtype " + dtype_text(obj) + "; fastoptim updates float32 and float64 arrays in native byte order";
-    if (needs.type_num != -1 && type != needs.type_num)
+    if (needs.type_num == kParamTypes && !values && !bfloat16)
+        return "has dtype " + dtype_text(obj) + "; fastoptim updates float32, float64 and bfloat16 "
+               "(ml_dtypes.bfloat16, from pip install \"fastoptim[bf16]\") arrays in native byte order" +
+               (type == kBfloat16Bits ? " (bare uint16 bit patterns are not taken for parameters)" : "");
+    if (needs.type_num == kBfloat16Values && !bfloat16)
+        return "has dtype " + dtype_text(obj) + "; its parameter is " +
+               (expected_dtype ? expected_dtype : type_name(needs.type_num));
+    if (needs.type_num >= 0 && needs.type_num != kBfloat16Values && type != needs.type_num)
         return "has dtype " + dtype_text(obj) + "; its parameter is " +
                (expected_dtype ? expected_dtype : type_name(needs.type_num));
     if (needs.shape && !(a->nd == int(needs.shape->size()) && std::equal(needs.shape->begin(), needs.shape->end(), a->dimensions)))
@@ -91,6 +105,7 @@ ArrayRecord::ArrayRecord(PyObject* array) {
     flags_ = a->flags & kLayoutFlags;
     type_num_ = kernel_type(array);
     is_double_ = type_num_ == npy::NPY_DOUBLE_;
+    bit_patterns_ = type_num_ == kBfloat16Bits && bare_uint16(array);
     dims_at_ = a->dimensions;
     const bool bits = type_num_ == kBfloat16Bits, codes = type_num_ == kCodeBytes;
     builtin_descr_ = is_double_ ? py::dtype::of<double>().ptr()
@@ -105,7 +120,8 @@ ArrayRecord::ArrayRecord(PyObject* array) {
 
 bool ArrayRecord::same_dtype(PyObject* array) const {
     const PyObject* descr = py::detail::array_proxy(array)->descr;
-    return descr == builtin_descr_ || kernel_type(array) == type_num_;  // NumPy's own, or an equal one
+    if (descr == builtin_descr_) return true;  // NumPy's own
+    return kernel_type(array) == type_num_ && (!exact_bfloat16_ || !is_bfloat16() || bare_uint16(array) == bit_patterns_);
 }
 
 bool ArrayRecord::same_shape(PyObject* array) const {
@@ -121,7 +137,7 @@ bool ArrayRecord::fits_beside(PyObject* array) const {
 
 std::string ArrayRecord::change(PyObject* array) const {
     const auto* a = py::detail::array_proxy(array);
-    if (kernel_type(array) != type_num_)
+    if (!same_dtype(array))
         return "now has dtype " + dtype_text(array) + " (it was " + type_name(type_num_) + ")";
     if (!(a->nd == int(shape_.size()) && std::equal(shape_.begin(), shape_.end(), a->dimensions)))
         return "now has shape " + shape_text(a->dimensions, a->nd) + " (it was " +

@@ -20,10 +20,15 @@ namespace py = pybind11;
 inline constexpr int kBfloat16Bits = 1 << 20;
 // The element type of 8-bit state: uint8 codes (int8_state.hpp).
 inline constexpr int kCodeBytes = py::detail::npy_api::NPY_UBYTE_;
+// What ArrayNeeds may ask for besides one type: ml_dtypes.bfloat16 alone (a bfloat16 parameter's
+// gradient: bare uint16 is no number type), and any parameter type: float32, float64 or that.
+inline constexpr int kBfloat16Values = 1 << 21;
+inline constexpr int kParamTypes = -2;
 
 // What an array must be for the kernels to use it.
 struct ArrayNeeds {
-    int type_num = -1;                            // NPY_FLOAT, NPY_DOUBLE, kBfloat16Bits or kCodeBytes; -1: float32 or float64
+    int type_num = -1;  // NPY_FLOAT, NPY_DOUBLE, kBfloat16Bits, kCodeBytes or kBfloat16Values; -1: float32 or
+                        // float64; kParamTypes: those or ml_dtypes.bfloat16
     const std::vector<py::ssize_t>* shape = nullptr;  // nullptr: any
     char order = 0;                               // 'C' or 'F': contiguous in that order; 0: either
     bool writeable = false;
@@ -61,6 +66,9 @@ public:
     }
     // NumPy refuses to resize it (pin_buffers took every weak reference it needs).
     void set_pinned() { pinned_ = true; }
+    // A parameter's record: bfloat16 is ml_dtypes' alone, for it and beside it (its gradients);
+    // bfloat16 state may be either kind.
+    void set_exact_bfloat16() { exact_bfloat16_ = true; }
     // Whether `array` (a NumPy array) can be read beside this one, as its gradient: same dtype,
     // shape and memory order. The common case in a few compares; array_problem says why not.
     bool fits_beside(PyObject* array) const;
@@ -75,6 +83,8 @@ public:
     const std::vector<py::ssize_t>& shape() const { return shape_; }
     bool is_double() const { return is_double_; }
     bool is_bfloat16() const { return type_num_ == kBfloat16Bits; }
+    std::size_t itemsize() const { return is_double_ ? 8 : is_bfloat16() ? 2 : type_num_ == kCodeBytes ? 1 : 4; }
+    std::size_t size() const { return nbytes_ / itemsize(); }
     char order() const { return order_; }
 
 private:
@@ -87,6 +97,8 @@ private:
     const void* dims_at_ = nullptr;      // where the array kept its dimensions (compared, never read)
     bool pinned_ = false;
     bool is_double_ = false;
+    bool bit_patterns_ = false;  // bfloat16 as bare uint16
+    bool exact_bfloat16_ = false;  // bare uint16 and ml_dtypes' bfloat16 are not the same dtype
     char order_ = 'C';
     std::size_t nbytes_ = 0;
 };

@@ -56,7 +56,8 @@ void order_grads(py::handle grads, const std::vector<py::object>& names, std::ve
 
 void check_grad_beside(const ArrayRecord& param, PyObject* grad, py::handle name) {
     if (npy::get().PyArray_Check_(grad) && param.fits_beside(grad)) return;
-    const ArrayNeeds needs{param.is_double() ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &param.shape(), param.order(), false};
+    const int type = param.is_double() ? npy::NPY_DOUBLE_ : param.is_bfloat16() ? kBfloat16Values : npy::NPY_FLOAT_;
+    const ArrayNeeds needs{type, &param.shape(), param.order(), false};
     refuse(grad_label(name), array_problem(grad, needs));
 }
 
@@ -66,10 +67,11 @@ py::list check_grads(py::handle grads, const std::vector<py::object>& names, py:
     order_grads(grads, names, ordered);
     std::vector<std::tuple<const char*, const char*, std::size_t>> spans;  // [begin, end), index (grads first)
     for (std::size_t i = 0; i < names.size(); ++i) {
-        const std::string problem = array_problem(params[i].ptr(), ArrayNeeds{});
+        const std::string problem = array_problem(params[i].ptr(), ArrayNeeds{kParamTypes});
         if (!problem.empty()) refuse("params[" + repr_text(names[i]) + "]", problem);
         if (ordered[i].is_none()) continue;  // the parameter is left alone
-        const ArrayRecord param(params[i].ptr());
+        ArrayRecord param(params[i].ptr());
+        param.set_exact_bfloat16();
         check_grad_beside(param, ordered[i].ptr(), names[i]);
         if (!writable) continue;
         const auto* g = py::detail::array_proxy(ordered[i].ptr());

@@ -35,7 +35,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("rule"), py::arg("params"), py::arg("states"), py::arg("groups"), py::arg("names"),
              py::arg("group_count"), py::arg("slot_names"), py::arg("extras"),
              py::arg("state_dtypes") = std::vector<std::string>{}, py::arg("absmax") = py::list())
-        .def("set_rounding", &Plan::set_rounding, py::arg("stochastic"), py::arg("seed"))
+        .def("set_rounding", &Plan::set_rounding, py::arg("stochastic"), py::arg("seed"), py::arg("params_stochastic") = true)
         .def("set_counters", &Plan::set_counters, py::arg("positions"), py::arg("first_indices"))
         .def("set_hyper", &Plan::set_hyper, py::arg("group"), py::arg("row"))
         .def("set_clock", &Plan::set_clock, py::arg("param"), py::arg("steps_done"), py::arg("fresh"))

@@ -106,31 +106,40 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         Param p;
         p.array = params[i];
         names_.push_back(names[i]);
-        const std::string problem = array_problem(p.array.ptr(), ArrayNeeds{-1, nullptr, 0, true});
+        const std::string problem = array_problem(p.array.ptr(), ArrayNeeds{kParamTypes, nullptr, 0, true});
         if (!problem.empty()) refuse(label(i, "params"), problem);
         p.record = ArrayRecord(p.array.ptr());
+        p.record.set_exact_bfloat16();
         if (groups[i] < 0 || groups[i] >= group_count) throw py::value_error("Plan: group index out of range");
         p.group = groups[i];
         py::list slots = states[i];
         if (slots.size() != rule_->slots.size()) throw py::value_error("Plan: wrong number of state slots");
-        const bool is_double = p.record.is_double();
+        const bool is_double = p.record.is_double(), bf16_param = p.record.is_bfloat16();
         const std::string dtype = state_dtypes.empty() ? std::string() : state_dtypes[i];
-        if (!dtype.empty() && dtype != "bfloat16" && dtype != "int8")
+        if (!dtype.empty() && dtype != "bfloat16" && dtype != "int8" && dtype != "float32")
             throw py::value_error("Plan: unknown state dtype '" + dtype + "'");
         const bool bf16 = dtype == "bfloat16", int8 = dtype == "int8";
         if ((bf16 || int8) && is_double)
-            throw py::value_error(label(i, "params") + " is float64; " + dtype + " state is for float32 parameters (it "
-                                  "would lose what float64 keeps)");
+            throw py::value_error(label(i, "params") + " is float64; " + dtype + " state is for float32 and bfloat16 "
+                                  "parameters (it would lose what float64 keeps)");
+        if (dtype == "float32" && is_double)
+            throw py::value_error(label(i, "params") + " is float64; float32 state is for bfloat16 parameters");
         any_bfloat16_ = any_bfloat16_ || bf16;
+        any_bfloat16_params_ = any_bfloat16_params_ || bf16_param;
         const ArrayNeeds state_needs{is_double ? npy::NPY_DOUBLE_ : npy::NPY_FLOAT_, &p.record.shape(), p.record.order(), true};
         ArrayNeeds slot_needs = state_needs;
         if (bf16) slot_needs.type_num = kBfloat16Bits;
         if (int8) slot_needs.type_num = kCodeBytes;
-        const char* expected = bf16 ? "float32 with bfloat16 state" : int8 ? "float32 with 8-bit state (uint8 codes)" : nullptr;
+        const char* expected = bf16_param ? (bf16 ? "bfloat16 with bfloat16 state"
+                                             : int8 ? "bfloat16 with 8-bit state (uint8 codes)"
+                                                    : "bfloat16 with float32 state")
+                               : bf16 ? "float32 with bfloat16 state"
+                               : int8 ? "float32 with 8-bit state (uint8 codes)"
+                                      : nullptr;
         const py::list scales = absmax.empty() || absmax[i].is_none() ? py::list() : py::list(absmax[i]);
         if (int8 != !scales.empty() || (int8 && scales.size() != rule_->slots.size()))
             throw py::value_error("Plan: 8-bit state needs one absmax entry per state slot, and only 8-bit state has them");
-        std::vector<py::ssize_t> block_count{py::ssize_t(code_blocks(index_t(p.record.nbytes() / sizeof(float))))};
+        std::vector<py::ssize_t> block_count{py::ssize_t(code_blocks(index_t(p.record.size())))};
         const ArrayNeeds absmax_needs{npy::NPY_FLOAT_, &block_count, 'C', true};
         for (int s = 0; s < int(rule_->slots.size()); ++s) {
             if (slots[s].is_none()) continue;
@@ -163,8 +172,10 @@ Plan::Plan(const std::string& rule, py::list params, py::list states, std::vecto
         auto fill = [&](auto& arrays, auto* zero) {
             using T = std::remove_pointer_t<decltype(zero)>;
             ArrayRef<T> ref;
-            ref.param = reinterpret_cast<T*>(p.record.data());
-            ref.size = index_t(p.record.nbytes() / sizeof(T));
+            if (bf16_param) ref.param_bits = reinterpret_cast<std::uint16_t*>(p.record.data());
+            else ref.param = reinterpret_cast<T*>(p.record.data());
+            ref.param_stochastic = params_stochastic_;
+            ref.size = index_t(p.record.size());
             for (std::size_t k = 0; k < p.states.size(); ++k) {
                 const int slot = p.state_slots[k];
                 if (slot < kMaxStateSlots) ref.state[slot] = p.state_records[k].data();
@@ -230,9 +241,11 @@ void Plan::set_hyper(int group, const std::vector<double>& row) {
     std::copy(row.begin(), row.end(), hyper_.begin() + std::ptrdiff_t(group * row.size()));
 }
 
-void Plan::set_rounding(bool stochastic, std::uint64_t seed) {
+void Plan::set_rounding(bool stochastic, std::uint64_t seed, bool params_stochastic) {
     stochastic_ = stochastic;
+    params_stochastic_ = params_stochastic;
     seed_ = seed;
+    for (ArrayRef<float>& ref : f32_.refs) ref.param_stochastic = params_stochastic;
     const StateFormat format = stochastic ? StateFormat::bf16_stochastic : StateFormat::bf16_nearest;
     for (ArrayRef<float>& ref : f32_.refs)
         if (ref.state_format == StateFormat::bf16_nearest || ref.state_format == StateFormat::bf16_stochastic)
@@ -264,7 +277,7 @@ void Plan::set_round_keys() {
     for (std::size_t i = 0; i < params_.size(); ++i) {
         if (params_[i].record.is_double()) continue;
         ArrayRef<float>& ref = ref_of<float>(i);
-        if (ref.state_format == StateFormat::bf16_stochastic)
+        if (ref.state_format == StateFormat::bf16_stochastic || (ref.param_bits && ref.param_stochastic))
             ref.round_key = round_key(seed_, std::uint64_t(positions_[i]), std::uint64_t(steps_done_[i] + 1));
     }
 }
@@ -365,8 +378,14 @@ const char* Plan::attach_grad(std::size_t i, PyObject* grad) {
             throw py::value_error(label(i, "grads") + " shares memory with a parameter or an optimizer state array");
         p.clear_grad = begin;
     }
-    if (p.record.is_double()) f64_.refs[p.index].grad = reinterpret_cast<const double*>(begin);
-    else f32_.refs[p.index].grad = reinterpret_cast<const float*>(begin);
+    if (p.record.is_double()) {
+        f64_.refs[p.index].grad = reinterpret_cast<const double*>(begin);
+    } else if (p.record.is_bfloat16()) {
+        f32_.refs[p.index].grad_bits = reinterpret_cast<const std::uint16_t*>(begin);
+        f32_.refs[p.index].grad = nullptr;
+    } else {
+        f32_.refs[p.index].grad = reinterpret_cast<const float*>(begin);
+    }
     return begin;
 }
 
@@ -488,7 +507,7 @@ double clip_coefficient(double max_norm, double norm) {
 
 void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome) {
     fold_step();
-    if (any_bfloat16_ && stochastic_) set_round_keys();
+    if ((any_bfloat16_ && stochastic_) || (any_bfloat16_params_ && params_stochastic_)) set_round_keys();
     const ThreadPolicy::Decision decision = threads_.decide();
     const bool measure = options.max_norm >= 0 || options.skip_nonfinite;
     bool in_sweep = source == Source::grads_and_buffers;  // the last micro-batch added by the update's own loads
@@ -504,7 +523,10 @@ void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome) 
                 T* buffer = buffered ? reinterpret_cast<T*>(params_[i].extra_records[int(Extra::accumulated)].data()) : nullptr;
                 ref.cleared = buffer;
                 ref.accumulated = in_sweep ? buffer : nullptr;
-                if (buffered && !in_sweep) ref.grad = buffer;  // after the pre-pass below, the sum holds everything
+                if (buffered && !in_sweep) {  // after the pre-pass below, the sum holds everything
+                    ref.grad = buffer;
+                    ref.grad_bits = nullptr;  // a bfloat16 parameter's sum is float32
+                }
             };
             if (params_[i].record.is_double()) set(ref_of<double>(i));
             else set(ref_of<float>(i));

@@ -61,8 +61,8 @@ public:
     // slot_names (for messages); groups[i]: the group of params[i]; names[i]: the key of
     // params[i] in a grads dict; extras[i]: its accumulation buffer and its EMA, each an array
     // or None (all parameters have one or none); state_dtypes[i] (empty: all ""): how the state
-    // arrays of params[i] are stored, "" (its dtype), "bfloat16" or "int8" (float32 parameters
-    // only); absmax[i]: for "int8", one float32 absmax array or None per slot (int8_state.hpp),
+    // arrays of params[i] are stored, "" (its dtype; float32 for a bfloat16 parameter),
+    // "float32" (the same, bfloat16 parameters only), "bfloat16" or "int8" (not for float64); absmax[i]: for "int8", one float32 absmax array or None per slot (int8_state.hpp),
     // else None. Every array is validated here: ValueError/TypeError if unfit.
     Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
          py::list names, int group_count, std::vector<std::string> slot_names, py::list extras,
@@ -72,9 +72,9 @@ public:
     static constexpr std::int64_t kMaxSteps = std::int64_t(1) << 53;
 
     void set_hyper(int group, const std::vector<double>& row);
-    // How bfloat16 state rounds: to nearest even, or stochastically from the counter-based
-    // generator keyed by `seed` (bfloat16.hpp).
-    void set_rounding(bool stochastic, std::uint64_t seed);
+    // How bfloat16 state and bfloat16 parameters round: to nearest even, or stochastically from
+    // the counter-based generator keyed by `seed` (bfloat16.hpp).
+    void set_rounding(bool stochastic, std::uint64_t seed, bool params_stochastic);
     // The generator's counters: each parameter's position in the optimizer it belongs to and the
     // index of its first element within that optimizer's parameter (a shard's pieces keep their
     // whole parameter's). Default: its place in this plan, and 0.
@@ -218,6 +218,8 @@ private:
     bool has_extra_[kExtras] = {false, false};
     bool any_bfloat16_ = false;
     bool stochastic_ = false;
+    bool any_bfloat16_params_ = false;
+    bool params_stochastic_ = true;  // fastoptim's default for bfloat16 parameters
     std::uint64_t seed_ = 0;
     std::vector<std::int64_t> positions_;  // per parameter: the generator's position
     std::int64_t pending_ = 0;

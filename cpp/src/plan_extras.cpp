@@ -5,6 +5,7 @@
 #include <pybind11/numpy.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "plan.hpp"
@@ -13,11 +14,21 @@
 namespace fastoptim {
 namespace {
 
-// torch.lerp(ema, p, w) element by element, as the kernels' lerp_toward computes it.
-template <class T>
-void lerp_array(T* ema, const T* p, index_t n, T w) {
-    for (index_t i = 0; i < n; ++i)
-        ema[i] = w < T(0.5) ? ema[i] + w * (p[i] - ema[i]) : p[i] - (p[i] - ema[i]) * (T(1) - w);
+// torch.lerp(ema, p, w) element by element, as the kernels' lerp_toward computes it; `value(i)`
+// is p[i] (a bfloat16 parameter's widened exactly).
+template <class T, class Value>
+void lerp_array(T* ema, const Value& value, index_t n, T w) {
+    for (index_t i = 0; i < n; ++i) {
+        const T p = value(i);
+        ema[i] = w < T(0.5) ? ema[i] + w * (p - ema[i]) : p - (p - ema[i]) * (T(1) - w);
+    }
+}
+
+float widened(std::uint16_t bits) {
+    const std::uint32_t u = std::uint32_t(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 }  // namespace
@@ -27,11 +38,17 @@ void Plan::lerp_left_out(double weight) {
         if (active_[i]) continue;
         const Param& p = params_[i];
         char* ema = p.extra_records[int(Extra::ema)].data();
-        const index_t n = index_t(p.record.nbytes()) / (p.record.is_double() ? 8 : 4);
-        if (p.record.is_double())
-            lerp_array(reinterpret_cast<double*>(ema), reinterpret_cast<const double*>(p.record.data()), n, weight);
-        else
-            lerp_array(reinterpret_cast<float*>(ema), reinterpret_cast<const float*>(p.record.data()), n, float(weight));
+        const index_t n = index_t(p.record.size());
+        if (p.record.is_double()) {
+            const auto* x = reinterpret_cast<const double*>(p.record.data());
+            lerp_array(reinterpret_cast<double*>(ema), [x](index_t k) { return x[k]; }, n, weight);
+        } else if (p.record.is_bfloat16()) {
+            const auto* x = reinterpret_cast<const std::uint16_t*>(p.record.data());
+            lerp_array(reinterpret_cast<float*>(ema), [x](index_t k) { return widened(x[k]); }, n, float(weight));
+        } else {
+            const auto* x = reinterpret_cast<const float*>(p.record.data());
+            lerp_array(reinterpret_cast<float*>(ema), [x](index_t k) { return x[k]; }, n, float(weight));
+        }
     }
 }
 
@@ -66,7 +83,10 @@ void Plan::accumulate_now(double grad_mult, int threads) {
             using T = std::remove_const_t<std::remove_pointer_t<decltype(ref.grad)>>;
             ArrayRef<T> r;
             r.param = reinterpret_cast<T*>(params_[i].extra_records[int(Extra::accumulated)].data());
-            r.grad = reinterpret_cast<const T*>(grad_data_[i]);  // as take_grads checked it
+            if (params_[i].record.is_bfloat16())  // a bfloat16 gradient into a float32 buffer
+                r.grad_bits = reinterpret_cast<const std::uint16_t*>(grad_data_[i]);
+            else
+                r.grad = reinterpret_cast<const T*>(grad_data_[i]);  // as take_grads checked it
             r.size = ref.size;
             refs.push_back(r);
             offsets.push_back(offsets.back() + r.size);

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._core import MAX_STEPS, rules
 from ._state_format import ABSMAX, StateFormat, memory_order, read_saved_format, stored_as, stored_values
-from ._validation import check_absmax, check_dtype_and_shape
+from ._validation import check_absmax, check_dtype_and_shape, is_bfloat16_param
 
 __all__ = ["MAX_STEPS", "Checked", "Clock", "check_state_dict", "read_hyper"]
 
@@ -137,6 +137,20 @@ def _converted(stored: dict[str, np.ndarray], slot: str, saved: str, storage: st
     return stored_as(values, slot, storage, signed, param)
 
 
+def _saved_layout(value: Any, param: np.ndarray, saved: str) -> str:
+    """The layout of one saved slot: the one its format gives `param`, except where the saved
+    parameter had the other width: the state of float32 parameters (float32) loaded beside
+    bfloat16 ones, and the state of bfloat16 parameters (bfloat16 by default) beside float32
+    ones. The array's dtype tells them apart; anything else is checked as the format says."""
+    if not isinstance(value, np.ndarray):
+        return saved
+    if saved == "bfloat16" and is_bfloat16_param(param) and value.dtype == np.float32:
+        return "float32"
+    if saved == "" and param.dtype == np.float32 and is_bfloat16_param(value):
+        return "bfloat16"
+    return saved
+
+
 def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, needed: Sequence[str],
                  saved_format: StateFormat) -> _Entry:
     label = f"state_dict['state'][{name!r}]"
@@ -173,17 +187,18 @@ def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, 
             continue
         if slot not in opt._slots:
             raise ValueError(f"{label}: {type(opt).__name__} has no state named {slot!r}")
-        if saved and param.dtype != np.float32:
-            raise ValueError(f"{label}[{slot!r}] is saved as {saved} state, which only float32 parameters have; "
-                             f"this parameter is {param.dtype}")
-        stored = {slot: check_dtype_and_shape(f"{label}[{slot!r}]", value, param, saved)}
+        layout = _saved_layout(value, param, saved)
+        if layout and param.dtype == np.float64:
+            raise ValueError(f"{label}[{slot!r}] is saved as {layout} state, which only float32 and bfloat16 "
+                             f"parameters have; this parameter is {param.dtype}")
+        stored = {slot: check_dtype_and_shape(f"{label}[{slot!r}]", value, param, layout)}
         if saved == "int8":
             key = slot + ABSMAX
             if key not in entry:
                 raise ValueError(f"{label} has {slot!r} saved as 8-bit codes without {key!r}")
             stored[key] = check_absmax(f"{label}[{key!r}]", entry[key], param, writable=False)
         try:
-            arrays.update(_converted(stored, slot, saved, storage, slot in opt._signed_slots, param))
+            arrays.update(_converted(stored, slot, layout, storage, slot in opt._signed_slots, param))
         except ValueError as problem:  # a negative value for an unsigned code
             raise ValueError(f"{label}[{slot!r}]: {problem}") from None
     missing_slots = [s for s in needed if s not in arrays and s not in opt._seeded_slots]

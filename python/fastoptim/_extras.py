@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._memory import state_like
-from ._validation import check_dtype_and_shape, check_int
+from ._validation import check_dtype_and_shape, check_int, compute_dtype, is_bfloat16_param
 
 __all__ = ["Extras", "NO_EXTRAS", "check_saved_extras", "save_extras", "swap_in_place", "with_arrays"]
 
@@ -41,7 +41,7 @@ def with_arrays(extras: Extras, names: Sequence[Hashable], params: Sequence[np.n
         for name, param in zip(names, params):
             array = (extras.ema or {}).get(name)
             if array is None:
-                array = state_like(param)
+                array = state_like(param, compute_dtype(param))
                 np.copyto(array, param)
             ema[name] = array
     accumulated = None
@@ -49,7 +49,7 @@ def with_arrays(extras: Extras, names: Sequence[Hashable], params: Sequence[np.n
         accumulated = {}
         for name, param in zip(names, params):
             buffer = extras.accumulated.get(name)
-            accumulated[name] = state_like(param) if buffer is None else buffer
+            accumulated[name] = state_like(param, compute_dtype(param)) if buffer is None else buffer
     return extras._replace(ema=ema, accumulated=accumulated, touched=extras.touched & set(names))
 
 
@@ -91,7 +91,8 @@ def check_saved_extras(state_dict: Mapping[str, Any], names: Sequence[Hashable],
         arrays = _checked_arrays("state_dict['accumulated']", saved, "micro_batches", names, params)
         pending = check_int("state_dict['accumulated']['micro_batches']", saved["micro_batches"], low=1)
         touched = frozenset(arrays)
-        accumulated = {name: arrays.get(name, state_like(param)) for name, param in zip(names, params)}
+        accumulated = {name: arrays.get(name, state_like(param, compute_dtype(param)))
+                       for name, param in zip(names, params)}
     return Extras(ema, updates, accumulated, pending, touched)
 
 
@@ -108,8 +109,9 @@ def _checked_arrays(label: str, saved: Any, count: str, names: Sequence[Hashable
         if name not in by_name:
             raise ValueError(f"{label}['arrays'] has an entry for {name!r}, which is not a parameter of this optimizer")
         param = by_name[name]
-        checked = check_dtype_and_shape(f"{label}['arrays'][{name!r}]", value, param)
-        copies[name] = state_like(param)
+        checked = check_dtype_and_shape(f"{label}['arrays'][{name!r}]", value, param,
+                                        "float32" if is_bfloat16_param(param) else "")
+        copies[name] = state_like(param, compute_dtype(param))
         np.copyto(copies[name], checked, casting="no")
     return copies
 

@@ -7,7 +7,12 @@ no bfloat16: with ml_dtypes installed (``pip install "fastoptim[bf16]"``) the st
 ``ml_dtypes.bfloat16`` arrays; without it, ``uint16`` arrays of the same bit patterns. The
 kernels accept either, and a state dict records the layout, so both load anywhere.
 
-8-bit state (float32 parameters of at least ``min_8bit_size`` elements) keeps each slot as
+bfloat16 parameters (``ml_dtypes.bfloat16`` arrays) keep bfloat16 state by default, as torch
+does (state of the parameter's dtype); ``state_dtype="float32"`` keeps theirs in float32. Their
+updates round to bfloat16 stochastically by default (``stochastic_rounding``), from the same
+generator.
+
+8-bit state (float32 and bfloat16 parameters of at least ``min_8bit_size`` elements) keeps each slot as
 uint8 codes shaped like the parameter, under the slot's name, and a float32 absmax per block
 of 256 elements under the slot's name + ``"_absmax"`` (``cpp/include/fastoptim/int8_state.hpp``).
 """
@@ -24,13 +29,13 @@ from ._core import CODE_BLOCK
 from ._core import dequantize_blockwise as _decode_blocks
 from ._core import quantize_blockwise as _encode_blocks
 from ._memory import state_like
-from ._validation import check_absmax, check_int, check_state_array
+from ._validation import check_absmax, check_int, check_state_array, is_bfloat16_param
 
 __all__ = ["ABSMAX", "NATIVE", "StateFormat", "bfloat16_dtype", "dequantize_blockwise", "from_bfloat16",
            "new_slot", "quantize_blockwise", "read_saved_format", "read_state_format", "check_stored", "stored_as",
            "memory_order", "stored_keys", "stored_values", "to_bfloat16_bits", "zeros_text"]
 
-_DTYPES = (None, "bfloat16", "int8")
+_DTYPES = (None, "bfloat16", "int8", "float32")
 ABSMAX = "_absmax"  # the suffix of an 8-bit slot's absmax array
 MIN_8BIT_SIZE = 4096  # bitsandbytes' default: smaller arrays keep full-precision state
 _ROUNDINGS = ("nearest", "stochastic")
@@ -38,29 +43,38 @@ _MAX_SEED = 2**64 - 1
 
 
 class StateFormat(NamedTuple):
-    """The state layout of an optimizer: `dtype` None (the parameter's), ``"bfloat16"`` or
-    ``"int8"``; how bfloat16 rounds (``"nearest"`` even, or ``"stochastic"``); the generator's
-    seed; the fewest elements an array needs for 8-bit state."""
+    """The state layout of an optimizer: `dtype` None (the parameter's), ``"bfloat16"``,
+    ``"int8"`` or ``"float32"`` (bfloat16 parameters' state in float32; the others' in their
+    own); how bfloat16 state rounds (``"nearest"`` even, or ``"stochastic"``); the generator's
+    seed; the fewest elements an array needs for 8-bit state; whether bfloat16 parameters
+    round stochastically."""
 
     dtype: str | None = None
     rounding: str = "nearest"
     seed: int = 0
     min_8bit_size: int = MIN_8BIT_SIZE
+    stochastic_rounding: bool = True
 
     @property
     def bfloat16(self) -> bool:
         return self.dtype == "bfloat16"
 
     def storage(self, param: np.ndarray, size: int | None = None) -> str:
-        """How `param`'s state is stored: ``""`` (in its dtype), ``"bfloat16"`` or ``"int8"``
-        (8-bit for arrays of `size` elements, default its own, from ``min_8bit_size``)."""
+        """How `param`'s state is stored: ``""`` (in its dtype, float32 or float64),
+        ``"bfloat16"``, ``"int8"`` (for arrays of `size` elements, default its own, from
+        ``min_8bit_size``) or ``"float32"`` (a bfloat16 parameter's, in float32)."""
+        own = "bfloat16" if is_bfloat16_param(param) else ""
         if self.dtype == "int8":
-            return "int8" if (param.size if size is None else size) >= self.min_8bit_size else ""
-        return self.dtype or ""
+            return "int8" if (param.size if size is None else size) >= self.min_8bit_size else own
+        if self.dtype == "float32":
+            return "float32" if own else ""
+        return self.dtype or own
 
     def saved(self) -> dict[str, Any]:
         """As a state dict records it."""
-        saved = {"state_dtype": self.dtype, "state_rounding": self.rounding, "seed": self.seed}
+        saved: dict[str, Any] = {"state_dtype": self.dtype, "state_rounding": self.rounding, "seed": self.seed}
+        if not self.stochastic_rounding:  # bfloat16 parameters' rounding, where not the default
+            saved["stochastic_rounding"] = False
         return {**saved, "min_8bit_size": self.min_8bit_size} if self.dtype == "int8" else saved
 
 
@@ -86,14 +100,21 @@ def read_state_format(options: dict[str, Any]) -> StateFormat:
         try:
             dtype = np.dtype(dtype).name  # np.dtype(ml_dtypes.bfloat16), or ml_dtypes.bfloat16 itself
         except TypeError:
-            raise TypeError(f"state_dtype must be None, 'bfloat16' or 'int8', got {dtype!r}") from None
+            raise TypeError(f"state_dtype must be None, 'bfloat16', 'int8' or 'float32', got {dtype!r}") from None
     dtype = _check_choice("state_dtype", dtype, _DTYPES)
     rounding = _check_choice("state_rounding", options.pop("state_rounding", "nearest"), _ROUNDINGS)
     if dtype == "int8" and rounding != "nearest":
         raise ValueError("state_rounding applies to bfloat16 state; 8-bit state rounds to the nearest code")
     seed = _check_seed(options.pop("seed", 0))
     min_8bit_size = check_int("min_8bit_size", options.pop("min_8bit_size", MIN_8BIT_SIZE), low=1)
-    return StateFormat(dtype, rounding, seed, min_8bit_size)
+    stochastic = _check_flag("stochastic_rounding", options.pop("stochastic_rounding", True))
+    return StateFormat(dtype, rounding, seed, min_8bit_size, stochastic)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def read_saved_format(state_dict: Mapping[str, Any]) -> StateFormat:
@@ -108,7 +129,9 @@ def read_saved_format(state_dict: Mapping[str, Any]) -> StateFormat:
     dtype = _check_choice(f"{where}['state_dtype']", saved.get("state_dtype"), _DTYPES)
     rounding = _check_choice(f"{where}['state_rounding']", saved.get("state_rounding", "nearest"), _ROUNDINGS)
     min_8bit_size = check_int(f"{where}['min_8bit_size']", saved.get("min_8bit_size", MIN_8BIT_SIZE), low=1)
-    return StateFormat(dtype, rounding, _check_seed(saved.get("seed", 0), f"{where}['seed']"), min_8bit_size)
+    stochastic = _check_flag(f"{where}['stochastic_rounding']", saved.get("stochastic_rounding", True))
+    return StateFormat(dtype, rounding, _check_seed(saved.get("seed", 0), f"{where}['seed']"), min_8bit_size,
+                       stochastic)
 
 
 @functools.cache
@@ -177,7 +200,7 @@ def stored_values(arrays: Mapping[str, np.ndarray], slot: str, storage: str, sig
     if storage == "bfloat16":
         return from_bfloat16(array)
     if storage != "int8":
-        return array
+        return array  # "float32" or the parameter's own dtype
     order = memory_order(array)
     flat = dequantize_blockwise(array.ravel(order=order), arrays[slot + ABSMAX], signed)
     return flat.reshape(param.shape, order=order)
@@ -188,6 +211,8 @@ def stored_as(values: np.ndarray, slot: str, storage: str, signed: bool, param: 
     its absmax (bfloat16 as uint16 bit patterns rounded to nearest even, codes to the nearest)."""
     if storage == "bfloat16":
         return {slot: to_bfloat16_bits(values)}
+    if storage == "float32":
+        return {slot: np.asarray(values, np.float32)}
     if storage != "int8":
         return {slot: values}
     order = memory_order(param)
@@ -205,7 +230,9 @@ def new_slot(param: np.ndarray, slot: str, storage: str) -> dict[str, np.ndarray
     if storage == "int8":
         blocks = -(-param.size // CODE_BLOCK)
         return {slot: state_like(param, np.dtype(np.uint8)), slot + ABSMAX: np.zeros(blocks, np.float32)}
-    bfloat16 = storage == "bfloat16" and param.dtype == np.float32  # float64 ones are refused by the plan
+    if storage == "float32":
+        return {slot: state_like(param, np.dtype(np.float32))}
+    bfloat16 = storage == "bfloat16" and param.dtype != np.float64  # float64 ones are refused by the plan
     return {slot: state_like(param, bfloat16_dtype() if bfloat16 else None)}
 
 
@@ -214,6 +241,8 @@ def zeros_text(key: str, storage: str) -> str:
     if storage == "int8":
         absmax = key.endswith(ABSMAX)
         return "np.zeros(-(-param.size // 256), np.float32)" if absmax else "np.zeros_like(param, np.uint8)"
+    if storage == "float32":
+        return "np.zeros_like(param, np.float32)"
     return "np.zeros_like(param, fastoptim.bfloat16_dtype())" if storage == "bfloat16" else "np.zeros_like(param)"
 
 

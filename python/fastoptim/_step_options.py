@@ -87,7 +87,8 @@ def check_ema_decay(value: Any) -> float | None:
     return None if value is None else check_real("ema_decay", value, low=0.0, high=1.0)
 
 
-_STATE_LAYOUT = ("state_dtype", "state_rounding", "seed", "min_8bit_size")  # the state's options, read by _state_format
+# The state's options (and bfloat16 parameters' rounding), read by _state_format.
+_STATE_LAYOUT = ("state_dtype", "state_rounding", "seed", "min_8bit_size", "stochastic_rounding")
 
 
 def read_step_options(owner: str, options: Mapping[str, Any]) -> StepOptions:

@@ -20,6 +20,17 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if not isinstance(value, np.ndarray) else "an array"
 
 
+def is_bfloat16_param(array: np.ndarray) -> bool:
+    """A bfloat16 parameter (or gradient): ml_dtypes.bfloat16, never bare uint16 patterns."""
+    dtype = array.dtype
+    return dtype.itemsize == 2 and dtype.kind == "V" and dtype.name == "bfloat16"
+
+
+def compute_dtype(param: np.ndarray) -> np.dtype:
+    """The dtype a parameter's update computes in: float32 for bfloat16, else its own."""
+    return np.dtype(np.float32) if is_bfloat16_param(param) else param.dtype
+
+
 def check_param_array(label: str, array: Any) -> np.ndarray:
     """A parameter must be updatable in place: anything else would silently lose the update."""
     if not isinstance(array, np.ndarray):
@@ -27,8 +38,12 @@ def check_param_array(label: str, array: Any) -> np.ndarray:
     if not array.dtype.isnative:
         raise TypeError(f"{label} has non-native byte order ({array.dtype.str}); convert it once with "
                         "astype(its dtype.newbyteorder('='))")
-    if array.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{label} has dtype {array.dtype}; fastoptim updates float32 and float64 arrays")
+    if array.dtype == np.uint16:
+        raise TypeError(f"{label} has dtype uint16; bfloat16 parameters are ml_dtypes.bfloat16 arrays (pip install "
+                        "\"fastoptim[bf16]\"), and bare uint16 bit patterns are not taken for them")
+    if array.dtype not in _FLOAT_DTYPES and not is_bfloat16_param(array):
+        raise TypeError(f"{label} has dtype {array.dtype}; fastoptim updates float32, float64 and bfloat16 "
+                        "(ml_dtypes.bfloat16) arrays")
     if not array.flags.writeable:
         raise ValueError(f"{label} is read-only; the optimizer updates parameters in place")
     if not (array.flags.c_contiguous or array.flags.f_contiguous):
@@ -53,7 +68,8 @@ def is_bfloat16_array(array: np.ndarray) -> bool:
 def check_dtype_and_shape(label: str, array: Any, param: np.ndarray, storage: str = "") -> np.ndarray:
     """An array of `param`'s dtype and shape (a saved state array, which is copied in), or with
     `storage` ``"bfloat16"`` of bfloat16 (ml_dtypes') or uint16 bit patterns, with ``"int8"`` of
-    uint8 codes, and `param`'s shape."""
+    uint8 codes, with ``"float32"`` (a bfloat16 parameter's float32 state) of float32, and
+    `param`'s shape."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(array).__name__}")
     if storage == "bfloat16":
@@ -62,6 +78,9 @@ def check_dtype_and_shape(label: str, array: Any, param: np.ndarray, storage: st
     elif storage == "int8":
         if array.dtype != np.uint8:
             raise TypeError(f"{label} has dtype {array.dtype}; 8-bit state is uint8 codes")
+    elif storage == "float32":
+        if array.dtype != np.float32:
+            raise TypeError(f"{label} has dtype {array.dtype}; it is float32 beside its {param.dtype} parameter")
     elif array.dtype != param.dtype:
         raise TypeError(f"{label} has dtype {array.dtype}; its parameter is {param.dtype}")
     if array.shape != param.shape:

@@ -13,11 +13,17 @@ from ._forwarding import forwarded
 from ._memory import state_like
 from ._step_options import StepInfo, check_grad_scale, read_step_options
 from ._tracked import Edits, SlotDict
-from ._validation import check_disjoint, check_int, check_real, check_state_array
+from ._validation import check_disjoint, check_int, check_real, check_state_array, compute_dtype, is_bfloat16_param
 from .adam_variants import RAdam
 from .optimizer import Optimizer, _same_arrays
 
 __all__ = ["Lookahead", "Ranger"]
+
+
+def _slow_storage(param: np.ndarray) -> str:
+    """The slow weights' layout: the parameter's dtype, float32 for a bfloat16 parameter (the
+    small steps toward the fast weights would stall in bfloat16)."""
+    return "float32" if is_bfloat16_param(param) else ""
 
 
 class _ReadOnlyState(Mapping[Hashable, Any]):
@@ -58,7 +64,8 @@ class Lookahead:
     in one native pass over θ and φ. ``param_groups``, ``max_grad_norm`` and
     ``skip_nonfinite`` are the inner optimizer's, so schedules and edits act on it (a skipped
     step does not count towards k); ``state_dict()`` holds the inner state, the slow weights and the count.
-    ``slow`` (name -> slow weights) takes a new array of its parameter's dtype, shape and
+    ``slow`` (name -> slow weights) takes a new array of its parameter's dtype (float32 for a
+    bfloat16 parameter, whose synchronisation then rounds it to the nearest bfloat16), shape and
     memory order; ``state`` is a read-only view of both. :meth:`accumulate`, :attr:`ema` and
     :meth:`swap_ema` are the inner optimizer's; the EMA (an inner optimizer built with
     ``ema_decay``) follows the arrays the user holds: after a synchronisation it averages the
@@ -117,10 +124,12 @@ class Lookahead:
     max_grad_norm = forwarded("max_grad_norm", "The inner optimizer's clipping norm.", settable=True)
     skip_nonfinite = forwarded("skip_nonfinite", "The inner optimizer's skip of non-finite steps.", settable=True)
     ema = forwarded("ema", "The inner optimizer's EMA of the weights (None without ema_decay).")
-    state_dtype = forwarded("state_dtype", "The inner optimizer's state dtype (the slow weights keep the parameters').")
+    state_dtype = forwarded("state_dtype", "The inner optimizer's state dtype (the slow weights keep the parameters', "
+                            "float32 for bfloat16 ones).")
     state_rounding = forwarded("state_rounding")
     seed = forwarded("seed")
     min_8bit_size = forwarded("min_8bit_size")
+    stochastic_rounding = forwarded("stochastic_rounding")
     pending = forwarded("pending", "Micro-batches accumulated since the last step.")
 
     def swap_ema(self) -> Any:
@@ -176,11 +185,12 @@ class Lookahead:
             if array is None:
                 if name in self._sync_slow:
                     raise ValueError(f"slow lacks {name!r}; to restart its slow weights, assign a copy of the "
-                                     "parameter: slow[name] = param.copy()")
-                array = state_like(param)
+                                     "parameter: slow[name] = param.astype(np.float32) for a bfloat16 parameter, "
+                                     "else param.copy()")
+                array = state_like(param, compute_dtype(param))
                 np.copyto(array, param)
             elif array is not self._sync_slow.get(name):
-                check_state_array(f"slow[{name!r}]", array, param)
+                check_state_array(f"slow[{name!r}]", array, param, _slow_storage(param))
                 replaced = True
             slow[name] = array
         if replaced:
@@ -191,7 +201,8 @@ class Lookahead:
     def _plan(self, names: list[Hashable], params: list[np.ndarray], slow: Mapping[Hashable, np.ndarray],
               alpha: float) -> Any:
         plan = Plan("lookahead", params, [[slow[n]] for n in names], [0] * len(params), names, 1, ["slow"],
-                    [[None, None] for _ in params])
+                    [[None, None] for _ in params], [_slow_storage(p) for p in params], [])
+        plan.set_rounding(False, 0, False)  # a bfloat16 parameter takes its slow weight's nearest value
         plan.set_hyper(0, [alpha])
         return plan
 
@@ -292,9 +303,10 @@ class Lookahead:
                 label = f"state_dict['slow'][{name!r}]"
                 if not isinstance(value, np.ndarray):
                     raise TypeError(f"{label} must be a numpy.ndarray, got {type(value).__name__}")
-                if value.dtype != param.dtype or value.shape != param.shape:
-                    raise ValueError(f"{label} must be an array of the parameter's dtype and shape")
-                slow[name] = state_like(param)
+                if value.dtype != compute_dtype(param) or value.shape != param.shape:
+                    raise ValueError(f"{label} must be an array of the parameter's shape and dtype (float32 for a "
+                                     "bfloat16 parameter)")
+                slow[name] = state_like(param, compute_dtype(param))
                 np.copyto(slow[name], value, casting="no")
             self.optimizer._check_structure()
             checked = self.optimizer._check_state_dict(state_dict["optimizer"])

@@ -41,7 +41,7 @@ from ._state_format import (
 )
 from ._step_options import NOTHING_MEASURED, StepInfo, check_grad_scale, check_max_grad_norm, read_step_options
 from ._tracked import Edits, GroupList, OptimizerState, ParamGroup, ParamList, SlotDict
-from ._validation import check_bool, check_disjoint
+from ._validation import check_bool, check_disjoint, is_bfloat16_param
 
 __all__ = ["Optimizer", "ParamGroup"]
 
@@ -93,18 +93,30 @@ class Optimizer:
       reports ``skipped=True`` (optax's ``apply_if_finite``, torch's GradScaler). Settable.
       A skipped step discards the gradients accumulated for it.
     * ``ema_decay`` (default None): keep :attr:`ema`, an exponential moving average of every
-      parameter (arrays of its dtype, starting as copies), updated in the step's own sweep
-      after each step that is not skipped, as torch's ``swa_utils.get_ema_multi_avg_fn``:
-      ``ema ← lerp(ema, p, 1 − d)``, i.e. ``d·ema + (1 − d)·p``. Parameters a step leaves out
+      parameter (arrays of its dtype, float32 for bfloat16 ones, starting as copies), updated in
+      the step's own sweep after each step that is not skipped, as torch's
+      ``swa_utils.get_ema_multi_avg_fn``: ``ema ← lerp(ema, p, 1 − d)``, i.e.
+      ``d·ema + (1 − d)·p``. Parameters a step leaves out
       (gradient None) are averaged too. Evaluate with :meth:`swap_ema`.
     * ``ema_warmup`` (default False): use ``d = min(ema_decay, (1 + t)/(10 + t))``, t counting
       the EMA's updates from 1, as TensorFlow's ``ExponentialMovingAverage(num_updates=...)``.
+    * bfloat16 parameters: ``ml_dtypes.bfloat16`` arrays (``pip install "fastoptim[bf16]"``)
+      with bfloat16 gradients, beside float32 and float64 ones in the same optimizer and native
+      call. Each element is widened to float32, updated there, and stored back rounded
+      stochastically (``stochastic_rounding``), so updates under half a bfloat16 ulp still move
+      the weights in expectation. Their state is bfloat16 by default (the parameter's dtype, as
+      torch), their accumulation buffers and EMA float32.
+    * ``stochastic_rounding`` (default True): how bfloat16 parameters round, up with probability
+      equal to the distance from the value below over the gap, from the generator of
+      ``state_rounding``; False rounds to nearest even.
     * ``state_dtype`` (default None: the parameter's dtype): ``"bfloat16"`` stores the state
-      arrays as bfloat16 (float32 parameters only; float64 ones are refused), half their
-      bytes; the update still computes in float32. They are ``ml_dtypes.bfloat16`` arrays
-      where ml_dtypes is installed (``fastoptim[bf16]``), else ``uint16`` bit patterns.
-      ``"int8"`` stores each state slot of a float32 array of at least ``min_8bit_size``
-      elements (default 4096, as bitsandbytes; smaller ones keep float32) in one byte per
+      arrays as bfloat16 (float32 and bfloat16 parameters; float64 ones are refused), half their
+      bytes; the update still computes in float32. The bfloat16 arrays are ``ml_dtypes.bfloat16``
+      arrays where ml_dtypes is installed (``fastoptim[bf16]``), else ``uint16`` bit patterns.
+      ``"float32"`` keeps a bfloat16 parameter's state in float32 (other parameters keep their
+      own dtype). ``"int8"`` stores each state slot of a float32 or bfloat16 array of at least
+      ``min_8bit_size`` elements (default 4096, as bitsandbytes; smaller ones keep the state of
+      their dtype) in one byte per
       element plus a float32 absmax per block of 256 (Dettmers et al. 2022, block-wise): a
       code (:func:`fastoptim.quantize_blockwise`) under the slot's name, the absmax under its
       name + ``"_absmax"``. Each step decodes a block, updates it in float32 (the parameter
@@ -261,8 +273,9 @@ class Optimizer:
     @contextlib.contextmanager
     def swap_ema(self) -> Iterator[None]:
         """Within the ``with`` block the parameters hold the EMA (in place: a model that reads
-        them evaluates the average), and the EMA arrays the weights; on exit, exceptions
-        included, both swap back. Steps, accumulation and checkpoints inside the block raise."""
+        them evaluates the average; bfloat16 ones its nearest bfloat16), and the EMA arrays the
+        weights; on exit, exceptions included, both swap back exactly. Steps, accumulation and
+        checkpoints inside the block raise."""
         with self._lock:
             ema = self._extras.ema
             if ema is None:
@@ -273,6 +286,8 @@ class Optimizer:
             self._refresh(check_arrays=True)
             names = [n for group in self._held.names for n in group]
             params = [p for group in self._held.params for p in group]
+            # A bfloat16 parameter holds its EMA rounded to nearest; the float32 EMA comes back whole.
+            exact = {n: ema[n].copy() for n, p in zip(names, params) if is_bfloat16_param(p)}
             swap_in_place(params, [ema[n] for n in names])
             self._swapped = True
             self._update_plain()
@@ -281,6 +296,8 @@ class Optimizer:
         finally:
             with self._lock:
                 swap_in_place(params, [ema[n] for n in names])
+                for n, values in exact.items():
+                    np.copyto(ema[n], values)
                 self._swapped = False
                 self._update_plain()
 
@@ -338,7 +355,8 @@ class Optimizer:
     # ---- the state's layout ---------------------------------------------------------------
     @property
     def state_dtype(self) -> str | None:
-        """How the state arrays are stored: None (the parameter's dtype), ``"bfloat16"`` or ``"int8"``."""
+        """How the state arrays are stored: None (the parameter's dtype), ``"bfloat16"``, ``"int8"``
+        or ``"float32"`` (bfloat16 parameters' state in float32)."""
         return self._state_format.dtype
 
     @property
@@ -352,13 +370,18 @@ class Optimizer:
         return self._state_format.rounding
 
     @property
+    def stochastic_rounding(self) -> bool:
+        """Whether bfloat16 parameters round their updates stochastically (else to nearest even)."""
+        return self._state_format.stochastic_rounding
+
+    @property
     def seed(self) -> int:
         """The key of stochastic rounding's counter-based generator."""
         return self._state_format.seed
 
     def _storage(self, name: Hashable, param: np.ndarray, state_format: StateFormat | None = None) -> str:
-        """How the state of `param` (named `name`) is stored: ``""``, ``"bfloat16"`` or ``"int8"``,
-        decided by its whole array's size where it is a piece of one."""
+        """How the state of `param` (named `name`) is stored: ``""``, ``"bfloat16"``, ``"int8"`` or
+        ``"float32"`` (StateFormat.storage), decided by its whole array's size where it is a piece of one."""
         state_format = self._state_format if state_format is None else state_format
         return state_format.storage(param, self._storage_sizes.get(name))
 
@@ -462,7 +485,7 @@ class Optimizer:
                    None if extras.ema is None else extras.ema[n]] for n in names]
         plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots), arrays,
                     storages, absmax)
-        plan.set_rounding(state_format.rounding == "stochastic", state_format.seed)
+        plan.set_rounding(state_format.rounding == "stochastic", state_format.seed, state_format.stochastic_rounding)
         if self._counters is not None:
             plan.set_counters(*self._counters)
         for index, snapshot in enumerate(snapshots):
@@ -723,7 +746,8 @@ class Optimizer:
         Pending edits are applied first (and refused as a step would refuse them).
 
         Unless the state has the default layout, ``"state_format"`` records how it is stored
-        (``state_dtype``, ``state_rounding``, ``seed``); bfloat16 slots are saved as they are held.
+        (``state_dtype``, ``state_rounding``, ``seed``, and ``stochastic_rounding`` where False);
+        bfloat16 slots are saved as they are held.
         With ``ema_decay`` it also holds ``"ema"``: ``{"updates": t, "arrays": {name: array}}``;
         with gradients accumulated since the last step, ``"accumulated"``:
         ``{"micro_batches": k, "arrays": {name: sum}}`` (the parameters that got any)."""
@@ -754,8 +778,9 @@ class Optimizer:
         as they are; one without ``"accumulated"`` leaves nothing pending. State saved in
         another layout (``state_dtype``) is converted into this optimizer's: bfloat16 widens to
         float32 exactly, float32 rounds to the nearest bfloat16. A state dict saved with bfloat16
-        state also sets ``state_rounding`` and ``seed`` (a resumed run draws as the saved one
-        would have)."""
+        state also sets ``state_rounding`` and ``seed``, and one loaded into an optimizer of
+        bfloat16 parameters ``stochastic_rounding`` and ``seed`` (a resumed run draws as the
+        saved one would have)."""
         with self._lock:
             self._refuse_inside_step("load_state_dict")
             self._refuse_swapped("load_state_dict")
@@ -764,12 +789,22 @@ class Optimizer:
             self._load(checked, self._check_saved_extras(state_dict), self._loaded_format(state_dict))
 
     def _loaded_format(self, state_dict: Mapping[str, Any]) -> StateFormat:
-        """This optimizer's state dtype, with the rounding and seed of `state_dict` (checked)
-        where it was saved with bfloat16 state (they made its bits: an exact resume needs them)."""
+        """This optimizer's state dtype, with the roundings and seed of `state_dict` (checked)
+        where they made its bits, with bfloat16 state or bfloat16 parameters (an exact resume
+        needs them)."""
         saved = read_saved_format(state_dict)
-        if not saved.bfloat16:
+        held = self._held
+        params = [p for group in held.params for p in group]
+        names = [n for group in held.names for n in group]
+        # bfloat16 state where it was asked for, or a bfloat16 parameter's by default
+        bfloat16_state = any(self._storage(n, p, saved) == "bfloat16" for n, p in zip(names, params))
+        bfloat16_params = any(is_bfloat16_param(p) for p in params)
+        if not (bfloat16_state or bfloat16_params):
             return self._state_format
-        return self._state_format._replace(rounding=saved.rounding, seed=saved.seed)
+        taken = self._state_format._replace(seed=saved.seed)
+        if bfloat16_state:
+            taken = taken._replace(rounding=saved.rounding)
+        return taken._replace(stochastic_rounding=saved.stochastic_rounding) if bfloat16_params else taken
 
     def _check_saved_extras(self, state_dict: Mapping[str, Any]) -> Extras:
         """The EMA and pending accumulation of a state dict (already checked as a whole), as new arrays."""

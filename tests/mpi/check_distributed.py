@@ -182,6 +182,19 @@ def every_rule_gives_the_plain_optimizers_bits(comm: Any) -> None:
 
 
 @check
+def bfloat16_parameters_are_refused_on_every_rank(comm: Any) -> None:
+    """MPI has no bfloat16 reduction: both wrappers refuse bfloat16 parameters alike on every
+    rank, naming the parameter, before any collective call."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return
+    params = {"w": np.ones(8, np.float32), "h": np.ones(8, ml_dtypes.bfloat16)}
+    raises_everywhere(comm, TypeError, "params['h'] is bfloat16", DistributedOptimizer, fo.Adam(params), comm)
+    raises_everywhere(comm, TypeError, "params['h'] is bfloat16", ZeroRedundancyOptimizer, params, fo.Adam, comm)
+
+
+@check
 def compressed_state_gives_the_plain_optimizers_bits(comm: Any) -> None:
     """bfloat16 state, rounded to nearest or stochastically, and 8-bit state: the distributed
     optimizers end on the plain optimizer's bits too (ZeRO's pieces draw by their whole

@@ -18,8 +18,11 @@
 //   pair_key = mix64(mix64(round_key ^ (slot / 2)) ^ (index >> 32)),
 //   round_key = mix64(mix64(mix64(seed + 0x9E3779B97F4A7C15) ^ position) ^ step),
 // mix64 being splitmix64's finalizer, `position` the parameter's place in its optimizer and
-// `step` its step count (1 on the first). The same (seed, position, step, slot, index) gives the
-// same bits whatever the target, the thread count or the sharding.
+// `step` its step count (1 on the first). A bfloat16 parameter's elements draw under pair
+// kParamPair = 2 (never a state slot's draws), two neighbours from one h: elements 2j and 2j + 1
+// (j counted in the low 32 bits of the index) take the low and the high 16 bits of h with
+// lo = j. The same (seed, position, step, slot, index) gives the same bits whatever the target,
+// the thread count or the sharding.
 #pragma once
 
 #include <algorithm>
@@ -44,6 +47,9 @@ constexpr std::uint64_t mix64(std::uint64_t x) {
 constexpr std::uint64_t round_key(std::uint64_t seed, std::uint64_t position, std::uint64_t step) {
     return mix64(mix64(mix64(seed + 0x9E3779B97F4A7C15ULL) ^ position) ^ step);
 }
+
+// The pair whose draws round a bfloat16 parameter (state slots use pairs 0 and 1).
+inline constexpr int kParamPair = (kMaxStateSlots + 1) / 2;
 
 // The key of the draws of state slots 2·pair and 2·pair + 1 for the elements whose index has
 // these high 32 bits.
@@ -78,13 +84,35 @@ FASTOPTIM_INLINE V stored_value(typename Bits<V>::R rounded) {
     return Bits<V>::to_float(Bits<V>::and_(rounded, Bits<V>::set1(0xFFFF0000U)));
 }
 
+// x's bits rounded to nearest even: the bfloat16 in the top 16 bits.
 template <class V>
-FASTOPTIM_INLINE V store_bfloat16_nearest(std::uint16_t* p, const V& x) {
+FASTOPTIM_INLINE typename Bits<V>::R nearest_bits(const V& x) {
     using B = Bits<V>;
     const typename B::R u = quieted_bits(x);
     const typename B::R odd = B::and_(B::template shr<16>(u), B::set1(1));
-    const typename B::R rounded = B::add(u, B::add(odd, B::set1(0x7FFF)));
-    B::store16(p, rounded);
+    return B::add(u, B::add(odd, B::set1(0x7FFF)));
+}
+
+// h = mix32(mix32(counters ^ k0) ^ k1), lane by lane.
+template <class B>
+FASTOPTIM_INLINE typename B::R draw(typename B::R counters, const std::uint32_t key[2]) {
+    return mix32<B>(B::xor_(mix32<B>(B::xor_(counters, B::set1(key[0]))), B::set1(key[1])));
+}
+
+// The 16 random bits of a bfloat16 parameter's elements whose indices' low 32 bits are `lo`: two
+// neighbours share a draw, h of lo >> 1, the even one taking its low half, the odd its high half.
+template <class B>
+FASTOPTIM_INLINE typename B::R param_draws(typename B::R lo, const std::uint32_t key[2]) {
+    const typename B::R h = draw<B>(B::template shr<1>(lo), key);
+    const typename B::R low = B::and_(h, B::set1(0xFFFFU)), high = B::template shr<16>(h);
+    const typename B::R odd = B::sub(B::set1(0), B::and_(lo, B::set1(1)));  // all ones for odd indices
+    return B::xor_(low, B::and_(B::xor_(low, high), odd));
+}
+
+template <class V>
+FASTOPTIM_INLINE V store_bfloat16_nearest(std::uint16_t* p, const V& x) {
+    const typename Bits<V>::R rounded = nearest_bits(x);
+    Bits<V>::store16(p, rounded);
     return stored_value<V>(rounded);
 }
 
@@ -95,7 +123,7 @@ template <class V>
 FASTOPTIM_INLINE V store_bfloat16_stochastic(std::uint16_t* p, const V& x, int slot, std::uint32_t counter,
                                              const std::uint32_t key[2]) {
     using B = Bits<V>;
-    const typename B::R h = mix32<B>(B::xor_(mix32<B>(B::xor_(B::counters(counter), B::set1(key[0]))), B::set1(key[1])));
+    const typename B::R h = draw<B>(B::counters(counter), key);
     const typename B::R r = slot % 2 == 0 ? B::and_(h, B::set1(0xFFFFU)) : B::template shr<16>(h);
     const typename B::R rounded = B::add(quieted_bits(x), r);
     B::store16(p, rounded);
@@ -135,22 +163,65 @@ struct StoredAs : ArrayRef<T> {
     }
 };
 
-// f(view, begin, end) over [begin, end) of `a` seen with state format F, cut where the high 32
-// bits of the element's index within its parameter change (arrays past 2^32 elements).
-template <StateFormat F, class T, class F2>
-FASTOPTIM_INLINE void for_each_stretch(const ArrayRef<T>& a, index_t begin, index_t end, const F2& f) {
-    StoredAs<T, F> view(a);
-    if constexpr (F == StateFormat::bf16_nearest) {
-        f(view, begin, end);
-    } else {
-        constexpr index_t span = index_t(1) << 32;
-        for (index_t lo = begin; lo < end;) {
-            const index_t at = a.first_index + lo;
-            const index_t hi = std::min(end, lo + (span - at % span));
-            view.set_keys(std::uint64_t(at) >> 32);
-            f(view, lo, hi);
-            lo = hi;
+// A view (ArrayRef, StoredAs or CodedAs) of an array whose parameter is bfloat16 (rule.hpp's
+// load_param, load_grad and store_param call these). Its gradient is bfloat16, or float32 when
+// a step reads the accumulated sum in its place: one branch per vector, the same way every time.
+template <class Base>
+struct BfloatParams : Base {
+    static constexpr bool kBfloat16Params = true;
+    std::uint32_t param_key[2] = {};
+
+    using Base::Base;
+    explicit BfloatParams(const Base& base) : Base(base) {}
+
+    template <class V>
+    FASTOPTIM_INLINE V load_param_bits(index_t i) const { return load_bfloat16<V>(this->param_bits + i); }
+    template <class V>
+    FASTOPTIM_INLINE V load_grad_bits(index_t i) const {
+        return this->grad_bits ? load_bfloat16<V>(this->grad_bits + i) : V::load(this->grad + i);
+    }
+    template <class V>
+    FASTOPTIM_INLINE V store_param_bits(index_t i, const V& value) const {
+        using B = Bits<V>;
+        typename B::R rounded;
+        if (this->param_stochastic) {
+            const typename B::R lo = B::counters(std::uint32_t(std::uint64_t(this->first_index + i)));
+            rounded = B::add(quieted_bits(value), param_draws<B>(lo, param_key));
+        } else {
+            rounded = nearest_bits(value);
         }
+        B::store16(this->param_bits + i, rounded);
+        return stored_value<V>(rounded);
+    }
+    // The keys of the elements whose index within the parameter has these high 32 bits.
+    void set_keys(std::uint64_t index_high) {
+        if constexpr (Base::kStateFormat == StateFormat::bf16_stochastic) Base::set_keys(index_high);
+        const std::uint64_t k = pair_key(this->round_key, kParamPair, index_high);
+        param_key[0] = std::uint32_t(k);
+        param_key[1] = std::uint32_t(k >> 32);
+    }
+};
+
+// Whether a view draws random bits: its state or its parameter rounds stochastically.
+template <class View>
+bool draws(const View& view) {
+    if constexpr (View::kStateFormat == StateFormat::bf16_stochastic) return true;
+    else if constexpr (View::kBfloat16Params) return view.param_stochastic;
+    else return false;
+}
+
+// f(view, begin, end) over [begin, end) of `view`, cut where the high 32 bits of the element's
+// index within its parameter change (arrays past 2^32 elements), the keys set for each stretch.
+template <class View, class F>
+FASTOPTIM_INLINE void for_each_stretch(View view, index_t begin, index_t end, const F& f) {
+    if (!draws(view)) return f(view, begin, end);
+    constexpr index_t span = index_t(1) << 32;
+    for (index_t lo = begin; lo < end;) {
+        const index_t at = view.first_index + lo;
+        const index_t hi = std::min(end, lo + (span - at % span));
+        view.set_keys(std::uint64_t(at) >> 32);
+        f(view, lo, hi);
+        lo = hi;
     }
 }
 

@@ -166,7 +166,9 @@ struct Bits<Avx512F32> {
     template <int n> static FASTOPTIM_INLINE R shr(R a) { return _mm512_srli_epi32(a, n); }
     static FASTOPTIM_INLINE R mul(R a, std::uint32_t c) { return _mm512_mullo_epi32(a, set1(c)); }
     static FASTOPTIM_INLINE R nan_or(Avx512F32 x, R nan, R r) {
-        return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(x.x, x.x, _CMP_UNORD_Q), r, nan);
+        const __mmask16 unordered = _mm512_cmp_ps_mask(x.x, x.x, _CMP_UNORD_Q);
+        if (unordered == 0) return r;  // NaNs are rare: a test and a branch instead of a blend
+        return _mm512_mask_blend_epi32(unordered, r, nan);
     }
     static FASTOPTIM_INLINE R load16(const std::uint16_t* p) {
         return _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);

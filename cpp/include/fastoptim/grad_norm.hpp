@@ -64,8 +64,22 @@ FASTOPTIM_INLINE V accumulate(V acc, V u) {
 // 1e6 float32: 55 GB/s from one stream, 70 from two and 90 from four, on this project's 2-core
 // Xeon; eight took a clipped AdamW step from 1.24-1.27x the plain step's time to 1.19-1.25x).
 // The finiteness sum is 0 or NaN whatever its order: one per block serves all its lanes.
-template <NormKind K, bool kScaled, bool kCheck, int B, class T, class V = NativeVec<T>>
-void measure_grad_blocks(const T* const* starts, index_t count, T mult, double* const* outs) {
+// Elements of T, or bfloat16 patterns (a bfloat16 parameter's gradient), as V.
+template <class V>
+FASTOPTIM_INLINE V load_as(const typename V::value_type* p) { return V::load(p); }
+template <class V>
+FASTOPTIM_INLINE V load_as(const std::uint16_t* p) { return load_bfloat16<V>(p); }
+
+// Gradient elements [i, i + V::width) of `a`, of its type or bfloat16.
+template <class V, class T>
+FASTOPTIM_INLINE V gradient_at(const ArrayRef<T>& a, index_t i) {
+    if constexpr (std::is_same_v<T, float>)
+        if (a.grad_bits) return load_bfloat16<V>(a.grad_bits + i);
+    return V::load(a.grad + i);
+}
+
+template <NormKind K, bool kScaled, bool kCheck, int B, class T, class S, class V = NativeVec<T>>
+void measure_grad_blocks(const S* const* starts, index_t count, T mult, double* const* outs) {
     constexpr int w = V::width, groups = kLanes / w;
     static_assert(kLanes % w == 0 && kBlock % kLanes == 0, "vector width | lanes | block");
     V acc[B][groups], bad[B];
@@ -78,7 +92,7 @@ void measure_grad_blocks(const T* const* starts, index_t count, T mult, double* 
     for (index_t i = 0; i < body; i += kLanes)
         for (int s = 0; s < B; ++s)
             for (int k = 0; k < groups; ++k) {
-                V u = V::load(starts[s] + i + k * w);
+                V u = load_as<V>(starts[s] + i + k * w);
                 if constexpr (kScaled) u = u * m;
                 acc[s][k] = accumulate<K>(acc[s][k], u);
                 if constexpr (kCheck) bad[s] = bad[s] + (u - u);
@@ -91,7 +105,7 @@ void measure_grad_blocks(const T* const* starts, index_t count, T mult, double* 
         for (const T b : bad_lanes) bad_sum += double(b);
         if constexpr (B == 1)  // blocks side by side are whole: kBlock elements, no tail
             for (index_t j = body; j < count; ++j) {
-                Scalar<T> u = Scalar<T>::load(starts[s] + j);
+                Scalar<T> u = load_as<Scalar<T>>(starts[s] + j);
                 if constexpr (kScaled) u = u * Scalar<T>(mult);
                 lanes[j % kLanes] = accumulate<K>(Scalar<T>(lanes[j % kLanes]), u).x;
                 if constexpr (kCheck) bad_sum += double(u.x - u.x);
@@ -129,7 +143,7 @@ void measure_grad_span(const GradBlocks<T>& b, index_t lo, index_t hi) {
             constexpr int n = decltype(at_once)::value;
             if constexpr (n <= most)
                 for (; s + n <= pending; s += n)
-                    measure_grad_blocks<K, kScaled, kCheck, n, T>(starts + s, kBlock, b.mult, outs + s);
+                    measure_grad_blocks<K, kScaled, kCheck, n, T, T>(starts + s, kBlock, b.mult, outs + s);
         };
         measure(std::integral_constant<int, 8>());
         measure(std::integral_constant<int, 4>());
@@ -144,9 +158,15 @@ void measure_grad_span(const GradBlocks<T>& b, index_t lo, index_t hi) {
         const index_t first = (block - b.block_offsets[k]) * kBlock;
         const index_t count = std::min(kBlock, a.size - first);
         double* out = b.partials + 2 * block;
+        if constexpr (std::is_same_v<T, float>)
+            if (a.grad_bits) {  // bfloat16, alone: the lanes' sums are the same either way
+                const std::uint16_t* bits = a.grad_bits + first;
+                measure_grad_blocks<K, kScaled, kCheck, 1, T, std::uint16_t>(&bits, count, b.mult, &out);
+                continue;
+            }
         const T* start = a.grad + first;
         if (count < kBlock) {
-            measure_grad_blocks<K, kScaled, kCheck, 1, T>(&start, count, b.mult, &out);
+            measure_grad_blocks<K, kScaled, kCheck, 1, T, T>(&start, count, b.mult, &out);
             continue;
         }
         starts[pending] = start;
@@ -222,28 +242,30 @@ inline GradMeasure measure_grads(const NormOptions& options, const GradBlocks<fl
 }
 
 // x ← x·factor, or with `add_grad` x ← x + g·factor (gradient accumulation), over elements
-// [lo, hi) of the concatenated `param` arrays of `w` (g: each ArrayRef's `grad`).
+// [lo, hi) of the concatenated `param` arrays of `w` (g: each ArrayRef's `grad`, or its
+// `grad_bits`: a bfloat16 gradient added to a float32 buffer).
 template <class T, class V = NativeVec<T>>
 void scale_span(const Work<T>& w, T factor, bool add_grad, bool prefetch, index_t lo, index_t hi) {
     if (lo >= hi) return;
     index_t k = std::upper_bound(w.offsets, w.offsets + w.count + 1, lo) - w.offsets - 1;
     for (; k < w.count && w.offsets[k] < hi; ++k) {
         const index_t base = w.offsets[k];
-        T* x = w.arrays[k].param;
-        const T* g = w.arrays[k].grad;
+        const ArrayRef<T>& a = w.arrays[k];
+        T* x = a.param;
         const index_t e = std::min(hi, w.offsets[k + 1]) - base, b = std::max(lo, base) - base;
         if (add_grad) {
             Streams<T> streams;  // beyond the caches, as a step's sweep
             if (prefetch) {
                 streams.add(x);
-                streams.add(g);
+                streams.add(a.grad);
+                streams.add(a.grad_bits, 1);
             }
-            walk<V>(streams, x, w.arrays[k].size, b, e, [&](auto vec, index_t i) {
+            walk<V>(streams, x, a.size, b, e, [&](auto vec, index_t i) {
                 using U = decltype(vec);
-                (U::load(x + i) + U::load(g + i) * U(factor)).store(x + i);
+                (U::load(x + i) + gradient_at<U>(a, i) * U(factor)).store(x + i);
             });
         } else {
-            walk<V>(Streams<T>{}, x, w.arrays[k].size, b, e,
+            walk<V>(Streams<T>{}, x, a.size, b, e,
                     [&](auto vec, index_t i) { (decltype(vec)::load(x + i) * decltype(vec)(factor)).store(x + i); });
         }
     }

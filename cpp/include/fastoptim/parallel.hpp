@@ -140,11 +140,11 @@ void measure_block(const typename Rule::template Coeffs<T>& c, const A& a, index
 
 // measure_block over [begin, end) of an array with 8-bit state, one block of codes at a time,
 // the block sums added in order. A pass that advances the state (LAMB's) requantizes each block
-// and then measures it as stored, as the update pass will read it.
-template <class Rule, class T>
+// and then measures it as stored, as the update pass will read it. `View`: CodedAs, or
+// BfloatParams of it.
+template <class Rule, class T, class View>
 void measure_coded(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& a, index_t begin, index_t end,
                    bool prefetch, double* out) {
-    using View = CodedAs<T, unsigned_slots<Rule>()>;
     alignas(64) float buffer[kMaxStateSlots * kCodeBlock];
     bool written[kMaxStateSlots];
     View view(a, buffer, written);
@@ -163,6 +163,28 @@ void measure_coded(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>
     }
 }
 
+// measure_block over [begin, end) of a float32-arithmetic array seen through `Params` (as
+// sweep_formats): the norm pass may store state (LAMB's m and v), as its format says. A block
+// lies within one stretch of 2^32 indices: first_index is a multiple of kBlock for rules with
+// norms (Plan::set_counters checks it), so one setting of the keys serves it.
+template <class Rule, template <class> class Params>
+void measure_formats(const typename Rule::template Coeffs<float>& c, const ArrayRef<float>& a, index_t begin,
+                     index_t end, bool prefetch, double* out) {
+    const auto measure = [&](auto view) {
+        if (draws(view)) view.set_keys(std::uint64_t(a.first_index + begin) >> 32);
+        measure_block<Rule, float>(c, view, begin, end, prefetch, out);
+    };
+    switch (a.state_format) {
+        case StateFormat::bf16_nearest: return measure(Params<StoredAs<float, StateFormat::bf16_nearest>>(a));
+        case StateFormat::bf16_stochastic: return measure(Params<StoredAs<float, StateFormat::bf16_stochastic>>(a));
+        case StateFormat::int8:
+            return measure_coded<Rule, float, Params<CodedAs<float, unsigned_slots<Rule>()>>>(c, a, begin, end, prefetch, out);
+        case StateFormat::native:
+            if constexpr (Params<ArrayRef<float>>::kBfloat16Params) return measure(Params<ArrayRef<float>>(a));
+            else return measure_block<Rule, float>(c, a, begin, end, prefetch, out);
+    }
+}
+
 // Measure blocks [lo, hi) of the concatenated block space.
 template <class Rule, class T>
 void measure_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
@@ -174,22 +196,13 @@ void measure_span(const Work<T>& w, index_t lo, index_t hi, bool prefetch) {
         const index_t end = std::min(begin + kBlock, w.arrays[k].size);
         const ArrayRef<T>& a = w.arrays[k];
         double* out = w.partials + b * Rule::norms;
-        if constexpr (std::is_same_v<T, float>) {  // the norm pass may store state (LAMB's m and v)
-            if (a.state_format == StateFormat::bf16_nearest) {
-                measure_block<Rule, T>(coeffs_of<Rule>(w, k), StoredAs<T, StateFormat::bf16_nearest>(a), begin, end,
-                                       prefetch, out);
+        if constexpr (std::is_same_v<T, float>) {
+            if (a.param_bits) {
+                measure_formats<Rule, BfloatParams>(coeffs_of<Rule>(w, k), a, begin, end, prefetch, out);
                 continue;
             }
-            if (a.state_format == StateFormat::int8) {
-                measure_coded<Rule>(coeffs_of<Rule>(w, k), a, begin, end, prefetch, out);
-                continue;
-            }
-            if (a.state_format == StateFormat::bf16_stochastic) {
-                // A block lies within one stretch of 2^32 indices: first_index is a multiple of
-                // kBlock for rules with norms (Plan::set_counters checks it).
-                StoredAs<T, StateFormat::bf16_stochastic> view(a);
-                view.set_keys(std::uint64_t(a.first_index + begin) >> 32);
-                measure_block<Rule, T>(coeffs_of<Rule>(w, k), view, begin, end, prefetch, out);
+            if (a.state_format != StateFormat::native) {
+                measure_formats<Rule, OwnParams>(coeffs_of<Rule>(w, k), a, begin, end, prefetch, out);
                 continue;
             }
         }

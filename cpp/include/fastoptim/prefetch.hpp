@@ -75,14 +75,16 @@ index_t state_bytes(const ArrayRef<T>& a) {
     return a.state_format == StateFormat::int8 ? 1 : 2;
 }
 
-// The arrays of `a` a pass reads: p, g when `grad`, and the first `slots` state slots that
+// The arrays of `a` a pass reads: p, g when `grad` (either as bfloat16 patterns), and the first `slots` state slots that
 // exist; none unless `prefetch`. Prefetching an array the pass skips would cost bandwidth.
 template <class T>
 Streams<T> streams_of(const ArrayRef<T>& a, bool prefetch, bool grad, int slots) {
     Streams<T> streams;
     if (!prefetch) return streams;
     streams.add(a.param);
+    streams.add(a.param_bits, 1);
     if (grad) streams.add(a.grad);
+    if (grad) streams.add(a.grad_bits, 1);
     const int halvings = sizeof(T) / state_bytes(a) == 4 ? 2 : sizeof(T) / state_bytes(a) == 2 ? 1 : 0;
     for (int s = 0; s < slots; ++s) streams.add(a.state[s], halvings);
     if (grad) streams.add(a.accumulated);
@@ -95,9 +97,10 @@ template <class T>
 index_t bytes_of(const ArrayRef<T>& a) {
     int arrays = (a.param != nullptr) + (a.grad != nullptr);
     arrays += (a.accumulated != nullptr) + (a.ema != nullptr);
+    const int halves = (a.param_bits != nullptr) + (a.grad_bits != nullptr);  // bfloat16 parameters
     int slots = 0;
     for (const void* s : a.state) slots += s != nullptr;
-    return a.size * (index_t(sizeof(T)) * arrays + state_bytes(a) * slots);
+    return a.size * (index_t(sizeof(T)) * arrays + 2 * halves + state_bytes(a) * slots);
 }
 
 FASTOPTIM_TARGET_END

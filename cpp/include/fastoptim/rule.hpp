@@ -54,9 +54,13 @@ struct ArrayRef {
     StateFormat state_format = StateFormat::native;
     index_t first_index = 0;
     std::uint64_t round_key = 0;
-    // What the update of this type reads: ArrayRef itself is always native (sweep.hpp hands the
-    // rules a StoredAs view for the other formats).
+    std::uint16_t* param_bits = nullptr;
+    const std::uint16_t* grad_bits = nullptr;
+    bool param_stochastic = false;
+    // What the update of this type reads: ArrayRef itself is always native, with parameters of
+    // its type (sweep.hpp hands the rules StoredAs, CodedAs and BfloatParams views for the others).
     static constexpr StateFormat kStateFormat = StateFormat::native;
+    static constexpr bool kBfloat16Params = false;
 };
 
 // Where a parameter group is in its life: `step` counts this step (1 on the first), `fresh`
@@ -76,13 +80,19 @@ FASTOPTIM_TARGET_BEGIN
 
 // How a rule's update reads and writes elements [i, i + V::width) of its arrays. Every rule goes
 // through these, never through the pointers, and takes its arrays as any type A: an ArrayRef, or
-// a StoredAs view whose state is bfloat16 (bfloat16.hpp). How a slot is stored is then decided
-// here, at compile time, without touching any rule.
+// a view whose state or parameters are stored otherwise (bfloat16.hpp, int8_state.hpp). How an
+// array is stored is then decided here, at compile time, without touching any rule.
 template <class V, class A>
-FASTOPTIM_INLINE V load_param(const A& a, index_t i) { return V::load(a.param + i); }
+FASTOPTIM_INLINE V load_param(const A& a, index_t i) {
+    if constexpr (A::kBfloat16Params) return a.template load_param_bits<V>(i);
+    else return V::load(a.param + i);
+}
 template <class V, class A>
 FASTOPTIM_INLINE V load_grad(const A& a, index_t i) {
-    const V g = V::load(a.grad + i) * V(a.grad_mult);
+    V g;
+    if constexpr (A::kBfloat16Params) g = a.template load_grad_bits<V>(i);
+    else g = V::load(a.grad + i);
+    g = g * V(a.grad_mult);
     return a.accumulated ? V::load(a.accumulated + i) + g : g;
 }
 // torch.lerp(ema, p, w), with torch's two forms (exact at both ends): ema stays p when it is p.
@@ -96,11 +106,14 @@ FASTOPTIM_INLINE V load_state(const A& a, int slot, index_t i) {
     if constexpr (A::kStateFormat == StateFormat::native) return V::load(static_cast<const T*>(a.state[slot]) + i);
     else return a.template load_stored<V>(slot, i);
 }
-// The last write of an element's update: the extras that follow a new parameter value go here.
+// The last write of an element's update: the extras that follow a new parameter value go here
+// (the EMA follows the value as stored: a bfloat16 parameter's, rounded).
 template <class A, class V>
 FASTOPTIM_INLINE void store_param(const A& a, index_t i, const V& value) {
-    value.store(a.param + i);
-    if (a.ema) lerp_toward(V::load(a.ema + i), value, a.ema_weight).store(a.ema + i);
+    V stored = value;
+    if constexpr (A::kBfloat16Params) stored = a.template store_param_bits<V>(i, value);
+    else value.store(a.param + i);
+    if (a.ema) lerp_toward(V::load(a.ema + i), stored, a.ema_weight).store(a.ema + i);
     if (a.cleared) V(typename V::value_type(0)).store(a.cleared + i);
 }
 // Returns the value as stored, which a later pass's load_state reads back (rounded, for bfloat16

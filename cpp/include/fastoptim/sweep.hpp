@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "bfloat16.hpp"
+#include "bfloat16_pairs.hpp"
 #include "int8_state.hpp"
 #include "prefetch.hpp"
 #include "rule.hpp"
@@ -25,14 +26,14 @@ index_t misaligned_elements(const T* p) {
 }
 
 // The walk of every sweep over elements [begin, end) of arrays of `size` elements: scalars up
-// to the first element where `lead` is vector-aligned (a 64-byte access that straddles two
-// cache lines costs both, and NumPy's large arrays start 16 bytes into a page; arrays at the
-// same offset all align at once), then two vectors per step with the lines ahead prefetched
+// to the first element where `lead` (the parameter, float or bfloat16) is vector-aligned (a
+// 64-byte access that straddles two cache lines costs both, and NumPy's large arrays start 16
+// bytes into a page; arrays at the same offset all align at once), then two vectors per step with the lines ahead prefetched
 // (when `streams` has any), then single vectors and scalars. visit(U(), i) handles U::width
 // elements at i, U being V or Scalar<T> with the same arithmetic, so the bits do not depend
 // on where the cuts fall.
-template <class V, class T, class Visit>
-FASTOPTIM_INLINE void walk(const Streams<T>& streams, const T* lead, index_t size, index_t begin, index_t end,
+template <class V, class T, class Lead, class Visit>
+FASTOPTIM_INLINE void walk(const Streams<T>& streams, const Lead* lead, index_t size, index_t begin, index_t end,
                            const Visit& visit) {
     constexpr index_t w = V::width, step = 2 * w;  // two independent vectors in flight
     index_t i = begin;
@@ -55,7 +56,7 @@ FASTOPTIM_INLINE void walk(const Streams<T>& streams, const T* lead, index_t siz
     for (; i < end; ++i) visit(Scalar<T>(T(0)), i);
 }
 
-// Rule over [begin, end) of `arrays`, an ArrayRef or a StoredAs view (bfloat16.hpp).
+// Rule over [begin, end) of `arrays`, an ArrayRef or a view of one (bfloat16.hpp).
 template <class Rule, class V, class A, class Coeffs>
 void sweep_view(const Coeffs& coeffs, const A& arrays, index_t begin, index_t end, bool prefetch) {
     // Local copies: the stores through float pointers (and SIMD stores, which may alias anything)
@@ -64,15 +65,22 @@ void sweep_view(const Coeffs& coeffs, const A& arrays, index_t begin, index_t en
     const Coeffs c = coeffs;
     const A a = arrays;
     const Streams<typename A::value_type> streams = streams_of(a, prefetch, Rule::update_reads_grad, kMaxStateSlots);
-    if constexpr (A::kStateFormat == StateFormat::native) {
+    const auto visit = [&](auto vec, index_t i) FASTOPTIM_LAMBDA_INLINE { Rule::template update<decltype(vec)>(c, a, i); };
+    if constexpr (A::kStateFormat == StateFormat::native && !A::kBfloat16Params) {
         walk<V>(streams, a.param, a.size, begin, end,
                 [&](auto vec, index_t i) { Rule::template update<decltype(vec)>(c, a, i); });
+    } else if constexpr (A::kBfloat16Params) {
+        constexpr bool paired = A::kStateFormat == StateFormat::bf16_nearest ||
+                                A::kStateFormat == StateFormat::bf16_stochastic;
+        if constexpr (paired && std::is_same_v<V, NativeVec<float>>)  // every stream bfloat16: half the work
+            if (a.grad_bits && !a.accumulated && !a.ema && !a.cleared && sweep_pairs<Rule>(c, a, begin, end, streams))
+                return;
+        walk<V>(streams, a.param_bits, a.size, begin, end, visit);
     } else {
         // Converting the state doubles the update's instructions: inlined into the loop, its
         // constants are set once per sweep instead of once per vector, and the sweep keeps pace
         // with the memory.
-        walk<V>(streams, a.param, a.size, begin, end,
-                [&](auto vec, index_t i) FASTOPTIM_LAMBDA_INLINE { Rule::template update<decltype(vec)>(c, a, i); });
+        walk<V>(streams, a.param, a.size, begin, end, visit);
     }
 }
 
@@ -81,16 +89,22 @@ void sweep_view(const Coeffs& coeffs, const A& arrays, index_t begin, index_t en
 // block, each decoded as it is read, updated in float32 and requantized once its last element is
 // done. Unaligned vectors: the blocks' edges need not fall on the vectors' alignment. Never
 // prefetched: the codes' conversions bound this sweep, not the memory, and the prefetches only
-// took issue slots from them (measured: 11% slower with them at 1e7, 2 threads).
-template <class Rule, class V, class Coeffs>
+// took issue slots from them (measured: 11% slower with them at 1e7, 2 threads). `View` is
+// CodedAs, or BfloatParams of it (a block never straddles 2^32 indices: both are multiples of 256).
+template <class Rule, class V, class View, class Coeffs>
 void sweep_coded(const Coeffs& coeffs, const ArrayRef<float>& arrays, index_t begin, index_t end) {
     const Coeffs c = coeffs;
     alignas(64) float buffer[kMaxStateSlots * kCodeBlock];
     bool written[kMaxStateSlots];
-    CodedAs<float, unsigned_slots<Rule>()> a(arrays, buffer, written);
+    View a(arrays, buffer, written);
     constexpr index_t w = V::width;
+    std::uint64_t keyed = ~std::uint64_t(0);
     for (index_t lo = begin; lo < end; lo += kCodeBlock) {
         const index_t hi = std::min(end, lo + kCodeBlock);
+        if constexpr (View::kBfloat16Params) {
+            const std::uint64_t high = std::uint64_t(a.first_index + lo) >> 32;
+            if (a.param_stochastic && high != keyed) a.set_keys(keyed = high);
+        }
         a.open(lo);
         index_t i = lo;
         for (; i + 2 * w <= hi; i += 2 * w) {
@@ -103,18 +117,38 @@ void sweep_coded(const Coeffs& coeffs, const ArrayRef<float>& arrays, index_t be
     }
 }
 
+// Rule over [begin, end) of one float32-arithmetic array seen through `Params` (OwnParams,
+// or BfloatParams for bfloat16 parameters) wrapped around its state format's view: each
+// combination is its own loop, chosen once per array.
+template <class Rule, class V, template <class> class Params, class Coeffs>
+void sweep_formats(const Coeffs& c, const ArrayRef<float>& arrays, index_t begin, index_t end, bool prefetch) {
+    const auto run = [&](const auto& view, index_t b, index_t e) { sweep_view<Rule, V>(c, view, b, e, prefetch); };
+    switch (arrays.state_format) {
+        case StateFormat::bf16_nearest:
+            return for_each_stretch(Params<StoredAs<float, StateFormat::bf16_nearest>>(arrays), begin, end, run);
+        case StateFormat::bf16_stochastic:
+            return for_each_stretch(Params<StoredAs<float, StateFormat::bf16_stochastic>>(arrays), begin, end, run);
+        case StateFormat::int8:
+            return sweep_coded<Rule, V, Params<CodedAs<float, unsigned_slots<Rule>()>>>(c, arrays, begin, end);
+        case StateFormat::native:
+            if constexpr (Params<ArrayRef<float>>::kBfloat16Params)
+                return for_each_stretch(Params<ArrayRef<float>>(arrays), begin, end, run);
+            else
+                return sweep_view<Rule, V>(c, arrays, begin, end, prefetch);  // sweep() takes this one itself
+    }
+}
+
+// The views of an array whose parameters are of its own type: its state format's alone.
+template <class A>
+using OwnParams = A;
+
 template <class Rule, class T, class V = NativeVec<T>>
 void sweep(const typename Rule::template Coeffs<T>& c, const ArrayRef<T>& arrays, index_t begin, index_t end,
            bool prefetch) {
-    if constexpr (std::is_same_v<T, float>) {  // each state format is its own loop, chosen once per array
-        const auto run = [&](const auto& view, index_t b, index_t e) { sweep_view<Rule, V>(c, view, b, e, prefetch); };
-        switch (arrays.state_format) {
-            case StateFormat::bf16_nearest: return for_each_stretch<StateFormat::bf16_nearest>(arrays, begin, end, run);
-            case StateFormat::bf16_stochastic:
-                return for_each_stretch<StateFormat::bf16_stochastic>(arrays, begin, end, run);
-            case StateFormat::int8: return sweep_coded<Rule, V>(c, arrays, begin, end);
-            case StateFormat::native: break;
-        }
+    if constexpr (std::is_same_v<T, float>) {
+        if (arrays.param_bits) return sweep_formats<Rule, V, BfloatParams>(c, arrays, begin, end, prefetch);
+        if (arrays.state_format != StateFormat::native)
+            return sweep_formats<Rule, V, OwnParams>(c, arrays, begin, end, prefetch);
     }
     sweep_view<Rule, V>(c, arrays, begin, end, prefetch);
 }

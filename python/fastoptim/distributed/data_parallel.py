@@ -12,7 +12,16 @@ from .._step_options import StepInfo
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
 from ._base import DistributedBase
-from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
+from ._common import (
+    check_options,
+    compare_signatures,
+    flat,
+    node_info,
+    raise_together,
+    refuse_bfloat16,
+    resolve_comm,
+    set_rank_threads,
+)
 from ._exchange import Exchange, GradMeasure, broadcast_arrays
 from ._layout import plan
 from ._signature import core_of, optimizer_items
@@ -80,17 +89,18 @@ class DistributedOptimizer(DistributedBase):
         self._max_grad_norm: float | None
         self._max_grad_norm, cap, self.reduction, threads = options
         self.optimizer = optimizer
+        groups = optimizer.param_groups
+        self._names: list[Hashable] = [n for g in groups for n in g["param_names"]]
+        self._params: list[np.ndarray] = [p for g in groups for p in g["params"]]
         if error is None:
             try:
                 self._clip_norm()
-            except ValueError as caught:
+                refuse_bfloat16(self._names, self._params, "DistributedOptimizer()")
+            except (TypeError, ValueError) as caught:
                 error = caught
         raise_together(comm, error, "DistributedOptimizer()")
         self.comm = comm
         self.grad_norm: float | None = None
-        groups = optimizer.param_groups
-        self._names: list[Hashable] = [n for g in groups for n in g["param_names"]]
-        self._params: list[np.ndarray] = [p for g in groups for p in g["params"]]
 
         items = optimizer_items(optimizer) + [("options (max_grad_norm, bucket bytes, reduction)",
                                                repr((self._max_grad_norm, cap, self.reduction)))]

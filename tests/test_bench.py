@@ -374,3 +374,33 @@ def test_the_probe_sweeps_bfloat16_bytes_beside_float32_ones() -> None:
         _core.probe([np.zeros(n)] + halves, 1, 1)  # beside float64
     with pytest.raises(ValueError, match="writes counts the float arrays"):
         _core.probe(floats[:1] + halves, 2, 1)
+
+
+def test_params_dtype_times_bfloat16_weights_beside_float32_torch_and_the_probes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--params-dtype bfloat16: AdamW on float32 weights, on bfloat16 weights (three layouts),
+    torch's fused AdamW on bfloat16 tensors where torch imports, and both probes."""
+    pytest.importorskip("ml_dtypes")
+    from fastoptim._bench import params_dtype
+
+    code = _bench.main(["--params-dtype", "bfloat16", "--sizes", "1e3,1e4", "--repeats", "2", "--max-repeats", "2",
+                        "--min-time", "0.001", "--warmup", "1", "--out", str(tmp_path)])
+    assert code == 0
+    rows = [row.split() for row in capsys.readouterr().out.splitlines()]
+    assert rows[0][:2] == ["work", "variant"] and {r[0] for r in rows[2:12] if r} == {"1e3", "1e4"}
+    saved = json.loads((tmp_path / "params_dtype.json").read_text())
+    for record in saved["results"]:
+        variants = record["variants"]
+        expected = set(params_dtype.STEPS) | {params_dtype.PROBE32, params_dtype.PROBE16}
+        if importlib.util.find_spec("torch") is None:
+            expected.discard(params_dtype.TORCH)
+        assert set(variants) == expected
+        bf16 = variants[params_dtype.BF16]
+        assert bf16["speedup_best"] == pytest.approx(variants[params_dtype.FLOAT32]["best_ms"] / bf16["best_ms"])
+        assert bf16["bytes_per_element"] == 14 and variants[params_dtype.FLOAT32]["bytes_per_element"] == 28
+        assert "of_probe" in bf16 and "of_probe" not in variants[params_dtype.F32_STATE]
+
+
+def test_params_dtype_runs_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _bench.main(["--params-dtype", "bfloat16", "--state-dtype", "int8"]) == 2
+    assert "--params-dtype runs alone" in capsys.readouterr().err

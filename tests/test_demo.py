@@ -308,3 +308,27 @@ def test_state_dtype_trains_with_bfloat16_state(split: Split, tmp_path: Path,
     assert run.main(["--epochs", "1", "--optimizers", "adam,lion", "--batch-size", "256", "--state-dtype", "bfloat16",
                      "--out", str(tmp_path / "demo.png")]) == 0
     assert "optimizer state in bfloat16" in capsys.readouterr().out
+
+
+def test_params_dtype_bfloat16_trains_bfloat16_weights(split: Split, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--params-dtype bfloat16 keeps the MLP's weights in bfloat16 (updated in place, with
+    bfloat16 gradients): training differs from float32 weights' and still learns."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    adam = OPTIMIZERS["adam"]
+    full = run.train(adam, adam.lr, split, epochs=2, seed=4)
+    half = run.train(adam, adam.lr, split, epochs=2, seed=4, params_dtype="bfloat16")
+    assert half.train_loss != full.train_loss
+    assert half.test_accuracy[-1] > 0.8
+    model = MLP([64, 8, 10], seed=0, dtype=ml_dtypes.bfloat16)
+    _, grads = model.loss_and_grads(split.x_train[:4], split.y_train[:4])
+    assert all(g.dtype == ml_dtypes.bfloat16 for g in grads.values())
+    assert run.main(["--epochs", "1", "--optimizers", "adam,lion", "--batch-size", "256", "--params-dtype", "bfloat16",
+                     "--out", str(tmp_path / "demo.png")]) == 0
+    assert "bfloat16 parameters" in capsys.readouterr().out
+
+
+def test_params_dtype_bfloat16_without_ml_dtypes_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes now raises ImportError
+    with pytest.raises(SystemExit, match=r'ml_dtypes: pip install "fastoptim\[bf16\]"'):
+        run.main(["--epochs", "1", "--params-dtype", "bfloat16"])

@@ -18,6 +18,7 @@ from typing import Any
 import fastoptim as fo
 
 from .. import _omp
+from .params_dtype import main_params_dtype
 from .peers import PEERS
 from .pipeline import main_pipeline
 from .report import _threads, table
@@ -62,6 +63,7 @@ def _positive(kind: type) -> Callable[[str], Any]:
 
 PIPELINE_SIZES = "1e6,1e7,model"
 STATE_SIZES = "1e6,1e7,5e7"
+PARAMS_SIZES = "1e7,5e7"
 
 # GOMP_SPINCOUNT for each --omp-spin choice.
 SPINS = {"openmp": _omp.OPENMP_DEFAULT_SPIN, "short": _omp.SHORT_SPIN}
@@ -111,6 +113,11 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
                    help="compressed state instead: float32 AdamW with float32 state, bfloat16 state (nearest and "
                         "stochastic) or 8-bit state (and bitsandbytes' Adam8bit where installed) and the probes of "
                         "both layouts' bytes, alternated (sizes default to 1e6,1e7,5e7)")
+    p.add_argument("--params-dtype", choices=["bfloat16"], default=None,
+                   help="bfloat16 weights instead: AdamW on float32 weights, on bfloat16 weights with bfloat16 "
+                        "state (stochastic and nearest rounding) and with float32 state, torch's fused AdamW on "
+                        "bfloat16 tensors and the probes of both layouts' bytes, alternated (sizes default to "
+                        "1e7,5e7; needs ml_dtypes)")
     p.add_argument("--omp-spin", choices=list(SPINS), default="openmp",
                    help="GNU OpenMP's busy-wait after a parallel region, one for every peer (the process has one "
                         "OpenMP): 'openmp', its own default (GOMP_SPINCOUNT="
@@ -150,6 +157,9 @@ def main(argv: Sequence[str] | None = None, *, full: bool = False, prog: str = "
         return stop.code if isinstance(stop.code, int) else 2
     if args.quick:
         args.rules, args.dtypes = ["adam"], ["float32"]
+    if args.params_dtype is not None and (args.state_dtype is not None or args.pipeline):
+        print(f"{prog}: --params-dtype runs alone (not with --state-dtype or --pipeline)", file=sys.stderr)
+        return 2
     if args.pipeline:
         given = list(sys.argv[1:] if argv is None else argv)
         works = args.sizes if any(a == "--sizes" or a.startswith("--sizes=") for a in given) else _sizes(PIPELINE_SIZES)
@@ -164,6 +174,13 @@ def main(argv: Sequence[str] | None = None, *, full: bool = False, prog: str = "
         return main_state_dtype(works, args.state_dtype, args.out, repeats=args.repeats, min_time=args.min_time,
                                 max_repeats=args.max_repeats, max_time=args.max_time, warmup=args.warmup,
                                 seed=args.seed)
+    if args.params_dtype is not None:
+        given = list(sys.argv[1:] if argv is None else argv)
+        works = args.sizes if any(a == "--sizes" or a.startswith("--sizes=") for a in given) else _sizes(PARAMS_SIZES)
+        fo.set_num_threads(args.threads)
+        return main_params_dtype(works, args.out, repeats=args.repeats, min_time=args.min_time,
+                                 max_repeats=args.max_repeats, max_time=args.max_time, warmup=args.warmup,
+                                 seed=args.seed)
     rerun = _rerun_with_spin(args.omp_spin, list(sys.argv[1:] if argv is None else argv), full, prog)
     if rerun is not None:
         return rerun

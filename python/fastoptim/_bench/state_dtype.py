@@ -26,7 +26,6 @@ flatter the probe two-fold.
 from __future__ import annotations
 
 import importlib
-import json
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 import fastoptim as fo
 
 from .. import _core
-from .timing import alternate, step_figures
+from .timing import alternate, save_json, step_figures
 from .workloads import Work
 
 BFLOAT16_VARIANTS = ("float32 state", "bfloat16 state", "bfloat16 stochastic", "float32 probe", "bfloat16 probe")
@@ -156,9 +155,7 @@ def main_state_dtype(works: Sequence[Work], state_dtype: str, out: Path | None, 
           "the same with m and v at 1 byte, probed as one 2-byte stream); bnb = bitsandbytes' Adam8bit on torch "
           "CPU tensors (where installed, up to 1e7 elements), int8 x = its best over int8 state's.")
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "state_dtype.json"
-        path.write_text(json.dumps({"config": fo.config(), "state_dtype": state_dtype, "results": records},
-                                   indent=1, default=str))
+        document = {"config": fo.config(), "state_dtype": state_dtype, "results": records}
+        path = save_json(out, "state_dtype.json", document)
         print(f"wrote {path}")
     return 0

@@ -9,6 +9,7 @@ from fastoptim. :class:`Settings` holds the run's options.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import statistics
 import time
@@ -210,3 +211,11 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
 def step_figures(times: list[float]) -> dict[str, float]:
     """One variant's timed steps (seconds) as its best and median step in milliseconds."""
     return {"best_ms": 1e3 * min(times), "median_ms": 1e3 * statistics.median(times), "steps": len(times)}
+
+
+def save_json(out: Path, name: str, document: dict[str, Any]) -> Path:
+    """`document` as `name` in the folder `out` (made if missing), for the records."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(document, indent=1, default=str))
+    return path

@@ -35,7 +35,10 @@ class MLP:
     Args:
         sizes: widths from input to output, e.g. ``[64, 128, 10]``.
         seed: seeds the He-normal initialisation of the weights (biases start at zero).
-        dtype: float32 or float64; the gradients have the parameters' dtype.
+        dtype: float32, float64 or ``ml_dtypes.bfloat16``; the gradients have the parameters'
+            dtype. bfloat16 parameters are computed with in float32 (each matmul casts them,
+            as a CPU bfloat16 model's kernels would widen them), and their gradients rounded
+            to bfloat16 at the end.
     """
 
     def __init__(self, sizes: Sequence[int], *, seed: int = 0, dtype: type = np.float32) -> None:
@@ -52,13 +55,18 @@ class MLP:
     def num_layers(self) -> int:
         return len(self.sizes) - 1
 
+    def _value(self, name: str) -> np.ndarray:
+        """A parameter as the arithmetic reads it: float32 for bfloat16 ones, else itself."""
+        param = self.params[name]
+        return param if param.dtype in (np.float32, np.float64) else param.astype(np.float32)
+
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """The logits (n, classes) and each layer's input (what the backward pass needs)."""
         inputs = []
         h = x
         for i in range(self.num_layers):
             inputs.append(h)
-            h = h @ self.params[f"W{i}"] + self.params[f"b{i}"]
+            h = h @ self._value(f"W{i}") + self._value(f"b{i}")
             if i < self.num_layers - 1:
                 h = np.maximum(h, 0)
         return h, inputs
@@ -89,5 +97,5 @@ class MLP:
             grads[f"W{i}"] = h.T @ delta
             grads[f"b{i}"] = delta.sum(axis=0)
             if i > 0:  # back through the layer, then through the ReLU that made h
-                delta = (delta @ self.params[f"W{i}"].T) * (h > 0)
-        return loss, {name: grads[name] for name in self.params}
+                delta = (delta @ self._value(f"W{i}").T) * (h > 0)
+        return loss, {name: grads[name].astype(param.dtype, copy=False) for name, param in self.params.items()}

@@ -137,6 +137,10 @@ def build_parser(prog: str = "fastoptim demo") -> argparse.ArgumentParser:
     parser.add_argument("--state-dtype", choices=["bfloat16", "int8"], default=None,
                         help="store every optimizer's state as bfloat16 (state_dtype), half its bytes, or as 8-bit "
                              "block-wise codes, a quarter (arrays of at least 4096 elements)")
+    parser.add_argument("--params-dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="the weights' dtype: bfloat16 halves their bytes; the optimizers update them in float32 "
+                             "and round them back stochastically, and the matmuls cast them to float32 "
+                             "(needs ml_dtypes: pip install \"fastoptim[bf16]\")")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=32, help="minibatch size (default 32)")
     parser.add_argument("--threads", type=_int_at_least(1), default=None,
                         help="threads per optimizer step (default: fastoptim's, see `fastoptim info`)")
@@ -200,16 +204,29 @@ class RunResult:
     ema_accuracy: float | None = None  # the test accuracy of the EMA of the weights, with --ema
 
 
+def params_dtype_of(name: str) -> type:
+    """The dtype `--params-dtype` names: float32, or ml_dtypes' bfloat16 (refused clearly without it)."""
+    if name == "float32":
+        return np.float32
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise SystemExit("--params-dtype bfloat16 needs ml_dtypes: pip install \"fastoptim[bf16]\"") from None
+    bfloat16: type = ml_dtypes.bfloat16
+    return bfloat16
+
+
 def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_size: int = 32, seed: int = 0,
           hidden: Sequence[int] = HIDDEN, progress: TextIO | None = None, clip: float | None = None,
-          ema: float | None = None, state_dtype: str | None = None) -> RunResult:
+          ema: float | None = None, state_dtype: str | None = None, params_dtype: str = "float32") -> RunResult:
     """Train a fresh MLP (initial weights from `seed`) with `spec`'s optimizer at peak rate `lr`,
     warming up linearly over the first epoch (a tenth of the steps at most), then decaying to
     zero on a cosine; with `clip`, the gradients' global norm is clipped to it (the optimizer's
     ``max_grad_norm``), else only measured; with `ema`, the optimizer keeps an EMA of the
     weights with that decay (warmed up), whose test accuracy is measured at the end with the
-    EMA swapped into the model; `state_dtype` is the optimizer's (``"bfloat16"`` or ``"int8"``: compressed state)."""
-    model = MLP([split.x_train.shape[1], *hidden, 10], seed=seed)
+    EMA swapped into the model; `state_dtype` is the optimizer's (``"bfloat16"`` or ``"int8"``: compressed state);
+    `params_dtype` ``"bfloat16"`` keeps the weights in bfloat16 (updated with stochastic rounding)."""
+    model = MLP([split.x_train.shape[1], *hidden, 10], seed=seed, dtype=params_dtype_of(params_dtype))
     options: dict[str, Any] = {} if ema is None else {"ema_decay": ema, "ema_warmup": True}
     if state_dtype is not None:
         options["state_dtype"] = state_dtype
@@ -356,7 +373,8 @@ def _train_all(chosen: Sequence[tuple[OptimizerSpec, float | None]], args: argpa
     sizes = [split.x_train.shape[1], *HIDDEN, 10]
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     steps = math.ceil(len(split.y_train) / args.batch_size)
-    print(f"fastoptim {fastoptim.__version__} demo: MLP {'-'.join(map(str, sizes))} ({n_params:,} float32 "
+    params_dtype_of(args.params_dtype)  # refused before anything runs when ml_dtypes is missing
+    print(f"fastoptim {fastoptim.__version__} demo: MLP {'-'.join(map(str, sizes))} ({n_params:,} {args.params_dtype} "
           f"parameters) on the UCI digits ({len(split.y_train)} train / {len(split.y_test)} test images)")
     print(f"{args.epochs} epochs x {steps} steps of batch {args.batch_size}, warmup-cosine schedule "
           f"({warmup_steps(args.epochs, steps)} warmup steps), lr {args.lr}, seed {args.seed}, "
@@ -367,7 +385,7 @@ def _train_all(chosen: Sequence[tuple[OptimizerSpec, float | None]], args: argpa
           + "; every step measures the gradients' norm (one read-only pass, in its time)", flush=True)
     results = [train(spec, lr if lr is not None else args.lr(spec.lr), split, epochs=args.epochs,
                      batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip, ema=args.ema,
-                     state_dtype=args.state_dtype)
+                     state_dtype=args.state_dtype, params_dtype=args.params_dtype)
                for spec, lr in chosen]
     print()
     print(format_table(results))

@@ -62,8 +62,8 @@ public:
     // params[i] in a grads dict; extras[i]: its accumulation buffer and its EMA, each an array
     // or None (all parameters have one or none); state_dtypes[i] (empty: all ""): how the state
     // arrays of params[i] are stored, "" (its dtype; float32 for a bfloat16 parameter),
-    // "float32" (the same, bfloat16 parameters only), "bfloat16" or "int8" (not for float64); absmax[i]: for "int8", one float32 absmax array or None per slot (int8_state.hpp),
-    // else None. Every array is validated here: ValueError/TypeError if unfit.
+    // "float32" (the same; not for float64), "bfloat16" or "int8" (not for float64); absmax[i]:
+    // for "int8", one float32 absmax array or None per slot (int8_state.hpp), else None. Every array is validated here: ValueError/TypeError if unfit.
     Plan(const std::string& rule, py::list params, py::list states, std::vector<int> groups,
          py::list names, int group_count, std::vector<std::string> slot_names, py::list extras,
          std::vector<std::string> state_dtypes, py::list absmax);

@@ -29,7 +29,7 @@ from ._core import CODE_BLOCK
 from ._core import dequantize_blockwise as _decode_blocks
 from ._core import quantize_blockwise as _encode_blocks
 from ._memory import state_like
-from ._validation import check_absmax, check_int, check_state_array, is_bfloat16_param
+from ._validation import check_absmax, check_bool, check_int, check_state_array, is_bfloat16_param
 
 __all__ = ["ABSMAX", "NATIVE", "StateFormat", "bfloat16_dtype", "dequantize_blockwise", "from_bfloat16",
            "new_slot", "quantize_blockwise", "read_saved_format", "read_state_format", "check_stored", "stored_as",
@@ -107,14 +107,9 @@ def read_state_format(options: dict[str, Any]) -> StateFormat:
         raise ValueError("state_rounding applies to bfloat16 state; 8-bit state rounds to the nearest code")
     seed = _check_seed(options.pop("seed", 0))
     min_8bit_size = check_int("min_8bit_size", options.pop("min_8bit_size", MIN_8BIT_SIZE), low=1)
-    stochastic = _check_flag("stochastic_rounding", options.pop("stochastic_rounding", True))
+    stochastic = check_bool("stochastic_rounding", options.pop("stochastic_rounding", True))
     return StateFormat(dtype, rounding, seed, min_8bit_size, stochastic)
 
-
-def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def read_saved_format(state_dict: Mapping[str, Any]) -> StateFormat:
@@ -129,7 +124,7 @@ def read_saved_format(state_dict: Mapping[str, Any]) -> StateFormat:
     dtype = _check_choice(f"{where}['state_dtype']", saved.get("state_dtype"), _DTYPES)
     rounding = _check_choice(f"{where}['state_rounding']", saved.get("state_rounding", "nearest"), _ROUNDINGS)
     min_8bit_size = check_int(f"{where}['min_8bit_size']", saved.get("min_8bit_size", MIN_8BIT_SIZE), low=1)
-    stochastic = _check_flag(f"{where}['stochastic_rounding']", saved.get("stochastic_rounding", True))
+    stochastic = check_bool(f"{where}['stochastic_rounding']", saved.get("stochastic_rounding", True))
     return StateFormat(dtype, rounding, _check_seed(saved.get("seed", 0), f"{where}['seed']"), min_8bit_size,
                        stochastic)
 

@@ -19,10 +19,10 @@
 //   round_key = mix64(mix64(mix64(seed + 0x9E3779B97F4A7C15) ^ position) ^ step),
 // mix64 being splitmix64's finalizer, `position` the parameter's place in its optimizer and
 // `step` its step count (1 on the first). A bfloat16 parameter's elements draw under pair
-// kParamPair = 2 (never a state slot's draws), two neighbours from one h: elements 2j and 2j + 1
-// (j counted in the low 32 bits of the index) take the low and the high 16 bits of h with
-// lo = j. The same (seed, position, step, slot, index) gives the same bits whatever the target,
-// the thread count or the sharding.
+// kParamPair = 2 (never a state slot's draws), two neighbours from one h: the elements whose
+// index has low 32 bits 2j and 2j + 1 take the low and the high 16 bits of h with lo = j. The
+// same (seed, position, step, slot, index) gives the same bits whatever the target, the thread
+// count or the sharding.
 #pragma once
 
 #include <algorithm>

@@ -75,8 +75,9 @@ index_t state_bytes(const ArrayRef<T>& a) {
     return a.state_format == StateFormat::int8 ? 1 : 2;
 }
 
-// The arrays of `a` a pass reads: p, g when `grad` (either as bfloat16 patterns), and the first `slots` state slots that
-// exist; none unless `prefetch`. Prefetching an array the pass skips would cost bandwidth.
+// The arrays of `a` a pass reads: p, g when `grad` (either as bfloat16 patterns), and the
+// first `slots` state slots that exist; none unless `prefetch`. Prefetching an array the pass
+// skips would cost bandwidth.
 template <class T>
 Streams<T> streams_of(const ArrayRef<T>& a, bool prefetch, bool grad, int slots) {
     Streams<T> streams;

@@ -28,8 +28,8 @@ index_t misaligned_elements(const T* p) {
 // The walk of every sweep over elements [begin, end) of arrays of `size` elements: scalars up
 // to the first element where `lead` (the parameter, float or bfloat16) is vector-aligned (a
 // 64-byte access that straddles two cache lines costs both, and NumPy's large arrays start 16
-// bytes into a page; arrays at the same offset all align at once), then two vectors per step with the lines ahead prefetched
-// (when `streams` has any), then single vectors and scalars. visit(U(), i) handles U::width
+// bytes into a page; arrays at the same offset all align at once), then two vectors per step
+// with the lines ahead prefetched (when `streams` has any), then single vectors and scalars. visit(U(), i) handles U::width
 // elements at i, U being V or Scalar<T> with the same arithmetic, so the bits do not depend
 // on where the cuts fall.
 template <class V, class T, class Lead, class Visit>

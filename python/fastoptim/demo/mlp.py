@@ -36,9 +36,9 @@ class MLP:
         sizes: widths from input to output, e.g. ``[64, 128, 10]``.
         seed: seeds the He-normal initialisation of the weights (biases start at zero).
         dtype: float32, float64 or ``ml_dtypes.bfloat16``; the gradients have the parameters'
-            dtype. bfloat16 parameters are computed with in float32 (each matmul casts them,
-            as a CPU bfloat16 model's kernels would widen them), and their gradients rounded
-            to bfloat16 at the end.
+            dtype. The arithmetic widens bfloat16 parameters to float32 (each matmul casts
+            them, as a CPU bfloat16 model's kernels would), and rounds their gradients to
+            bfloat16 at the end.
     """
 
     def __init__(self, sizes: Sequence[int], *, seed: int = 0, dtype: type = np.float32) -> None:

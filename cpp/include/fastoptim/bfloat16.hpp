@@ -93,6 +93,12 @@ FASTOPTIM_INLINE typename Bits<V>::R nearest_bits(const V& x) {
     return B::add(u, B::add(odd, B::set1(0x7FFF)));
 }
 
+// One 32-bit draw's 16-bit half: the low one (0: an even slot, an even element) or the high one.
+template <class B>
+FASTOPTIM_INLINE typename B::R half_of(typename B::R h, int half) {
+    return half == 0 ? B::and_(h, B::set1(0xFFFFU)) : B::template shr<16>(h);
+}
+
 // h = mix32(mix32(counters ^ k0) ^ k1), lane by lane.
 template <class B>
 FASTOPTIM_INLINE typename B::R draw(typename B::R counters, const std::uint32_t key[2]) {
@@ -104,7 +110,7 @@ FASTOPTIM_INLINE typename B::R draw(typename B::R counters, const std::uint32_t 
 template <class B>
 FASTOPTIM_INLINE typename B::R param_draws(typename B::R lo, const std::uint32_t key[2]) {
     const typename B::R h = draw<B>(B::template shr<1>(lo), key);
-    const typename B::R low = B::and_(h, B::set1(0xFFFFU)), high = B::template shr<16>(h);
+    const typename B::R low = half_of<B>(h, 0), high = half_of<B>(h, 1);
     const typename B::R odd = B::sub(B::set1(0), B::and_(lo, B::set1(1)));  // all ones for odd indices
     return B::xor_(low, B::and_(B::xor_(low, high), odd));
 }
@@ -124,10 +130,18 @@ FASTOPTIM_INLINE V store_bfloat16_stochastic(std::uint16_t* p, const V& x, int s
                                              const std::uint32_t key[2]) {
     using B = Bits<V>;
     const typename B::R h = draw<B>(B::counters(counter), key);
-    const typename B::R r = slot % 2 == 0 ? B::and_(h, B::set1(0xFFFFU)) : B::template shr<16>(h);
-    const typename B::R rounded = B::add(quieted_bits(x), r);
+    const typename B::R rounded = B::add(quieted_bits(x), half_of<B>(h, slot % 2));
     B::store16(p, rounded);
     return stored_value<V>(rounded);
+}
+
+// Gradient elements [i, i + V::width) of `a`, of its type or bfloat16 (a
+// bfloat16 parameter's, or the float32 sum a step reads in its place).
+template <class V, class T>
+FASTOPTIM_INLINE V gradient_at(const ArrayRef<T>& a, index_t i) {
+    if constexpr (std::is_same_v<T, float>)
+        if (a.grad_bits) return load_bfloat16<V>(a.grad_bits + i);
+    return V::load(a.grad + i);
 }
 
 // An ArrayRef whose state slots hold bfloat16 patterns, as the rules read it (rule.hpp's
@@ -177,9 +191,7 @@ struct BfloatParams : Base {
     template <class V>
     FASTOPTIM_INLINE V load_param_bits(index_t i) const { return load_bfloat16<V>(this->param_bits + i); }
     template <class V>
-    FASTOPTIM_INLINE V load_grad_bits(index_t i) const {
-        return this->grad_bits ? load_bfloat16<V>(this->grad_bits + i) : V::load(this->grad + i);
-    }
+    FASTOPTIM_INLINE V load_grad_bits(index_t i) const { return gradient_at<V>(*this, i); }
     template <class V>
     FASTOPTIM_INLINE V store_param_bits(index_t i, const V& value) const {
         using B = Bits<V>;

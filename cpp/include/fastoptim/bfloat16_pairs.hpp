@@ -66,15 +66,10 @@ struct PairHalf : Base {
         using B = Bits<V>;
         __m512i rounded;
         if (this->param_stochastic) {
-            __m512i r;
-            if constexpr (Phase == 0) {  // pairs j0 + k, j0 = the chunk's first index (even) / 2
+            if constexpr (Phase == 0)  // pairs j0 + k, j0 = the chunk's first index (even) / 2
                 scratch->draws = draw<B>(B::counters(std::uint32_t(std::uint64_t(this->first_index + i)) >> 1),
                                          this->param_key);
-                r = _mm512_and_si512(scratch->draws, _mm512_set1_epi32(0xFFFF));
-            } else {
-                r = _mm512_srli_epi32(scratch->draws, 16);
-            }
-            rounded = B::add(quieted_bits(value), r);
+            rounded = B::add(quieted_bits(value), half_of<B>(scratch->draws, Phase));
         } else {
             rounded = nearest_bits(value);
         }
@@ -89,8 +84,7 @@ struct PairHalf : Base {
             rounded = nearest_bits(value);
         } else {  // a state slot draws per element (bfloat16.hpp)
             const __m512i h = draw<B>(own_counters(i), this->keys[slot / 2]);
-            const __m512i r = slot % 2 == 0 ? _mm512_and_si512(h, _mm512_set1_epi32(0xFFFF)) : _mm512_srli_epi32(h, 16);
-            rounded = B::add(quieted_bits(value), r);
+            rounded = B::add(quieted_bits(value), half_of<B>(h, slot % 2));
         }
         put(1 + slot, this->slot_bits(slot) + i, rounded);
         return stored_value<V>(rounded);

@@ -62,14 +62,6 @@ FASTOPTIM_INLINE V load_as(const typename V::value_type* p) { return V::load(p);
 template <class V>
 FASTOPTIM_INLINE V load_as(const std::uint16_t* p) { return load_bfloat16<V>(p); }
 
-// Gradient elements [i, i + V::width) of `a`, of its type or bfloat16.
-template <class V, class T>
-FASTOPTIM_INLINE V gradient_at(const ArrayRef<T>& a, index_t i) {
-    if constexpr (std::is_same_v<T, float>)
-        if (a.grad_bits) return load_bfloat16<V>(a.grad_bits + i);
-    return V::load(a.grad + i);
-}
-
 // B blocks side by side, block s being the `count` elements from starts[s] (of T, or bfloat16
 // patterns), into outs[s][0] (its measure) and outs[s][1] (0, or NaN if one of its elements is
 // not finite). Element i of a block goes to lane i mod 16, the lanes are added pairwise in double (or their maximum

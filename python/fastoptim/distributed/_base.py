@@ -11,6 +11,7 @@ import numpy as np
 from .. import _core
 from .._forwarding import forwarded
 from .._step_options import StepInfo, check_grad_scale, check_max_grad_norm, clip_coefficient
+from .._validation import is_bfloat16_param
 from ._common import GradPattern, refuse_copy, step_header
 from ._exchange import Exchange, GradMeasure
 from ._signature import core_of
@@ -28,6 +29,16 @@ class DistributedBase:
     _max_grad_norm: float | None
     _exchange: Exchange
     grad_norm: float | None
+
+    @staticmethod
+    def _refuse_bfloat16(names: Sequence[Hashable], params: Sequence[np.ndarray], what: str) -> None:
+        """The exchanges reduce float32 and float64 gradients only (MPI has no bfloat16). Raised
+        through raise_together, so every rank raises even where only one holds such a parameter."""
+        for name, param in zip(names, params):
+            if is_bfloat16_param(param):
+                raise TypeError(f"{what}: params[{name!r}] is bfloat16; the distributed optimizers exchange float32 "
+                                "and float64 gradients only (MPI has no bfloat16): step bfloat16 parameters with a "
+                                "single-process optimizer")
 
     @property
     def max_grad_norm(self) -> float | None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._config import set_num_threads
 from .._step_options import check_max_grad_norm
-from .._validation import check_int, check_real, is_bfloat16_param
+from .._validation import check_int, check_real
 
 __all__ = ["GradPattern", "PLAIN_PATTERN", "refuse_copy", "check_options", "default_num_threads", "flat", "mpi",
            "raise_together", "resolve_comm", "set_rank_threads", "step_header", "compare_signatures"]
@@ -195,16 +195,6 @@ def set_rank_threads(infos: Sequence[tuple[str, Sequence[int]]], rank: int, num_
 
 
 # ---- arrays ---------------------------------------------------------------------------------
-def refuse_bfloat16(names: Sequence[Hashable], params: Sequence[np.ndarray], what: str) -> None:
-    """The exchanges reduce float32 and float64 gradients only (MPI has no bfloat16). Raised
-    through raise_together, so every rank raises even where only one holds such a parameter."""
-    for name, param in zip(names, params):
-        if is_bfloat16_param(param):
-            raise TypeError(f"{what}: params[{name!r}] is bfloat16; the distributed optimizers exchange float32 and "
-                            "float64 gradients only (MPI has no bfloat16): step bfloat16 parameters with a "
-                            "single-process optimizer")
-
-
 def f_only(array: np.ndarray) -> bool:
     return bool(array.flags.f_contiguous and not array.flags.c_contiguous)
 

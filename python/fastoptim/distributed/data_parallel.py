@@ -12,16 +12,7 @@ from .._step_options import StepInfo
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
 from ._base import DistributedBase
-from ._common import (
-    check_options,
-    compare_signatures,
-    flat,
-    node_info,
-    raise_together,
-    refuse_bfloat16,
-    resolve_comm,
-    set_rank_threads,
-)
+from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, GradMeasure, broadcast_arrays
 from ._layout import plan
 from ._signature import core_of, optimizer_items
@@ -95,7 +86,7 @@ class DistributedOptimizer(DistributedBase):
         if error is None:
             try:
                 self._clip_norm()
-                refuse_bfloat16(self._names, self._params, "DistributedOptimizer()")
+                self._refuse_bfloat16(self._names, self._params, "DistributedOptimizer()")
             except (TypeError, ValueError) as caught:
                 error = caught
         raise_together(comm, error, "DistributedOptimizer()")

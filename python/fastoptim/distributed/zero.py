@@ -18,16 +18,7 @@ from .._validation import check_disjoint
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
 from ._base import DistributedBase
-from ._common import (
-    check_options,
-    compare_signatures,
-    flat,
-    node_info,
-    raise_together,
-    refuse_bfloat16,
-    resolve_comm,
-    set_rank_threads,
-)
+from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, GradMeasure, broadcast_arrays
 from ._layout import ALIGN, Layout, plan
 from ._signature import core_of, group_items
@@ -117,7 +108,7 @@ class ZeroRedundancyOptimizer(DistributedBase):
                 raise TypeError(f"optimizer_class must be a fastoptim optimizer class, got {optimizer_class!r}")
             options = check_options(max_grad_norm, bucket_cap_mb, reduction, num_threads)
             groups = _user_groups(params)
-            refuse_bfloat16([n for _, names, _ in groups for n in names],
+            self._refuse_bfloat16([n for _, names, _ in groups for n in names],
                             [a for _, _, arrays in groups for a in arrays], action)
         except (TypeError, ValueError) as caught:
             error = caught

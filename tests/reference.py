@@ -7,6 +7,7 @@ step). They share no code with fastoptim.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -15,25 +16,46 @@ Array = np.ndarray
 Hyper = dict[str, Any]
 
 
-def sgd(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+def _caution(u: Array, g: Array) -> Array:
+    """Cautious updates (Liang et al. 2024, "Cautious Optimizers"): the components of the
+    direction u whose sign disagrees with the gradient g dropped, the rest scaled by the array's
+    n elements over the k + 1 kept: u·[u·g > 0]·n/(k + 1). A NaN u stays NaN."""
+    agree = u * g > 0
+    return u * agree * (u.size / (np.count_nonzero(agree) + 1))
+
+
+def _as_is(u: Array, g: Array) -> Array:
+    return u
+
+
+def sgd(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int, caution: Callable[..., Array] = _as_is) -> None:
     g = -g if hp["maximize"] else g.copy()
     if hp["weight_decay"]:
         g = g + hp["weight_decay"] * p
     mu = hp["momentum"]
-    if mu:
+    if mu:  # without momentum there is no caution
         b = g.copy() if "momentum_buffer" not in st else mu * st["momentum_buffer"] + (1 - hp["dampening"]) * g
         st["momentum_buffer"] = b
-        g = g + mu * b if hp["nesterov"] else b
+        g = caution(g + mu * b if hp["nesterov"] else b, g)
     p -= hp["lr"] * g
 
 
-def sgdw(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+def sgd_cautious(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """SGD with the momentum's direction (after the sign and the L2 term) masked against g."""
+    sgd(p, g, st, hp, t, _caution)
+
+
+def sgdw(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int, caution: Callable[..., Array] = _as_is) -> None:
     """SGD with the weight decay taken out of the gradient and applied to the weights first."""
     p *= 1 - hp["lr"] * hp["weight_decay"]
-    sgd(p, g, st, {**hp, "weight_decay": 0.0}, t)
+    sgd(p, g, st, {**hp, "weight_decay": 0.0}, t, caution)
 
 
-def adam(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+def sgdw_cautious(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    sgdw(p, g, st, hp, t, _caution)
+
+
+def adam(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int, caution: Callable[..., Array] = _as_is) -> None:
     lr, (b1, b2), eps, wd = hp["lr"], hp["betas"], hp["eps"], hp["weight_decay"]
     g = -g if hp["maximize"] else g
     if hp.get("decoupled_weight_decay", False):
@@ -47,8 +69,12 @@ def adam(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
     if hp["amsgrad"]:
         v_hat = np.maximum(st.get("max_exp_avg_sq", np.zeros_like(p)), v)
         st["max_exp_avg_sq"] = v_hat
-    p -= lr / (1 - b1**t) * m / (np.sqrt(v_hat) / np.sqrt(1 - b2**t) + eps)
+    p -= lr / (1 - b1**t) * caution(m, g) / (np.sqrt(v_hat) / np.sqrt(1 - b2**t) + eps)
 
+
+def adam_cautious(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """Adam (and AdamW) with m masked against g (after the sign and Adam's L2 term)."""
+    adam(p, g, st, hp, t, _caution)
 
 
 def _signed(g: Array, hp: Hyper) -> Array:
@@ -187,12 +213,135 @@ def lars(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
     p -= v
 
 
-def lion(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+def lion(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int, caution: Callable[..., Array] = _as_is) -> None:
     lr, (b1, b2) = hp["lr"], hp["betas"]
     g = _signed(g, hp)
     m = st.get("exp_avg", np.zeros_like(p))
-    p -= lr * (np.sign(b1 * m + (1 - b1) * g) + hp["weight_decay"] * p)
+    p -= lr * (caution(np.sign(b1 * m + (1 - b1) * g), g) + hp["weight_decay"] * p)
     st["exp_avg"] = b2 * m + (1 - b2) * g
+
+
+def lion_cautious(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """Lion with sign(c) masked against g."""
+    lion(p, g, st, hp, t, _caution)
+
+
+def _lerp(a: Array, b: Array, w: float) -> Array:
+    """torch.lerp's a + w(b - a), evaluated from b's end when |w| >= 0.5 (so w = 1 gives b exactly)."""
+    return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
+
+
+def _schedule_free_weights(st: dict[str, Any], hp: Hyper, t: int) -> tuple[float, float]:
+    """Schedule-free's warmed-up lr and interpolation weight c of step t (Defazio et al. 2024,
+    Algorithm 1 with lr-power weighting); lr_max and weight_sum run in st."""
+    warmup = hp["warmup_steps"]
+    lr = hp["lr"] * (t / warmup if t <= warmup else 1.0)
+    st["lr_max"] = lr_max = max(st.get("lr_max", -1.0), lr)
+    weight = t ** hp["r"] * lr_max ** hp["weight_lr_power"]
+    st["weight_sum"] = st.get("weight_sum", 0.0) + weight
+    return lr, weight / st["weight_sum"] if st["weight_sum"] else 0.0
+
+
+def _schedule_free(p: Array, u: Array, st: dict[str, Any], lr: float, c: float, b1: float) -> None:
+    """y <- (1-c) y + c z - lr (1 - b1 (1-c)) u and z <- z - lr u, for p = y in train mode."""
+    z = st["z"]
+    p[...] = _lerp(p, z, c)
+    p += lr * (b1 * (1 - c) - 1) * u
+    z -= lr * u
+
+
+def schedule_free_adamw(p: Array, g: Array, st: dict[str, Any], hp: Hyper, t: int) -> None:
+    (b1, b2), eps = hp["betas"], hp["eps"]
+    g = _signed(g, hp)
+    st.setdefault("z", p.copy())
+    lr, c = _schedule_free_weights(st, hp, t)
+    v = b2 * st.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    st["exp_avg_sq"] = v
+    u = g / (np.sqrt(v / (1 - b2**t)) + eps) + hp["weight_decay"] * p
+    _schedule_free(p, u, st, lr, c, b1)
+
+
+def schedule_free_sgd(p: Array, g: Array, st: dict[str, Any], hp: Hyper, t: int) -> None:
+    st.setdefault("z", p.copy())
+    lr, c = _schedule_free_weights(st, hp, t)
+    _schedule_free(p, _signed(g, hp) + hp["weight_decay"] * p, st, lr, c, hp["momentum"])
+
+
+def schedule_free_switch(p: Array, st: dict[str, Any], beta: float, train: bool) -> None:
+    """Schedule-free's train() (p <- lerp(p, z, 1 - beta)) or eval() (p <- lerp(p, z, 1 - 1/beta))."""
+    p[...] = _lerp(p, st["z"], 1 - beta if train else 1 - 1 / beta)
+
+
+def adopt(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """ADOPT (Taniguchi et al. 2024, Algorithm 2 with clipping): the step normalizes g by the
+    second moment of the previous steps, which step 1 only initializes."""
+    lr, (b1, b2), wd = hp["lr"], hp["betas"], hp["weight_decay"]
+    g = _signed(g, hp)
+    if hp["weight_decouple"]:
+        p *= 1 - wd * (1.0 if hp["fixed_decay"] else lr)
+    else:
+        g = _l2(g, p, hp)
+    if t == 1:
+        st["exp_avg"], st["exp_avg_sq"] = np.zeros_like(p), g * g
+        return
+    v = st["exp_avg_sq"]
+    clip = t ** hp["clip_exponent"]
+    n = np.clip(g / np.maximum(np.sqrt(v), hp["eps"]), -clip, clip)
+    m = _lerp(st["exp_avg"], n, 1 - b1)
+    p -= lr * m
+    st["exp_avg"], st["exp_avg_sq"] = m, b2 * v + (1 - b2) * g * g
+
+
+def adan(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """Adan (Xie et al. 2022, Algorithm 1 as optax writes it: bias-corrected moments, decay
+    added to the update)."""
+    lr, (b1, b2, b3) = hp["lr"], hp["betas"]
+    g = _signed(g, hp)
+    diff = np.zeros_like(g) if t == 1 else g - st["prev_grad"]
+    m = b1 * st.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+    v = b2 * st.get("exp_avg_diff", np.zeros_like(p)) + (1 - b2) * diff
+    n = b3 * st.get("exp_avg_sq", np.zeros_like(p)) + (1 - b3) * (g + (1 - b2) * diff) ** 2
+    st["exp_avg"], st["exp_avg_diff"], st["exp_avg_sq"], st["prev_grad"] = m, v, n, g.copy()
+    u = (m / (1 - b1**t) + (1 - b2) * v / (1 - b2**t)) / (np.sqrt(n / (1 - b3**t) + hp["eps_root"]) + hp["eps"])
+    p -= lr * (u + hp["weight_decay"] * p)
+
+
+def ademamix(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int,
+             caution: Callable[..., Array] = _as_is) -> None:
+    """AdEMAMix (Pagliardini et al. 2024, Algorithm 1), with its α and β3 warmup schedulers
+    over t_alpha_beta3 steps when that is set (> 0)."""
+    lr, (b1, b2, b3), alpha, warmup = hp["lr"], hp["betas"], hp["alpha"], hp["t_alpha_beta3"]
+    if warmup:
+        s = t / warmup
+        alpha = min(s * alpha, alpha)
+        b3 = min(math.exp(math.log(b1) * math.log(b3) / ((1 - s) * math.log(b3) + s * math.log(b1))), b3)
+    g = _signed(g, hp)
+    m1 = b1 * st.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+    m2 = b3 * st.get("exp_avg_slow", np.zeros_like(p)) + (1 - b3) * g
+    v = b2 * st.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+    st["exp_avg"], st["exp_avg_slow"], st["exp_avg_sq"] = m1, m2, v
+    u = (caution(m1, g) / (1 - b1**t) + alpha * m2) / (np.sqrt(v / (1 - b2**t)) + hp["eps"])
+    p -= lr * (u + hp["weight_decay"] * p)
+
+
+def ademamix_cautious(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """AdEMAMix with the fast EMA m1 alone masked against g, as pytorch_optimizer.AdEMAMix(cautious=True)."""
+    ademamix(p, g, st, hp, t, _caution)
+
+
+def asgd(p: Array, g: Array, st: dict[str, Any], hp: Hyper, t: int) -> None:
+    """Averaged SGD (Polyak & Juditsky 1992) as torch.optim.ASGD: eta and mu in st are those of
+    the next step, eta_now the one this step used."""
+    lr, lambd = hp["lr"], hp["lambd"]
+    g = _l2(_signed(g, hp), p, hp)
+    eta, mu = st.get("eta", lr), st.get("mu", 1.0)
+    p *= 1 - lambd * eta
+    p -= eta * g
+    ax = st.get("ax", np.zeros_like(p))
+    st["ax"] = p.copy() if mu == 1 else ax + mu * (p - ax)
+    st["eta_now"] = eta
+    st["eta"] = lr / (1 + lambd * lr * t) ** hp["alpha"]
+    st["mu"] = 1 / max(1.0, t - hp["t0"])
 
 
 def lookahead(inner: Callable[..., None]) -> Callable[..., None]:

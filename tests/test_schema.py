@@ -23,8 +23,9 @@ from fastoptim._schema import schema_of
 from registry import CASES
 
 # Native rules that are not an optimizer's step: Lookahead's sync runs every k steps inside the
-# optimizer it wraps, whose own rule the benchmarks time.
-NOT_A_STEP = {"lookahead"}
+# optimizer it wraps, whose own rule the benchmarks time; Schedule-Free's switch runs at
+# train() and eval().
+NOT_A_STEP = {"lookahead", "schedule_free_switch"}
 
 OPTIMIZERS = sorted((c for c in vars(fo).values()
                      if isinstance(c, type) and issubclass(c, fo.Optimizer) and c is not fo.Optimizer),
@@ -35,6 +36,8 @@ def _rules_of(case: Any) -> set[str]:
     opt = case.cls([np.zeros(1)], **case.arg_sets[0])
     if isinstance(opt, fo.Lookahead):
         return {"lookahead", opt.optimizer._rule}
+    if isinstance(opt, (fo.ScheduleFreeAdamW, fo.ScheduleFreeSGD)):
+        return {"schedule_free_switch", opt._rule}
     return {opt._rule}
 
 
@@ -44,7 +47,12 @@ def test_signature_defaults_are_the_schema_defaults(cls: type[fo.Optimizer]) -> 
     expected = {**schema.defaults(), **cls._schema_defaults}
     signature = inspect.signature(cls)
     arguments = [p for p in signature.parameters.values()
-                 if p.name != "params" and p.kind is not inspect.Parameter.VAR_KEYWORD]  # **options: not hyper
+                 if p.name != "params" and p.kind is not inspect.Parameter.VAR_KEYWORD  # **options: not hyper
+                 # cautious chooses the rule (its _cautious_rule, of the same schema), it is no field of it
+                 and not (p.name == "cautious" and cls._cautious_rule is not None)]
+    if cls._cautious_rule is not None:  # off unless asked for, by name
+        cautious = signature.parameters["cautious"]
+        assert cautious.default is False and cautious.kind is inspect.Parameter.KEYWORD_ONLY, cls.__name__
     for p in arguments:
         assert p.name in expected, f"{cls.__name__}({p.name}=...) is not in the {schema.rule} schema"
         default = expected[p.name]
@@ -108,7 +116,7 @@ def test_every_native_rule_is_tested_and_benchmarked() -> None:
     tested = set().union(*(_rules_of(case) for case in CASES))
     assert native == tested, f"no registry row: {native - tested}; no such rule: {tested - native}"
     assert all(hasattr(reference, rule) for rule in native), [r for r in native if not hasattr(reference, r)]
-    benched = {getattr(fo, r.fo_class)._rule for r in _bench.RULES.values()}
+    benched = {r.make_fastoptim([np.zeros(1)])._rule for r in _bench.RULES.values()}  # cautious=True: its own rule
     assert native - NOT_A_STEP == benched, f"no bench row: {native - NOT_A_STEP - benched}"
     # bench/cpp/microbench.cpp steps every rule of rule_table() that reads gradients.
     assert {r for r in native if _core.rules()[r]["needs_grad"]} == native - NOT_A_STEP
@@ -133,13 +141,31 @@ PASSES = {
     ("LAMB", ()): ((4, 2), (3, 1)),  # norms: p, g, m, v -> m, v; update: p, m, v -> p
     ("LARS", ()): ((2, 0), (3, 2)),  # norms: p, g; update: p, g, b -> p, b
     ("Lion", ()): ((3, 2),),
+    ("ASGD", ()): ((3, 2),),  # p, g, ax -> p, ax
+    ("ADOPT", ()): ((4, 3),),
+    ("Adan", ()): ((6, 5),),  # p, g, m, s, n, g_prev -> p, m, s, n, g_prev
+    ("AdEMAMix", ()): ((5, 4),),  # p, g, m1, v, m2 -> p, m1, v, m2
+    ("ScheduleFreeAdamW", ()): ((4, 3),),  # p, g, z, v -> p, z, v
+    ("ScheduleFreeSGD", ()): ((3, 2),),  # p, g, z -> p, z
+    # Cautious: a first sweep counts the agreeing components, reading p, g and every slot in use
+    # and writing nothing; the second is the plain rule's.
+    ("Adam", (("cautious", True),)): ((4, 0), (4, 3)),
+    ("Adam", (("amsgrad", True), ("cautious", True))): ((5, 0), (5, 4)),
+    ("AdamW", (("cautious", True),)): ((4, 0), (4, 3)),
+    ("SGD", (("cautious", True),)): ((2, 0), (2, 1)),  # no momentum, nothing to mask: the count still runs
+    ("SGD", (("momentum", 0.9), ("cautious", True))): ((3, 0), (3, 2)),
+    ("SGDW", (("momentum", 0.9), ("weight_decay", 0.1), ("cautious", True))): ((3, 0), (3, 2)),
+    ("Lion", (("cautious", True),)): ((3, 0), (3, 2)),
+    ("AdEMAMix", (("cautious", True),)): ((5, 0), (5, 4)),
 }
 
 
 @pytest.mark.parametrize(("name", "kwargs"), list(PASSES), ids=[f"{n}{dict(k)}" for n, k in PASSES])
 def test_step_passes_follow_from_the_slots_used(name: str, kwargs: tuple[tuple[str, Any], ...]) -> None:
     opt = getattr(fo, name)([np.zeros(1)], **dict(kwargs))
-    assert opt._schema.passes(opt.param_groups[0]) == PASSES[name, kwargs]
+    # the optimizer's own rule: a cautious one shares the class's schema, not its sweeps
+    assert opt._schema.passes(opt.param_groups[0], opt._rule) == PASSES[name, kwargs]
+    assert PASSES[name, kwargs][-1] == opt._schema.passes(opt.param_groups[0])[-1]  # its last is the plain rule's
 
 
 def test_step_passes_refuses_what_no_rule_has() -> None:

@@ -14,7 +14,9 @@ TORCH_CASES = [c for c in CASES if c.torch_name]
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 # torch keeps NAdam's running product of momentum coefficients (mu_product) in a float32
 # tensor even for float64 parameters; ours is a double, so float64 results differ by ~1e-9.
-LOOSER = {("nadam", np.float64): dict(rtol=1e-8, atol=1e-9)}
+# ASGD's eta is such a float32 tensor too (6e-8 relative), so each step's move eta·g carries 6e-8
+# of itself: 20 steps of lr <= 0.1 on O(1) gradients differ by up to ~4e-8 in float64.
+LOOSER = {("nadam", np.float64): dict(rtol=1e-8, atol=1e-9), ("asgd", np.float64): dict(rtol=1e-7, atol=1e-7)}
 
 
 def _torch_kwargs(kwargs):

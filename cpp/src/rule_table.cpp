@@ -41,6 +41,7 @@ RuleInfo info_of(RuleId id) {
                     Rule::clock,
                     Rule::norms,
                     Rule::measured_slots,
+                    Rule::measure_reads_state,
                     Rule::update_reads_grad,
                     Rule::needs_grad,
                     sizeof(typename Rule::template Coeffs<float>),
@@ -92,7 +93,9 @@ std::vector<bool> slots_used(const RuleInfo& rule, const std::vector<double>& ro
 std::vector<Pass> step_passes(const RuleInfo& rule, int slots_used) {
     std::vector<Pass> passes;
     const int grad = rule.needs_grad ? 1 : 0;
-    if (rule.norms > 0) passes.push_back({1 + grad + rule.measured_slots, rule.measured_slots});
+    if (rule.norms > 0)
+        passes.push_back({1 + grad + rule.measured_slots + (rule.measure_reads_state ? slots_used : 0),
+                          rule.measured_slots});
     const int update_grad = rule.norms > 0 && !rule.update_reads_grad ? 0 : grad;
     passes.push_back({1 + update_grad + slots_used, 1 + slots_used - (rule.norms > 0 ? rule.measured_slots : 0)});
     return passes;

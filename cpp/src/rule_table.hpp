@@ -22,6 +22,7 @@ struct RuleInfo {
     ClockScope clock;
     int norms;
     int measured_slots;               // state slots the norm pass reads and writes
+    bool measure_reads_state;         // the norm pass reads every slot in use, writing none
     bool update_reads_grad;
     bool needs_grad;
     std::size_t coeffs_f32_size, coeffs_f64_size;

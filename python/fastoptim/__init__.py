@@ -36,25 +36,32 @@ from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adam_variants import Adamax, NAdam, RAdam
+from .asgd import ASGD
 from .layerwise import LAMB, LARS
 from .lion import Lion
 from .lookahead import Lookahead, Ranger
+from .mixed_moments import ADOPT, Adan, AdEMAMix
 from .optimizer import Optimizer, ParamGroup
 from .rmsprop import RMSprop
 from .rprop import Rprop
+from .schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from .sgd import SGD, SGDW
 
 __all__ = [
+    "ADOPT",
+    "ASGD",
     "LAMB",
     "LARS",
     "SGD",
     "SGDW",
+    "AdEMAMix",
     "AdaBound",
     "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
+    "Adan",
     "Lion",
     "Lookahead",
     "NAdam",
@@ -62,6 +69,8 @@ __all__ = [
     "RMSprop",
     "Ranger",
     "Rprop",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "Optimizer",
     "ParamGroup",
     "StepInfo",

@@ -48,7 +48,7 @@ class Optimizer(Protocol):
 
     @property
     def _held(self) -> _Held: ...
-    _rule: ClassVar[str]
+    _rule: str
     _slots: ClassVar[tuple[str, ...]]
     _seeded_slots: ClassVar[tuple[str, ...]]
     _signed_slots: ClassVar[frozenset[str]]

@@ -116,9 +116,10 @@ class Schema:
         """The group as the native rule's row of doubles."""
         return [float(f.read(group)) for f in self.fields]
 
-    def passes(self, group: Mapping[str, Any]) -> tuple[tuple[int, int], ...]:
-        """(arrays read, arrays written) per element, for each sweep of a step of `group`."""
-        return tuple(step_passes(self.rule, len(self.needed_slots(group))))
+    def passes(self, group: Mapping[str, Any], rule: str | None = None) -> tuple[tuple[int, int], ...]:
+        """(arrays read, arrays written) per element, for each sweep of a step of `group`, by this
+        schema's rule or by `rule`, which shares it (a cautious variant)."""
+        return tuple(step_passes(rule or self.rule, len(self.needed_slots(group))))
 
     def needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]:
         """The state arrays a group with these settings uses."""

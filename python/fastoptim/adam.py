@@ -33,6 +33,7 @@ class Adam(Optimizer):
         amsgrad: keep the running maximum of v (default False).
         maximize: ascend the objective instead of descending (default False).
         decoupled_weight_decay: decay the weights directly, as AdamW does (default False).
+        cautious: drop the update's components that disagree in sign with g, rescale the rest (default False).
         options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
@@ -44,12 +45,15 @@ class Adam(Optimizer):
     """
 
     _rule = "adam"
+    _cautious_rule = "adam_cautious"
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 maximize: bool = False, decoupled_weight_decay: bool = False, **options: Any) -> None:
+                 maximize: bool = False, decoupled_weight_decay: bool = False, cautious: bool = False,
+                 **options: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay), **options)
+                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay),
+                         cautious=cautious, **options)
 
 
 class AdamW(Adam):
@@ -74,6 +78,7 @@ class AdamW(Adam):
         weight_decay: decoupled weight decay λ, >= 0 (default 1e-2).
         amsgrad: keep the running maximum of v (default False).
         maximize: ascend the objective instead of descending (default False).
+        cautious: drop the update's components that disagree in sign with g, rescale the rest (default False).
         options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
@@ -88,6 +93,6 @@ class AdamW(Adam):
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False, **options: Any) -> None:
+                 maximize: bool = False, cautious: bool = False, **options: Any) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True, **options)
+                         decoupled_weight_decay=True, cautious=cautious, **options)

@@ -27,6 +27,7 @@ class Lion(Optimizer):
         betas: (β1, β2), each in [0, 1) (default (0.9, 0.99)).
         weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
         maximize: ascend the objective instead of descending (default False).
+        cautious: drop the update's components that disagree in sign with g, rescale the rest (default False).
         options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``exp_avg``.
@@ -38,7 +39,10 @@ class Lion(Optimizer):
     """
 
     _rule = "lion"
+    _cautious_rule = "lion_cautious"
 
     def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
-                 weight_decay: float = 0.0, *, maximize: bool = False, **options: Any) -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize), **options)
+                 weight_decay: float = 0.0, *, maximize: bool = False, cautious: bool = False,
+                 **options: Any) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize),
+                         cautious=cautious, **options)

@@ -132,7 +132,9 @@ class Optimizer:
       autograd, which a NumPy step has no use for).
     """
 
-    _rule: ClassVar[str]
+    _rule: str  # the class's; an instance with cautious=True holds its _cautious_rule instead
+    # The rule of cautious=True (Liang et al. 2024; cautious.hpp), where the class offers it
+    _cautious_rule: ClassVar[str | None] = None
     _schema: ClassVar[Schema]
     # Defaults that differ from the rule's schema, for a class that shares a rule with another
     # (AdamW: Adam's rule, with weight decay 1e-2, decoupled). Its signature states the same.
@@ -152,6 +154,7 @@ class Optimizer:
             cls._signed_slots = cls._schema.signed_slots
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
+        self._choose_rule(options.pop("cautious", False))
         self._state_format = read_state_format(options)
         read = read_step_options(type(self).__name__, options)
         self._max_grad_norm, self._skip_nonfinite = read.max_grad_norm, read.skip_nonfinite
@@ -165,6 +168,20 @@ class Optimizer:
         for raw in raw_groups(params):
             groups.append(self._new_group(raw, groups))
         self._add_groups(groups)
+
+    def _choose_rule(self, cautious: Any) -> None:
+        check_bool("cautious", cautious)
+        if cautious:
+            if self._cautious_rule is None:
+                raise TypeError(f"cautious=True: {type(self).__name__} has no cautious variant (Adam, AdamW, SGD, "
+                                "SGDW, Lion and AdEMAMix have)")
+            self._rule = self._cautious_rule
+
+    @property
+    def cautious(self) -> bool:
+        """Whether each step drops the components of the update whose sign disagrees with the
+        gradient and rescales the rest by n/(k + 1) per array (``cautious=True``)."""
+        return self._rule == self._cautious_rule
 
     def _start_empty(self) -> None:
         self._edits = Edits()
@@ -857,10 +874,11 @@ class Optimizer:
                     "state": {name: dict(slots) for name, slots in held.states.items()}, "clocks": self._clocks(),
                     "options": (self._max_grad_norm, self._skip_nonfinite, self._ema_decay, self._ema_warmup),
                     "state_format": tuple(self._state_format), "counters": self._counters,
-                    "storage_sizes": self._storage_sizes,
+                    "storage_sizes": self._storage_sizes, "cautious": self.cautious,
                     "extras": tuple(self._current_extras())}
 
     def __setstate__(self, saved: Mapping[str, Any]) -> None:
+        self._choose_rule(saved.get("cautious", False))
         self.defaults = dict(saved["defaults"])
         options = tuple(saved.get("options", ())) + (None, False, None, False)[len(saved.get("options", ())):]
         self._max_grad_norm, self._skip_nonfinite, self._ema_decay, self._ema_warmup = options

@@ -30,6 +30,7 @@ class SGD(Optimizer):
         weight_decay: L2 penalty λ, >= 0 (default 0.0).
         nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0 (default False).
         maximize: ascend the objective instead of descending (default False).
+        cautious: with momentum, drop the components that disagree in sign with g, rescale the rest (default False).
         options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
@@ -41,11 +42,14 @@ class SGD(Optimizer):
     """
 
     _rule = "sgd"
+    _cautious_rule = "sgd_cautious"
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, **options: Any) -> None:
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, cautious: bool = False,
+                 **options: Any) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize), **options)
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize),
+                         cautious=cautious, **options)
 
     def _check_relations(self, group: Mapping[str, Any]) -> None:
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
@@ -74,6 +78,7 @@ class SGDW(SGD):
         weight_decay: decoupled weight decay λ, >= 0 (default 0.0).
         nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0 (default False).
         maximize: ascend the objective instead of descending (default False).
+        cautious: with momentum, drop the components that disagree in sign with g, rescale the rest (default False).
         options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
     State per parameter: ``momentum_buffer`` (when momentum ≠ 0).
@@ -85,3 +90,4 @@ class SGDW(SGD):
     """
 
     _rule = "sgdw"
+    _cautious_rule = "sgdw_cautious"

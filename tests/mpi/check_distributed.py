@@ -35,6 +35,7 @@ import fastoptim as fo  # noqa: E402
 from fastoptim.demo.mlp import MLP  # noqa: E402
 from fastoptim.distributed import DistributedOptimizer, ZeroRedundancyOptimizer, default_num_threads  # noqa: E402
 from fastoptim.distributed._common import share_of_cores  # noqa: E402
+from fastoptim.schedule_free import ScheduleFree  # noqa: E402
 from registry import CASES  # noqa: E402
 
 CHECKS: list[Callable[[Any], None]] = []
@@ -145,29 +146,59 @@ def _bits_case(comm: Any, case: Any, kwargs: dict[str, Any], dtype: Any, steps: 
     ddp_params, zero_params = copies(start), copies(start)
     ref_params = copies(make_params(dtype, seed=0))
     ddp = DistributedOptimizer(case.cls(groups_of(ddp_params, lr), **kwargs), comm, bucket_cap_mb=TINY)
-    zero = ZeroRedundancyOptimizer(groups_of(zero_params, lr), case.cls, comm, bucket_cap_mb=TINY, **kwargs)
+    # ZeRO refuses Schedule-Free (schedule_free_is_refused_by_zero_and_switched_by_ddp)
+    sharded = not issubclass(type(ddp.optimizer), ScheduleFree)
+    zero = ZeroRedundancyOptimizer(groups_of(zero_params, lr), case.cls, comm, bucket_cap_mb=TINY, **kwargs) \
+        if sharded else None
     ref = case.cls(groups_of(ref_params, lr), **kwargs)
     for step in range(steps):
         per_rank = [rank_grads(dtype, step, r, ref_params) for r in range(n)]
         mine = per_rank[rank]
         avg = average(per_rank)
         kept = {k: v.copy(order="K") for k, v in mine.items()}
-        zero.step(mine)
-        same(mine, kept, "ZeroRedundancyOptimizer left the gradients as they were")
+        if zero is not None:
+            zero.step(mine)
+            same(mine, kept, "ZeroRedundancyOptimizer left the gradients as they were")
         ddp.step(mine)
         ref.step(avg)
         same(mine, avg, f"{case.name}: DistributedOptimizer wrote the average into the gradients")
     label = f"{case.name} {kwargs} {np.dtype(dtype).name}"
     for (name, a), (_, b), (_, c) in zip(ddp_params, zero_params, ref_params):
         same(a, c, f"{label}: DistributedOptimizer params[{name!r}]")
-        same(b, c, f"{label}: ZeroRedundancyOptimizer params[{name!r}]")
+        if zero is not None:
+            same(b, c, f"{label}: ZeroRedundancyOptimizer params[{name!r}]")
     same(ddp.state_dict(), ref.state_dict(), f"{label}: DistributedOptimizer state")
-    full = zero.consolidated_state_dict(to=n - 1)
-    if rank == n - 1:
-        same(full, ref.state_dict(), f"{label}: consolidated ZeroRedundancyOptimizer state")
-    else:
-        assert full is None
-    same_on_every_rank(comm, [a for _, a in ddp_params] + [b for _, b in zero_params], label)
+    if zero is not None:
+        full = zero.consolidated_state_dict(to=n - 1)
+        if rank == n - 1:
+            same(full, ref.state_dict(), f"{label}: consolidated ZeroRedundancyOptimizer state")
+        else:
+            assert full is None
+    same_on_every_rank(comm, [a for _, a in ddp_params] + ([b for _, b in zero_params] if zero else []), label)
+
+
+@check
+def schedule_free_is_refused_by_zero_and_switched_by_ddp(comm: Any) -> None:
+    """ZeRO shards z, which train() and eval() move every parameter toward: it refuses
+    Schedule-Free alike on every rank. DistributedOptimizer's train() and eval() switch every
+    rank's parameters alike, and a step in eval mode raises on every rank before any message."""
+    params = {"w": np.ones(8, np.float32)}
+    raises_everywhere(comm, TypeError, "DistributedOptimizer, whose train", ZeroRedundancyOptimizer, params,
+                      fo.ScheduleFreeAdamW, comm)
+    mine = {"w": np.linspace(-1, 1, 8, dtype=np.float32)}
+    ddp = DistributedOptimizer(fo.ScheduleFreeAdamW(mine, lr=0.1), comm)
+    ref = fo.ScheduleFreeAdamW({"w": mine["w"].copy()}, lr=0.1)
+    grads = {"w": np.full(8, 0.5, np.float32)}
+    ddp.step({"w": grads["w"].copy()})
+    ref.step(grads)
+    ddp.eval()
+    ref.eval()
+    same(mine["w"], ref.param_groups[0]["params"][0], "DistributedOptimizer.eval()")
+    raises_everywhere(comm, RuntimeError, "eval mode", ddp.step, {"w": grads["w"].copy()})
+    ddp.train()
+    ref.train()
+    same(mine["w"], ref.param_groups[0]["params"][0], "DistributedOptimizer.train()")
+    same_on_every_rank(comm, [mine["w"]], "schedule-free switch")
 
 
 @check

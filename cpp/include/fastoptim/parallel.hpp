@@ -109,7 +109,7 @@ void measure_block(const typename Rule::template Coeffs<T>& c, const A& a, index
     V acc[n_norms][groups];
     for (auto& row : acc)
         for (V& v : row) v = V(T(0));
-    const Streams<T> streams = streams_of(a, prefetch, true, Rule::measured_slots);
+    const Streams<T> streams = streams_of(a, prefetch, true, Rule::measure_reads_state ? kMaxStateSlots : Rule::measured_slots);
     index_t i = lo;
     for (; i + kLanes <= hi; i += kLanes) {
         if (streams.count > 0 && i + Streams<T>::ahead + kLanes <= a.size) streams.template fetch<kLanes>(i);

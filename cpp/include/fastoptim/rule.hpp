@@ -96,9 +96,10 @@ FASTOPTIM_INLINE V load_grad(const A& a, index_t i) {
     return a.accumulated ? V::load(a.accumulated + i) + g : g;
 }
 // torch.lerp(ema, p, w), with torch's two forms (exact at both ends): ema stays p when it is p.
+// torch picks the form by |w|: Schedule-Free's switch lerps with negative weights.
 template <class V, class T>
 FASTOPTIM_INLINE V lerp_toward(const V& ema, const V& p, T w) {
-    return w < T(0.5) ? ema + V(w) * (p - ema) : p - (p - ema) * V(T(1) - w);
+    return (w < T(0.5) && w > T(-0.5)) ? ema + V(w) * (p - ema) : p - (p - ema) * V(T(1) - w);
 }
 template <class V, class A>
 FASTOPTIM_INLINE V load_state(const A& a, int slot, index_t i) {
@@ -141,7 +142,8 @@ struct RuleBase {
     static constexpr double scalar_high[1] = {0.0};
     static constexpr ClockScope clock = ClockScope::per_param;  // torch's choice
     static constexpr int norms = 0;         // per-array norms the update needs (LAMB, LARS)
-    static constexpr int measured_slots = 0;  // state slots the norm pass reads (prefetched)
+    static constexpr int measured_slots = 0;  // state slots the norm pass reads and writes (prefetched)
+    static constexpr bool measure_reads_state = false;  // the norm pass reads every slot, writing none (cautious)
     static constexpr bool update_reads_grad = true;  // else the update pass leaves g alone (LAMB)
     static constexpr bool needs_grad = true;
     template <class Hyper>

@@ -19,4 +19,16 @@
     X(Lamb)                        \
     X(Lars)                        \
     X(Lion)                        \
-    X(LookaheadSync)
+    X(LookaheadSync)               \
+    X(Asgd)                        \
+    X(Adopt)                       \
+    X(Adan)                        \
+    X(Ademamix)                    \
+    X(ScheduleFreeAdamw)           \
+    X(ScheduleFreeSgd)             \
+    X(ScheduleFreeSwitch)          \
+    X(AdamCautious)                \
+    X(LionCautious)                \
+    X(SgdCautious)                 \
+    X(SgdwCautious)                \
+    X(AdemamixCautious)

@@ -2,10 +2,14 @@
 #pragma once
 
 #include "rules/adabound.hpp"
+#include "rules/adan.hpp"
 #include "rules/adadelta.hpp"
 #include "rules/adagrad.hpp"
 #include "rules/adam.hpp"
 #include "rules/adamax.hpp"
+#include "rules/ademamix.hpp"
+#include "rules/adopt.hpp"
+#include "rules/asgd.hpp"
 #include "rules/lamb.hpp"
 #include "rules/lars.hpp"
 #include "rules/lion.hpp"
@@ -14,6 +18,7 @@
 #include "rules/radam.hpp"
 #include "rules/rmsprop.hpp"
 #include "rules/rprop.hpp"
+#include "rules/schedule_free.hpp"
 #include "rules/sgd.hpp"
 #include "rules/sgdw.hpp"
 

@@ -70,6 +70,10 @@ class NumpyOptimizer:
     def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
         raise NotImplementedError
 
+    def _caution(self, i: int, u: Array, g: Array) -> Array:
+        """The direction u as the step applies it: as it is (the cautious peers mask it)."""
+        return u
+
 
 def _ema(avg: Array, x: Array, beta: float, tmp: Array) -> None:
     """avg ← β·avg + (1 − β)·x, in place."""
@@ -84,6 +88,27 @@ def _ema_sq(avg: Array, x: Array, beta: float, tmp: Array) -> None:
     np.multiply(x, x, out=tmp)
     tmp *= 1.0 - beta
     avg += tmp
+
+
+def _caution(u: Array, g: Array, agree: np.ndarray, out: Array) -> Array:
+    """u·[u·g > 0]·n/(k + 1) into `out`, k the components that agree (Liang et al. 2024)."""
+    np.multiply(u, g, out=out)
+    np.greater(out, 0, out=agree)
+    np.multiply(u, agree, out=out)
+    out *= agree.size / (np.count_nonzero(agree) + 1)
+    return out
+
+
+class _Cautious(NumpyOptimizer):
+    """A peer with cautious updates: the masked direction and the mask, allocated once."""
+
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        super().__init__(params, hp)
+        self.agree = [np.empty(p.shape, dtype=bool) for p in self.params]
+        self.masked = [np.empty_like(p) for p in self.params]
+
+    def _caution(self, i: int, u: Array, g: Array) -> Array:
+        return _caution(u, g, self.agree[i], self.masked[i])
 
 
 class NpSGD(NumpyOptimizer):
@@ -105,12 +130,12 @@ class NpSGD(NumpyOptimizer):
                     b += tmp
                 else:
                     b += g
+            u = b
             if self.hp["nesterov"]:
                 np.multiply(b, mu, out=tmp)
                 tmp += g
-                g = tmp
-            else:
-                g = b
+                u = tmp
+            g = self._caution(i, u, g)
         np.multiply(g, lr, out=tmp)
         p -= tmp
 
@@ -148,7 +173,7 @@ class NpAdam(NumpyOptimizer):
             v = np.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
         np.sqrt(v, out=tmp)  # denominator, then the step
         tmp += k["eps"]
-        np.divide(m, tmp, out=tmp)
+        np.divide(self._caution(i, m, g), tmp, out=tmp)
         tmp *= k["step"]
         p -= tmp
 
@@ -424,8 +449,224 @@ class NpLion(NumpyOptimizer):
         np.multiply(g, 1 - b1, out=tmp2)
         tmp += tmp2
         np.sign(tmp, out=tmp)
+        u = self._caution(i, tmp, g)
         if wd:
             p *= 1 - lr * wd
-        tmp *= lr
-        p -= tmp
+        u *= lr
+        p -= u
         _ema(m, g, b2, tmp)
+
+
+class _NpScheduleFree(NumpyOptimizer):
+    """Schedule-Free's averaging weights and its move of y and z; subclasses put u in ``tmp``."""
+
+    slots: tuple[str, ...] = ("z",)
+    needs_second_tmp = True
+    uses_l2 = False  # λ·y goes into u, not into g
+
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        super().__init__(params, hp)
+        self.lr_max, self.weight_sum = -1.0, 0.0
+
+    def _beta(self) -> float:
+        raise NotImplementedError
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        hp = self.hp
+        lr = hp["lr"] * (t / hp["warmup_steps"]) if t - 1 < hp["warmup_steps"] else hp["lr"]
+        self.lr_max = max(lr, self.lr_max)
+        weight = t ** hp["r"] * self.lr_max ** hp["weight_lr_power"]
+        self.weight_sum += weight
+        c = weight / self.weight_sum if self.weight_sum else 0.0
+        return {"lr": lr, "c": c, "y_step": lr * (self._beta() * (1 - c) - 1)}
+
+    def _direction(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        z, tmp, tmp2 = self.state[i]["z"], self.tmp[i], self.tmp2[i]
+        if self.t == 1:
+            np.copyto(z, p)  # z starts as the parameter
+        self._direction(i, p, g, k)
+        if self.hp["weight_decay"]:  # u += λ·y
+            np.multiply(p, self.hp["weight_decay"], out=tmp2)
+            tmp += tmp2
+        np.subtract(z, p, out=tmp2)  # y ← y + c·(z − y) + y_step·u
+        tmp2 *= k["c"]
+        p += tmp2
+        np.multiply(tmp, k["y_step"], out=tmp2)
+        p += tmp2
+        tmp *= k["lr"]
+        z -= tmp
+
+
+class NpScheduleFreeAdamW(_NpScheduleFree):
+    slots = ("z", "exp_avg_sq")
+
+    def _beta(self) -> float:
+        return float(self.hp["betas"][0])
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        return {**super()._scalars(t), "inv_bias2": 1 / (1 - self.hp["betas"][1] ** t)}
+
+    def _direction(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        v, tmp = self.state[i]["exp_avg_sq"], self.tmp[i]
+        _ema_sq(v, g, self.hp["betas"][1], tmp)
+        np.multiply(v, k["inv_bias2"], out=tmp)  # u = g / (sqrt(v̂) + ε)
+        np.sqrt(tmp, out=tmp)
+        tmp += self.hp["eps"]
+        np.divide(g, tmp, out=tmp)
+
+
+class NpScheduleFreeSGD(_NpScheduleFree):
+    def _beta(self) -> float:
+        return float(self.hp["momentum"])
+
+    def _direction(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        np.copyto(self.tmp[i], g)
+
+
+class NpADOPT(NumpyOptimizer):
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        super().__init__(params, {**hp, "decoupled_weight_decay": hp["weight_decouple"]})
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        hp, st, tmp = self.hp, self.state[i], self.tmp[i]
+        (b1, b2), m, v = hp["betas"], st["exp_avg"], st["exp_avg_sq"]
+        if hp["weight_decouple"] and hp["weight_decay"]:
+            p *= 1 - hp["weight_decay"] * (1.0 if hp["fixed_decay"] else hp["lr"])
+        if self.t == 1:  # v ← g², the parameter stays
+            np.multiply(g, g, out=tmp)
+            v += tmp
+            return
+        np.sqrt(v, out=tmp)  # n = clip(g / max(sqrt(v), ε), ±t^e), with the previous v
+        np.maximum(tmp, hp["eps"], out=tmp)
+        np.divide(g, tmp, out=tmp)
+        bound = self.t ** hp["clip_exponent"]
+        np.clip(tmp, -bound, bound, out=tmp)
+        tmp -= m  # m ← m + (1 − β1)(n − m)
+        tmp *= 1 - b1
+        m += tmp
+        np.multiply(m, hp["lr"], out=tmp)
+        p -= tmp
+        _ema_sq(v, g, b2, tmp)
+
+
+class NpAdan(NumpyOptimizer):
+    slots = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad")
+    needs_second_tmp = True
+    uses_l2 = False
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        b1, b2, b3 = self.hp["betas"]
+        return {"inv_bias1": 1 / (1 - b1**t), "diff_scale": (1 - b2) / (1 - b2**t), "inv_bias3": 1 / (1 - b3**t)}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        hp, st, tmp, tmp2 = self.hp, self.state[i], self.tmp[i], self.tmp2[i]
+        (b1, b2, b3), m, s, n, prev = hp["betas"], st["exp_avg"], st["exp_avg_diff"], st["exp_avg_sq"], st["prev_grad"]
+        if self.t == 1:
+            np.copyto(prev, g)  # d = 0 on the first step
+        np.subtract(g, prev, out=tmp)  # d
+        _ema(s, tmp, b2, tmp2)
+        tmp *= 1 - b2  # n ← β3·n + (1 − β3)(g + (1 − β2)·d)²
+        tmp += g
+        _ema_sq(n, tmp, b3, tmp)
+        np.copyto(prev, g)
+        _ema(m, g, b1, tmp)
+        np.multiply(m, k["inv_bias1"], out=tmp)  # u = (m̂ + (1 − β2)·ŝ) / (sqrt(n̂ + ε_root) + ε)
+        np.multiply(s, k["diff_scale"], out=tmp2)
+        tmp += tmp2
+        np.multiply(n, k["inv_bias3"], out=tmp2)
+        tmp2 += hp["eps_root"]
+        np.sqrt(tmp2, out=tmp2)
+        tmp2 += hp["eps"]
+        tmp /= tmp2
+        if hp["weight_decay"]:
+            np.multiply(p, hp["weight_decay"], out=tmp2)
+            tmp += tmp2
+        tmp *= hp["lr"]
+        p -= tmp
+
+
+class NpAdEMAMix(NumpyOptimizer):
+    slots = ("exp_avg", "exp_avg_sq", "exp_avg_slow")
+    needs_second_tmp = True
+    uses_l2 = False
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        hp = self.hp
+        (b1, b2, b3), alpha, horizon = hp["betas"], hp["alpha"], hp["t_alpha_beta3"]
+        if horizon > 0:  # the paper's warmups of α and β3
+            alpha = min(t * alpha / horizon, alpha)
+            if b3:
+                s, log1, log3 = t / horizon, math.log(b1), math.log(b3)
+                b3 = min(math.exp(log1 * log3 / ((1 - s) * log3 + s * log1)), b3)
+        # (m1/(1-β1ᵗ) + α·m2) / (sqrt(v/(1-β2ᵗ)) + ε) = step · (m1 + α(1-β1ᵗ)·m2) / (sqrt(v) + ε·sqrt(1-β2ᵗ))
+        sqrt_bias2 = math.sqrt(1 - b2**t)
+        return {"beta3": b3, "slow": alpha * (1 - b1**t), "step": hp["lr"] * sqrt_bias2 / (1 - b1**t),
+                "eps": hp["eps"] * sqrt_bias2}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        hp, st, tmp, tmp2 = self.hp, self.state[i], self.tmp[i], self.tmp2[i]
+        (b1, b2, _), m1, v, m2 = hp["betas"], st["exp_avg"], st["exp_avg_sq"], st["exp_avg_slow"]
+        if hp["weight_decay"]:
+            p *= 1 - hp["lr"] * hp["weight_decay"]
+        _ema(m1, g, b1, tmp)
+        _ema_sq(v, g, b2, tmp)
+        _ema(m2, g, k["beta3"], tmp)
+        np.sqrt(v, out=tmp)
+        tmp += k["eps"]
+        np.multiply(m2, k["slow"], out=tmp2)
+        tmp2 += self._caution(i, m1, g)
+        tmp2 /= tmp
+        tmp2 *= k["step"]
+        p -= tmp2
+
+
+class NpASGD(NumpyOptimizer):
+    slots = ("ax",)
+
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        super().__init__(params, hp)
+        self.eta, self.mu = float(hp["lr"]), 1.0  # torch's: the next step's η and μ
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        hp, now = self.hp, {"eta": self.eta, "mu": self.mu}
+        self.eta = hp["lr"] / (1 + hp["lambd"] * hp["lr"] * t) ** hp["alpha"]
+        self.mu = 1 / max(1.0, t - hp["t0"])
+        return now
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        ax, tmp = self.state[i]["ax"], self.tmp[i]
+        p *= 1 - self.hp["lambd"] * k["eta"]  # p ← p(1 − λη) − ηg
+        np.multiply(g, k["eta"], out=tmp)
+        p -= tmp
+        if k["mu"] == 1:
+            np.copyto(ax, p)
+        else:  # ax ← ax + μ(p − ax)
+            np.subtract(p, ax, out=tmp)
+            tmp *= k["mu"]
+            ax += tmp
+
+
+
+class NpAdamWCautious(_Cautious, NpAdamW):
+    """AdamW with the mask of m·g > 0 on m."""
+
+
+class NpSGDCautious(_Cautious, NpSGD):
+    """SGD with the mask of (the momentum's direction)·g > 0, with momentum only."""
+
+
+class NpSGDWCautious(_Cautious, NpSGDW):
+    """SGDW with SGD's mask."""
+
+
+class NpLionCautious(_Cautious, NpLion):
+    """Lion with the mask of sign(c)·g > 0."""
+
+
+class NpAdEMAMixCautious(_Cautious, NpAdEMAMix):
+    """AdEMAMix with the mask of m1·g > 0 on m1 only."""

@@ -24,15 +24,26 @@ from .numpy_peer import (
     NpAdam,
     NpAdamax,
     NpAdamW,
+    NpAdamWCautious,
+    NpAdan,
+    NpAdEMAMix,
+    NpAdEMAMixCautious,
+    NpADOPT,
+    NpASGD,
     NpLAMB,
     NpLARS,
     NpLion,
+    NpLionCautious,
     NpNAdam,
     NpRAdam,
     NpRMSprop,
     NpRprop,
+    NpScheduleFreeAdamW,
+    NpScheduleFreeSGD,
     NpSGD,
+    NpSGDCautious,
     NpSGDW,
+    NpSGDWCautious,
     NumpyOptimizer,
 )
 
@@ -47,7 +58,9 @@ class Rule:
     numpy_class: type[NumpyOptimizer]
     torch_class: str | None = None
     deepspeed_adamw: bool | None = None  # DeepSpeedCPUAdam's mode, None where it has no twin
-    steady_after: int = 0  # steps before the steady state (RAdam rectifies from step 6)
+    # untimed steps before the steady state: RAdam rectifies from step 6, ASGD (t0=0) averages from
+    # step 3; ADOPT, Adan and Schedule-Free take their own first step
+    steady_after: int = 0
 
     def make_fastoptim(self, params: list[Array]) -> fo.Optimizer:
         cls: type[fo.Optimizer] = getattr(fo, self.fo_class)
@@ -62,7 +75,7 @@ class Rule:
     def passes(self) -> tuple[tuple[int, int], ...]:
         """(arrays read, arrays written) per sweep over the elements, from the rule's schema."""
         opt = self.make_fastoptim([np.zeros(1)])
-        return opt._schema.passes(opt.param_groups[0])
+        return opt._schema.passes(opt.param_groups[0], opt._rule)
 
     @property
     def bytes_per_element(self) -> int:
@@ -88,6 +101,17 @@ RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("lamb", "LAMB", dict(lr=1e-3), NpLAMB),
     Rule("lars", "LARS", dict(lr=1.0), NpLARS),
     Rule("lion", "Lion", dict(lr=1e-4), NpLion),
+    Rule("schedule_free_adamw", "ScheduleFreeAdamW", dict(lr=2.5e-3), NpScheduleFreeAdamW, steady_after=1),
+    Rule("schedule_free_sgd", "ScheduleFreeSGD", dict(lr=0.1), NpScheduleFreeSGD, steady_after=1),
+    Rule("adopt", "ADOPT", dict(lr=1e-3), NpADOPT, steady_after=1),
+    Rule("adan", "Adan", dict(lr=1e-3), NpAdan, steady_after=1),
+    Rule("ademamix", "AdEMAMix", dict(lr=1e-3), NpAdEMAMix),
+    Rule("asgd", "ASGD", dict(lr=1e-2, t0=0.0), NpASGD, "ASGD", steady_after=2),
+    Rule("adamw_cautious", "AdamW", dict(lr=1e-3, weight_decay=1e-2, cautious=True), NpAdamWCautious),
+    Rule("sgd_cautious", "SGD", dict(lr=1e-3, momentum=0.9, cautious=True), NpSGDCautious),
+    Rule("sgdw_cautious", "SGDW", dict(lr=1e-3, momentum=0.9, weight_decay=1e-2, cautious=True), NpSGDWCautious),
+    Rule("lion_cautious", "Lion", dict(lr=1e-4, cautious=True), NpLionCautious),
+    Rule("ademamix_cautious", "AdEMAMix", dict(lr=1e-3, cautious=True), NpAdEMAMixCautious),
 ]}
 
 

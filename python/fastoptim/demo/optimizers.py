@@ -24,6 +24,9 @@ class OptimizerSpec:
     label: str        # the name, with the settings, in the table and the plots
     lr: float         # the learning rate for the MLP (peak of the warmup-cosine schedule)
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # Schedule-Free: no learning-rate schedule (its own warmup instead), and the parameters
+    # switched to the average for evaluation (opt.eval(), then opt.train())
+    schedule_free: bool = False
 
     @property
     def name(self) -> str:
@@ -44,6 +47,8 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {spec.key: spec for spec in (
     OptimizerSpec("adam", "Adam", "Adam", 3e-3),
     OptimizerSpec("adamw", "AdamW", "AdamW (wd 0.05)", 3e-3, {"weight_decay": 0.05}),
     OptimizerSpec("radam", "RAdam", "RAdam", 3e-3),
+    OptimizerSpec("sfadamw", "ScheduleFreeAdamW", "Schedule-Free AdamW (wd 0.05)", 1e-2, {"weight_decay": 0.05},
+                  schedule_free=True),
     OptimizerSpec("lion", "Lion", "Lion (wd 0.1)", 3e-4, {"weight_decay": 0.1}),
     OptimizerSpec("ranger", "Ranger", "Ranger", 1e-2),
 )}

@@ -230,14 +230,21 @@ def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_si
     options: dict[str, Any] = {} if ema is None else {"ema_decay": ema, "ema_warmup": True}
     if state_dtype is not None:
         options["state_dtype"] = state_dtype
-    opt = spec.build(model.params, lr, max_grad_norm=math.inf if clip is None else clip, **options)
     n = len(split.y_train)
     steps_per_epoch = math.ceil(n / batch_size)
-    sched = WarmupCosineLR(opt, warmup_steps(epochs, steps_per_epoch), total_steps=epochs * steps_per_epoch)
+    warmup = warmup_steps(epochs, steps_per_epoch)
+    if spec.schedule_free:
+        options["warmup_steps"] = warmup
+    opt = spec.build(model.params, lr, max_grad_norm=math.inf if clip is None else clip, **options)
+    sched = None if spec.schedule_free else WarmupCosineLR(opt, warmup, total_steps=epochs * steps_per_epoch)
 
     def evaluate() -> tuple[float, float]:
-        return (model.loss(split.x_train, split.y_train),
-                float(np.mean(model.predict(split.x_test) == split.y_test)))
+        if spec.schedule_free:
+            opt.eval()  # the parameters hold the average x until train()
+        result = (model.loss(split.x_train, split.y_train), float(np.mean(model.predict(split.x_test) == split.y_test)))
+        if spec.schedule_free:
+            opt.train()
+        return result
 
     loss, accuracy = evaluate()
     losses, accuracies = [loss], [accuracy]
@@ -255,7 +262,8 @@ def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_si
             before = time.perf_counter()
             info = opt.step(grads)
             step_seconds += time.perf_counter() - before
-            sched.step()
+            if sched is not None:
+                sched.step()
             norms.append(info.grad_norm)
             clipped += clip is not None and info.grad_norm > clip
         train_seconds += time.perf_counter() - start

@@ -11,6 +11,7 @@ from .._forwarding import forwarded
 from .._step_options import StepInfo
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
+from ..schedule_free import ScheduleFree
 from ._base import DistributedBase
 from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, GradMeasure, broadcast_arrays
@@ -119,6 +120,20 @@ class DistributedOptimizer(DistributedBase):
     def swap_ema(self) -> Any:
         """The optimizer's :meth:`fastoptim.Optimizer.swap_ema` (every rank holds the whole EMA)."""
         return self.optimizer.swap_ema()
+
+    def train(self) -> None:
+        """A Schedule-Free optimizer's :meth:`~fastoptim.ScheduleFreeAdamW.train`, alike on every rank."""
+        self._schedule_free("train").train()
+
+    def eval(self) -> None:
+        """A Schedule-Free optimizer's :meth:`~fastoptim.ScheduleFreeAdamW.eval`, alike on every rank."""
+        self._schedule_free("eval").eval()
+
+    def _schedule_free(self, action: str) -> ScheduleFree:
+        if not isinstance(self.optimizer, ScheduleFree):
+            raise TypeError(f"{action}() switches a Schedule-Free optimizer between y and x; this wraps "
+                            f"{type(self.optimizer).__name__}")
+        return self.optimizer
 
     def accumulate(self, grads: Mapping[Any, np.ndarray | None] | Sequence[np.ndarray | None], *,
                    grad_scale: float | None = None) -> None:

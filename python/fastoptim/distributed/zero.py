@@ -17,6 +17,7 @@ from .._step_options import StepInfo, check_grad_scale
 from .._validation import check_disjoint
 from ..lookahead import Lookahead
 from ..optimizer import Optimizer
+from ..schedule_free import ScheduleFree
 from ._base import DistributedBase
 from ._common import check_options, compare_signatures, flat, node_info, raise_together, resolve_comm, set_rank_threads
 from ._exchange import Exchange, GradMeasure, broadcast_arrays
@@ -106,6 +107,10 @@ class ZeroRedundancyOptimizer(DistributedBase):
         try:
             if not callable(optimizer_class):
                 raise TypeError(f"optimizer_class must be a fastoptim optimizer class, got {optimizer_class!r}")
+            if isinstance(optimizer_class, type) and issubclass(optimizer_class, ScheduleFree):
+                raise TypeError(f"optimizer_class: {optimizer_class.__name__}'s train() and eval() move every "
+                                "parameter toward its state z, which ZeroRedundancyOptimizer shards; wrap it in "
+                                "DistributedOptimizer, whose train() and eval() run alike on every rank")
             options = check_options(max_grad_norm, bucket_cap_mb, reduction, num_threads)
             groups = _user_groups(params)
             self._refuse_bfloat16([n for _, names, _ in groups for n in names],

@@ -13,6 +13,7 @@
 #include <array>
 #include <cmath>
 
+#include "../cautious.hpp"
 #include "moments.hpp"
 
 namespace fastoptim {
@@ -72,8 +73,8 @@ struct Adam : RuleBase {
         return c;
     }
 
-    template <class V, class T, class A>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
+    template <class V, class T, class A, class Caution = NoCaution>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i, const Caution& caution = {}) {
         V p, g, m, v;
         advance_moments(c.moments, a, i, p, g, m, v);
         V v_hat = v;
@@ -82,8 +83,13 @@ struct Adam : RuleBase {
             store_state(a, 2, i, v_hat);
         }
         const V denom = sqrt(v_hat) * V(c.inv_sqrt_bias2) + V(c.eps);
-        store_param(a, i, p - V(c.step_size) * m / denom);
+        store_param(a, i, p - V(c.step_size) * caution(m, g) / denom);
     }
+};
+
+// Adam with cautious updates: the mask of m·g > 0 on m.
+struct AdamCautious : Cautious<Adam> {
+    static constexpr const char* name = "adam_cautious";
 };
 
 FASTOPTIM_TARGET_END

@@ -7,6 +7,7 @@
 
 #include <array>
 
+#include "../cautious.hpp"
 #include "../rule.hpp"
 #include "../schema.hpp"
 #include "../vec.hpp"
@@ -52,15 +53,20 @@ struct Lion : RuleBase {
                 h.maximize != 0 ? T(-1) : T(1)};
     }
 
-    template <class V, class T, class A>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
+    template <class V, class T, class A, class Caution = NoCaution>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i, const Caution& caution = {}) {
         const V p = load_param<V>(a, i);
         const V g = load_grad<V>(a, i) * V(c.grad_sign);
         const V m = load_state<V>(a, 0, i);
-        const V direction = sign(V(c.beta1) * m + V(c.one_minus_beta1) * g);
+        const V direction = caution(sign(V(c.beta1) * m + V(c.one_minus_beta1) * g), g);
         store_param(a, i, p - V(c.lr) * (direction + V(c.weight_decay) * p));
         store_state(a, 0, i, V(c.beta2) * m + V(c.one_minus_beta2) * g);
     }
+};
+
+// Lion with cautious updates: the mask of sign(c)·g > 0.
+struct LionCautious : Cautious<Lion> {
+    static constexpr const char* name = "lion_cautious";
 };
 
 FASTOPTIM_TARGET_END

@@ -8,6 +8,7 @@
 
 #include <array>
 
+#include "../cautious.hpp"
 #include "../rule.hpp"
 #include "../schema.hpp"
 #include "../vec.hpp"
@@ -67,8 +68,8 @@ struct Sgd : RuleBase {
         return c;
     }
 
-    template <class V, class T, class A>
-    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i) {
+    template <class V, class T, class A, class Caution = NoCaution>
+    static FASTOPTIM_INLINE void update(const Coeffs<T>& c, const A& a, index_t i, const Caution& caution = {}) {
         V p = load_param<V>(a, i);
         if (c.decays) p = p * V(c.decay);
         V g = load_grad<V>(a, i) * V(c.grad_sign);
@@ -76,10 +77,15 @@ struct Sgd : RuleBase {
         if (c.use_momentum) {
             const V buf = c.fresh ? g : V(c.buffer_keep) * load_state<V>(a, 0, i) + V(c.buffer_grad) * g;
             store_state(a, 0, i, buf);
-            g = c.nesterov ? g + V(c.momentum) * buf : buf;
+            g = caution(c.nesterov ? g + V(c.momentum) * buf : buf, g);
         }
         store_param(a, i, p - V(c.lr) * g);
     }
+};
+
+// SGD with cautious updates: the mask of (the momentum's direction)·g > 0, with momentum only.
+struct SgdCautious : Cautious<Sgd> {
+    static constexpr const char* name = "sgd_cautious";
 };
 
 FASTOPTIM_TARGET_END

@@ -26,5 +26,10 @@ struct Sgdw : Sgd {  // SGD's schema, slots and update; only the weight decay di
     }
 };
 
+// SGDW with cautious updates, as SGD's.
+struct SgdwCautious : Cautious<Sgdw> {
+    static constexpr const char* name = "sgdw_cautious";
+};
+
 FASTOPTIM_TARGET_END
 }  // namespace fastoptim

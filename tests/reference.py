@@ -309,9 +309,9 @@ def adan(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
 def ademamix(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int,
              caution: Callable[..., Array] = _as_is) -> None:
     """AdEMAMix (Pagliardini et al. 2024, Algorithm 1), with its α and β3 warmup schedulers
-    over t_alpha_beta3 steps when that is set (> 0)."""
+    over t_alpha_beta3 steps when that is set (> 0); from step t_alpha_beta3 on, α and β3 themselves."""
     lr, (b1, b2, b3), alpha, warmup = hp["lr"], hp["betas"], hp["alpha"], hp["t_alpha_beta3"]
-    if warmup:
+    if warmup and t < warmup:
         s = t / warmup
         alpha = min(s * alpha, alpha)
         b3 = min(math.exp(math.log(b1) * math.log(b3) / ((1 - s) * math.log(b3) + s * math.log(b1))), b3)
@@ -331,7 +331,7 @@ def ademamix_cautious(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: in
 
 def asgd(p: Array, g: Array, st: dict[str, Any], hp: Hyper, t: int) -> None:
     """Averaged SGD (Polyak & Juditsky 1992) as torch.optim.ASGD: eta and mu in st are those of
-    the next step, eta_now the one this step used."""
+    the next step, eta_now and mu_now the ones this step used."""
     lr, lambd = hp["lr"], hp["lambd"]
     g = _l2(_signed(g, hp), p, hp)
     eta, mu = st.get("eta", lr), st.get("mu", 1.0)
@@ -339,7 +339,7 @@ def asgd(p: Array, g: Array, st: dict[str, Any], hp: Hyper, t: int) -> None:
     p -= eta * g
     ax = st.get("ax", np.zeros_like(p))
     st["ax"] = p.copy() if mu == 1 else ax + mu * (p - ax)
-    st["eta_now"] = eta
+    st["eta_now"], st["mu_now"] = eta, mu
     st["eta"] = lr / (1 + lambd * lr * t) ** hp["alpha"]
     st["mu"] = 1 / max(1.0, t - hp["t0"])
 

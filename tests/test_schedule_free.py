@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import fastoptim as fo
 import reference
 from problems import make_problem
 from registry import CASES
@@ -148,3 +149,29 @@ def test_state_dict_carries_the_mode(case, kwargs):
     back.eval()
     back.load_state_dict(opt.state_dict())
     assert back.training is True
+
+
+@pytest.mark.parametrize(("case", "kwargs"), SETTINGS, ids=IDS)
+def test_lookahead_refuses_schedule_free(case, kwargs):
+    """Lookahead's slow weights would average the iterates again, behind train()/eval()."""
+    with pytest.raises(TypeError, match="averages its own iterates"):
+        fo.Lookahead(case.cls([np.zeros(3)], **kwargs))
+
+
+def test_the_weights_in_the_state_are_float32_for_bfloat16_parameters():
+    """z (and ASGD's average ax) hold weights: float32 for bfloat16 parameters by default, where
+    bfloat16 rounded to nearest would drop their small steps; state_dtype still decides."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    for cls, slot in ((fo.ScheduleFreeAdamW, "z"), (fo.ScheduleFreeSGD, "z"), (fo.ASGD, "ax")):
+        w = np.ones(8, ml_dtypes.bfloat16)
+        opt = cls([w], lr=1e-3)
+        grad = np.full(8, 1e-3, ml_dtypes.bfloat16)
+        opt.step([grad])
+        assert opt.state[0][slot].dtype == np.float32, cls.__name__
+        moved = opt.state[0][slot].copy()
+        opt.step([grad])
+        if slot == "z":  # z steps by lr·u, about 1e-6 here: kept in float32, lost in bfloat16
+            assert not np.array_equal(opt.state[0][slot], moved), cls.__name__
+        explicit = cls([np.ones(8, ml_dtypes.bfloat16)], lr=1e-3, state_dtype="bfloat16")
+        assert explicit.state[0][slot].dtype == np.uint16 or explicit.state[0][slot].dtype == ml_dtypes.bfloat16
+    assert fo.AdamW([np.ones(8, ml_dtypes.bfloat16)]).state[0]["exp_avg"].dtype == ml_dtypes.bfloat16  # moments

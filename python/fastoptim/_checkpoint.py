@@ -54,6 +54,7 @@ class Optimizer(Protocol):
     _signed_slots: ClassVar[frozenset[str]]
     _state_format: StateFormat
     _storage_sizes: dict[Hashable, int]
+    _state_holds_weights: ClassVar[bool]
 
     def _check_group(self, group: Mapping[str, Any]) -> None: ...
     def _needed_slots(self, group: Mapping[str, Any]) -> tuple[str, ...]: ...
@@ -180,7 +181,9 @@ def _check_entry(opt: Optimizer, name: Hashable, entry: Any, param: np.ndarray, 
             raise ValueError(f"{label}[{n!r}] must be a finite number in [{low}, {high}], got {v!r}")
 
     whole = opt._storage_sizes.get(name)  # a piece's whole array decides its layout
-    saved, storage = saved_format.storage(param, whole), opt._state_format.storage(param, whole)
+    weights = opt._state_holds_weights
+    saved = saved_format.storage(param, whole, weights)
+    storage = opt._state_format.storage(param, whole, weights)
     arrays: dict[str, np.ndarray] = {}
     for slot, value in entry.items():
         if slot == "step" or slot in scalar_names or (saved == "int8" and slot in [s + ABSMAX for s in opt._slots]):

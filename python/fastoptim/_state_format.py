@@ -59,11 +59,16 @@ class StateFormat(NamedTuple):
     def bfloat16(self) -> bool:
         return self.dtype == "bfloat16"
 
-    def storage(self, param: np.ndarray, size: int | None = None) -> str:
+    def storage(self, param: np.ndarray, size: int | None = None, holds_weights: bool = False) -> str:
         """How `param`'s state is stored: ``""`` (in its dtype, float32 or float64),
         ``"bfloat16"``, ``"int8"`` (for arrays of `size` elements, default its own, from
-        ``min_8bit_size``) or ``"float32"`` (a bfloat16 parameter's, in float32)."""
+        ``min_8bit_size``) or ``"float32"`` (a bfloat16 parameter's, in float32). State that
+        `holds_weights` (Schedule-Free's z, ASGD's average) is float32 for a bfloat16 parameter
+        unless state_dtype says otherwise: rounded to nearest bfloat16, its small steps would
+        be lost (as Lookahead's slow weights)."""
         own = "bfloat16" if is_bfloat16_param(param) else ""
+        if holds_weights and own and self.dtype is None:
+            return "float32"
         if self.dtype == "int8":
             return "int8" if (param.size if size is None else size) >= self.min_8bit_size else own
         if self.dtype == "float32":

@@ -34,8 +34,9 @@ class ASGD(Optimizer):
         maximize: ascend the objective instead of descending (default False).
         options: the options every optimizer takes (max_grad_norm, ema_decay, state_dtype, ...; see Optimizer).
 
-    State per parameter: ``ax``, and the running scalars ``eta`` and ``mu`` (torch's: the next
-    step's η and μ) and ``eta_now`` (this step's η).
+    State per parameter: ``ax`` (float32 for a bfloat16 parameter unless ``state_dtype`` says
+    otherwise: it averages weights), and the running scalars ``eta`` and ``mu`` (torch's: the next
+    step's η and μ) and ``eta_now`` and ``mu_now`` (this step's).
 
     Example:
         >>> w = np.zeros(3, dtype=np.float32)
@@ -44,6 +45,7 @@ class ASGD(Optimizer):
     """
 
     _rule = "asgd"
+    _state_holds_weights = True  # ax: float32 for bfloat16 parameters
 
     def __init__(self, params: Any, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
                  weight_decay: float = 0.0, *, maximize: bool = False, **options: Any) -> None:

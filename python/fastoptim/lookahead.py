@@ -16,6 +16,7 @@ from ._tracked import Edits, SlotDict
 from ._validation import check_disjoint, check_int, check_real, check_state_array, compute_dtype, is_bfloat16_param
 from .adam_variants import RAdam
 from .optimizer import Optimizer, _same_arrays
+from .schedule_free import ScheduleFree
 
 __all__ = ["Lookahead", "Ranger"]
 
@@ -85,6 +86,9 @@ class Lookahead:
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastoptim optimizer, got {type(optimizer).__name__}")
+        if isinstance(optimizer, ScheduleFree):
+            raise TypeError(f"optimizer: {type(optimizer).__name__} averages its own iterates (train()/eval()); "
+                            "Lookahead's slow weights would average them again, behind its switch")
         self.optimizer = optimizer
         self._k = check_int("k", k, low=1)
         self._alpha = check_real("alpha", alpha, low=0.0, high=1.0)

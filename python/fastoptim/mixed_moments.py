@@ -17,7 +17,7 @@ class ADOPT(Optimizer):
     .. math::
         g_t &\leftarrow \pm g_t + \lambda\theta_{t-1} \quad\text{(or }
             \theta_{t-1} \leftarrow \theta_{t-1}(1 - \lambda\gamma)\text{ with weight\_decouple)} \\
-        t = 1:&\quad v_1 \leftarrow g_1^2 \quad\text{(the parameter does not move)} \\
+        t = 1:&\quad v_1 \leftarrow g_1^2 \quad\text{(the parameter moves by the decoupled decay only)} \\
         t \ge 2:&\quad n_t = \operatorname{clip}\bigl(g_t / \max(\sqrt{v_{t-1}}, \epsilon),\ \pm t^{e}\bigr),\quad
             m_t \leftarrow m_{t-1} + (1-\beta_1)(n_t - m_{t-1}) \\
         &\quad \theta_t \leftarrow \theta_{t-1} - \gamma m_t,\quad v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2
@@ -104,7 +104,7 @@ class AdEMAMix(Optimizer):
     .. math::
         \alpha_t &= \min(t\alpha/T, \alpha),\quad
             \beta_{3,t} = \min\Bigl(\exp\frac{\ln\beta_1 \ln\beta_3}{(1 - t/T)\ln\beta_3 + (t/T)\ln\beta_1},
-            \beta_3\Bigr) \quad (\alpha, \beta_3 \text{ when } T = 0) \\
+            \beta_3\Bigr) \quad (\alpha, \beta_3 \text{ when } T = 0 \text{ or } t \ge T) \\
         m_{1,t} &\leftarrow \beta_1 m_{1,t-1} + (1-\beta_1) g_t,\quad
             m_{2,t} \leftarrow \beta_{3,t} m_{2,t-1} + (1-\beta_{3,t}) g_t,\quad
             v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\

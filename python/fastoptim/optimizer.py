@@ -135,6 +135,9 @@ class Optimizer:
     _rule: str  # the class's; an instance with cautious=True holds its _cautious_rule instead
     # The rule of cautious=True (Liang et al. 2024; cautious.hpp), where the class offers it
     _cautious_rule: ClassVar[str | None] = None
+    # The state holds weights, not moments (Schedule-Free's z, ASGD's average): float32 for a
+    # bfloat16 parameter by default (StateFormat.storage)
+    _state_holds_weights: ClassVar[bool] = False
     _schema: ClassVar[Schema]
     # Defaults that differ from the rule's schema, for a class that shares a rule with another
     # (AdamW: Adam's rule, with weight decay 1e-2, decoupled). Its signature states the same.
@@ -148,6 +151,8 @@ class Optimizer:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_rule" in cls.__dict__:
+            if "_cautious_rule" not in cls.__dict__:  # a new rule: the parent's variant is not its own
+                cls._cautious_rule = None
             cls._schema = schema_of(cls._rule)
             cls._slots = cls._schema.slot_names
             cls._seeded_slots = cls._schema.seeded_slots
@@ -400,7 +405,7 @@ class Optimizer:
         """How the state of `param` (named `name`) is stored: ``""``, ``"bfloat16"``, ``"int8"`` or
         ``"float32"`` (StateFormat.storage), decided by its whole array's size where it is a piece of one."""
         state_format = self._state_format if state_format is None else state_format
-        return state_format.storage(param, self._storage_sizes.get(name))
+        return state_format.storage(param, self._storage_sizes.get(name), self._state_holds_weights)
 
     def _new_slot(self, name: Hashable, param: np.ndarray, slot: str) -> dict[str, np.ndarray]:
         """Zeros for one state slot of `param` in this optimizer's layout (with its absmax for 8-bit state)."""

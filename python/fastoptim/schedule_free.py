@@ -23,6 +23,7 @@ class ScheduleFree(Optimizer):
     y (train) and x (eval)."""
 
     _momentum_key: ClassVar[tuple[str, int | None]]  # where a group keeps β: ("betas", 0) or ("momentum", None)
+    _state_holds_weights = True  # z: float32 for bfloat16 parameters
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
         self._train_mode = True
@@ -36,14 +37,12 @@ class ScheduleFree(Optimizer):
     def train(self) -> None:
         """Put y, where gradients are taken, back in the parameters: p ← lerp(p, z, 1 − β).
         A no-op in train mode, and for a parameter that has not stepped yet."""
-        if not self._train_mode:
-            self._switch(lambda beta: 1.0 - beta, True)
+        self._switch(lambda beta: 1.0 - beta, True)
 
     def eval(self) -> None:
         """Put the average x in the parameters, to evaluate or save them: p ← lerp(p, z, 1 − 1/β).
         A no-op in eval mode, and for a parameter that has not stepped yet."""
-        if self._train_mode:
-            self._switch(lambda beta: 1.0 - 1.0 / beta, False)
+        self._switch(lambda beta: 1.0 - 1.0 / beta, False)
 
     def _beta(self, group: Mapping[str, Any]) -> float:
         key, element = self._momentum_key
@@ -52,7 +51,9 @@ class ScheduleFree(Optimizer):
 
     def _switch(self, weight_of: Any, train: bool) -> None:
         """One native pass over the parameters that have stepped, each group with its own β."""
-        with self._lock:
+        with self._lock:  # the mode is read and changed under it: two eval() calls switch once
+            if self._train_mode == train:
+                return
             self._refuse_inside_step("train() and eval()")
             self._refuse_swapped("train() and eval()")
             self._refresh()
@@ -90,19 +91,22 @@ class ScheduleFree(Optimizer):
                                "call opt.train() before stepping (nothing was changed)")
 
     def step(self, grads: Any = None, *, grad_scale: float | None = None) -> Any:
-        self._refuse_eval_mode()
-        return super().step(grads, grad_scale=grad_scale)
+        with self._lock:  # re-entrant: no eval() from another thread between this check and the step
+            self._refuse_eval_mode()
+            return super().step(grads, grad_scale=grad_scale)
 
     step.__doc__ = Optimizer.step.__doc__
 
     def _step(self, grads: Any, grad_mult: float, max_norm: float | None, skip_nonfinite: bool,
               update_ema: bool = True) -> Any:
-        self._refuse_eval_mode()  # Lookahead and the distributed wrappers step through here
-        return super()._step(grads, grad_mult, max_norm, skip_nonfinite, update_ema)
+        with self._lock:  # the distributed wrappers step through here
+            self._refuse_eval_mode()
+            return super()._step(grads, grad_mult, max_norm, skip_nonfinite, update_ema)
 
     def _check_step(self, grads: Any) -> None:
-        self._refuse_eval_mode()  # before DistributedOptimizer's first message: every rank raises alike
-        super()._check_step(grads)
+        with self._lock:  # before DistributedOptimizer's first message: every rank raises alike
+            self._refuse_eval_mode()
+            super()._check_step(grads)
 
     def state_dict(self) -> dict[str, Any]:
         """As :meth:`Optimizer.state_dict`, with ``"train_mode"``: the mode the parameters were in."""
@@ -146,10 +150,11 @@ class ScheduleFreeAdamW(ScheduleFree):
     Call :meth:`eval` before evaluating or saving the parameters and :meth:`train` before the
     next step; unlike ``schedulefree``, a new optimizer starts in train mode (its ``train()``
     before the first step changes nothing there either). :meth:`step` refuses to run in eval mode.
-    z is a copy of the weights, not a moment: compressed state rounds it like the weights
-    themselves (with ``state_dtype="int8"``, steps below half a code's gap are lost), so prefer
-    float32 or bfloat16 state here. ``ZeroRedundancyOptimizer`` refuses these optimizers;
-    ``DistributedOptimizer`` forwards ``train()`` and ``eval()``.
+    z is a copy of the weights, not a moment: for bfloat16 parameters it is float32 unless
+    ``state_dtype`` says otherwise, and with ``state_dtype="int8"`` (or bfloat16 rounded to
+    nearest) its steps below half a code's gap are lost. ``ZeroRedundancyOptimizer`` and
+    ``Lookahead`` refuse these optimizers; ``DistributedOptimizer`` forwards ``train()`` and
+    ``eval()``.
 
     Args:
         params: arrays, a dict name -> array, or a list of group dicts.

@@ -14,6 +14,7 @@ that the distributed ones compute: ``(((g_0 + g_1) + g_2) + ...) / N`` in rank o
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import math
 import os
@@ -178,6 +179,14 @@ def _bits_case(comm: Any, case: Any, kwargs: dict[str, Any], dtype: Any, steps: 
 
 
 @check
+def ranks_that_differ_in_cautious_are_refused(comm: Any) -> None:
+    """cautious=True picks another native rule: DistributedOptimizer compares it across ranks."""
+    params = {"w": np.ones(8, np.float32)}
+    raises_everywhere(comm, ValueError, "native rule", DistributedOptimizer,
+                      fo.AdamW(params, cautious=comm.rank == 0), comm)
+
+
+@check
 def schedule_free_is_refused_by_zero_and_switched_by_ddp(comm: Any) -> None:
     """ZeRO shards z, which train() and eval() move every parameter toward: it refuses
     Schedule-Free alike on every rank. DistributedOptimizer's train() and eval() switch every
@@ -185,6 +194,8 @@ def schedule_free_is_refused_by_zero_and_switched_by_ddp(comm: Any) -> None:
     params = {"w": np.ones(8, np.float32)}
     raises_everywhere(comm, TypeError, "DistributedOptimizer, whose train", ZeroRedundancyOptimizer, params,
                       fo.ScheduleFreeAdamW, comm)
+    raises_everywhere(comm, TypeError, "DistributedOptimizer, whose train", ZeroRedundancyOptimizer, params,
+                      functools.partial(fo.ScheduleFreeSGD, momentum=0.5), comm)  # any callable building one
     mine = {"w": np.linspace(-1, 1, 8, dtype=np.float32)}
     ddp = DistributedOptimizer(fo.ScheduleFreeAdamW(mine, lr=0.1), comm)
     ref = fo.ScheduleFreeAdamW({"w": mine["w"].copy()}, lr=0.1)

@@ -598,7 +598,7 @@ class NpAdEMAMix(NumpyOptimizer):
     def _scalars(self, t: int) -> dict[str, float]:
         hp = self.hp
         (b1, b2, b3), alpha, horizon = hp["betas"], hp["alpha"], hp["t_alpha_beta3"]
-        if horizon > 0:  # the paper's warmups of α and β3
+        if 0 < t < horizon:  # the paper's warmups of α and β3
             alpha = min(t * alpha / horizon, alpha)
             if b3:
                 s, log1, log3 = t / horizon, math.log(b1), math.log(b3)

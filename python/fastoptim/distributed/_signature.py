@@ -55,7 +55,8 @@ def optimizer_items(optimizer: Any) -> list[tuple[str, Any]]:
     """A built optimizer: its class, groups, state slots and clocks."""
     core = core_of(optimizer)
     groups = [(g, g["param_names"], g["params"]) for g in optimizer.param_groups]
-    items: list[tuple[str, Any]] = [("optimizer", f"{type(optimizer).__qualname__}({type(core).__qualname__})")]
+    items: list[tuple[str, Any]] = [("optimizer", f"{type(optimizer).__qualname__}({type(core).__qualname__})"),
+                                    ("native rule (cautious=True picks its own)", core._rule)]
     items.extend(group_items(groups))
     state = optimizer.state
     for _, names, _ in groups:

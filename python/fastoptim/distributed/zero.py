@@ -46,6 +46,10 @@ def _probe(optimizer_class: Callable[..., Any], defaults: Mapping[str, Any]) -> 
     core = probe.optimizer if isinstance(probe, Lookahead) else probe
     if not isinstance(core, Optimizer):
         raise TypeError(f"optimizer_class must build a fastoptim optimizer, got {type(probe).__name__}")
+    if isinstance(core, ScheduleFree):
+        raise TypeError(f"optimizer_class: {type(core).__name__}'s train() and eval() move every parameter toward "
+                        "its state z, which ZeroRedundancyOptimizer shards; wrap it in DistributedOptimizer, whose "
+                        "train() and eval() run alike on every rank")
     rules = _core.rules()
     whole = core._rule not in rules or int(rules[core._rule]["norms"]) > 0
     return whole, _core.CODE_BLOCK if core.state_dtype == "int8" else ALIGN
@@ -107,10 +111,6 @@ class ZeroRedundancyOptimizer(DistributedBase):
         try:
             if not callable(optimizer_class):
                 raise TypeError(f"optimizer_class must be a fastoptim optimizer class, got {optimizer_class!r}")
-            if isinstance(optimizer_class, type) and issubclass(optimizer_class, ScheduleFree):
-                raise TypeError(f"optimizer_class: {optimizer_class.__name__}'s train() and eval() move every "
-                                "parameter toward its state z, which ZeroRedundancyOptimizer shards; wrap it in "
-                                "DistributedOptimizer, whose train() and eval() run alike on every rank")
             options = check_options(max_grad_norm, bucket_cap_mb, reduction, num_threads)
             groups = _user_groups(params)
             self._refuse_bfloat16([n for _, names, _ in groups for n in names],

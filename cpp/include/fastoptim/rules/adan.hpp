@@ -35,7 +35,7 @@ template <class T>
 struct AdanCoeffs {
     T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, beta3, one_minus_beta3;
     T inv_bias1, inv_bias2, inv_bias3, eps, eps_root, weight_decay, grad_sign;
-    bool first;
+    bool first;  // a fresh state: no previous gradient, d = 0
 };
 
 FASTOPTIM_TARGET_BEGIN
@@ -64,7 +64,7 @@ struct Adan : RuleBase {
         return {T(h.lr), T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2), T(h.beta3), T(1.0 - h.beta3),
                 T(1.0 / (1.0 - std::pow(h.beta1, t))), T(1.0 / (1.0 - std::pow(h.beta2, t))),
                 T(1.0 / (1.0 - std::pow(h.beta3, t))), T(h.eps), T(h.eps_root), T(h.weight_decay),
-                h.maximize != 0 ? T(-1) : T(1), clock.step == 1};
+                h.maximize != 0 ? T(-1) : T(1), clock.fresh};
     }
 
     template <class V, class T, class A>

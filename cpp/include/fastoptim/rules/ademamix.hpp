@@ -3,7 +3,7 @@
 // and β3 over t_alpha_beta3 steps; torch has no twin.
 //
 //   α_t = min(t·α/T, α);   β3_t = min(exp(ln β1·ln β3 / ((1 − t/T)·ln β3 + (t/T)·ln β1)), β3)
-//                          (α and β3 themselves when T = 0)
+//                          (α and β3 themselves when T = 0, and from t = T on)
 //   m1 ← β1·m1 + (1 − β1)·g;   m2 ← β3_t·m2 + (1 − β3_t)·g;   v ← β2·v + (1 − β2)·g²
 //   p ← p − γ·((m1/(1 − β1ᵗ) + α_t·m2) / (sqrt(v/(1 − β2ᵗ)) + ε) + λ·p)
 #pragma once
@@ -63,11 +63,12 @@ struct Ademamix : RuleBase {
     using Coeffs = AdemamixCoeffs<T>;
 
     // The paper's schedulers (its reference code's alpha_scheduler and beta3_scheduler).
+    // Past T both are their targets (the formula's pole lies past T when β1 > β3).
     static double alpha_at(const Hyper& h, double t) {
-        return h.t_alpha_beta3 > 0 ? std::min(t * h.alpha / h.t_alpha_beta3, h.alpha) : h.alpha;
+        return h.t_alpha_beta3 > 0 && t < h.t_alpha_beta3 ? t * h.alpha / h.t_alpha_beta3 : h.alpha;
     }
     static double beta3_at(const Hyper& h, double t) {
-        if (h.t_alpha_beta3 <= 0 || h.beta3 == 0.0) return h.beta3;
+        if (h.t_alpha_beta3 <= 0 || t >= h.t_alpha_beta3 || h.beta3 == 0.0) return h.beta3;
         const double s = t / h.t_alpha_beta3, log1 = std::log(h.beta1), log3 = std::log(h.beta3);
         return std::min(std::exp(log1 * log3 / ((1.0 - s) * log3 + s * log1)), h.beta3);
     }

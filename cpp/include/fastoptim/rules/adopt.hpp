@@ -2,7 +2,7 @@
 // Rate"), as pytorch-optimizer's ADOPT with its clipping schedule; torch has no twin.
 //
 //   g ← ±g;  p ← p·(1 − λ·(1 if fixed_decay else γ)) with weight_decouple, else g ← g + λ·p
-//   t = 1:  v ← v + g²                      (the parameter does not move)
+//   t = 1:  v ← v + g²                      (the parameter moves by the decoupled decay only)
 //   t ≥ 2:  n = clamp(g / max(sqrt(v), ε), −t^e, t^e)      (e = clip_exponent)
 //           m ← lerp(m, n, 1 − β1);  p ← p − γ·m;  v ← β2·v + (1 − β2)·g²
 //

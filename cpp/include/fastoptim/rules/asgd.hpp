@@ -51,26 +51,27 @@ struct Asgd : RuleBase {
         FASTOPTIM_FLAG(Hyper, maximize, "maximize"),
     }};
     static constexpr std::array<Slot, 1> slots = {{{"ax"}}};
-    // torch's eta and mu (this step's successors, as its state holds them), and this step's η.
-    static constexpr int scalars = 3;
-    static constexpr const char* scalar_names[3] = {"eta", "mu", "eta_now"};
-    static constexpr double scalar_init[3] = {0.0, 1.0, 0.0};
-    static constexpr double scalar_low[3] = {0.0, 0.0, 0.0};
-    static constexpr double scalar_high[3] = {kUnbounded, 1.0, kUnbounded};
+    // torch's eta and mu (the next step's, as its state holds them), and this step's η and μ:
+    // each computed a step ahead, with that step's lr and t0, as torch does.
+    static constexpr int scalars = 4;
+    static constexpr const char* scalar_names[4] = {"eta", "mu", "eta_now", "mu_now"};
+    static constexpr double scalar_init[4] = {0.0, 1.0, 0.0, 1.0};
+    static constexpr double scalar_low[4] = {0.0, 0.0, 0.0, 0.0};
+    static constexpr double scalar_high[4] = {kUnbounded, 1.0, kUnbounded, 1.0};
     template <class T>
     using Coeffs = AsgdCoeffs<T>;
 
     static void advance(const Hyper& h, const Clock& clock, double* scalars) {
         const double t = double(clock.step);
         scalars[2] = clock.step == 1 ? h.lr : scalars[0];
+        scalars[3] = clock.step == 1 ? 1.0 : scalars[1];
         scalars[0] = h.lr / std::pow(1.0 + h.lambd * h.lr * t, h.alpha);
         scalars[1] = 1.0 / std::max(1.0, t - h.t0);
     }
 
     template <class T>
     static Coeffs<T> fold(const Hyper& h, const Clock& clock) {
-        const double t = double(clock.step), eta = clock.scalars[2];
-        const double mu = clock.step == 1 ? 1.0 : 1.0 / std::max(1.0, t - 1.0 - h.t0);
+        const double eta = clock.scalars[2], mu = clock.scalars[3];
         return {T(1.0 - h.lambd * eta), T(eta), T(mu), T(h.weight_decay), h.maximize != 0 ? T(-1) : T(1), mu == 1.0};
     }
 

@@ -344,6 +344,72 @@ def asgd(p: Array, g: Array, st: dict[str, Any], hp: Hyper, t: int) -> None:
     st["mu"] = 1 / max(1.0, t - hp["t0"])
 
 
+
+def _rms(x: Array) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+
+
+def adafactor(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """Adafactor (Shazeer & Stern 2018) as torch.optim.Adafactor writes it: 1 − β2ₜ = t^τ
+    (τ = beta2_decay), the relative step ρₜ = min(lr, 1/√t) scaled by max(ε2, RMS(p)) of the
+    parameter before its decoupled decay p ← p(1 − lr·λ); the second moment of an array of two or
+    more dimensions factored over its last two (batched over the others): R, the mean of g² along
+    the last dimension, and C, along the one before, each an EMA, and V̂ = R·C / max(mean(R), ε1);
+    of a vector or a scalar, the EMA of g² itself. U = g / max(√V̂, ε1), clipped to
+    U / max(1, RMS(U)/d), over the whole array. eps is (ε1, ε2); ε1 None is float64's epsilon
+    (a caller checking float32 passes float32's)."""
+    lr, tau, (eps1, eps2), d, wd = hp["lr"], hp["beta2_decay"], hp["eps"], hp["d"], hp["weight_decay"]
+    eps1 = float(np.finfo(np.float64).eps) if eps1 is None else eps1
+    g = _signed(g, hp)
+    weight = t**tau
+    alpha = max(eps2, _rms(p)) * min(lr, 1 / t**0.5)
+    p *= 1 - lr * wd
+    if g.ndim >= 2:
+        row = _lerp(st.get("row_var", np.zeros(g.shape[:-1] + (1,))), np.mean(g * g, axis=-1, keepdims=True), weight)
+        col = _lerp(st.get("col_var", np.zeros(g.shape[:-2] + (1, g.shape[-1]))),
+                    np.mean(g * g, axis=-2, keepdims=True), weight)
+        st["row_var"], st["col_var"] = row, col
+        v = row * col / np.maximum(np.mean(row, axis=-2, keepdims=True), eps1)
+    else:
+        v = _lerp(st.get("variance", np.zeros_like(p)), g * g, weight)
+        st["variance"] = v
+    u = g / np.sqrt(np.maximum(v, eps1 * eps1))
+    p -= alpha / max(1.0, _rms(u) / d) * u
+
+
+def newton_schulz(m: Array, coefficients: tuple[float, float, float], steps: int, eps: float) -> Array:
+    """Muon's quintic Newton–Schulz iteration toward the orthogonal factor of m (2-D): X = m/‖m‖_F
+    (the norm at least eps), transposed when m is tall, then `steps` times
+    X ← aX + (bA + cA²)X with A = XXᵀ; in float64 (torch casts to bfloat16)."""
+    a, b, c = coefficients
+    x = m.T if m.shape[0] > m.shape[1] else m
+    x = x / max(float(np.linalg.norm(x)), eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if m.shape[0] > m.shape[1] else x
+
+
+def muon_lr(lr: float, adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
+    """Muon's learning rate for an A×B matrix: lr·√max(1, A/B) (None, "original"), or
+    0.2·lr·√max(A, B) ("match_rms_adamw")."""
+    rows, cols = shape[:2]
+    return lr * (0.2 * math.sqrt(max(rows, cols)) if adjust_lr_fn == "match_rms_adamw" else
+                 math.sqrt(max(1.0, rows / cols)))
+
+
+def muon(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """Muon (Jordan et al. 2024) as torch.optim.Muon: the buffer an EMA, B ← B + (1 − μ)(g − B)
+    (torch's lerp), the direction g + μ(B − g) with nesterov else B, orthogonalized by
+    newton_schulz; p ← p(1 − lr·λ) − muon_lr(lr)·O."""
+    lr, mu = hp["lr"], hp["momentum"]
+    buf = _lerp(st.get("momentum_buffer", np.zeros_like(p)), g, 1 - mu)
+    st["momentum_buffer"] = buf
+    direction = _lerp(g, buf, mu) if hp["nesterov"] else buf
+    o = newton_schulz(direction, hp["ns_coefficients"], hp["ns_steps"], hp["eps"])
+    p *= 1 - lr * hp["weight_decay"]
+    p -= muon_lr(lr, hp["adjust_lr_fn"], p.shape) * o
+
 def lookahead(inner: Callable[..., None]) -> Callable[..., None]:
     """Lookahead around the reference `inner`: hp carries k and alpha beside inner's settings."""
     def rule(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 import fastoptim as fo
 from fastoptim import _bench, _core, _omp
+from fastoptim._per_array import PerArrayOptimizer
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
@@ -192,6 +193,8 @@ def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert _bench.main(["--rules", "adam,nope"]) == 2
     assert "unknown rule nope" in capsys.readouterr().err
     assert _bench.main(["--sizes", "1e4,huge"]) == 2
+    assert _bench.main(["--sizes", "100x0"]) == 2
+    assert _bench.main(["--peers", "fastoptim,tensorflow"]) == 2
     assert _bench.main(["--repeats", "0"]) == 2
     assert _bench.main(["--help"]) == 0
     assert "--min-time" in capsys.readouterr().out
@@ -202,6 +205,14 @@ def test_sizes_and_model() -> None:
     model = _bench.parse_work("model")
     assert len(model.shapes) == 100 and model.elements == 8 * (256 * 256 + 256) + 42 * (64 * 64 + 64)
     assert _bench.parse_work("5e7").elements == 50_000_000 and _bench.parse_work("1234").label == "1234"
+    assert _bench.parse_work("7000x7000") == _bench.Work("7000x7000", ((7000, 7000),))
+    assert _bench.parse_work("1e3x2e2").shapes == ((1000, 200),)
+    # a rule that steps matrices (Adafactor) takes a size as a near-square matrix, other works as they are
+    assert _bench.parse_work("1e6").as_matrix().shapes == ((1000, 1000),)
+    assert _bench.parse_work("5e7").as_matrix().shapes == ((6250, 8000),)
+    assert _bench.parse_work("10007").as_matrix().shapes == ((1, 10007),)  # a prime
+    assert _bench.parse_work("model").as_matrix() == model
+    assert _bench.RULES["adafactor"].matrices and _bench.RULES["adafactor"].bytes_per_element == 24
 
 
 def test_alternation_gives_every_peer_the_same_steps() -> None:
@@ -236,10 +247,34 @@ def test_memory_guard_splits_peers_and_keeps_the_references() -> None:
 def test_every_rule_has_a_probe_traffic_and_a_fastoptim_class() -> None:
     for name, rule in _bench.RULES.items():
         opt = rule.make_fastoptim([np.zeros(2, np.float32)])
-        assert isinstance(opt, fo.Optimizer)
+        # a PerArrayOptimizer (Adafactor) has no schema: its Rule states its traffic
+        assert isinstance(opt, fo.Optimizer) or (isinstance(opt, PerArrayOptimizer) and rule.traffic), name
         # What the probe sweeps comes from the schema (tests/test_schema.py checks it against
         # each rule's formula): every benchmarked rule moves p and g at least.
         assert rule.bytes_per_element >= 4 * 3, name
+
+
+def test_adafactor_is_timed_on_matrices_beside_its_peers(tmp_path: Path) -> None:
+    """A PerArrayOptimizer through the whole run: sizes stepped as matrices, its own traffic for
+    the probe, every peer checked against it; `torch` stands for torch's three variants."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = _bench.main(["--rules", "adafactor", "--sizes", "1e3,20x30", "--peers", "fastoptim,probe,numpy,torch",
+                            "--repeats", "2", "--max-repeats", "2", "--min-time", "1e-6", "--warmup", "1",
+                            "--threads", "1", "--no-plot", "--out", str(tmp_path), "--omp-spin", "openmp"])
+    assert code == 0
+    document = json.loads((tmp_path / "bench.json").read_text())
+    assert document["peers"] == ["fastoptim", "probe", "numpy", "torch_forloop", "torch_foreach", "torch_fused"]
+    results = document["results"]
+    assert [(r["work"], r["shape"]) for r in results] == [("1e3", [25, 40]), ("20x30", [20, 30])]
+    for r in results:
+        assert r["traffic"] == [[2, 0], [1, 0], [2, 1]] and r["bytes_per_element"] == 24
+        assert {"fastoptim", "probe", "numpy"} <= set(r["peers"])
+        assert "steps_taken" not in r["peers"]["fastoptim"]  # no plan counts a PerArrayOptimizer's steps
+        for peer, stats in r["peers"].items():
+            if peer not in ("fastoptim", "probe"):
+                assert stats["deviation"] < 1e-3, peer
+        if HAS_TORCH:
+            assert {"torch_forloop", "torch_foreach"} <= set(r["peers"])
 
 
 def test_the_prefetch_ab_script_prints_a_row_per_size() -> None:
@@ -273,6 +308,25 @@ def test_the_training_loop_script_prints_a_row_per_setting_between_and_size(tmp_
     printed = [line.split() for line in run.stdout.splitlines() if line.split()[:1] in settings]
     assert len(printed) == len(rows)
     assert "NumPy's BLAS" in run.stdout
+
+
+def test_the_muon_newton_schulz_script_times_every_variant_per_shape_and_thread_count(tmp_path: Path) -> None:
+    """bench/muon_newton_schulz.py: the bare products, the iteration, fastoptim's step and torch's
+    (where importable), alternated, for each shape (wide and tall) and thread count."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "muon_newton_schulz.py"
+    out = tmp_path / "ns.json"
+    run = subprocess.run([sys.executable, str(script), "--shapes", "16x40,40x16", "--threads", "1,2", "--rounds", "2",
+                          "--min-rounds", "2", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["shape"], r["threads"]) for r in rows] == [([16, 40], 1), ([16, 40], 2), ([40, 16], 1), ([40, 16], 2)]
+    expected = {"matmuls", "ns", "step"} | ({"torch"} if HAS_TORCH else set())
+    for r in rows:
+        assert set(r["variants"]) == expected and r["rounds"] == 2
+        assert r["best_ratio"]["ns/matmuls"] == pytest.approx(r["variants"]["ns"]["best_ms"]
+                                                              / r["variants"]["matmuls"]["best_ms"])
+    assert sum(line.split()[:1] in (["16x40"], ["40x16"]) for line in run.stdout.splitlines()) == 4
 
 
 def test_pipeline_times_every_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

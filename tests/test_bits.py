@@ -94,3 +94,38 @@ def test_bfloat16_state_gives_the_same_bytes_everywhere(case, kwargs, restore_ru
                          ids=arg_id)
 def test_bfloat16_state_gives_the_same_bytes_whatever_the_alignment(case, kwargs, restore_runtime):
     _assert_same_everywhere(_offset_trajectory, case, kwargs, np.float32)
+
+
+# Adafactor and Muon step each array through the passes of matrix_passes.hpp: factored sums
+# over rows of every length (a vector body and a tail), a matrix big enough for two threads and
+# several blocks of rows, a batch of matrices, a vector, a scalar. Muon's Newton–Schulz products
+# are NumPy's BLAS, the same within this process whatever fastoptim's target and threads.
+MATRIX_SHAPES = {"big": (1100, 1000), "odd": (33, 31), "batch": (3, 17, 45), "vector": (10**5 + 3,), "scalar": ()}
+
+
+def _per_array_trajectory(make, shapes, dtype, target, threads, prefetch_above):
+    rng = np.random.default_rng(5)
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()} for _ in range(4)]
+    fo.set_target(target)
+    fo.set_num_threads(threads)
+    fo.set_prefetch_above(prefetch_above)
+    opt = make(params)
+    for g in grads:
+        opt.step({k: v for k, v in g.items() if k in opt.state})
+    state = [np.asarray(v).tobytes() for k in sorted(opt.state) for _, v in sorted(opt.state[k].items())]
+    return [params[k].tobytes() for k in sorted(params)] + state
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda p: fo.Adafactor(p, lr=0.05, weight_decay=0.1),
+    lambda p: fo.Adafactor(p, maximize=True, eps=(1e-20, 1e-3), max_grad_norm=1.0),
+    lambda p: fo.Muon({k: v for k, v in p.items() if v.ndim == 2}, lr=0.02),
+], ids=["adafactor", "adafactor-options", "muon"])
+def test_adafactor_and_muon_give_the_same_bytes_everywhere(make, dtype, restore_runtime):
+    runs = {(t, n, p): _per_array_trajectory(make, MATRIX_SHAPES, dtype, t, n, p)
+            for t, (n, p) in itertools.product(fo.available_targets(), SETTINGS)}
+    (first_key, first), *rest = runs.items()
+    for key, other in rest:
+        assert other == first, f"{key} differs from {first_key}"

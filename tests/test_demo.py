@@ -255,6 +255,76 @@ def test_missing_optimizers_are_skipped_or_refused(monkeypatch: pytest.MonkeyPat
         run._chosen(parser, argparse.Namespace(optimizers=[("ghost", None)]), note)
 
 
+# ---- Muon: MuonWithAdamW in the default list, without what it cannot do ---------------------------
+def test_muon_trains_the_matrices_and_adamw_the_biases(split: Split) -> None:
+    """The default list's "muon": Muon on the weight matrices, AdamW on the biases at the AdamW
+    row's settings, its rate following Muon's (--lr x0.5 or muon=LR move both); one epoch learns."""
+    muon, adamw = OPTIMIZERS["muon"], OPTIMIZERS["adamw"]
+    assert muon.class_name == "MuonWithAdamW" and muon.available
+    model = MLP([64, 16, 10], seed=0)
+    for lr in (muon.lr, muon.lr / 2):
+        opt = muon.build(model.params, lr)
+        assert sorted(opt.muon.state) == ["W0", "W1"] and sorted(opt.adamw.state) == ["b0", "b1"]
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([lr, adamw.lr * lr / muon.lr])
+        assert opt.param_groups[1]["weight_decay"] == adamw.kwargs["weight_decay"]
+    result = run.train(muon, muon.lr, split, epochs=1, seed=3)
+    assert result.train_loss[-1] < 0.5 * result.train_loss[0]
+    assert result.test_accuracy[-1] > 0.8 and result.grad_norm > 0
+
+
+def test_muon_runs_without_ema_and_state_dtype(split: Split, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """MuonWithAdamW has no EMA (no swap_ema) and no state_dtype (its AdamW half would take them
+    for the biases alone): train() refuses them, the command runs Muon without them and says so."""
+    muon = OPTIMIZERS["muon"]
+    with pytest.raises(ValueError, match="muon cannot train with --ema"):
+        run.train(muon, muon.lr, split, epochs=1, ema=0.9)
+    with pytest.raises(ValueError, match="muon cannot train with --state-dtype"):
+        run.train(muon, muon.lr, split, epochs=1, state_dtype="bfloat16")
+    out = str(tmp_path / "demo.png")
+    assert run.main(["--epochs", "1", "--optimizers", "adam,muon", "--batch-size", "256", "--ema", "0.9",
+                     "--out", out]) == 0
+    captured = capsys.readouterr()
+    assert "note: muon runs without --ema" in captured.err
+    rows = captured.out[captured.out.index("optimizer"):].splitlines()
+    assert rows[0].split()[6:8] == ["EMA", "acc"]
+    assert rows[2].startswith("Adam") and rows[2].split()[-5].endswith("%")  # EMA acc
+    assert rows[3].startswith("Muon") and rows[3].split()[-5] == "n/a"
+    assert run.main(["--epochs", "1", "--optimizers", "muon", "--batch-size", "256", "--state-dtype", "int8",
+                     "--out", out]) == 0
+    assert "note: muon runs without --state-dtype" in capsys.readouterr().err
+
+
+def test_muon_is_skipped_or_refused_where_it_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """bfloat16 weights (Muon steps float32 and float64 ones) and the landscape (a point is a
+    2-vector, no matrix): the default list skips Muon with a note, naming it is refused."""
+    parser = run.build_parser()
+    for argv, option in ((["--params-dtype", "bfloat16"], "--params-dtype bfloat16"),
+                         (["--landscape"], "--landscape")):
+        note = io.StringIO()
+        chosen = [spec.key for spec, _ in run._chosen(parser, parser.parse_args(argv), note)]
+        assert "muon" not in chosen and "adam" in chosen
+        assert f"skipping muon with {option}" in note.getvalue()
+        with pytest.raises(SystemExit) as exit_info:
+            run._chosen(parser, parser.parse_args([*argv, "--optimizers", "adam,muon"]), note)
+        assert exit_info.value.code == 2
+        assert f"'muon' cannot run with {option}" in capsys.readouterr().err
+    assert "muon" in [spec.key for spec, _ in run._chosen(parser, parser.parse_args([]), io.StringIO())]
+
+
+def test_landscape_default_list_runs_what_has_rates(capsys: pytest.CaptureFixture[str]) -> None:
+    """The landscape's default list holds the optimizers with a rate on every surface: Muon never,
+    and one without rates (Schedule-Free AdamW) only when given a rate."""
+    parser = run.build_parser()
+    chosen = [spec.key for spec, _ in run._chosen(parser, parser.parse_args(["--landscape"]), io.StringIO())]
+    assert chosen and all(landscape.has_rates(key) for key in chosen)
+    assert not landscape.has_rates("muon") and not landscape.has_rates("sfadamw")
+    given = run._chosen(parser, parser.parse_args(["--landscape", "--optimizers", "sfadamw=0.05"]), io.StringIO())
+    assert [(spec.key, lr) for spec, lr in given] == [("sfadamw", 0.05)]
+    assert "sfadamw" in [spec.key for spec, _ in
+                         run._chosen(parser, parser.parse_args(["--landscape", "--lr", "0.01"]), io.StringIO())]
+
+
 # ---- the landscape ------------------------------------------------------------------------------
 @pytest.mark.parametrize("surface", landscape.FUNCTIONS, ids=lambda s: s.name)
 def test_landscape_gradients_and_adam_reaches_the_minimum(surface: landscape.Surface) -> None:

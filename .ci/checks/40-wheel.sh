@@ -50,6 +50,13 @@ for cls in (fo.SGD, fo.Adam, fo.RAdam, fo.LAMB, fo.Lion):
     for _ in range(3):
         opt.step([rng.standard_normal(40_000).astype(np.float32)])
     digest.update(p.tobytes())
+# Adafactor's factored passes, with NumPy's element-wise and pairwise-sum code between them.
+# (Muon is left out: its Newton-Schulz products are BLAS's, whose bits follow the CPU.)
+m = rng.standard_normal((200, 200)).astype(np.float32)
+opt = fo.Adafactor([m], weight_decay=0.1)
+for _ in range(3):
+    opt.step([rng.standard_normal((200, 200)).astype(np.float32)])
+digest.update(m.tobytes())
 print(fo.get_target(), digest.hexdigest())
 PY
 native=$("$venv_python" trajectory.py)

@@ -14,6 +14,7 @@ struct Target {
     NormFunction norm;
     ScaleFunction scale;
     ProbeFunction probe;
+    MatrixFunction matrix;
     bool supported;  // the CPU and the operating system can run it
 };
 

@@ -6,6 +6,7 @@
 #include "cache.hpp"
 #include "grad_check.hpp"
 #include "grad_norm_binding.hpp"
+#include "matrix_binding.hpp"
 #include "plan.hpp"
 #include "probe_binding.hpp"
 #include "runtime.hpp"
@@ -176,4 +177,5 @@ PYBIND11_MODULE(_core, m) {
           "One read-modify-write sweep: read every array, write the first `writes` of them; trailing "
           "uint16 arrays beside float32 ones (bfloat16 state's bytes) are read and written.");
     bind_blockwise(m);
+    bind_matrix_passes(m);
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "fastoptim/grad_norm.hpp"
+#include "fastoptim/matrix_passes.hpp"
 #include "fastoptim/parallel.hpp"
 #include "fastoptim/rule_list.hpp"
 
@@ -56,12 +57,43 @@ struct ProbeRequest {
 };
 using ProbeFunction = bool (*)(const ProbeRequest&);  // false if reads/writes/halves are out of range
 
+// One element-wise pass of the rules whose step is not element-wise (matrix_passes.hpp), over
+// one array of float32 or float64 (`is_double`): the pointers are of that type.
+enum class MatrixPass : int {
+    factored_moments,    // Σp² -> param_sq; per-row and per-column Σu² -> rows_sq, cols_sq
+    factored_update_sq,  // Σu² -> update_sq
+    factored_apply,      // p ← p·decay − step·u
+    variance_moments,    // v advanced; Σp² -> param_sq, Σu² -> update_sq
+    variance_apply,      // p ← p·decay − step·u
+    muon_momentum,       // buffer advanced, out written; Σout² -> update_sq
+    decay_and_subtract,  // p ← p·decay − step·out
+};
+
+struct MatrixRequest {
+    MatrixPass pass;
+    bool is_double;
+    void* param;
+    const void* grad;
+    void* state;  // the variance, or Muon's momentum buffer
+    void* out;    // Muon's update
+    const void* row_inv;
+    const void* col_inv;
+    index_t batch, rows, cols, size;
+    double mult, inv_eps, eps_sq, weight, decay, step, momentum;
+    bool nesterov;
+    double* rows_sq;
+    double* cols_sq;
+    int threads;
+};
+using MatrixFunction = PassSums (*)(const MatrixRequest&);
+
 // Defined by cpp/src/kernels.cpp, compiled once per target with its own flags.
 #define FASTOPTIM_DECLARE_TARGET(name)       \
     PieceCounts step_##name(const StepRequest&); \
     GradMeasure norm_##name(const NormRequest&);  \
     void scale_##name(const ScaleRequest&);       \
-    bool probe_##name(const ProbeRequest&);
+    bool probe_##name(const ProbeRequest&);       \
+    PassSums matrix_##name(const MatrixRequest&);
 FASTOPTIM_DECLARE_TARGET(generic)
 #if defined(FASTOPTIM_X86)
 FASTOPTIM_DECLARE_TARGET(sse2)

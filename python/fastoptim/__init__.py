@@ -33,6 +33,7 @@ from ._state_format import bfloat16_dtype, dequantize_blockwise, quantize_blockw
 from ._step_options import StepInfo
 from .adabound import AdaBound
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adam_variants import Adamax, NAdam, RAdam
@@ -41,6 +42,7 @@ from .layerwise import LAMB, LARS
 from .lion import Lion
 from .lookahead import Lookahead, Ranger
 from .mixed_moments import ADOPT, Adan, AdEMAMix
+from .muon import Muon, MuonWithAdamW, split_for_muon
 from .optimizer import Optimizer, ParamGroup
 from .rmsprop import RMSprop
 from .rprop import Rprop
@@ -56,6 +58,7 @@ __all__ = [
     "SGDW",
     "AdEMAMix",
     "AdaBound",
+    "Adafactor",
     "Adadelta",
     "Adagrad",
     "Adam",
@@ -64,6 +67,8 @@ __all__ = [
     "Adan",
     "Lion",
     "Lookahead",
+    "Muon",
+    "MuonWithAdamW",
     "NAdam",
     "RAdam",
     "RMSprop",
@@ -79,6 +84,7 @@ __all__ = [
     "quantize_blockwise",
     "clip_grad_norm_",
     "get_total_norm",
+    "split_for_muon",
     "__version__",
     "distributed",
     "lr_scheduler",

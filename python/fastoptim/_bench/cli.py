@@ -42,6 +42,12 @@ def _csv(choices: Sequence[str], what: str) -> Callable[[str], list[str]]:
     return parse
 
 
+def _peers(text: str) -> list[str]:
+    """--peers: like any list, with ``torch`` standing for its three variants."""
+    torch = [p for p in PEERS if p.startswith("torch_")]
+    return _csv(PEERS, "peer")(",".join(",".join(torch) if t.strip() == "torch" else t for t in text.split(",")))
+
+
 def _sizes(text: str) -> list[Work]:
     works = [parse_work(t) for t in text.split(",") if t.strip()]
     if not works:
@@ -80,10 +86,12 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
     p.add_argument("--rules", type=_csv(list(RULES), "rule"), default=",".join(RULES) if full else "adam",
                    help="comma-separated rules, or all")
     p.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
-                   help="comma-separated element counts of one array (1e6), or 'model' (100 arrays, 0.7M elements)")
+                   help="comma-separated element counts of one array (1e6), one matrix's rows x columns "
+                        "(7000x7000), or 'model' (100 arrays, 0.7M elements)")
     p.add_argument("--dtypes", type=_csv(["float32", "float64"], "dtype"),
                    default="float32,float64" if full else "float32", help="float32, float64 or both")
-    p.add_argument("--peers", type=_csv(PEERS, "peer"), default=",".join(PEERS), help="which peers to run")
+    p.add_argument("--peers", type=_peers, default=",".join(PEERS),
+                   help="which peers to run (torch: torch_forloop, torch_foreach and torch_fused)")
     p.add_argument("--threads", type=_positive(int), default=fo.get_num_threads(),
                    help="threads for fastoptim, the probe and torch (fo.set_num_threads, torch.set_num_threads); "
                         "the default is fastoptim's (OMP_NUM_THREADS, else every core)")

@@ -670,3 +670,56 @@ class NpLionCautious(_Cautious, NpLion):
 
 class NpAdEMAMixCautious(_Cautious, NpAdEMAMix):
     """AdEMAMix with the mask of m1·g > 0 on m1 only."""
+
+
+class NpAdafactor(NumpyOptimizer):
+    """torch.optim.Adafactor: the row and column means of g² for a matrix (the last two
+    dimensions factored), the full g² average for a vector; RMS(p) before the weight decay."""
+
+    slots = ("row_var", "col_var", "variance")
+    uses_l2 = False
+
+    def _needed(self) -> tuple[str, ...]:
+        return ()
+
+    def __init__(self, params: Sequence[Array], hp: dict[str, Any]) -> None:
+        super().__init__(params, hp)
+        for p, st in zip(self.params, self.state):
+            if p.ndim >= 2:
+                st["row_var"] = np.zeros(p.shape[:-1] + (1,), p.dtype)
+                st["col_var"] = np.zeros(p.shape[:-2] + (1, p.shape[-1]), p.dtype)
+            else:
+                st["variance"] = np.zeros_like(p)
+
+    def _scalars(self, t: int) -> dict[str, float]:
+        lr = self.hp["lr"]
+        return {"weight": t ** self.hp["beta2_decay"], "rho": min(lr, 1 / t**0.5),
+                "decay": 1 - lr * self.hp["weight_decay"]}
+
+    def _update(self, i: int, p: Array, g: Array, k: dict[str, float]) -> None:
+        hp, st, tmp = self.hp, self.state[i], self.tmp[i]
+        eps1 = float(np.finfo(p.dtype).eps) if hp["eps"][0] is None else hp["eps"][0]
+        root_n = math.sqrt(p.size)
+        alpha = max(hp["eps"][1], _norm(p) / root_n) * k["rho"]
+        if p.ndim >= 2:
+            row_var, col_var = st["row_var"], st["col_var"]
+            np.multiply(g, g, out=tmp)
+            row_var += k["weight"] * (tmp.mean(axis=-1, keepdims=True) - row_var)
+            col_var += k["weight"] * (tmp.mean(axis=-2, keepdims=True) - col_var)
+            rows = row_var / np.maximum(row_var.mean(axis=-2, keepdims=True), eps1)
+            np.multiply(rows, col_var, out=tmp)  # v̂ = R·C / max(mean(R), ε₁)
+        else:
+            variance = st["variance"]
+            np.multiply(g, g, out=tmp)
+            tmp -= variance
+            tmp *= k["weight"]
+            variance += tmp
+            np.copyto(tmp, variance)
+        np.maximum(tmp, eps1 * eps1, out=tmp)  # u = g / sqrt(max(v̂, ε₁²))
+        np.sqrt(tmp, out=tmp)
+        np.divide(g, tmp, out=tmp)
+        scale = alpha / max(1.0, _norm(tmp) / (root_n * hp["d"]))
+        if hp["weight_decay"]:
+            p *= k["decay"]
+        tmp *= -scale if hp["maximize"] else scale  # maximize: -g gives -u (and the same v̂)
+        p -= tmp

@@ -138,9 +138,11 @@ class _Env:
         grads = [g.copy() for g in grads0]  # each peer its own gradients: no peer reads another's cache
         if peer == "fastoptim":
             opt = rule.make_fastoptim(params)
+            if not isinstance(opt, fo.Optimizer):  # a PerArrayOptimizer (Adafactor): no plan, no backoff to count
+                return Running(functools.partial(opt.step, grads), params, [opt, grads])
 
             def thread_use() -> tuple[int, int]:
-                plan = opt._plan
+                plan = getattr(opt, "_plan", None)
                 return (plan.steps_done(0), plan.steps_alone) if plan is not None else (0, 0)
 
             return Running(functools.partial(opt.step, grads), params, [opt, grads], thread_use)

@@ -3,7 +3,13 @@
 :data:`RULES` names each configuration the benchmark can run: the fastoptim class and keyword
 arguments every peer gets, the NumPy peer's class, the torch.optim and DeepSpeed twins where
 they exist. What a step reads and writes, from which the bandwidth probe sweeps the same bytes,
-comes from the rule's schema (``passes``).
+comes from the rule's schema (``passes``), or, for the rules that step each array on its own
+(:class:`~fastoptim._per_array.PerArrayOptimizer`: Adafactor), from the rule's ``traffic``.
+
+Adafactor's row is ``matrices=True``: the benchmark steps a size of N elements as a near-square
+matrix (:meth:`~fastoptim._bench.workloads.Work.as_matrix`), since its factored path, the one
+worth timing, takes 2-D arrays. Its three passes over a matrix read p and g (Σp², the row and
+column sums of g²), then g (Σu²), then p and g, writing p: 24 bytes per float32 element.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import numpy as np
 
 import fastoptim as fo
 
+from .._per_array import PerArrayOptimizer
 from .numpy_peer import (
     Array,
     NpAdaBound,
     NpAdadelta,
+    NpAdafactor,
     NpAdagrad,
     NpAdam,
     NpAdamax,
@@ -61,9 +69,13 @@ class Rule:
     # untimed steps before the steady state: RAdam rectifies from step 6, ASGD (t0=0) averages from
     # step 3; ADOPT, Adan and Schedule-Free take their own first step
     steady_after: int = 0
+    # (arrays read, arrays written) per sweep, for a rule without a schema (a PerArrayOptimizer)
+    traffic: tuple[tuple[int, int], ...] | None = None
+    # steps 2-D arrays: a size of N elements is benchmarked as a near-square matrix
+    matrices: bool = False
 
-    def make_fastoptim(self, params: list[Array]) -> fo.Optimizer:
-        cls: type[fo.Optimizer] = getattr(fo, self.fo_class)
+    def make_fastoptim(self, params: list[Array]) -> fo.Optimizer | PerArrayOptimizer:
+        cls: type[fo.Optimizer | PerArrayOptimizer] = getattr(fo, self.fo_class)
         return cls(params, **self.kwargs)
 
     def hyper(self) -> dict[str, Any]:
@@ -73,8 +85,13 @@ class Rule:
 
     @property
     def passes(self) -> tuple[tuple[int, int], ...]:
-        """(arrays read, arrays written) per sweep over the elements, from the rule's schema."""
+        """(arrays read, arrays written) per sweep over the elements: ``traffic`` where set, else
+        from the rule's schema."""
+        if self.traffic is not None:
+            return self.traffic
         opt = self.make_fastoptim([np.zeros(1)])
+        if not isinstance(opt, fo.Optimizer):
+            raise TypeError(f"{self.name}: {self.fo_class} has no schema; give its Rule a traffic")
         return opt._schema.passes(opt.param_groups[0], opt._rule)
 
     @property
@@ -112,6 +129,8 @@ RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("sgdw_cautious", "SGDW", dict(lr=1e-3, momentum=0.9, weight_decay=1e-2, cautious=True), NpSGDWCautious),
     Rule("lion_cautious", "Lion", dict(lr=1e-4, cautious=True), NpLionCautious),
     Rule("ademamix_cautious", "AdEMAMix", dict(lr=1e-3, cautious=True), NpAdEMAMixCautious),
+    Rule("adafactor", "Adafactor", dict(lr=1e-2), NpAdafactor, "Adafactor", traffic=((2, 0), (1, 0), (2, 1)),
+         matrices=True),
 ]}
 
 

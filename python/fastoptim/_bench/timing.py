@@ -141,12 +141,15 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
     """Every peer on one (rule, dtype, work), alternated; one record of the JSON."""
     np_dtype = np.dtype(dtype)
     rng = np.random.default_rng(settings.seed)
+    if rule.matrices:  # a size of N elements as a near-square matrix (Adafactor's factored path)
+        work = work.as_matrix()
     status("starting values")
     params0 = [rng.standard_normal(s, dtype=np_dtype) for s in work.shapes]
     grads0 = [rng.standard_normal(s, dtype=np_dtype) for s in work.shapes]
     record: dict[str, Any] = {
         "rule": rule.name, "dtype": dtype, "work": work.label, "elements": work.elements,
-        "arrays": len(work.shapes), "kwargs": rule.kwargs, "traffic": [list(p) for p in rule.passes],
+        "arrays": len(work.shapes), "shape": list(work.shapes[0]) if len(work.shapes) == 1 else None,
+        "kwargs": rule.kwargs, "traffic": [list(p) for p in rule.passes],
         "bytes_per_element": rule.bytes_per_element * np_dtype.itemsize // 4, "peers": {}, "skipped": {}}
     runnable = []
     for peer in settings.peers:
@@ -164,6 +167,7 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
     pooled: dict[str, list[float]] = {}
     deviations: dict[str, float] = {}
     taken = alone = 0  # fastoptim's steps, and those its thread backoff kept to one thread
+    counted = False  # whether fastoptim counts them (a PerArrayOptimizer has no plan that does)
     for g, group in enumerate(groups):
         where = f" (group {g + 1}/{len(groups)})" if len(groups) > 1 else ""
         running: dict[str, Running] = {}
@@ -184,7 +188,7 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
             reference = running.get("fastoptim")
             if reference is not None and reference.thread_use is not None:
                 steps, lone = reference.thread_use()
-                taken, alone = taken + steps, alone + lone
+                taken, alone, counted = taken + steps, alone + lone, True
             if reference is not None and reference.params is not None:
                 for peer, r in running.items():
                     if r.params is not None and peer != "fastoptim":
@@ -198,7 +202,7 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
             record["peers"][peer] = _stats(pooled[peer], work.elements)
             if peer in deviations:
                 record["peers"][peer]["deviation"] = deviations[peer]
-    if "fastoptim" in record["peers"]:
+    if "fastoptim" in record["peers"] and counted:
         record["peers"]["fastoptim"].update(steps_taken=taken, steps_alone=alone)
     record["repeats"] = max((len(ts) for ts in pooled.values()), default=0)
     gels = {peer: s["gels"] for peer, s in record["peers"].items()}

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FUNCTIONS", "Path2D", "Surface", "descend", "main", "run_all"]
+__all__ = ["FUNCTIONS", "Path2D", "Surface", "descend", "has_rates", "main", "run_all"]
 
 
 def _rosenbrock(x: Any, y: Any) -> Any:
@@ -64,6 +64,9 @@ class Surface:
 # The rates are tuned by hand for 500 steps. RAdam (and Ranger, which wraps it) takes its first
 # steps as plain momentum SGD, until its variance estimate is trusted, so on Rosenbrock's steep
 # walls its rate must stay small, and it is still crawling along the valley when the steps end.
+# Muon is left out on purpose: it orthogonalizes 2-D weight matrices (its spec's `cannot` says
+# so and `fastoptim demo --landscape` skips or refuses it), and a point here is one 2-vector.
+# An optimizer without rates here (Schedule-Free AdamW) runs only with a rate given for it.
 FUNCTIONS = (
     Surface("Rosenbrock", "(1-x)² + 100(y-x²)²", _rosenbrock, _rosenbrock_grad, start=(-1.0, 0.0),
             minima=((1.0, 1.0),), xlim=(-2.0, 2.0), ylim=(-1.0, 3.0), log_contours=True,
@@ -75,6 +78,11 @@ FUNCTIONS = (
             minima=((0.0, 1.0), (0.0, -1.0)), xlim=(-2.0, 2.0), ylim=(-2.0, 2.0), log_contours=False,
             lrs=dict(sgd=5e-2, adam=2e-2, adamw=2e-2, radam=4e-2, lion=1e-2, ranger=6e-2)),
 )
+
+
+def has_rates(key: str) -> bool:
+    """Whether the optimizer named `key` (the command line's name) has a rate on every surface."""
+    return all(key in surface.lrs for surface in FUNCTIONS)
 
 
 def descend(surface: Surface, optimizer_factory: Callable[[dict[str, np.ndarray]], Any], steps: int) -> np.ndarray:

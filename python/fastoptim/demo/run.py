@@ -7,7 +7,9 @@ median over the last epoch, which every step measures in its own read-only pass;
 also clips to it), the training time (forward, backward and optimizer step; evaluation
 excluded) and the share of it spent in ``opt.step``. ``--ema DECAY`` keeps an EMA of the
 weights in every step's sweep and adds the test accuracy of the averaged weights, evaluated
-in place with ``opt.swap_ema()``.
+in place with ``opt.swap_ema()``. An optimizer that cannot do what an option asks (Muon: no
+EMA, no compressed state, no bfloat16 weights; see ``OptimizerSpec.cannot``) runs without it,
+or is skipped or refused, with a note saying why.
 ``--landscape`` draws the optimizers' paths on 2-D test functions instead.
 """
 
@@ -38,6 +40,9 @@ __all__ = ["HIDDEN", "LrChoice", "RunResult", "build_parser", "main", "plot_trai
 
 HIDDEN = (256, 256)
 TEST_FRACTION = 0.2
+# what an OptimizerSpec's `cannot` may name, as the command line asks for it
+ASKED_AS = {"ema": "--ema", "state_dtype": "--state-dtype", "bfloat16": "--params-dtype bfloat16",
+            "landscape": "--landscape"}
 FIGSIZE, DPI = (15.0, 4.6), 100  # the PNG is 1500 x 460 pixels
 
 
@@ -133,14 +138,16 @@ def build_parser(prog: str = "fastoptim demo") -> argparse.ArgumentParser:
                              "without it the norm is only measured, for the table")
     parser.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
                         help="keep an EMA of the weights with this decay (ema_decay, with ema_warmup) and report "
-                             "its test accuracy, evaluated with swap_ema (e.g. 0.99)")
+                             "its test accuracy, evaluated with swap_ema (e.g. 0.99); Muon keeps none and runs "
+                             "without it")
     parser.add_argument("--state-dtype", choices=["bfloat16", "int8"], default=None,
                         help="store every optimizer's state as bfloat16 (state_dtype), half its bytes, or as 8-bit "
-                             "block-wise codes, a quarter (arrays of at least 4096 elements)")
+                             "block-wise codes, a quarter (arrays of at least 4096 elements); Muon keeps float32 state")
     parser.add_argument("--params-dtype", choices=["float32", "bfloat16"], default="float32",
                         help="the weights' dtype: bfloat16 halves their bytes; the optimizers update them in float32 "
                              "and round them back stochastically, and the matmuls cast them to float32 "
-                             "(needs ml_dtypes: pip install \"fastoptim[bf16]\")")
+                             "(needs ml_dtypes: pip install \"fastoptim[bf16]\"); Muon takes float32 weights only "
+                             "and is skipped")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=32, help="minibatch size (default 32)")
     parser.add_argument("--threads", type=_int_at_least(1), default=None,
                         help="threads per optimizer step (default: fastoptim's, see `fastoptim info`)")
@@ -225,7 +232,13 @@ def train(spec: OptimizerSpec, lr: float, split: Split, *, epochs: int, batch_si
     ``max_grad_norm``), else only measured; with `ema`, the optimizer keeps an EMA of the
     weights with that decay (warmed up), whose test accuracy is measured at the end with the
     EMA swapped into the model; `state_dtype` is the optimizer's (``"bfloat16"`` or ``"int8"``: compressed state);
-    `params_dtype` ``"bfloat16"`` keeps the weights in bfloat16 (updated with stochastic rounding)."""
+    `params_dtype` ``"bfloat16"`` keeps the weights in bfloat16 (updated with stochastic rounding).
+    What `spec` cannot do (its ``cannot``: Muon's EMA, state dtype, bfloat16 weights) is refused
+    with a ValueError before anything runs; the command drops it for that optimizer instead."""
+    for option, asked in (("ema", ema is not None), ("state_dtype", state_dtype is not None),
+                          ("bfloat16", params_dtype == "bfloat16")):
+        if asked and option in spec.cannot:
+            raise ValueError(f"{spec.key} cannot train with {ASKED_AS[option]}: {spec.cannot[option]}")
     model = MLP([split.x_train.shape[1], *hidden, 10], seed=seed, dtype=params_dtype_of(params_dtype))
     options: dict[str, Any] = {} if ema is None else {"ema_decay": ema, "ema_warmup": True}
     if state_dtype is not None:
@@ -286,8 +299,8 @@ def format_table(results: Sequence[RunResult]) -> str:
     averaging = any(r.ema_accuracy is not None for r in results)
     header = ("optimizer", "lr", "train loss", "test acc", *(("EMA acc",) if averaging else ()), "grad norm",
               *(("clipped",) if clipping else ()), "time (s)", "in step", "µs/step")
-    rows = [(r.spec.label, f"{r.lr:.3g}", f"{r.train_loss[-1]:.4f}", f"{100 * r.test_accuracy[-1]:.1f}%",
-             *((f"{100 * (r.ema_accuracy or 0.0):.1f}%",) if averaging else ()),
+    rows = [(r.spec.label, f"{r.lr:.3g}", f"{r.train_loss[-1]:.3g}", f"{100 * r.test_accuracy[-1]:.1f}%",
+             *(("n/a" if r.ema_accuracy is None else f"{100 * r.ema_accuracy:.1f}%",) if averaging else ()),
              f"{r.grad_norm:.3g}", *((f"{100 * r.clipped:.0f}%",) if clipping else ()),
              f"{r.train_seconds:.2f}", f"{100 * r.step_seconds / max(r.train_seconds, 1e-12):.0f}%",
              f"{1e6 * r.step_seconds / r.steps:.0f}") for r in results]
@@ -339,20 +352,38 @@ def plot_training(results: Sequence[RunResult], path: Path, title: str) -> None:
 
 
 # ---- the command ----------------------------------------------------------------------------
+def _cannot_run(spec: OptimizerSpec, own_lr: float | None, args: argparse.Namespace) -> tuple[str, str] | None:
+    """(the option, why) when `spec` cannot run at all in what `args` asks, else None. (What it
+    can run without, --ema and --state-dtype, `_train_all` drops for it instead.)"""
+    if getattr(args, "landscape", False):
+        if "landscape" in spec.cannot:  # Muon: its parameters must be matrices, a path's point is a 2-vector
+            return ASKED_AS["landscape"], spec.cannot["landscape"]
+        lr_choice = getattr(args, "lr", None)
+        if own_lr is None and getattr(lr_choice, "value", None) is None and not landscape.has_rates(spec.key):
+            return ASKED_AS["landscape"], f"it has no rate of its own on the 2-D surfaces (give one: {spec.key}=LR)"
+    elif getattr(args, "params_dtype", "float32") == "bfloat16" and "bfloat16" in spec.cannot:
+        return ASKED_AS["bfloat16"], spec.cannot["bfloat16"]
+    return None
+
+
 def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace,
             note: TextIO) -> list[tuple[OptimizerSpec, float | None]]:
-    if args.optimizers is None:  # the default list: skip what this build lacks, with a note
+    if args.optimizers is None:  # the default list: skip what this build lacks or cannot run, with a note
         chosen: list[tuple[OptimizerSpec, float | None]] = []
         for spec in OPTIMIZERS.values():
-            if spec.available:
-                chosen.append((spec, None))
-            else:
+            if not spec.available:
                 note.write(f"note: skipping {spec.key}: this fastoptim has no {spec.class_name} yet\n")
+            elif (cannot := _cannot_run(spec, None, args)) is not None:
+                note.write(f"note: skipping {spec.key} with {cannot[0]}: {cannot[1]}\n")
+            else:
+                chosen.append((spec, None))
         return chosen
-    for name, _ in args.optimizers:
+    for name, lr in args.optimizers:
         if not OPTIMIZERS[name].available:
             parser.error(f"argument --optimizers: {name!r} is not available: this fastoptim has no "
                          f"{OPTIMIZERS[name].class_name}")
+        if (cannot := _cannot_run(OPTIMIZERS[name], lr, args)) is not None:
+            parser.error(f"argument --optimizers: {name!r} cannot run with {cannot[0]}: {cannot[1]}")
     return [(OPTIMIZERS[name], lr) for name, lr in args.optimizers]
 
 
@@ -391,9 +422,19 @@ def _train_all(chosen: Sequence[tuple[OptimizerSpec, float | None]], args: argpa
           + ("" if args.ema is None else f", EMA of the weights (decay {args.ema:g}, warmed up)")
           + ("" if args.state_dtype is None else f", optimizer state in {args.state_dtype}")
           + "; every step measures the gradients' norm (one read-only pass, in its time)", flush=True)
+    def option(spec: OptimizerSpec, name: str, value: Any) -> Any:
+        """`value`, or None where `spec` cannot do it (MuonWithAdamW: no EMA, no state dtype)."""
+        return None if name in spec.cannot else value
+
+    for spec, _ in chosen:
+        for name, value in (("ema", args.ema), ("state_dtype", args.state_dtype)):
+            if value is not None and name in spec.cannot:
+                print(f"note: {spec.key} runs without {ASKED_AS[name]}: {spec.cannot[name]}"
+                      + ("; its EMA acc is n/a" if name == "ema" else ""), file=sys.stderr, flush=True)
     results = [train(spec, lr if lr is not None else args.lr(spec.lr), split, epochs=args.epochs,
-                     batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip, ema=args.ema,
-                     state_dtype=args.state_dtype, params_dtype=args.params_dtype)
+                     batch_size=args.batch_size, seed=args.seed, progress=sys.stderr, clip=args.clip,
+                     ema=option(spec, "ema", args.ema), state_dtype=option(spec, "state_dtype", args.state_dtype),
+                     params_dtype=args.params_dtype)
                for spec, lr in chosen]
     print()
     print(format_table(results))

@@ -863,3 +863,72 @@ def test_skip_nonfinite(cls, bad):
         twin.step(_named(step_grads))
     assert _same_params(params, twin_params)
 
+
+
+# ---- what the review of the change found ---------------------------------------------------------------
+@pytest.mark.parametrize("cls", ["Adafactor", "Muon"])
+def test_a_parameter_made_read_only_later_is_refused_before_anything_moves(cls):
+    rng = np.random.default_rng(3)
+    params = {"a": rng.standard_normal((5, 4)), "b": rng.standard_normal((4, 6))}
+    opt = getattr(fo, cls)(params)
+    grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    before = _bytes_of(opt, params)
+    params["b"].flags.writeable = False
+    with pytest.raises(ValueError, match=r"params\['b'\] is read-only"):
+        opt.step(grads)
+    assert _bytes_of(opt, params) == before
+
+
+def _bytes_of(opt, params):
+    return ([p.tobytes() for p in params.values()] +
+            [repr(v) if not isinstance(v, np.ndarray) else v.tobytes()
+             for n in sorted(opt.state) for _, v in sorted(opt.state[n].items())])
+
+
+def test_adafactor_keeps_a_nan_variance_as_torch(rng):
+    torch = pytest.importorskip("torch")
+    start = rng.standard_normal(6)
+    ours = {"v": start.copy()}
+    opt = fo.Adafactor(ours, lr=0.1)
+    theirs = torch.tensor(start.copy(), requires_grad=True)
+    ref = torch.optim.Adafactor([theirs], lr=0.1)
+    grads = [rng.standard_normal(6) for _ in range(3)]
+    for k, g in enumerate(grads):
+        opt.step({"v": g})
+        theirs.grad = torch.tensor(g)
+        ref.step()
+        if k == 0:
+            opt.state["v"]["variance"][0] = np.inf  # NaN after the next lerp
+            ref.state[theirs]["variance"][0] = float("inf")
+    np.testing.assert_allclose(ours["v"], theirs.detach().numpy(), rtol=1e-12, equal_nan=True)
+
+
+def test_adafactor_steps_under_numpy_floating_point_errors_raised(rng):
+    params = {"w": rng.standard_normal((4, 3))}
+    opt = fo.Adafactor(params, eps=(0.0, 1e-3))
+    with np.errstate(all="raise"):
+        opt.step({"w": np.zeros((4, 3))})  # 0/0 in the factors: NaN, as torch, and no FloatingPointError
+    assert opt.state["w"]["step"] == 1
+
+
+def test_muon_with_adamw_refuses_shared_memory(rng):
+    w = rng.standard_normal((4, 5))
+    with pytest.raises(ValueError, match="share memory|overlap"):
+        fo.MuonWithAdamW({"w": w, "b": w[0]})
+    params = {"w": rng.standard_normal((4, 5)), "b": rng.standard_normal(5)}
+    opt = fo.MuonWithAdamW(params)
+    before = [p.tobytes() for p in params.values()]
+    buffer = opt.muon.state["w"]["momentum_buffer"]
+    with pytest.raises(ValueError, match="share memory|overlap"):
+        opt.step({"w": rng.standard_normal((4, 5)), "b": buffer[0]})
+    assert [p.tobytes() for p in params.values()] == before
+
+
+def test_muon_buffer_weight_is_torchs(rng):
+    torch = pytest.importorskip("torch")
+    g = rng.standard_normal((3, 4)).astype(np.float32)
+    opt = fo.Muon({"w": np.zeros((3, 4), np.float32)}, momentum=0.95)
+    opt.step({"w": g})
+    buf = torch.zeros(3, 4)
+    buf.lerp_(torch.tensor(g), 1 - 0.95)
+    np.testing.assert_array_equal(opt.state["w"]["momentum_buffer"], buf.numpy())

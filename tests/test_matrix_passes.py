@@ -105,3 +105,32 @@ def test_factored_sums_are_the_float64_sums(dtype):
     np.testing.assert_allclose(param_sq, np.sum(a["param"].astype(np.float64) ** 2), rtol=1e-6)
     np.testing.assert_allclose(a["rows_sq"], np.sum(g * g, axis=-1).ravel(), rtol=1e-6)
     np.testing.assert_allclose(a["cols_sq"], np.sum(g * g, axis=-2).ravel(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0, 5), (0, 0), (5, 0)])
+def test_empty_matrices_have_zero_sums(shape):
+    a = _arrays(shape)
+    a["rows_sq"][...] = 7.0
+    a["cols_sq"][...] = 7.0
+    assert _call("factored_moments", a) == 0.0
+    assert not a["rows_sq"].any() and not a["cols_sq"].any()
+
+
+@pytest.mark.parametrize("key", ["rs", "rows_sq"])
+def test_misaligned_factors_are_refused(key):
+    a = _arrays((4, 6))
+    raw = np.zeros(a[key].nbytes + 1, np.uint8)[1:]  # one byte in: misaligned
+    a[key] = raw.view(a[key].dtype)
+    with pytest.raises(ValueError, match="aligned"):
+        _call("factored_moments" if key == "rows_sq" else "factored_apply", a)
+
+
+def test_errors_name_the_array_at_fault():
+    a = _with_elementwise(_arrays())
+    a["variance"] = a["variance"].astype(np.int32)
+    with pytest.raises(TypeError, match="buffer must be"):
+        _call("muon_momentum", a)
+    a = _arrays()
+    a["grad"] = a["grad"][:2].copy()
+    with pytest.raises(ValueError, match="x holds"):
+        _call("decay_and_subtract", a)

@@ -1,7 +1,7 @@
 // Each call checks every array it is given (type, dtype, C order, size, writeability) and runs
 // its pass with the GIL held: no Python code runs between the checks and the last store, so the
 // pointers it writes through are the ones it checked. The arrays are the optimizer's own or the
-// caller's, for one pass over one parameter: the Python layer (matrix_rules.py) checks how they
+// caller's, for one pass over one parameter: the Python layer (_per_array.py) checks how they
 // relate (gradients like their parameters, nothing shared).
 #include "matrix_binding.hpp"
 
@@ -23,7 +23,8 @@ struct Checked {
     index_t size;
 };
 
-Checked check(py::array a, const char* label, bool is_double, bool writable, index_t size) {
+// `aligned`: the kernel reads it element by element through a plain pointer (the factors, the sums).
+Checked check(py::array a, const char* label, bool is_double, bool writable, index_t size, bool aligned = false) {
     const auto& api = py::detail::npy_api::get();
     const py::dtype want = is_double ? py::dtype::of<double>() : py::dtype::of<float>();
     if (!a.dtype().equal(want))
@@ -31,6 +32,8 @@ Checked check(py::array a, const char* label, bool is_double, bool writable, ind
                              " array");
     if (!(a.flags() & api.NPY_ARRAY_C_CONTIGUOUS_))
         throw py::value_error(std::string(label) + " must be C-contiguous");
+    if (aligned && !(a.flags() & api.NPY_ARRAY_ALIGNED_))
+        throw py::value_error(std::string(label) + " must be aligned to its elements");
     if (writable && !(a.flags() & api.NPY_ARRAY_WRITEABLE_))
         throw py::value_error(std::string(label) + " is read-only");
     if (size >= 0 && index_t(a.size()) != size)
@@ -39,19 +42,20 @@ Checked check(py::array a, const char* label, bool is_double, bool writable, ind
     return {writable ? a.mutable_data() : const_cast<void*>(a.data()), index_t(a.size())};
 }
 
-bool is_double(const py::array& param) {
+bool is_double(const py::array& param, const char* label) {
     if (param.dtype().equal(py::dtype::of<double>())) return true;
     if (param.dtype().equal(py::dtype::of<float>())) return false;
-    throw py::type_error("param must be a native-order float32 or float64 array");
+    throw py::type_error(std::string(label) + " must be a native-order float32 or float64 array");
 }
 
 // One array's pass: the parameter (or the array in its place) written, the gradient read.
-MatrixRequest elementwise(const py::array& param, const py::array& grad, double mult) {
+MatrixRequest elementwise(const py::array& param, const py::array& grad, double mult,
+                          const char* param_label = "param", const char* grad_label = "grad") {
     MatrixRequest r{};
-    r.is_double = is_double(param);
+    r.is_double = is_double(param, param_label);
     r.size = index_t(param.size());
-    r.param = check(param, "param", r.is_double, true, -1).data;
-    r.grad = check(grad, "grad", r.is_double, false, r.size).data;
+    r.param = check(param, param_label, r.is_double, true, -1).data;
+    r.grad = check(grad, grad_label, r.is_double, false, r.size).data;
     r.mult = mult;
     r.threads = num_threads();
     return r;
@@ -69,8 +73,8 @@ MatrixRequest factored(const py::array& param, const py::array& grad, double mul
 }
 
 void with_factors(MatrixRequest& r, const py::array& row_inv, const py::array& col_inv, double inv_eps) {
-    r.row_inv = check(row_inv, "row_inv", r.is_double, false, r.batch * r.rows).data;
-    r.col_inv = check(col_inv, "col_inv", r.is_double, false, r.batch * r.cols).data;
+    r.row_inv = check(row_inv, "row_inv", r.is_double, false, r.batch * r.rows, true).data;
+    r.col_inv = check(col_inv, "col_inv", r.is_double, false, r.batch * r.cols, true).data;
     r.inv_eps = inv_eps;
 }
 
@@ -85,8 +89,8 @@ void bind_matrix_passes(py::module_& m) {
     m.def("factored_moments", [](const py::array& param, const py::array& grad, double mult, const py::array& rows_sq,
                                  const py::array& cols_sq) {
         MatrixRequest r = factored(param, grad, mult);
-        r.rows_sq = static_cast<double*>(check(rows_sq, "rows_sq", true, true, r.batch * r.rows).data);
-        r.cols_sq = static_cast<double*>(check(cols_sq, "cols_sq", true, true, r.batch * r.cols).data);
+        r.rows_sq = static_cast<double*>(check(rows_sq, "rows_sq", true, true, r.batch * r.rows, true).data);
+        r.cols_sq = static_cast<double*>(check(cols_sq, "cols_sq", true, true, r.batch * r.cols, true).data);
         return run(r, MatrixPass::factored_moments).param_sq;
     }, py::arg("param"), py::arg("grad"), py::arg("mult"), py::arg("rows_sq"), py::arg("cols_sq"),
        "Σp² of a parameter of ndim ≥ 2; each row's and column's Σ(g·mult)² (of its last two dimensions) into "
@@ -129,7 +133,7 @@ void bind_matrix_passes(py::module_& m) {
        py::arg("step"), "p ← p·decay − step·u");
     m.def("muon_momentum", [](const py::array& grad, double mult, const py::array& buffer, const py::array& out,
                               double momentum, bool nesterov) {
-        MatrixRequest r = elementwise(buffer, grad, mult);  // the buffer stands where a parameter would
+        MatrixRequest r = elementwise(buffer, grad, mult, "buffer");  // the buffer stands where a parameter would
         r.state = r.param;
         r.param = nullptr;
         r.out = check(out, "out", r.is_double, true, r.size).data;
@@ -140,7 +144,7 @@ void bind_matrix_passes(py::module_& m) {
        "buffer ← lerp(buffer, g·mult, 1 − momentum); out ← lerp(g·mult, buffer, momentum) (nesterov) or buffer; "
        "returns Σout²");
     m.def("decay_and_subtract", [](const py::array& param, const py::array& x, double decay, double step) {
-        MatrixRequest r = elementwise(param, x, 1.0);
+        MatrixRequest r = elementwise(param, x, 1.0, "param", "x");
         r.out = const_cast<void*>(r.grad);
         r.decay = decay;
         r.step = step;

@@ -24,7 +24,7 @@ import numpy as np
 from ._core import check_grads, measure_arrays
 from ._param_groups import RESERVED, raw_groups, read_group
 from ._step_options import StepInfo, check_grad_scale, check_max_grad_norm, clip_coefficient, read_step_options
-from ._validation import check_bool, check_disjoint, is_bfloat16_param
+from ._validation import check_bool, check_disjoint, check_param_array, is_bfloat16_param
 
 __all__ = ["PerArrayOptimizer", "measure_and_clip"]
 
@@ -128,6 +128,7 @@ class PerArrayOptimizer:
 
     def _checked_param(self, name: Hashable, param: np.ndarray) -> np.ndarray:
         label = f"params[{name!r}]"
+        check_param_array(label, param)  # again at every step: a flag may have changed since
         if is_bfloat16_param(param):
             raise TypeError(f"{label} is bfloat16; {type(self).__name__} steps float32 and float64 parameters")
         if not param.flags.c_contiguous:
@@ -196,8 +197,8 @@ class PerArrayOptimizer:
                                  f"{sorted(expected)}")
             if "step" in entry:
                 step = entry["step"]
-                if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-                    raise ValueError(f"{where}[{name!r}]['step'] must be an integer >= 0, got {step!r}")
+                if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < 2**53:
+                    raise ValueError(f"{where}[{name!r}]['step'] must be an integer in [0, 2**53), got {step!r}")
             for key, shape in shapes.items():
                 array = entry[key]
                 label = f"{where}[{name!r}][{key!r}]"
@@ -246,11 +247,12 @@ class PerArrayOptimizer:
             info, mult = measure_and_clip(list(grads_of.values()), mult, max_norm, skip_nonfinite)
             if info.skipped:
                 return info
-            for hyper, group_names, group_params in groups:
-                for name, param in zip(group_names, group_params):
-                    grad = grads_of[name]
-                    if grad is not None:
-                        self._step_array(hyper, param, grad, mult, self.state[name])
+            with np.errstate(all="ignore"):  # NaN and inf follow torch's arithmetic, never np.seterr's
+                for hyper, group_names, group_params in groups:
+                    for name, param in zip(group_names, group_params):
+                        grad = grads_of[name]
+                        if grad is not None:
+                            self._step_array(hyper, param, grad, mult, self.state[name])
             return info
 
     def accumulate(self, grads: Any, *, grad_scale: float | None = None) -> None:

@@ -16,12 +16,13 @@ __all__ = ["Adafactor"]
 
 
 def lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
-    """torch's ``start.lerp_(end, weight)`` in `start`'s dtype, with torch's two forms."""
+    """torch's ``start.lerp_(end, weight)`` in `start`'s dtype, with torch's two forms, chosen
+    and computed from the weight cast to that dtype."""
     w = start.dtype.type(weight)
-    if abs(weight) < 0.5:
+    if abs(w) < 0.5:
         start += w * (end - start)
     else:
-        np.subtract(end, (end - start) * start.dtype.type(1.0 - weight), out=start)
+        np.subtract(end, (end - start) * (start.dtype.type(1) - w), out=start)
 
 
 def _inverse_roots(factors: np.ndarray) -> np.ndarray:
@@ -53,12 +54,13 @@ class Adafactor(PerArrayOptimizer):
         u = g / √max(v̂, ε₁²)
         p ← p − αₜ / max(1, RMS(u)/d) · u
 
-    RMS(p) is taken before the weight decay, as torch. The state per parameter: ``step`` and
-    ``row_var``/``col_var`` (ndim ≥ 2) or ``variance``: for a rows × cols matrix, rows + cols
-    numbers instead of Adam's 2·rows·cols.
+    RMS(p) is taken before the weight decay, as torch. With ``eps[0]`` None, ε₁ is each
+    parameter's own dtype's epsilon (torch takes the first parameter's for the whole group).
+    The state per parameter: ``step`` and ``row_var``/``col_var`` (ndim ≥ 2) or ``variance``:
+    for a rows × cols matrix, rows + cols numbers instead of Adam's 2·rows·cols.
 
-    The element-wise passes run in native code over the parameter (three reads of the gradient,
-    two of the parameter, one write: 24 bytes per float32 element), their sums in fixed lanes
+    The element-wise passes run in native code over the parameter (for a matrix three reads of
+    the gradient, two of the parameter, one write: 24 bytes per float32 element), their sums in fixed lanes
     and blocks, so the bits are the same on every CPU target and thread count. The row and column
     vectors are updated with NumPy in the parameter's dtype.
 
@@ -109,8 +111,8 @@ class Adafactor(PerArrayOptimizer):
     def _step_array(self, group: Mapping[str, Any], param: np.ndarray, grad: np.ndarray, mult: float,
                     state: dict[str, Any]) -> None:
         step = int(state["step"]) + 1
-        state["step"] = step
         if param.size == 0:
+            state["step"] = step
             return
         lr, d = float(group["lr"]), float(group["d"])
         eps1 = float(np.finfo(param.dtype).eps) if group["eps"][0] is None else float(group["eps"][0])
@@ -141,3 +143,4 @@ class Adafactor(PerArrayOptimizer):
             variance_apply(param, grad, mult, state["variance"], eps_sq, decay, scale)
         else:
             factored_apply(param, grad, mult, *factors, _inverse(eps1), decay, scale)
+        state["step"] = step  # last: an array's step is whole or not begun

@@ -11,7 +11,7 @@ import numpy as np
 from ._core import decay_and_subtract, muon_momentum
 from ._per_array import PerArrayOptimizer, measure_and_clip
 from ._step_options import StepInfo, check_grad_scale
-from ._validation import check_bool, check_int, check_real, check_tuple
+from ._validation import check_bool, check_disjoint, check_int, check_real, check_tuple
 
 __all__ = ["Muon", "MuonWithAdamW", "newton_schulz", "split_for_muon"]
 
@@ -70,8 +70,8 @@ class Muon(PerArrayOptimizer):
         O = NS⁽ᵃᵇᶜ⁾ₖ(U / max(‖U‖, eps))            (k = ns_steps, on U or Uᵀ, whichever is wide:
                                                     X ← a·X + (b·XXᵀ + c·(XXᵀ)²)·X)
         p ← p·(1 − lr·weight_decay) − lr·s·O
-        s = √max(1, rows/cols) ("original", the default), 0.2·√max(rows, cols)
-            ("match_rms_adamw", Moonshot's), 1 otherwise
+        s = √max(1, rows/cols) (None or "original", Keller Jordan's) or 0.2·√max(rows, cols)
+            ("match_rms_adamw", Moonshot's)
 
     torch 2.13 runs the iteration in bfloat16; this one runs in the parameter's dtype, so it
     follows torch's algorithm more closely than torch's own rounding does (the tests compare
@@ -130,13 +130,12 @@ class Muon(PerArrayOptimizer):
             return
         update = np.empty_like(param)
         update_sq = muon_momentum(grad, mult, state["momentum_buffer"], update, float(group["momentum"]),
-                                        bool(group["nesterov"]))
-        coefficients = tuple(float(x) for x in group["ns_coefficients"])
-        ortho = newton_schulz(update, math.sqrt(update_sq), coefficients, int(group["ns_steps"]),  # type: ignore[arg-type]
-                              float(group["eps"]))
+                                  bool(group["nesterov"]))
+        a, b, c = (float(x) for x in group["ns_coefficients"])
+        ortho = newton_schulz(update, math.sqrt(update_sq), (a, b, c), int(group["ns_steps"]), float(group["eps"]))
         lr = float(group["lr"])
         decay_and_subtract(param, np.ascontiguousarray(ortho), 1.0 - lr * float(group["weight_decay"]),
-                                 adjusted_lr(lr, group["adjust_lr_fn"], param.shape))
+                           adjusted_lr(lr, group["adjust_lr_fn"], param.shape))
 
 
 class MuonWithAdamW:
@@ -162,6 +161,7 @@ class MuonWithAdamW:
         matrices, others = split_for_muon(params)
         if not matrices:
             raise ValueError("params holds no 2-D array for Muon; use AdamW alone")
+        check_disjoint([f"params[{n!r}]" for n in params], list(params.values()))  # the halves check only their own
         self.muon = Muon(matrices, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn,
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite, **options)
         self.adamw = AdamW(others, lr=adamw_lr, betas=adamw_betas, eps=adamw_eps, weight_decay=adamw_weight_decay,
@@ -208,6 +208,7 @@ class MuonWithAdamW:
         self.muon._check_step(matrices)
         if self.adamw is not None:
             self.adamw._check_step(others)
+        self._check_apart(grads)
         info, mult = measure_and_clip(list(grads.values()), mult, self.muon.max_grad_norm, self.muon.skip_nonfinite)
         if info.skipped:
             return info
@@ -215,6 +216,23 @@ class MuonWithAdamW:
         if self.adamw is not None:
             self.adamw._step(others, mult, None, False)
         return info
+
+    def _check_apart(self, grads: Mapping[Hashable, Any]) -> None:
+        """No gradient shares memory with the other half's parameters or state (each half checks
+        its own)."""
+        labels, arrays = [], []
+        for half in (self.muon, self.adamw):
+            if half is None:
+                continue
+            for group in half.param_groups:
+                for name, param in zip(group["param_names"], group["params"]):
+                    labels.append(f"params[{name!r}]")
+                    arrays.append(param)
+                    state = [(k, v) for k, v in half.state[name].items() if isinstance(v, np.ndarray)]
+                    labels += [f"state[{name!r}][{k!r}]" for k, _ in state]
+                    arrays += [v for _, v in state]
+        present = {n: g for n, g in grads.items() if g is not None}
+        check_disjoint(labels + [f"grads[{n!r}]" for n in present], arrays + list(present.values()))
 
     def state_dict(self) -> dict[str, Any]:
         """``{"muon": ..., "adamw": ...}``: each half's state dict."""

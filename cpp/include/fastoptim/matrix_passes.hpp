@@ -103,31 +103,37 @@ FASTOPTIM_INLINE V factored_update(const FactoredArrays<T>& a, index_t row, inde
 // the blocks' column sums, added in order at the end, a small part of the pass.
 template <class T>
 double factored_moments(const FactoredArrays<T>& a, double* rows_sq, double* cols_sq, int threads) {
+    if (a.batch * a.rows * a.cols == 0) {  // no element: every sum is 0 (and no block to cut)
+        std::fill(rows_sq, rows_sq + a.batch * a.rows, 0.0);
+        std::fill(cols_sq, cols_sq + a.batch * a.cols, 0.0);
+        return 0.0;
+    }
     const index_t rows_per = pieces_of(pieces_of(a.rows, kFactorBlocks), kFactorRows) * kFactorRows;
     const index_t blocks_per = pieces_of(a.rows, rows_per), blocks = a.batch * blocks_per;
     std::vector<double> col_part(static_cast<std::size_t>(blocks * a.cols));
     std::vector<double> param_part(static_cast<std::size_t>(blocks));
+    std::vector<T> runs(static_cast<std::size_t>(blocks * a.cols));  // allocated here: never inside the region
     const T mult = a.mult;
     run_pieces(threads, a.batch * a.rows * a.cols < kParallelMin, blocks, [&](index_t block) {
         const index_t b = block / blocks_per, first_row = (block % blocks_per) * rows_per;
         const index_t end_row = std::min(a.rows, first_row + rows_per);
         double* cols = col_part.data() + block * a.cols;
-        std::vector<T> run(static_cast<std::size_t>(a.cols));
+        T* run = runs.data() + block * a.cols;
         double param_sq = 0;
         for (index_t r0 = first_row; r0 < end_row; r0 += kFactorRows) {
-            std::fill(run.begin(), run.end(), T(0));
+            std::fill(run, run + a.cols, T(0));
             for (index_t r = r0; r < std::min(end_row, r0 + kFactorRows); ++r) {
                 const index_t row = b * a.rows + r, first = row * a.cols;
                 const auto sums = lane_sums<T>(a.cols, [&](auto v, index_t i) FASTOPTIM_LAMBDA_INLINE {
                     using W = decltype(v);
                     const W u = W::load(a.grad + first + i) * W(mult);
-                    (W::load(run.data() + i) + u * u).store(run.data() + i);
+                    (W::load(run + i) + u * u).store(run + i);
                     return u;
                 }, [&](auto v, index_t i) FASTOPTIM_LAMBDA_INLINE { return decltype(v)::load(a.param + first + i); });
                 rows_sq[row] = sums[0];
                 param_sq += sums[1];
             }
-            for (index_t j = 0; j < a.cols; ++j) cols[j] += double(run[std::size_t(j)]);
+            for (index_t j = 0; j < a.cols; ++j) cols[j] += double(run[j]);
         }
         param_part[std::size_t(block)] = param_sq;
     });
@@ -195,7 +201,8 @@ struct VarianceArrays {
 
 template <class V, class T>
 FASTOPTIM_INLINE V variance_update(const VarianceArrays<T>& a, index_t i) {
-    return V::load(a.grad + i) * V(a.mult) / sqrt(max(V::load(a.variance + i), V(a.eps_sq)));
+    // max(ε₁², v), not max(v, ε₁²): a NaN v stays NaN, as torch's clamp keeps it.
+    return V::load(a.grad + i) * V(a.mult) / sqrt(max(V(a.eps_sq), V::load(a.variance + i)));
 }
 
 // Advances v and returns Σp² and Σu², in blocks of kBlock summed in order.
@@ -248,6 +255,7 @@ struct MomentumArrays {
     index_t size = 0;
     T mult = T(1);
     T momentum = T(0);
+    T keep = T(1);  // 1 − μ, rounded from double as torch's weight is
     bool nesterov = true;
 };
 
@@ -255,7 +263,7 @@ template <class T>
 double muon_momentum(const MomentumArrays<T>& a, int threads) {
     const index_t blocks = pieces_of(a.size, kBlock);
     std::vector<double> parts(static_cast<std::size_t>(blocks));
-    const T keep = T(1) - a.momentum;
+    const T keep = a.keep;
     run_pieces(threads, a.size < kParallelMin, blocks, [&](index_t block) {
         const index_t first = block * kBlock, n = std::min(kBlock, a.size - first);
         parts[std::size_t(block)] = lane_sum<T>(n, [&](auto v, index_t i) FASTOPTIM_LAMBDA_INLINE {

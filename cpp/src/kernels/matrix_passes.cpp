@@ -35,7 +35,8 @@ PassSums run(const MatrixRequest& r) {
             break;
         case MatrixPass::muon_momentum:
             sums.update_sq = muon_momentum(MomentumArrays<T>{grad, static_cast<T*>(r.state), static_cast<T*>(r.out),
-                                                             r.size, T(r.mult), T(r.momentum), r.nesterov},
+                                                             r.size, T(r.mult), T(r.momentum), T(1.0 - r.momentum),
+                                                             r.nesterov},
                                            r.threads);
             break;
         case MatrixPass::decay_and_subtract:

@@ -70,8 +70,6 @@ def test_a_spoiled_array_is_refused_and_nothing_changes(name, spoil):
     if name == "muon_momentum" and key == "param":
         key = "variance"  # Muon's pass writes its buffer
     a[key] = how(a[key])
-    if a[key].ndim == 2 and a[key].flags.f_contiguous and a[key].flags.c_contiguous:
-        pytest.skip("a one-column array is in both orders")
     before = {k: v.tobytes() for k, v in a.items()}
     with pytest.raises((TypeError, ValueError)):
         _call(name, a)

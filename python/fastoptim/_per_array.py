@@ -60,11 +60,11 @@ def measure_and_clip(grads: Sequence[np.ndarray | None], mult: float, max_norm: 
 class PerArrayOptimizer:
     """Holds param groups and state and steps each parameter through ``_step_array``.
 
-    Subclasses set ``_state_names`` and define ``_check_hyper`` (a group's hyper-parameters),
+    Subclasses set ``_counts_steps`` and define ``_check_hyper`` (a group's hyper-parameters),
     ``_check_param`` (what a parameter must be), ``_new_state`` and ``_step_array``.
     """
 
-    _state_names: ClassVar[tuple[str, ...]]
+    _counts_steps: ClassVar[bool] = False  # the state holds each parameter's "step", as torch's
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
         owner = type(self).__name__
@@ -191,7 +191,7 @@ class PerArrayOptimizer:
             if not isinstance(entry, dict):
                 raise TypeError(f"{where}[{name!r}] must be a dict, got {type(entry).__name__}")
             shapes = self._state_shapes(param)
-            expected = set(shapes) | ({"step"} if "step" in self._state_names else set())
+            expected = set(shapes) | ({"step"} if self._counts_steps else set())
             if set(entry) != expected:
                 raise ValueError(f"{where}[{name!r}] holds {sorted(map(str, entry))}; {type(self).__name__} keeps "
                                  f"{sorted(expected)}")

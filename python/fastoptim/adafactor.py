@@ -78,7 +78,7 @@ class Adafactor(PerArrayOptimizer):
             8-bit blocks do not fit it), ``ema_decay``, ``cautious``, bfloat16 parameters.
     """
 
-    _state_names: ClassVar[tuple[str, ...]] = ("step", "row_var", "col_var", "variance")
+    _counts_steps: ClassVar[bool] = True
 
     def __init__(self, params: Any, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,

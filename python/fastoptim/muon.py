@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -88,8 +88,6 @@ class Muon(PerArrayOptimizer):
         in [0, 100) (default 5); adjust_lr_fn: None, "original" or "match_rms_adamw".
         options: ``max_grad_norm``, ``skip_nonfinite``, ``foreach``/``fused`` (ignored).
     """
-
-    _state_names: ClassVar[tuple[str, ...]] = ("momentum_buffer",)
 
     def __init__(self, params: Any, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),

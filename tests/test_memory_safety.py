@@ -374,6 +374,41 @@ def test_the_bandwidth_probe_holds_its_arrays():
     """)
 
 
+@pytest.mark.parametrize("call", ["_core.probe(arrays, 1, 1)", "_core.measure_arrays(arrays, 0)"])
+def test_a_list_emptied_by_another_thread_at_the_first_call(call):
+    """The first call of a list-taking binding in a process once released the GIL (pybind11
+    looking NumPy's C API up) after reading the list's length and before holding its items: a
+    thread emptying the list there made the binding read freed memory (a CI run's crash, about one
+    child in three with this churn). Several fresh children, since only the first call counts."""
+    for _ in range(4):
+        run_child(f"""
+            import sys
+            from fastoptim import _core
+            sys.setswitchinterval(1e-6)  # the churning thread takes the GIL whenever it is let go
+            saved = [np.ones(1000, np.float32) for _ in range(2)]
+            arrays = list(saved)
+            stop = False
+            def churn():
+                while not stop:
+                    arrays.clear()
+                    arrays.extend(saved)
+            thread = threading.Thread(target=churn)
+            thread.start()
+            calls = 0
+            for _ in range(300):
+                try:
+                    {call}
+                    calls += 1
+                except ValueError:  # the list was empty, or held one array
+                    pass
+            stop = True
+            thread.join()
+            assert calls >= 1, "every call found the list emptied: nothing was tested"
+            assert np.array_equal(saved[1], np.ones(1000, np.float32))
+            print("ok")
+        """)
+
+
 def test_a_step_from_python_code_that_a_step_runs_is_refused():
     """A name's __hash__ that steps (or rebuilds) the optimizer again: refused, no deadlock."""
     class Name:

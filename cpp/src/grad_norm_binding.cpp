@@ -32,9 +32,12 @@ struct Gathered {
     Gathered(py::handle arrays, bool writable) {
         if (!PyList_Check(arrays.ptr()) && !PyTuple_Check(arrays.ptr()))
             throw py::type_error("grads must be a list or tuple of arrays");
-        const std::size_t n = std::size_t(PySequence_Fast_GET_SIZE(arrays.ptr()));
+        // A snapshot first: it holds every item, whatever another thread does to the list.
+        const auto items = py::reinterpret_steal<py::tuple>(PySequence_Tuple(arrays.ptr()));
+        if (!items) throw py::error_already_set();
+        const std::size_t n = items.size();
         for (std::size_t i = 0; i < n; ++i) {
-            py::object a = py::reinterpret_borrow<py::object>(PySequence_Fast_GET_ITEM(arrays.ptr(), Py_ssize_t(i)));
+            py::object a = items[i];
             if (!py::detail::npy_api::get().PyArray_Check_(a.ptr()))
                 throw py::type_error(label(i) + " must be a numpy.ndarray, got " + std::string(Py_TYPE(a.ptr())->tp_name));
             held.push_back(std::move(a));

@@ -1,4 +1,5 @@
 // The compiled module fastoptim._core: wires the plan, the rule table and the runtime settings.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -29,6 +30,10 @@ PYBIND11_MODULE(_core, m) {
     } catch (const std::runtime_error& e) {
         throw py::import_error(e.what());
     }
+    // pybind11 looks NumPy's C API up on first use and releases the GIL while it does: were that
+    // first use inside a binding, between reading a caller's list and holding its items, another
+    // thread could empty the list under it. Look it up now, while nothing else can run.
+    py::detail::npy_api::get();
 
     py::class_<Plan>(m, "Plan")
         .def(py::init<const std::string&, py::list, py::list, std::vector<int>, py::list, int, std::vector<std::string>,

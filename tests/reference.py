@@ -410,6 +410,43 @@ def muon(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:
     p *= 1 - lr * hp["weight_decay"]
     p -= muon_lr(lr, hp["adjust_lr_fn"], p.shape) * o
 
+def _row_gradient(p: Array, g: Array | tuple[Array, Array]) -> tuple[Array, Array]:
+    """(rows, values) of a dense gradient (every row) or of (indices, values), duplicates summed:
+    values as (rows given, row length), float64."""
+    table = p.reshape(p.shape[0] if p.ndim else 1, -1)
+    if not isinstance(g, tuple):
+        return np.arange(table.shape[0]), np.asarray(g, np.float64).reshape(table.shape)
+    indices, values = g
+    rows = np.unique(indices)
+    summed = np.zeros((len(rows), table.shape[1]))
+    np.add.at(summed, np.searchsorted(rows, indices), np.asarray(values, np.float64).reshape(len(indices), -1))
+    return rows, summed
+
+
+def sparse_adam(p: Array, g: Array | tuple[Array, Array], st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """torch.optim.SparseAdam: Adam on the rows the gradient holds, the others untouched."""
+    rows, g = _row_gradient(p, g)
+    g = _signed(g, hp)
+    table = p.reshape(len(p) if p.ndim else 1, -1)
+    m = st.setdefault("exp_avg", np.zeros_like(table))
+    v = st.setdefault("exp_avg_sq", np.zeros_like(table))
+    b1, b2 = hp["betas"]
+    m[rows] += (g - m[rows]) * (1 - b1)
+    v[rows] += (g * g - v[rows]) * (1 - b2)
+    table[rows] -= hp["lr"] * math.sqrt(1 - b2**t) / (1 - b1**t) * m[rows] / (np.sqrt(v[rows]) + hp["eps"])
+
+
+def rowwise_adagrad(p: Array, g: Array | tuple[Array, Array], st: dict[str, Array], hp: Hyper, t: int) -> None:
+    """FBGEMM's row-wise Adagrad: one sum of mean squares per row (of the first dimension)."""
+    rows, g = _row_gradient(p, g)
+    table = p.reshape(len(p) if p.ndim else 1, -1)
+    g = _signed(g, hp) + hp["weight_decay"] * table[rows]
+    s = st.setdefault("sum", np.full(table.shape[0], hp["initial_accumulator_value"], np.float64))
+    s[rows] += np.mean(g * g, axis=1) if g.shape[1] else 0.0
+    clr = hp["lr"] / (1 + (t - 1) * hp["lr_decay"])
+    table[rows] -= clr * g / (np.sqrt(s[rows])[:, None] + hp["eps"])
+
+
 def lookahead(inner: Callable[..., None]) -> Callable[..., None]:
     """Lookahead around the reference `inner`: hp carries k and alpha beside inner's settings."""
     def rule(p: Array, g: Array, st: dict[str, Array], hp: Hyper, t: int) -> None:

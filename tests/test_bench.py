@@ -329,6 +329,25 @@ def test_the_muon_newton_schulz_script_times_every_variant_per_shape_and_thread_
     assert sum(line.split()[:1] in (["16x40"], ["40x16"]) for line in run.stdout.splitlines()) == 4
 
 
+def test_the_sparse_rows_script_times_every_step_beside_the_dense_one(tmp_path: Path) -> None:
+    """bench/sparse_rows.py: the dense Adam step, its probe, SparseAdam and row-wise Adagrad on
+    distinct rows and on lookups (and torch's SparseAdam where importable), each as a share of
+    the dense step."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "sparse_rows.py"
+    out = tmp_path / "rows.json"
+    run = subprocess.run([sys.executable, str(script), "--rows", "3000", "--cols", "8", "--rounds", "2",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(out.read_text())
+    expected = {"adam dense", "probe (adam's bytes)", "sparse_adam distinct", "sparse_adam lookups",
+                "rowwise_adagrad distinct", "rowwise_adagrad lookups"} | ({"torch SparseAdam distinct"} if HAS_TORCH
+                                                                         else set())
+    assert set(record["best_seconds"]) == expected and record["touched"] == 30
+    for name, share in record["share_of_dense_adam"].items():
+        assert share == pytest.approx(record["best_seconds"][name] / record["best_seconds"]["adam dense"])
+    assert sum("of the dense Adam step" in line for line in run.stdout.splitlines()) == len(expected)
+
+
 def test_pipeline_times_every_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--pipeline: the plain step, the option sets, the NumPy baselines, accumulate and its probe,
     one row per size, their ratios to the plain step; the NumPy baselines clip and average as

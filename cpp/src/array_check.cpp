@@ -67,6 +67,20 @@ std::string shape_text(const py::ssize_t* dims, int ndim) {
     return s + ")";
 }
 
+void* float_array_data(const py::array& a, const std::string& label, bool is_double, bool writable, py::ssize_t size,
+                       bool aligned) {
+    const auto& api = py::detail::npy_api::get();
+    const py::dtype want = is_double ? py::dtype::of<double>() : py::dtype::of<float>();
+    if (!a.dtype().equal(want))
+        throw py::type_error(label + " must be a native-order " + (is_double ? "float64" : "float32") + " array");
+    if (!(a.flags() & api.NPY_ARRAY_C_CONTIGUOUS_)) throw py::value_error(label + " must be C-contiguous");
+    if (aligned && !(a.flags() & api.NPY_ARRAY_ALIGNED_)) throw py::value_error(label + " must be aligned to its elements");
+    if (writable && !(a.flags() & api.NPY_ARRAY_WRITEABLE_)) throw py::value_error(label + " is read-only");
+    if (size >= 0 && a.size() != size)
+        throw py::value_error(label + " holds " + std::to_string(a.size()) + " elements, expected " + std::to_string(size));
+    return const_cast<void*>(a.data());  // writable checked above
+}
+
 std::string array_problem(PyObject* obj, const ArrayNeeds& needs, const char* expected_dtype) {
     if (obj == nullptr || !npy::get().PyArray_Check_(obj))
         return std::string("must be a numpy.ndarray, got ") + (obj ? Py_TYPE(obj)->tp_name : "nothing");

@@ -8,7 +8,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace fastoptim {
@@ -138,5 +141,22 @@ private:
 };
 
 std::string shape_text(const py::ssize_t* dims, int ndim);
+
+// The data of `a` for one pass that holds the GIL from this check to its last store: float64 if
+// `is_double`, else float32, C-contiguous, of `size` elements (any when -1), writable if asked,
+// aligned to its elements if asked (read through plain pointers). TypeError/ValueError naming `label`.
+// A double as T, as torch casts a Python float: finite values beyond float's range become ±inf
+// (a plain conversion would be undefined behaviour).
+template <class T>
+inline T narrow(double x) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (std::isfinite(x) && std::fabs(x) > double(std::numeric_limits<float>::max()))
+            return std::copysign(std::numeric_limits<float>::infinity(), float(x > 0 ? 1 : -1));
+    }
+    return T(x);
+}
+
+void* float_array_data(const py::array& a, const std::string& label, bool is_double, bool writable, py::ssize_t size,
+                       bool aligned = false);
 
 }  // namespace fastoptim

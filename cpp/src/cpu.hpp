@@ -15,6 +15,7 @@ struct Target {
     ScaleFunction scale;
     ProbeFunction probe;
     MatrixFunction matrix;
+    RowsFunction rows;
     bool supported;  // the CPU and the operating system can run it
 };
 

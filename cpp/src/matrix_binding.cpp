@@ -10,32 +10,13 @@
 #include <string>
 #include <utility>
 
+#include "array_check.hpp"
 #include "runtime.hpp"
 
 namespace fastoptim {
 namespace {
 
 namespace py = pybind11;
-
-// A float array of one dtype, C-contiguous, of `size` elements (any size when -1): its data.
-// `aligned`: the kernel reads it element by element through a plain pointer (the factors, the sums).
-void* check(py::array a, const char* label, bool is_double, bool writable, index_t size, bool aligned = false) {
-    const auto& api = py::detail::npy_api::get();
-    const py::dtype want = is_double ? py::dtype::of<double>() : py::dtype::of<float>();
-    if (!a.dtype().equal(want))
-        throw py::type_error(std::string(label) + " must be a native-order " + (is_double ? "float64" : "float32") +
-                             " array");
-    if (!(a.flags() & api.NPY_ARRAY_C_CONTIGUOUS_))
-        throw py::value_error(std::string(label) + " must be C-contiguous");
-    if (aligned && !(a.flags() & api.NPY_ARRAY_ALIGNED_))
-        throw py::value_error(std::string(label) + " must be aligned to its elements");
-    if (writable && !(a.flags() & api.NPY_ARRAY_WRITEABLE_))
-        throw py::value_error(std::string(label) + " is read-only");
-    if (size >= 0 && index_t(a.size()) != size)
-        throw py::value_error(std::string(label) + " holds " + std::to_string(a.size()) + " elements, expected " +
-                              std::to_string(size));
-    return writable ? a.mutable_data() : const_cast<void*>(a.data());
-}
 
 bool is_double(const py::array& param, const char* label) {
     if (param.dtype().equal(py::dtype::of<double>())) return true;
@@ -49,8 +30,8 @@ MatrixRequest elementwise(const py::array& param, const py::array& grad, double 
     MatrixRequest r{};
     r.is_double = is_double(param, param_label);
     r.size = index_t(param.size());
-    r.param = check(param, param_label, r.is_double, true, -1);
-    r.grad = check(grad, grad_label, r.is_double, false, r.size);
+    r.param = float_array_data(param, param_label, r.is_double, true, -1);
+    r.grad = float_array_data(grad, grad_label, r.is_double, false, r.size);
     r.mult = mult;
     r.threads = num_threads();
     return r;
@@ -68,8 +49,8 @@ MatrixRequest factored(const py::array& param, const py::array& grad, double mul
 }
 
 void with_factors(MatrixRequest& r, const py::array& row_inv, const py::array& col_inv, double inv_eps) {
-    r.row_inv = check(row_inv, "row_inv", r.is_double, false, r.batch * r.rows, true);
-    r.col_inv = check(col_inv, "col_inv", r.is_double, false, r.batch * r.cols, true);
+    r.row_inv = float_array_data(row_inv, "row_inv", r.is_double, false, r.batch * r.rows, true);
+    r.col_inv = float_array_data(col_inv, "col_inv", r.is_double, false, r.batch * r.cols, true);
     r.inv_eps = inv_eps;
 }
 
@@ -84,8 +65,8 @@ void bind_matrix_passes(py::module_& m) {
     m.def("factored_moments", [](const py::array& param, const py::array& grad, double mult, const py::array& rows_sq,
                                  const py::array& cols_sq) {
         MatrixRequest r = factored(param, grad, mult);
-        r.rows_sq = static_cast<double*>(check(rows_sq, "rows_sq", true, true, r.batch * r.rows, true));
-        r.cols_sq = static_cast<double*>(check(cols_sq, "cols_sq", true, true, r.batch * r.cols, true));
+        r.rows_sq = static_cast<double*>(float_array_data(rows_sq, "rows_sq", true, true, r.batch * r.rows, true));
+        r.cols_sq = static_cast<double*>(float_array_data(cols_sq, "cols_sq", true, true, r.batch * r.cols, true));
         return run(r, MatrixPass::factored_moments).param_sq;
     }, py::arg("param"), py::arg("grad"), py::arg("mult"), py::arg("rows_sq"), py::arg("cols_sq"),
        "Σp² of a parameter of ndim ≥ 2; each row's and column's Σ(g·mult)² (of its last two dimensions) into "
@@ -109,7 +90,7 @@ void bind_matrix_passes(py::module_& m) {
     m.def("variance_moments", [](const py::array& param, const py::array& grad, double mult, const py::array& variance,
                                  double weight, double eps_sq) {
         MatrixRequest r = elementwise(param, grad, mult);
-        r.state = check(variance, "variance", r.is_double, true, r.size);
+        r.state = float_array_data(variance, "variance", r.is_double, true, r.size);
         r.weight = weight;
         r.eps_sq = eps_sq;
         const PassSums sums = run(r, MatrixPass::variance_moments);
@@ -119,7 +100,7 @@ void bind_matrix_passes(py::module_& m) {
     m.def("variance_apply", [](const py::array& param, const py::array& grad, double mult, const py::array& variance,
                                double eps_sq, double decay, double step) {
         MatrixRequest r = elementwise(param, grad, mult);
-        r.state = check(variance, "variance", r.is_double, false, r.size);
+        r.state = float_array_data(variance, "variance", r.is_double, false, r.size);
         r.eps_sq = eps_sq;
         r.decay = decay;
         r.step = step;
@@ -131,7 +112,7 @@ void bind_matrix_passes(py::module_& m) {
         MatrixRequest r = elementwise(buffer, grad, mult, "buffer");  // the buffer stands where a parameter would
         r.state = r.param;
         r.param = nullptr;
-        r.out = check(out, "out", r.is_double, true, r.size);
+        r.out = float_array_data(out, "out", r.is_double, true, r.size);
         r.momentum = momentum;
         r.nesterov = nesterov;
         return run(r, MatrixPass::muon_momentum).update_sq;

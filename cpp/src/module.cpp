@@ -10,6 +10,7 @@
 #include "matrix_binding.hpp"
 #include "plan.hpp"
 #include "probe_binding.hpp"
+#include "row_binding.hpp"
 #include "runtime.hpp"
 #include "thread_backoff.hpp"
 #include "thread_placement.hpp"
@@ -183,4 +184,5 @@ PYBIND11_MODULE(_core, m) {
           "uint16 arrays beside float32 ones (bfloat16 state's bytes) are read and written.");
     bind_blockwise(m);
     bind_matrix_passes(m);
+    bind_row_passes(m);
 }

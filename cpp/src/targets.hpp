@@ -4,6 +4,7 @@
 #include "fastoptim/grad_norm.hpp"
 #include "fastoptim/matrix_passes.hpp"
 #include "fastoptim/parallel.hpp"
+#include "fastoptim/row_passes.hpp"
 #include "fastoptim/rule_list.hpp"
 
 namespace fastoptim {
@@ -87,13 +88,25 @@ struct MatrixRequest {
 };
 using MatrixFunction = PassSums (*)(const MatrixRequest&);
 
+// One row-sparse step (row_passes.hpp) over tables of both dtypes.
+struct RowsRequest {
+    RowRule rule;
+    const RowTable<float>* f32;
+    index_t n32;
+    const RowTable<double>* f64;
+    index_t n64;
+    int threads;
+};
+using RowsFunction = PieceCounts (*)(const RowsRequest&);
+
 // Defined by cpp/src/kernels.cpp, compiled once per target with its own flags.
 #define FASTOPTIM_DECLARE_TARGET(name)       \
     PieceCounts step_##name(const StepRequest&); \
     GradMeasure norm_##name(const NormRequest&);  \
     void scale_##name(const ScaleRequest&);       \
     bool probe_##name(const ProbeRequest&);       \
-    PassSums matrix_##name(const MatrixRequest&);
+    PassSums matrix_##name(const MatrixRequest&);  \
+    PieceCounts rows_##name(const RowsRequest&);
 FASTOPTIM_DECLARE_TARGET(generic)
 #if defined(FASTOPTIM_X86)
 FASTOPTIM_DECLARE_TARGET(sse2)

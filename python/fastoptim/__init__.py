@@ -45,9 +45,12 @@ from .mixed_moments import ADOPT, Adan, AdEMAMix
 from .muon import Muon, MuonWithAdamW, split_for_muon
 from .optimizer import Optimizer, ParamGroup
 from .rmsprop import RMSprop
+from .row_sparse import RowSparse
+from .rowwise_adagrad import RowwiseAdagrad
 from .rprop import Rprop
 from .schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from .sgd import SGD, SGDW
+from .sparse_adam import SparseAdam
 
 __all__ = [
     "ADOPT",
@@ -73,9 +76,12 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "Ranger",
+    "RowSparse",
+    "RowwiseAdagrad",
     "Rprop",
     "ScheduleFreeAdamW",
     "ScheduleFreeSGD",
+    "SparseAdam",
     "Optimizer",
     "ParamGroup",
     "StepInfo",

@@ -1,7 +1,7 @@
 """Types of the compiled module fastoptim._core (cpp/src/module.cpp)."""
 
 from collections.abc import Hashable, Sequence
-from typing import Literal, TypedDict, type_check_only
+from typing import Any, Literal, TypedDict, type_check_only
 
 import numpy as np
 
@@ -129,6 +129,9 @@ def quantize_blockwise(values: np.ndarray, unsigned: bool) -> tuple[np.ndarray, 
 def dequantize_blockwise(codes: np.ndarray, absmax: np.ndarray, unsigned: bool) -> np.ndarray: ...
 
 # The element-wise passes of Adafactor and Muon (matrix_passes.hpp), one array each.
+def coalesce_rows(indices: np.ndarray, values: np.ndarray, table_rows: int,
+                  label: str = ...) -> tuple[np.ndarray, np.ndarray]: ...
+def row_step(rule: str, tables: list[tuple[Any, ...]]) -> None: ...
 def factored_moments(param: np.ndarray, grad: np.ndarray, mult: float, rows_sq: np.ndarray,
                      cols_sq: np.ndarray) -> float: ...
 def factored_update_sq(param: np.ndarray, grad: np.ndarray, mult: float, row_inv: np.ndarray, col_inv: np.ndarray,

@@ -26,11 +26,11 @@ from ._param_groups import RESERVED, raw_groups, read_group
 from ._step_options import StepInfo, check_grad_scale, check_max_grad_norm, clip_coefficient, read_step_options
 from ._validation import check_bool, check_disjoint, check_param_array, is_bfloat16_param
 
-__all__ = ["PerArrayOptimizer", "measure_and_clip"]
+__all__ = ["REFUSED_OPTIONS", "PerArrayOptimizer", "measure_and_clip"]
 
 # Options of the element-wise optimizers these rules do not take, with their defaults (which
 # pass) and why.
-_REFUSED = {
+REFUSED_OPTIONS = {
     "state_dtype": (None, "its state is kept in the parameter's dtype"),
     "state_rounding": ("nearest", "its state is kept in the parameter's dtype"),
     "min_8bit_size": (4096, "its state is kept in the parameter's dtype"),
@@ -65,10 +65,11 @@ class PerArrayOptimizer:
     """
 
     _counts_steps: ClassVar[bool] = False  # the state holds each parameter's "step", as torch's
+    _refused: ClassVar[Mapping[str, tuple[Any, str]]] = REFUSED_OPTIONS  # the options it refuses: default, why
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
         owner = type(self).__name__
-        for key, (default, why) in _REFUSED.items():
+        for key, (default, why) in self._refused.items():
             if key in options:
                 value = options.pop(key)
                 if value != default or type(value) is not type(default):
@@ -91,7 +92,7 @@ class PerArrayOptimizer:
     def _check_param(self, label: str, param: np.ndarray) -> None:
         """Beyond a float32/float64 C-order array: the rule's own demands (Muon: 2-D)."""
 
-    def _new_state(self, param: np.ndarray) -> dict[str, Any]:
+    def _new_state(self, param: np.ndarray, group: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
     def _state_shapes(self, param: np.ndarray) -> dict[str, tuple[int, ...]]:
@@ -152,7 +153,7 @@ class PerArrayOptimizer:
             self.param_groups.append({**hyper, "params": list(group.arrays), "param_names": list(group.names)})
             self._registered.append((list(group.names), list(group.arrays)))
             for name, param in zip(group.names, group.arrays):
-                self.state[name] = self._new_state(param)
+                self.state[name] = self._new_state(param, hyper)
 
     # ---- checks before a step writes anything -----------------------------------------------
     def _checked_groups(self) -> list[tuple[dict[str, Any], list[Hashable], list[np.ndarray]]]:

@@ -100,7 +100,7 @@ class Adafactor(PerArrayOptimizer):
         check_real("weight_decay", group.get("weight_decay"), low=0.0)
         check_bool("maximize", group.get("maximize"))
 
-    def _new_state(self, param: np.ndarray) -> dict[str, Any]:
+    def _new_state(self, param: np.ndarray, group: Mapping[str, Any]) -> dict[str, Any]:
         return {"step": 0, **{k: np.zeros(s, param.dtype) for k, s in self._state_shapes(param).items()}}
 
     def _state_shapes(self, param: np.ndarray) -> dict[str, tuple[int, ...]]:

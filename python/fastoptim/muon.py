@@ -116,7 +116,7 @@ class Muon(PerArrayOptimizer):
             raise ValueError(f"{label} has shape {param.shape}; Muon orthogonalizes 2-D parameters only: give the "
                              "others to AdamW (fastoptim.split_for_muon(params), or fastoptim.MuonWithAdamW)")
 
-    def _new_state(self, param: np.ndarray) -> dict[str, Any]:
+    def _new_state(self, param: np.ndarray, group: Mapping[str, Any]) -> dict[str, Any]:
         return {"momentum_buffer": np.zeros_like(param)}
 
     def _state_shapes(self, param: np.ndarray) -> dict[str, tuple[int, ...]]:

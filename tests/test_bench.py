@@ -348,6 +348,22 @@ def test_the_sparse_rows_script_times_every_step_beside_the_dense_one(tmp_path: 
     assert sum("of the dense Adam step" in line for line in run.stdout.splitlines()) == len(expected)
 
 
+def test_the_lbfgs_script_times_an_iteration_beside_the_probe_over_its_arrays(tmp_path: Path) -> None:
+    """bench/lbfgs_algebra.py: per size, one iteration's vector algebra and the probe over the same
+    sweeps, with the bytes they move."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "lbfgs_algebra.py"
+    out = tmp_path / "lbfgs.json"
+    run = subprocess.run([sys.executable, str(script), "--sizes", "1000,20000", "--history", "3", "--rounds", "2",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [r["n"] for r in results] == [1000, 20000]
+    for r in results:  # five sweeps of (2 reads, 1 write), 2·3 − 1 of (3, 1), one of (1, 1); float32
+        assert r["bytes_per_iteration"] == (5 * 3 + 5 * 4 + 2) * r["n"] * 4
+        assert r["share_of_probe"] == pytest.approx(r["best_seconds"]["probe"] / r["best_seconds"]["iteration"])
+    assert sum("of the probe" in line for line in run.stdout.splitlines()) == 2
+
+
 def test_pipeline_times_every_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--pipeline: the plain step, the option sets, the NumPy baselines, accumulate and its probe,
     one row per size, their ratios to the plain step; the NumPy baselines clip and average as

@@ -16,6 +16,7 @@ struct Target {
     ProbeFunction probe;
     MatrixFunction matrix;
     RowsFunction rows;
+    CombineFunction combine;
     bool supported;  // the CPU and the operating system can run it
 };
 

@@ -11,6 +11,7 @@
 #include "plan.hpp"
 #include "probe_binding.hpp"
 #include "row_binding.hpp"
+#include "vector_binding.hpp"
 #include "runtime.hpp"
 #include "thread_backoff.hpp"
 #include "thread_placement.hpp"
@@ -185,4 +186,5 @@ PYBIND11_MODULE(_core, m) {
     bind_blockwise(m);
     bind_matrix_passes(m);
     bind_row_passes(m);
+    bind_vector_algebra(m);
 }

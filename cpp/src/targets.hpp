@@ -6,6 +6,7 @@
 #include "fastoptim/parallel.hpp"
 #include "fastoptim/row_passes.hpp"
 #include "fastoptim/rule_list.hpp"
+#include "fastoptim/vector_algebra.hpp"
 
 namespace fastoptim {
 
@@ -99,6 +100,15 @@ struct RowsRequest {
 };
 using RowsFunction = PieceCounts (*)(const RowsRequest&);
 
+// One sweep of L-BFGS's vector algebra (vector_algebra.hpp): `arrays` is a Combine<float> or,
+// `is_double`, a Combine<double>.
+struct CombineRequest {
+    bool is_double;
+    const void* arrays;
+    int threads;
+};
+using CombineFunction = CombineSums (*)(const CombineRequest&);
+
 // Defined by cpp/src/kernels.cpp, compiled once per target with its own flags.
 #define FASTOPTIM_DECLARE_TARGET(name)       \
     PieceCounts step_##name(const StepRequest&); \
@@ -106,7 +116,8 @@ using RowsFunction = PieceCounts (*)(const RowsRequest&);
     void scale_##name(const ScaleRequest&);       \
     bool probe_##name(const ProbeRequest&);       \
     PassSums matrix_##name(const MatrixRequest&);  \
-    PieceCounts rows_##name(const RowsRequest&);
+    PieceCounts rows_##name(const RowsRequest&);        \
+    CombineSums combine_##name(const CombineRequest&);
 FASTOPTIM_DECLARE_TARGET(generic)
 #if defined(FASTOPTIM_X86)
 FASTOPTIM_DECLARE_TARGET(sse2)

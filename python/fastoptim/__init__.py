@@ -39,6 +39,7 @@ from .adam import Adam, AdamW
 from .adam_variants import Adamax, NAdam, RAdam
 from .asgd import ASGD
 from .layerwise import LAMB, LARS
+from .lbfgs import LBFGS
 from .lion import Lion
 from .lookahead import Lookahead, Ranger
 from .mixed_moments import ADOPT, Adan, AdEMAMix
@@ -57,6 +58,7 @@ __all__ = [
     "ASGD",
     "LAMB",
     "LARS",
+    "LBFGS",
     "SGD",
     "SGDW",
     "AdEMAMix",

@@ -23,11 +23,13 @@ class StepInfo(NamedTuple):
 
     ``grad_norm``: the global 2-norm of the gradients the step used (after ``grad_scale``,
     before clipping), or None when no option needed it. ``skipped``: with ``skip_nonfinite``,
-    a gradient held a NaN or an infinity, and the step changed nothing.
+    a gradient held a NaN or an infinity, and the step changed nothing. ``loss``: the first loss
+    the step's closure returned (LBFGS), else None.
     """
 
     grad_norm: float | None
     skipped: bool
+    loss: float | None = None
 
 
 NOTHING_MEASURED = StepInfo(None, False)  # the default step's result, shared (a tuple: immutable)

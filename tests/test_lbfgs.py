@@ -327,3 +327,41 @@ def test_combine_narrows_huge_coefficients_to_infinity():
     a = np.ones(4, np.float32)
     _core.combine(a, a, 1e300, None, 0.0, None)
     assert np.isposinf(a).all()
+
+
+def test_the_step_info_is_still_a_pair_with_the_loss_beside_it():
+    x = np.array([1.0, -1.0])
+    info = fo.LBFGS([x], max_iter=2).step(lambda: (float(x @ x), [2 * x]))
+    assert isinstance(info, fo.StepInfo) and tuple(info) == (None, False) and info.loss == 2.0
+    norm, skipped = info
+    assert pickle.loads(pickle.dumps(info)).loss == 2.0
+    plain = fo.AdamW([np.zeros(2)], max_grad_norm=1.0).step([np.ones(2)])
+    assert len(plain) == 2 and plain.loss is None
+
+
+def test_an_inconsistent_state_dict_is_refused_and_an_infinite_loss_round_trips():
+    x = np.array([1.0, -1.0])
+    opt = fo.LBFGS([x], max_iter=2)
+    good = opt.state_dict()
+    with pytest.raises(ValueError, match="inconsistent"):
+        opt.load_state_dict({"state": {**good["state"], "n_iter": 5}, "param_groups": good["param_groups"]})
+    assert opt.state == {"func_evals": 0, "n_iter": 0}
+    calls = []
+
+    def closure():
+        calls.append(1)
+        return (float("inf") if len(calls) == 1 else float(x @ x)), [2 * x]
+    opt.step(closure)
+    saved = opt.state_dict()
+    fresh = fo.LBFGS([x.copy()], max_iter=2)
+    fresh.load_state_dict(saved)
+    assert fresh.state_dict()["state"]["n_iter"] == saved["state"]["n_iter"]
+
+
+def test_a_parameter_resized_in_place_is_refused_before_anything_moves():
+    x, y = np.ones(4), np.ones(3)
+    opt = fo.LBFGS([x, y])
+    y.resize(5, refcheck=False)
+    with pytest.raises(ValueError, match="changed dtype or size in place"):
+        opt.step(lambda: (1.0, [np.ones(4), np.ones(5)]))
+    assert (x == 1).all()

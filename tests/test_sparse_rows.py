@@ -353,3 +353,59 @@ def test_what_row_sparse_steps_cannot_carry_is_refused():
     with pytest.raises(ValueError, match=re.escape("betas[0] must be < 1.0")):
         fo.SparseAdam([table], betas=(1.0, 0.9))
     assert not table.any()
+
+
+def test_indices_that_share_memory_with_a_parameter_are_refused():
+    table = np.zeros((4, 2))
+    indices = table.reshape(-1)[:2].view(np.int64)
+    indices[:] = [1, 0]  # valid rows, stored in the table's own first row
+    opt = fo.SparseAdam([table])
+    before = table.tobytes()
+    with pytest.raises(ValueError, match=re.escape("share memory")):
+        opt.step([fo.RowSparse(indices, np.ones((2, 2)))])
+    assert table.tobytes() == before and opt.state[0]["step"] == 0
+    ids = np.array([2, 0])  # one list of ids for two tables: read by both, shared
+    tables = {"a": np.zeros((3, 2)), "b": np.zeros((3, 4))}
+    fo.SparseAdam(tables, lr=1.0).step({k: fo.RowSparse(ids, np.ones((2, t.shape[1]))) for k, t in tables.items()})
+    for t in tables.values():  # the first step moves each given row by lr
+        np.testing.assert_allclose(t[[0, 2]], -1.0, rtol=1e-6)
+        assert not t[1].any()
+
+
+def test_a_direct_row_step_whose_rows_live_in_the_parameter_cannot_write_out_of_range():
+    """The kernels read their own copy of the rows: rewriting the parameter's first row (where
+    the rows are) cannot send a later row out of range."""
+    from child import run_python
+    result = run_python("""
+import numpy as np
+from fastoptim import _core
+p = np.zeros((2, 1))
+p.view(np.int64)[:, 0] = [1, 0]
+rows = p.reshape(-1).view(np.int64)
+state = [np.zeros((2, 1)), np.zeros((2, 1))]
+_core.row_step("sparse_adam", [(p, *state, np.ones((2, 1)), rows, 1.0, (0.1, 0.001, 1e-8, -1.0))])
+print("ok")
+""")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_an_empty_list_of_rows_is_a_gradient():
+    table = np.ones((3, 2), np.float32)
+    opt = fo.SparseAdam([table])
+    opt.step([fo.RowSparse([], np.zeros((0, 2), np.float32))])
+    assert opt.state[0]["step"] == 1 and (table == 1).all()
+    with pytest.raises(ValueError, match=re.escape("eps must be > 0.0")):  # torch's bound: a zero row gives 0/0
+        fo.SparseAdam([table], eps=0.0)
+
+
+def test_a_large_table_costs_the_rows_given():
+    """A few rows of a table of 1e8 rows (of no elements): no per-row work in the checks."""
+    import time
+    table = np.zeros((10**8, 0), np.float32)
+    opt = fo.SparseAdam([table])
+    grad = fo.RowSparse([5, 17, 99_999_999], np.zeros((3, 0), np.float32))
+    opt.step([grad])
+    start = time.perf_counter()
+    for _ in range(20):
+        opt.step([grad])
+    assert (time.perf_counter() - start) / 20 < 0.02  # a bit per table row would take ~1 ms per check

@@ -27,46 +27,44 @@ py::array as_array(py::handle h, const std::string& label) {
     return py::reinterpret_borrow<py::array>(h);
 }
 
-// One bit per row of a table: which rows a list names, in one pass and 1/8 byte per row.
-class RowSet {
-public:
-    explicit RowSet(index_t table_rows) : bits_(static_cast<std::size_t>(table_rows / 64 + 1), 0) {}
-    bool insert(std::int64_t row) {  // false if it was there
-        std::uint64_t& word = bits_[static_cast<std::size_t>(row >> 6)];
-        const std::uint64_t bit = std::uint64_t(1) << (row & 63);
-        const bool fresh = !(word & bit);
-        word |= bit;
-        return fresh;
-    }
-
-private:
-    std::vector<std::uint64_t> bits_;
-};
-
-// The row indices: int64, one dimension, C order; each in [0, table_rows). Returns the data and
-// whether the rows are distinct; with `distinct`, repeated rows are refused.
-std::pair<const std::int64_t*, bool> checked_rows(const py::array& rows, const std::string& label,
-                                                  index_t table_rows, bool distinct) {
+// The row indices: int64, one dimension, C order; each in [0, table_rows). Copied into `owned`
+// as they are checked: the kernels read the copy, which no other array of the call can share
+// memory with. Returns whether the rows are distinct; with `distinct`, repeats are refused.
+bool checked_rows(const py::array& rows, const std::string& label, index_t table_rows, bool distinct,
+                  std::vector<std::int64_t>& owned) {
     if (!rows.dtype().equal(py::dtype::of<std::int64_t>()) || rows.ndim() != 1)
         throw py::type_error(label + " must be a one-dimensional int64 array");
     const auto& api = py::detail::npy_api::get();
     if (!(rows.flags() & api.NPY_ARRAY_C_CONTIGUOUS_) || !(rows.flags() & api.NPY_ARRAY_ALIGNED_))
         throw py::value_error(label + " must be C-contiguous and aligned");
     const auto* at = static_cast<const std::int64_t*>(rows.data());
-    RowSet seen(rows.size() > 0 ? table_rows : 0);
-    bool all_distinct = true;
-    for (index_t k = 0; k < index_t(rows.size()); ++k) {
-        if (at[k] < 0 || at[k] >= table_rows)
-            throw py::value_error(label + "[" + std::to_string(k) + "] is " + std::to_string(at[k]) +
+    const index_t count = index_t(rows.size());
+    owned.assign(at, at + count);
+    for (index_t k = 0; k < count; ++k)
+        if (owned[std::size_t(k)] < 0 || owned[std::size_t(k)] >= table_rows)
+            throw py::value_error(label + "[" + std::to_string(k) + "] is " + std::to_string(owned[std::size_t(k)]) +
                                   ", out of range for a parameter of " + std::to_string(table_rows) + " rows");
-        if (!seen.insert(at[k])) {
-            if (distinct)
-                throw py::value_error(label + " names row " + std::to_string(at[k]) +
-                                      " twice; rows must be distinct (coalesce_rows gives such rows)");
-            all_distinct = false;
+    // A repeat: found with a bit per table row where the list names many of them, else by sorting
+    // a copy (so a few rows of a huge table cost the rows, not the table).
+    std::int64_t repeated = -1;
+    if (count * 64 >= table_rows) {
+        std::vector<std::uint64_t> seen(static_cast<std::size_t>(table_rows / 64 + 1), 0);
+        for (const std::int64_t row : owned) {
+            std::uint64_t& word = seen[static_cast<std::size_t>(row >> 6)];
+            const std::uint64_t bit = std::uint64_t(1) << (row & 63);
+            if ((word & bit) && repeated < 0) repeated = row;
+            word |= bit;
         }
+    } else {
+        std::vector<std::int64_t> sorted(owned);
+        std::sort(sorted.begin(), sorted.end());
+        const auto twice = std::adjacent_find(sorted.begin(), sorted.end());
+        if (twice != sorted.end()) repeated = *twice;
     }
-    return {at, all_distinct};
+    if (repeated >= 0 && distinct)
+        throw py::value_error(label + " names row " + std::to_string(repeated) +
+                              " twice; rows must be distinct (coalesce_rows gives such rows)");
+    return repeated < 0;
 }
 
 index_t elements_per_row(const py::array& a) {
@@ -131,7 +129,9 @@ py::tuple coalesce(const py::array& values, const std::string& label, index_t co
 
 py::tuple coalesce_rows(const py::array& indices, const py::array& values, index_t table_rows,
                         const std::string& label) {
-    const auto [at, distinct] = checked_rows(indices, label + ".indices", table_rows, false);
+    std::vector<std::int64_t> owned;
+    const bool distinct = checked_rows(indices, label + ".indices", table_rows, false, owned);
+    const std::int64_t* at = owned.data();
     const bool is_double = values.dtype().equal(py::dtype::of<double>());
     const index_t count = index_t(indices.size()), cols = elements_per_row(values);
     if (is_double) checked_values<double>(values, label, count, cols);
@@ -171,7 +171,7 @@ TableNumbers read_numbers(RowRule rule, const py::tuple& entry, const std::strin
 
 template <class T>
 RowTable<T> read_table(RowRule rule, const py::tuple& entry, const TableNumbers& numbers, const std::string& label,
-                       bool is_double) {
+                       bool is_double, std::vector<std::int64_t>& owned_rows) {
     const py::array param = as_array(entry[0], label + " param");
     RowTable<T> t;
     t.param = static_cast<T*>(float_array_data(param, label + " param", is_double, true, -1, true));
@@ -189,7 +189,8 @@ RowTable<T> read_table(RowRule rule, const py::tuple& entry, const TableNumbers&
     t.count = table_rows;
     if (!entry[4].is_none()) {
         const py::array rows = as_array(entry[4], label + " rows");
-        t.rows = checked_rows(rows, label + " rows", table_rows, true).first;
+        checked_rows(rows, label + " rows", table_rows, true, owned_rows);
+        t.rows = owned_rows.data();
         t.count = index_t(rows.size());
     }
     t.values = static_cast<const T*>(float_array_data(as_array(entry[3], label + " values"), label + " values",
@@ -223,14 +224,15 @@ void row_step(const std::string& rule_name, const py::list& tables) {
     }
     std::vector<RowTable<float>> f32;
     std::vector<RowTable<double>> f64;
+    std::vector<std::vector<std::int64_t>> owned_rows(items.size());  // each table's rows, copied
     for (std::size_t k = 0; k < items.size(); ++k) {
         const std::string label = "tables[" + std::to_string(k) + "]";
         const auto entry = py::reinterpret_borrow<py::tuple>(items[k]);
         const py::array param = as_array(entry[0], label + " param");
         if (param.dtype().equal(py::dtype::of<double>()))
-            f64.push_back(read_table<double>(rule, entry, numbers[k], label, true));
+            f64.push_back(read_table<double>(rule, entry, numbers[k], label, true, owned_rows[k]));
         else
-            f32.push_back(read_table<float>(rule, entry, numbers[k], label, false));
+            f32.push_back(read_table<float>(rule, entry, numbers[k], label, false, owned_rows[k]));
     }
     current_target().rows(RowsRequest{rule, f32.data(), index_t(f32.size()), f64.data(), index_t(f64.size()),
                                       num_threads()});

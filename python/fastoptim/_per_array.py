@@ -208,8 +208,8 @@ class PerArrayOptimizer:
                                     f"{type(array).__name__ if not isinstance(array, np.ndarray) else array.dtype}")
                 if array.shape != shape:
                     raise ValueError(f"{label} must have shape {shape}, got {array.shape}")
-                if in_place and not (array.flags.c_contiguous and array.flags.writeable):
-                    raise ValueError(f"{label} must be C-contiguous and writable")
+                if in_place and not (array.flags.c_contiguous and array.flags.writeable and array.flags.aligned):
+                    raise ValueError(f"{label} must be C-contiguous, aligned and writable")
                 arrays.append(array)
         return arrays
 

@@ -70,11 +70,17 @@ class RowOptimizer(PerArrayOptimizer):
             if name in sparse:
                 grads_of[name] = sparse[name].checked_for(param, f"grads[{name!r}]")
         labels = [f"params[{n!r}]" for n in names] + [f"state array {i}" for i in range(len(states))]
-        read = []
+        read: list[np.ndarray] = []
         for name, g in grads_of.items():
-            if g is not None:
-                labels.append(f"grads[{name!r}]" + (".values" if isinstance(g, tuple) else ""))
-                read.append(g[1] if isinstance(g, tuple) else g)
+            if isinstance(g, tuple):  # the indices too: the step reads them while it writes the rows
+                if not any(g[0] is r for r in read):  # one list of ids may index several tables
+                    labels.append(f"grads[{name!r}].indices")
+                    read.append(g[0])
+                labels.append(f"grads[{name!r}].values")
+                read.append(g[1])
+            elif g is not None:
+                labels.append(f"grads[{name!r}]")
+                read.append(g)
         check_disjoint(labels, params + states + read)
         return groups, grads_of
 

@@ -23,13 +23,36 @@ class StepInfo(NamedTuple):
 
     ``grad_norm``: the global 2-norm of the gradients the step used (after ``grad_scale``,
     before clipping), or None when no option needed it. ``skipped``: with ``skip_nonfinite``,
-    a gradient held a NaN or an infinity, and the step changed nothing. ``loss``: the first loss
-    the step's closure returned (LBFGS), else None.
+    a gradient held a NaN or an infinity, and the step changed nothing. ``loss`` (not a field):
+    the first loss the step's closure returned (LBFGS), else None.
     """
 
     grad_norm: float | None
     skipped: bool
-    loss: float | None = None
+
+    @property
+    def loss(self) -> float | None:
+        return None
+
+
+class ClosureStepInfo(StepInfo):
+    """The StepInfo of a step that evaluates a closure: still the pair (grad_norm, skipped), with
+    ``loss``, the closure's first loss, beside it."""
+
+    def __new__(cls, loss: float | None) -> ClosureStepInfo:
+        info = super().__new__(cls, None, False)
+        info.__dict__["first_loss"] = loss
+        return info
+
+    def __getnewargs__(self) -> tuple[float | None]:
+        return (self.loss,)
+
+    @property
+    def loss(self) -> float | None:
+        return self.__dict__.get("first_loss")  # None on a copy made by _replace, which skips __new__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(grad_norm=None, skipped=False, loss={self.loss!r})"
 
 
 NOTHING_MEASURED = StepInfo(None, False)  # the default step's result, shared (a tuple: immutable)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ._core import check_grads, combine
 from ._param_groups import RESERVED, raw_groups, read_group
-from ._step_options import StepInfo
+from ._step_options import ClosureStepInfo
 from ._strong_wolfe import strong_wolfe
 from ._validation import check_disjoint, check_int, check_param_array, check_real, is_bfloat16_param
 
@@ -61,9 +61,10 @@ class LBFGS:
         line_search_fn: None (a fixed step) or "strong_wolfe" (default None).
 
     ``step`` returns a StepInfo whose ``loss`` is the first evaluation's, as torch's step
-    returns. A closure result that is not ``(loss, grads)`` as described, or a NaN loss, raises;
-    the parameters and the state are then those of the last finished iteration (at the first
-    evaluation: unchanged).
+    returns. A closure result that is not ``(loss, grads)`` as described, or a NaN loss, raises
+    and ends the step (at the first evaluation, nothing has changed): the parameters stay where
+    the step's last update left them (a line search's trial point is undone), the state agrees
+    with them, and the next step continues from there. torch carries on through a NaN loss.
 
     Example:
         >>> x = np.array([3.0, -2.0])
@@ -153,8 +154,11 @@ class LBFGS:
         if int(hyper["history_size"]) != self._history_size:
             raise ValueError(f"history_size is fixed at construction ({self._history_size}): its buffers are "
                              "allocated then")
-        for name, param in zip(self._names, self._params):
+        for k, (name, param) in enumerate(zip(self._names, self._params)):
             self._check_param(name, param)
+            if param.dtype != self._dtype or param.size != self._offsets[k + 1] - self._offsets[k]:
+                raise ValueError(f"params[{name!r}] changed dtype or size in place; LBFGS's vectors were laid out "
+                                 "for the parameters it was given")
         return hyper
 
     # ---- evaluations --------------------------------------------------------------------------
@@ -234,7 +238,7 @@ class LBFGS:
         return dot, most
 
     # ---- the step -----------------------------------------------------------------------------
-    def step(self, closure: Closure) -> StepInfo:
+    def step(self, closure: Closure) -> ClosureStepInfo:
         """Up to ``max_iter`` iterations of L-BFGS on what `closure` returns (see the class)."""
         if not callable(closure):
             raise TypeError(f"LBFGS.step needs a closure returning (loss, grads), got {type(closure).__name__}")
@@ -255,7 +259,7 @@ class LBFGS:
         self._prev_grad = grad
         return grad
 
-    def _step(self, closure: Closure, hyper: Mapping[str, Any]) -> StepInfo:
+    def _step(self, closure: Closure, hyper: Mapping[str, Any]) -> ClosureStepInfo:
         lr, max_iter, max_eval = float(hyper["lr"]), int(hyper["max_iter"]), int(hyper["max_eval"])
         tolerance_grad, tolerance_change = float(hyper["tolerance_grad"]), float(hyper["tolerance_change"])
         state = self.state
@@ -264,7 +268,7 @@ class LBFGS:
         orig_loss, current_evals = loss, 1
         state["func_evals"] += 1
         if grad_max <= tolerance_grad:
-            return StepInfo(None, False, orig_loss)
+            return ClosureStepInfo(orig_loss)
         t = self._t
         n_iter = 0
         while n_iter < max_iter:
@@ -274,7 +278,7 @@ class LBFGS:
                 self._order, self._ro, self._h_diag = [], [], 1.0
                 gtd, d_max, _ = combine(self._direction, grad, -1.0, None, 0.0, grad, True)
             else:
-                assert t is not None
+                assert t is not None  # set by every iteration, and by load_state_dict whenever n_iter > 0
                 self._remember(grad, t)
                 gtd, d_max = self._two_loop(grad)
             grad = self._keep_as_previous(grad)
@@ -303,7 +307,7 @@ class LBFGS:
                 break
             if d_max * abs(t) <= tolerance_change or abs(loss - self._prev_loss) < tolerance_change:
                 break
-        return StepInfo(None, False, orig_loss)
+        return ClosureStepInfo(orig_loss)
 
     def _directional(self, closure: Closure, x: np.ndarray) -> Callable[[float], tuple[float, np.ndarray]]:
         """The objective at x + t·d: (loss, a new gradient); the parameters are x again after."""
@@ -394,13 +398,20 @@ def _checked_saved_state(state: Mapping[str, Any], n: int, dtype: np.dtype[Any],
         check_real(f"state_dict['state']['ro'][{i}]", r)
     for key in ("old_dirs", "old_stps"):
         _check_saved_array(key, state[key], (len(ro), n), dtype)
+    started = ("d", "t", "prev_flat_grad", "prev_loss")
+    if (int(state["n_iter"]) > 0) != all(state[key] is not None for key in started) or \
+            (int(state["n_iter"]) == 0 and (any(state[key] is not None for key in started) or ro)):
+        raise ValueError("state_dict['state'] is inconsistent: after an iteration (n_iter > 0) 'd', 't', "
+                         "'prev_flat_grad' and 'prev_loss' are set, before one they are None and 'ro' is empty")
     for key in ("d", "prev_flat_grad"):
         if state[key] is not None:
             _check_saved_array(key, state[key], (n,), dtype)
     check_real("state_dict['state']['H_diag']", state["H_diag"])
-    for key in ("t", "prev_loss"):
-        if state[key] is not None:
-            check_real(f"state_dict['state'][{key!r}]", state[key])
+    if state["t"] is not None:
+        check_real("state_dict['state']['t']", state["t"])
+    loss = state["prev_loss"]
+    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, numbers.Real) or math.isnan(loss)):
+        raise ValueError(f"state_dict['state']['prev_loss'] must be a number (not NaN) or None, got {loss!r}")
     return state
 
 

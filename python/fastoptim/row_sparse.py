@@ -31,7 +31,10 @@ class RowSparse:
     __slots__ = ("indices", "values")
 
     def __init__(self, indices: Any, values: np.ndarray) -> None:
-        indices = np.asarray(indices)
+        if not isinstance(indices, np.ndarray):
+            indices = np.asarray(indices)
+            if indices.size == 0:  # [] is float64 to NumPy: no rows, whatever their type
+                indices = indices.astype(np.int64)
         if indices.dtype.kind not in "iu":
             raise TypeError(f"indices must be integers, got dtype {indices.dtype}")
         if indices.ndim != 1:

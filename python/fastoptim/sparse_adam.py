@@ -35,7 +35,7 @@ class SparseAdam(RowOptimizer):
             along the first dimension).
         lr: learning rate, >= 0 (default 1e-3).
         betas: (β₁, β₂), each in [0, 1) (default (0.9, 0.999)).
-        eps: ε, >= 0 (default 1e-8).
+        eps: ε, > 0 (default 1e-8).
         maximize: ascend the objective instead (default False).
         options: ``max_grad_norm`` (the norm of the rows given), ``skip_nonfinite``,
             ``foreach``/``fused`` (ignored). Refused: ``state_dtype``, ``ema_decay``, ``cautious``,
@@ -54,7 +54,7 @@ class SparseAdam(RowOptimizer):
     def _check_hyper(self, group: Mapping[str, Any]) -> None:
         check_real("lr", group.get("lr"), low=0.0)
         check_betas("betas", group.get("betas"))
-        check_real("eps", group.get("eps"), low=0.0)
+        check_real("eps", group.get("eps"), low=0.0, low_open=True)  # as torch: a zero row would give 0/0
         check_bool("maximize", group.get("maximize"))
 
     def _new_state(self, param: np.ndarray, group: Mapping[str, Any]) -> dict[str, Any]:

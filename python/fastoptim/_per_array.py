@@ -26,7 +26,7 @@ from ._param_groups import RESERVED, raw_groups, read_group
 from ._step_options import StepInfo, check_grad_scale, check_max_grad_norm, clip_coefficient, read_step_options
 from ._validation import check_bool, check_disjoint, check_param_array, is_bfloat16_param
 
-__all__ = ["REFUSED_OPTIONS", "PerArrayOptimizer", "measure_and_clip"]
+__all__ = ["REFUSED_OPTIONS", "PerArrayOptimizer", "check_c_order_param", "measure_and_clip"]
 
 # Options of the element-wise optimizers these rules do not take, with their defaults (which
 # pass) and why.
@@ -41,6 +41,16 @@ REFUSED_OPTIONS = {
     "ema_warmup": (False, "its step is not one sweep that could carry an average"),
     "cautious": (False, "it has no cautious variant"),
 }
+
+
+def check_c_order_param(label: str, param: Any, owner: str) -> None:
+    """A float32 or float64 parameter in C order: what the rules stepped outside the plan read."""
+    check_param_array(label, param)  # again at every step: a flag may have changed since
+    if is_bfloat16_param(param):
+        raise TypeError(f"{label} is bfloat16; {owner} steps float32 and float64 parameters")
+    if not param.flags.c_contiguous:
+        raise ValueError(f"{label} is not C-contiguous; {owner} reads a parameter in C order "
+                         "(np.ascontiguousarray it once, before creating the optimizer)")
 
 
 def measure_and_clip(grads: Sequence[np.ndarray | None], mult: float, max_norm: float | None,
@@ -129,12 +139,7 @@ class PerArrayOptimizer:
 
     def _checked_param(self, name: Hashable, param: np.ndarray) -> np.ndarray:
         label = f"params[{name!r}]"
-        check_param_array(label, param)  # again at every step: a flag may have changed since
-        if is_bfloat16_param(param):
-            raise TypeError(f"{label} is bfloat16; {type(self).__name__} steps float32 and float64 parameters")
-        if not param.flags.c_contiguous:
-            raise ValueError(f"{label} is not C-contiguous; {type(self).__name__} reads a parameter in C order "
-                             "(np.ascontiguousarray it once, before creating the optimizer)")
+        check_c_order_param(label, param, type(self).__name__)
         self._check_param(label, param)
         return param
 

@@ -12,9 +12,10 @@ import numpy as np
 
 from ._core import check_grads, combine
 from ._param_groups import RESERVED, raw_groups, read_group
+from ._per_array import check_c_order_param
 from ._step_options import ClosureStepInfo
 from ._strong_wolfe import strong_wolfe
-from ._validation import check_disjoint, check_int, check_param_array, check_real, is_bfloat16_param
+from ._validation import check_disjoint, check_int, check_real
 
 __all__ = ["LBFGS"]
 
@@ -46,7 +47,8 @@ class LBFGS:
     target and thread count. Memory: the history, 2·(history_size + 1) vectors the size of all the
     parameters together (one pair spare, written before it is accepted), allocated once at
     construction, plus three more (the gradient, the previous one and the direction); the strong
-    Wolfe line search copies the parameters once per step and allocates a gradient per evaluation,
+    Wolfe line search copies the parameters into one more such vector (allocated at its first use)
+    and allocates a gradient per evaluation,
     as torch's.
 
     Args:
@@ -109,6 +111,7 @@ class LBFGS:
         self._steps = np.zeros((self._history_size + 1, n), self._dtype)  # s pairs
         self._grads = (np.zeros(n, self._dtype), np.zeros(n, self._dtype))  # gathered in turn
         self._direction = np.zeros(n, self._dtype)
+        self._x_init: np.ndarray | None = None  # the line search's start, allocated once
         self._lock = threading.RLock()
         self.state: dict[str, Any] = {"func_evals": 0, "n_iter": 0}
         self._reset_history()
@@ -135,12 +138,7 @@ class LBFGS:
 
     @staticmethod
     def _check_param(name: Any, param: np.ndarray) -> None:
-        label = f"params[{name!r}]"
-        check_param_array(label, param)
-        if is_bfloat16_param(param):
-            raise TypeError(f"{label} is bfloat16; LBFGS steps float32 and float64 parameters")
-        if not param.flags.c_contiguous:
-            raise ValueError(f"{label} is not C-contiguous; LBFGS reads a parameter in C order")
+        check_c_order_param(f"params[{name!r}]", param, "LBFGS")
 
     def _checked_group(self) -> dict[str, Any]:
         """The group's hyper-parameters, checked as a scheduler or a user left them."""
@@ -196,7 +194,12 @@ class LBFGS:
             np.copyto(param.reshape(-1), flat[self._offsets[k]:self._offsets[k + 1]])
 
     def _flat_params(self) -> np.ndarray:
-        return np.concatenate([p.reshape(-1) for p in self._params])
+        """The parameters end to end, in a buffer allocated at the first line search and reused."""
+        if self._x_init is None:
+            self._x_init = np.empty_like(self._direction)
+        for k, param in enumerate(self._params):
+            np.copyto(self._x_init[self._offsets[k]:self._offsets[k + 1]], param.reshape(-1))
+        return self._x_init
 
     # ---- the recursion ------------------------------------------------------------------------
     def _remember(self, grad: np.ndarray, t: float) -> None:

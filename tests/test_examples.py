@@ -39,3 +39,13 @@ def test_train_fused_step_freezes_skips_and_averages() -> None:
     assert "steps skipped: 1;" in proc.stdout
     assert "frozen layer unchanged: True; its step count: 0" in proc.stdout
     assert proc.stdout.count("EMA test acc") == 2
+
+
+def test_torch_cpu_trains_and_its_checkpoint_is_torchs() -> None:
+    pytest.importorskip("torch")
+    proc = run_example("torch_cpu.py", "--epochs", "4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    accuracy = float(proc.stdout.split("final test accuracy: ")[1].split()[0])
+    assert accuracy > 0.9
+    gap = float(proc.stdout.split("ends within ")[1].split()[0])
+    assert gap < 1e-4  # float32 rounding of two implementations of one rule, not a different trajectory

@@ -80,6 +80,10 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("busy", &Plan::busy)
         .def_property_readonly("last_threads", &Plan::last_threads)
         .def_property_readonly("steps_alone", &Plan::steps_alone)
+        .def_property("release_gil", &Plan::release_gil, &Plan::set_release_gil,
+                      "whether the kernels run with the GIL released (default True)")
+        .def("set_guards", &Plan::set_guards, py::arg("guards"),
+             "(label, tensor, storage, address, span) tuples each step re-checks first, under the GIL")
         .def_property_readonly("last_seconds", &Plan::last_seconds);
     m.attr("MAX_STEPS") = Plan::kMaxSteps;
     m.def("check_grads", &check_grads, py::arg("grads"), py::arg("names"), py::arg("params"), py::arg("writable"),

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <limits>
 
 #include "fastoptim/bfloat16.hpp"
@@ -458,6 +459,7 @@ StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
     const Busy busy(busy_);
     check_clocks();
+    check_guards();
     const GradsHeld held(*this);
     Source source = Source::grads;
     if (grads.is_none()) {
@@ -554,7 +556,8 @@ void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome) 
     const Target& target = current_target();
     double seconds;
     {
-        py::gil_scoped_release unlocked;
+        std::optional<py::gil_scoped_release> unlocked;
+        if (release_gil_) unlocked.emplace();
         const auto start = std::chrono::steady_clock::now();
         threads_.enter(decision);
         double mult = options.grad_mult;

@@ -108,6 +108,16 @@ public:
     bool busy() const { return busy_; }  // a step is running (another thread's, or the caller's own)
     int last_threads() const { return threads_.last_threads(); }  // threads the last step's update ran on
     std::int64_t steps_alone() const { return threads_.steps_alone(); }  // steps the backoff kept to one thread
+    // Whether the kernels run with the GIL released (default). A plan over memory that Python
+    // code can free while it is referenced (torch tensors: set_(), resize_()) keeps the GIL, so
+    // that no Python code runs between the caller's pointer checks and the last write.
+    void set_release_gil(bool release) { release_gil_ = release; }
+    bool release_gil() const { return release_gil_; }
+    // Memory a step re-checks first, under the GIL: (label, tensor, storage, address, span)
+    // tuples. The step raises ValueError unless each tensor still starts at `address` and
+    // `storage` (held here, so alive) still holds the `span` bytes from there. fastoptim.torch sets
+    // the views' tensors before each step; the GIL is held from the check to the last write.
+    void set_guards(py::list guards);
     double last_seconds() const { return last_seconds_; }  // the last step's kernels (and thread placement)
 
 private:
@@ -230,6 +240,13 @@ private:
     double ema_weight_set_ = -1;  // the weight every ref holds
     bool last_buffered_ = false;  // the refs point at the accumulation buffers
     bool ema_on_ = false;         // the refs point at the EMA arrays
+    bool release_gil_ = true;
+    struct Guard {
+        py::object label, tensor, storage;
+        long long address, span;
+    };
+    std::vector<Guard> guards_;  // set_guards' tuples, read once (the caller's list may change)
+    void check_guards() const;
     // accumulate()'s pass: each buffer as the `param` of a ref reading its gradient (kept: no allocation per call)
     std::pair<std::vector<ArrayRef<float>>, std::vector<ArrayRef<double>>> sum_refs_;
     std::pair<std::vector<index_t>, std::vector<index_t>> sum_offsets_;

@@ -147,6 +147,10 @@ class Optimizer:
     # left out of the state dict of a fresh group, and a state dict without them loads fresh.
     _seeded_slots: ClassVar[tuple[str, ...]] = ()
     _signed_slots: ClassVar[frozenset[str]] = frozenset()  # 8-bit state codes them with a sign
+    # Whether the plans run their kernels with the GIL released: fastoptim.torch keeps it, since
+    # Python code can free a tensor's memory that a view of it still points at.
+    _release_gil = True
+    _guards: list[tuple[str, Any, Any, int, int]] | None = None  # fastoptim.torch's, for every plan (Plan.set_guards)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -508,6 +512,9 @@ class Optimizer:
         plan = Plan(self._rule, params, plan_states, group_of, names, len(groups), list(self._slots), arrays,
                     storages, absmax)
         plan.set_rounding(state_format.rounding == "stochastic", state_format.seed, state_format.stochastic_rounding)
+        plan.release_gil = self._release_gil
+        if self._guards is not None:
+            plan.set_guards(self._guards)
         if self._counters is not None:
             plan.set_counters(*self._counters)
         for index, snapshot in enumerate(snapshots):

@@ -25,16 +25,17 @@ from .. import _core
 from .numpy_peer import Array
 from .rules import Rule
 
-PEERS = ("fastoptim", "numpy", "torch_forloop", "torch_foreach", "torch_fused", "deepspeed", "probe")
-PEER_TITLES = {"fastoptim": "fastoptim", "numpy": "NumPy", "torch_forloop": "torch loop",
-               "torch_foreach": "torch foreach", "torch_fused": "torch fused", "deepspeed": "DeepSpeed",
-               "probe": "probe"}
+PEERS = ("fastoptim", "fastoptim_torch", "numpy", "torch_forloop", "torch_foreach", "torch_fused", "deepspeed",
+         "probe")
+PEER_TITLES = {"fastoptim": "fastoptim", "fastoptim_torch": "fastoptim.torch", "numpy": "NumPy",
+               "torch_forloop": "torch loop", "torch_foreach": "torch foreach", "torch_fused": "torch fused",
+               "deepspeed": "DeepSpeed", "probe": "probe"}
 _TORCH_VARIANTS = {"torch_forloop": {"foreach": False}, "torch_foreach": {"foreach": True},
                    "torch_fused": {"fused": True}}
 # temporaries each peer allocates, in arrays of the workload (beyond its parameters, gradients
 # and state): the memory guard's estimate
-_EXTRA_ARRAYS = {"fastoptim": 0, "numpy": 3, "torch_forloop": 3, "torch_foreach": 4, "torch_fused": 0,
-                 "deepspeed": 0, "probe": 0}
+_EXTRA_ARRAYS = {"fastoptim": 0, "fastoptim_torch": 0, "numpy": 3, "torch_forloop": 3, "torch_foreach": 4,
+                 "torch_fused": 0, "deepspeed": 0, "probe": 0}
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _Env:
             self.notes.append(text)
 
     def load(self, peers: Sequence[str]) -> None:
-        if any(p.startswith("torch") or p == "deepspeed" for p in peers):
+        if any(p.startswith("torch") or p in ("deepspeed", "fastoptim_torch") for p in peers):
             if importlib.util.find_spec("torch") is None:
                 self.torch_reason = "torch is not installed (pip install torch): no torch.optim peers"
             else:
@@ -124,6 +125,10 @@ class _Env:
         """Why `peer` cannot run `rule` in `dtype` here, or None."""
         if peer.startswith("torch_"):
             return self.torch_problem(rule, dtype, peer)
+        if peer == "fastoptim_torch":
+            if self.torch is None:
+                return self.torch_reason
+            return None if rule.fo_class in _fastoptim_torch().__all__ else f"fastoptim.torch has no {rule.fo_class}"
         if peer == "deepspeed":
             if self.deepspeed_adam is None:
                 return self.deepspeed_reason
@@ -165,6 +170,9 @@ class _Env:
         tensors = [torch.from_numpy(p).requires_grad_() for p in params]
         for t, g in zip(tensors, grads):
             t.grad = torch.from_numpy(g)
+        if peer == "fastoptim_torch":  # the same tensors a torch.optim peer steps, each .grad set once
+            topt = getattr(_fastoptim_torch(), rule.fo_class)(tensors, **rule.kwargs)
+            return Running(topt.step, params, [topt, tensors, grads])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if peer == "deepspeed":
@@ -177,6 +185,10 @@ class _Env:
         for w in caught:
             self.note(f"{PEER_TITLES[peer]} ({rule.name}) warned: {w.message}")
         return Running(opt.step, params, [opt, tensors, grads])
+
+
+def _fastoptim_torch() -> Any:
+    return importlib.import_module("fastoptim.torch")
 
 
 def _kw(kwargs: dict[str, Any]) -> str:

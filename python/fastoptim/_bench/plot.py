@@ -12,7 +12,8 @@ from typing import Any
 
 from .peers import PEER_TITLES
 
-_COLORS = {"fastoptim": "tab:red", "numpy": "tab:blue", "torch_forloop": "tab:olive", "torch_foreach": "tab:orange",
+_COLORS = {"fastoptim": "tab:red", "fastoptim_torch": "tab:pink", "numpy": "tab:blue",
+           "torch_forloop": "tab:olive", "torch_foreach": "tab:orange",
            "torch_fused": "tab:green", "deepspeed": "tab:purple", "probe": "black"}
 PLOT_HINT = "no plot: matplotlib is not installed (pip install 'fastoptim[plot]')"
 

@@ -86,18 +86,23 @@ def _fmt(x: float | None, kind: str = "gels") -> str:
 
 
 def table(results: list[dict[str, Any]], peers: Sequence[str]) -> str:
-    """rule, dtype, work, each peer's Gel/s, fastoptim / torch fused, fastoptim / probe."""
+    """rule, dtype, work, each peer's Gel/s, then fastoptim's (and fastoptim.torch's, where it ran)
+    ratio to torch fused and share of the probe."""
     shown = [p for p in peers if any(p in r["peers"] for r in results)]
-    head = ["rule", "dtype", "work"] + [PEER_TITLES[p] for p in shown] + ["fo/fused", "fo/probe"]
+    ours = [p for p in ("fastoptim", "fastoptim_torch") if p in shown] or ["fastoptim"]
+    short = {"fastoptim": "fo", "fastoptim_torch": "fo.torch"}
+    head = ["rule", "dtype", "work"] + [PEER_TITLES[p] for p in shown]
+    head += [f"{short[p]}/{kind}" for p in ours for kind in ("fused", "probe")]
     rows = [head]
     for r in results:
-        fo_gels = r["peers"].get("fastoptim", {}).get("gels")
         fused = r["peers"].get("torch_fused", {}).get("gels")
         probe = r["peers"].get("probe", {}).get("gels")
-        rows.append([r["rule"], r["dtype"], r["work"]]
-                    + [_fmt(r["peers"].get(p, {}).get("gels")) for p in shown]
-                    + [_fmt(fo_gels / fused if fo_gels and fused else None, "ratio"),
-                       _fmt(fo_gels / probe if fo_gels and probe else None, "percent")])
+        row = [r["rule"], r["dtype"], r["work"]] + [_fmt(r["peers"].get(p, {}).get("gels")) for p in shown]
+        for peer in ours:
+            gels = r["peers"].get(peer, {}).get("gels")
+            row += [_fmt(gels / fused if gels and fused else None, "ratio"),
+                    _fmt(gels / probe if gels and probe else None, "percent")]
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]

@@ -1,0 +1,399 @@
+"""The base of fastoptim.torch: a ``torch.optim.Optimizer`` whose step is one native fastoptim call.
+
+It holds a fastoptim NumPy optimizer (the engine) over zero-copy views of the parameters
+(``_tensors``). torch's ``param_groups`` stay the user's: schedulers and hooks edit them as with
+torch.optim, and each step hands the engine the hyper-parameters that changed. The engine's
+parameters are named by torch's state-dict ids (0, 1, ... across the groups in order), so its
+state dict is torch's once the arrays become tensors (``_torch_state``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from collections.abc import Iterator, Mapping
+from itertools import chain
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.autograd.profiler as _autograd_profiler
+import torch.optim.optimizer as _torch_optimizer
+
+from .. import optimizer as _numpy_optimizer
+from .._step_options import NOTHING_MEASURED, StepInfo
+from ._state import from_torch, to_torch
+from ._tensors import Bound, grad_view, param_view, tensor_of
+
+__all__ = ["Optimizer"]
+
+# torch's registries of the hooks every optimizer's step runs (register_optimizer_step_pre_hook)
+_GLOBAL_PRE_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", {})
+_GLOBAL_POST_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_post_hooks", {})
+
+# torch's own group keys, which fastoptim's engine has no use for: kept in the groups as torch keeps them
+_TORCH_KEYS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
+
+
+def _torch_keys(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """torch's foreach/fused/capturable/differentiable, taken out of `kwargs`; True for the last two refused."""
+    keys = {key: kwargs.pop(key, default) for key, default in _TORCH_KEYS.items()}
+    for key, use in (("capturable", "CUDA graphs: use torch.optim.{0}(capturable=True) on CUDA tensors"),
+                     ("differentiable", "autograd through the step: use torch.optim.{0}(differentiable=True)")):
+        if keys[key]:
+            raise TypeError(f"{key}=True is for {use.format(name)}; fastoptim.torch.{name} steps CPU tensors in one "
+                            "native call outside autograd")
+    for key in ("foreach", "fused"):
+        if keys[key] not in (None, False, True):
+            raise TypeError(f"{key} must be None, False or True (accepted and ignored), got {keys[key]!r}")
+    return keys
+
+
+def _plain(value: Any) -> Any:
+    """A hyper-parameter as the engine takes it: a one-element tensor (torch allows lr=tensor) as a float."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"a hyper-parameter tensor must hold one value, got shape {tuple(value.shape)}")
+        return float(value.item())
+    return value
+
+
+class Optimizer(torch.optim.Optimizer):
+    """A torch optimizer whose step runs fastoptim's native kernels over the tensors in place.
+
+    Subclasses set ``_numpy_class``, the fastoptim optimizer of the rule: it takes the same
+    arguments and options (``max_grad_norm``, ``ema_decay``, ``state_dtype``, ...), and checks them.
+    """
+
+    _numpy_class: ClassVar[type[_numpy_optimizer.Optimizer]]
+
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        name = type(self).__name__
+        torch_keys = _torch_keys(name, kwargs)
+        probe = self._numpy_class([np.zeros(1, np.float32)], *args, **kwargs)  # checks every argument
+        if not isinstance(probe, _numpy_optimizer.Optimizer):
+            raise TypeError(f"fastoptim.torch.{name} has no {type(probe).__name__} (rowwise=True); use "
+                            f"fastoptim.{type(probe).__name__} on NumPy arrays")
+        self._hyper_keys = tuple(probe.defaults)
+        self._engine: _numpy_optimizer.Optimizer | None = None
+        self._params: list[Bound] = []
+        self._orders: list[tuple[int, ...]] = []
+        self._grads: list[Bound | None] = []  # the gradient tensors of the last step, viewed
+        self._grad_views: list[np.ndarray | None] = []
+        self._pending: list[dict[str, Any]] = []  # the engine's groups, until it is built
+        self._held: list[tuple[dict[str, Any], list[Any]]] = []  # each torch group and its tensors
+        self._synced: list[tuple[Any, ...] | None] = []  # each group's values the engine was last handed
+        self._ema_swapped = False
+        self.last_step_info: StepInfo = NOTHING_MEASURED
+        super().__init__(params, {**probe.defaults, **torch_keys})
+        engine = self._numpy_class(self._pending, *args, **kwargs)
+        engine._release_gil = False  # views of tensors: no Python code may run while the kernels write
+        engine._guards = [b.guard for b in self._params]
+        plan = engine._built_plan()
+        plan.release_gil = False
+        plan.set_guards(engine._guards)
+        self._engine = engine
+        self._pending = []
+
+    # ---- groups -------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``: the group's tensors are checked and viewed; on any error
+        nothing changes."""
+        groups = self.param_groups
+        count = len(groups)
+        super().add_param_group(param_group)
+        try:
+            group = groups[-1]
+            first = len(self._params)
+            bounds, orders = [], []
+            for index, tensor in enumerate(group["params"]):
+                bound, order = param_view(f"params[{first + index}]", tensor)
+                bounds.append(bound)
+                orders.append(order)
+            numpy_group = {key: _plain(group[key]) for key in self._hyper_keys}
+            numpy_group["params"] = [b.view for b in bounds]
+            numpy_group["param_names"] = list(range(first, first + len(bounds)))
+            engine = self._engine
+            if engine is None:
+                self._pending.append(numpy_group)
+            else:
+                with engine._lock:
+                    held_guards = engine._guards
+                    engine._guards = [b.guard for b in self._params + bounds]  # the new plan's
+                    try:
+                        engine.add_param_group(numpy_group)
+                    except BaseException:
+                        engine._guards = held_guards
+                        raise
+        except BaseException:
+            del groups[count:]
+            raise
+        self._params += bounds
+        self._orders += orders
+        self._grads += [None] * len(bounds)
+        self._grad_views += [None] * len(bounds)
+        self._held.append((group, list(group["params"])))
+        self._synced.append(None)
+        if self._engine is not None:
+            self._set_guards(self._engine)
+
+    def _sync_groups(self, engine: _numpy_optimizer.Optimizer) -> None:
+        """Refuse a changed structure; hand the engine the hyper-parameters edited since the last step."""
+        groups = self.param_groups
+        held = self._held
+        if len(groups) != len(held):
+            raise ValueError("param_groups was changed; add groups with add_param_group (nothing was updated)")
+        for index, ((group, tensors), engine_group) in enumerate(zip(held, engine.param_groups)):
+            current = groups[index]
+            if current is not group:
+                raise ValueError(f"param_groups[{index}] was replaced; edit its entries in place "
+                                 "(nothing was updated)")
+            params = current["params"]
+            if len(params) != len(tensors) or not all(map(operator.is_, params, tensors)):
+                raise ValueError(f"param_groups[{index}]['params'] was changed; the tensors of a group are fixed "
+                                 "(add tensors with add_param_group; nothing was updated)")
+            values = tuple(map(current.get, self._hyper_keys))
+            if values == self._synced[index]:
+                continue  # nothing edited since the last step (compared by identity first, then value)
+            for key in self._hyper_keys:
+                if key not in current:
+                    raise ValueError(f"param_groups[{index}] lacks {key!r} (nothing was updated)")
+                value = current[key]
+                if value is not engine_group[key]:
+                    value = _plain(value)
+                    if value != engine_group[key] or type(value) is not type(engine_group[key]):
+                        engine_group[key] = value
+            self._synced[index] = values
+
+    # ---- the step -----------------------------------------------------------------------------
+    def _gathered(self) -> list[np.ndarray | None]:
+        """Each parameter's gradient view (None where ``.grad`` is None). A gradient tensor seen at
+        the last step keeps its view (the native guard re-checks its memory); a new one is checked
+        and viewed, and the guards change with it."""
+        views = self._grad_views
+        cache = self._grads
+        changed = False
+        for index, param in enumerate(self._params):
+            grad = param.tensor.grad
+            bound = cache[index]
+            if bound is None:
+                if grad is None:
+                    continue
+            elif grad is bound.tensor:
+                continue
+            changed = True
+            if grad is None:
+                cache[index] = views[index] = None
+            else:
+                bound = grad_view(f"params[{index}].grad", grad, param, self._orders[index])
+                cache[index] = bound
+                views[index] = bound.view
+        if changed:
+            self._set_guards(self._built())
+        return views
+
+    def _set_guards(self, engine: _numpy_optimizer.Optimizer) -> None:
+        """The engine's guards: every parameter's view and every gradient's held."""
+        guards: list[tuple[str, object, object, int, int]] = [b.guard for b in self._params]
+        guards += [b.guard for b in self._grads if b is not None]
+        engine._guards = guards
+        engine._built_plan().set_guards(guards)
+
+    def _moved_grads(self) -> bool:
+        """Forget the views of gradients whose memory moved (the guard refused them); whether any did."""
+        moved = False
+        for index, bound in enumerate(self._grads):
+            if bound is not None and bound.tensor.data_ptr() != bound.address:
+                self._grads[index] = self._grad_views[index] = None
+                moved = True
+        return moved
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        """``step(closure=None)``: one step over every parameter whose ``.grad`` is not None, in one
+        native call. With a closure, it is called first (with grad enabled) and its loss returned,
+        as torch.optim. What the step measured or skipped (``max_grad_norm``, ``skip_nonfinite``)
+        is in :attr:`last_step_info`.
+
+        torch's step wrapper is this method's own: the global and the optimizer's step pre- and
+        post-hooks run as torch runs them, and the step is a ``record_function`` range while a
+        profiler records (the only time torch's range is seen; opening it costs tens of
+        microseconds per step)."""
+        if _autograd_profiler._is_profiler_enabled:
+            with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+                return self._hooked_step(args, kwargs)
+        return self._hooked_step(args, kwargs)
+
+    step.hooked = True  # type: ignore[attr-defined]  # torch.optim.Optimizer.__init__ wraps an unhooked step
+
+    def _hooked_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The hooks around the step, as torch's ``Optimizer.profile_hook_step`` runs them."""
+        if not (_GLOBAL_PRE_HOOKS or _GLOBAL_POST_HOOKS or self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks):  # the usual case, spared the loops below
+            out = self._step(*args, **kwargs)
+            self._optimizer_step_code()
+            return out
+        full: tuple[Any, ...] = (self, *args)
+        for pre_hook in chain(_GLOBAL_PRE_HOOKS.values(), self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, full, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError(f"a step pre-hook must return None or a tuple of (new_args, new_kwargs), "
+                                       f"got {result!r}")
+                full, kwargs = result
+        out = self._step(*full[1:], **kwargs)
+        self._optimizer_step_code()
+        for post_hook in chain(self._optimizer_step_post_hooks.values(), _GLOBAL_POST_HOOKS.values()):
+            post_hook(self, full, kwargs)
+        return out
+
+    def _step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        engine = self._built()
+        with engine._lock:
+            if self._ema_swapped:
+                raise RuntimeError("a step is refused inside swap_ema(): the parameters hold the EMA until the block "
+                                   "ends (nothing was changed)")
+            self._sync_groups(engine)
+            try:
+                self.last_step_info = engine.step(self._gathered())
+            except ValueError:
+                if not self._moved_grads():
+                    raise
+                self.last_step_info = engine.step(self._gathered())  # a .grad's memory moved: view it anew
+        return loss
+
+    # ---- the options the engine keeps -------------------------------------------------------------
+    @property
+    def max_grad_norm(self) -> float | None:
+        """Clip the gradients to this global 2-norm inside the step (None: no clipping)."""
+        return self._built().max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value: float | None) -> None:
+        self._built().max_grad_norm = value
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        """Skip, changing nothing, a step whose gradients hold a NaN or an infinity."""
+        return self._built().skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value: bool) -> None:
+        self._built().skip_nonfinite = value
+
+    @property
+    def state_dtype(self) -> str | None:
+        """How the state is stored: None (the parameter's dtype), "bfloat16", "int8" or "float32"."""
+        return self._built().state_dtype
+
+    def memory(self) -> dict[str, int]:
+        """The bytes this optimizer allocated beside the parameters (see fastoptim.Optimizer.memory)."""
+        return self._built().memory()
+
+    @property
+    def ema(self) -> list[torch.Tensor] | None:
+        """With ``ema_decay``: the EMA of each parameter, in parameter order, as tensors over the
+        arrays the steps update (no copy; float32 for bfloat16 parameters). Else None."""
+        ema = self._built().ema
+        if ema is None:
+            return None
+        return [tensor_of(ema[index], order) for index, order in enumerate(self._orders)]
+
+    @contextlib.contextmanager
+    def swap_ema(self) -> Iterator[None]:
+        """Within the block the parameters hold their EMA (copied in with torch's copy_, which
+        rounds bfloat16 ones to nearest); on exit, exceptions included, they get their own values
+        back exactly. Steps inside the block raise."""
+        ema = self.ema
+        if ema is None:
+            raise ValueError(f"swap_ema needs an EMA of the weights: construct the {type(self).__name__} with "
+                             "ema_decay")
+        engine = self._built()
+        with engine._lock:
+            if self._ema_swapped:
+                raise RuntimeError("swap_ema is already in effect; blocks of it do not nest")
+            tensors = [b.tensor for b in self._params]
+            kept = [t.detach().clone() for t in tensors]
+            with torch.no_grad():
+                for tensor, average in zip(tensors, ema):
+                    tensor.copy_(average)
+            self._ema_swapped = True
+        try:
+            yield
+        finally:
+            with engine._lock, torch.no_grad():
+                for tensor, values in zip(tensors, kept):
+                    tensor.copy_(values)
+                self._ema_swapped = False
+
+    def _built(self) -> _numpy_optimizer.Optimizer:
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError(f"this {type(self).__name__} has no engine: its construction did not finish")
+        return engine
+
+    # ---- state ----------------------------------------------------------------------------------
+    @property  # type: ignore[override]
+    def state(self) -> dict[torch.Tensor, dict[str, Any]]:
+        """Parameter tensor -> its state in torch's layout (``step`` and the state tensors): a
+        snapshot, holding copies. Restore state with load_state_dict."""
+        engine = self._engine
+        if engine is None:
+            return {}
+        with engine._lock:
+            saved = to_torch(engine.state_dict(), self.param_groups, self._orders)["state"]
+        return {self._params[index].tensor: entry for index, entry in saved.items()}
+
+    @state.setter
+    def state(self, value: Mapping[Any, Any]) -> None:
+        if self._engine is not None or len(value):
+            raise AttributeError("the state of a fastoptim.torch optimizer is its engine's: restore it with "
+                                 "load_state_dict")
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's layout: ``{"state": {id: {"step": tensor, slot: tensor}}, "param_groups": [{...,
+        "params": [ids]}]}``, tensors holding copies; ``torch.save`` writes it, and torch.optim's
+        optimizer of the same rule loads it. fastoptim's additions (``state_format``, ``ema``) ride
+        along as tensors and plain values."""
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        engine = self._built()
+        with engine._lock:
+            saved = engine.state_dict()
+            result = to_torch(saved, self.param_groups, self._orders)
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            returned = post_hook(self, result)
+            if returned is not None:
+                result = returned
+        return result
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state dict of this class or of torch.optim's optimizer of the same rule (ids
+        matched by order, as torch). Everything is checked first: on any error nothing changes."""
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            returned = pre_hook(self, state_dict)
+            if returned is not None:
+                state_dict = returned
+        engine = self._built()
+        with engine._lock:
+            if self._ema_swapped:
+                raise RuntimeError("load_state_dict is refused inside swap_ema() (nothing was changed)")
+            self._sync_groups(engine)
+            numpy_dict, torch_groups = from_torch(state_dict, self.param_groups, self._orders, self._hyper_keys,
+                                                  engine._scalar_names())
+            engine.load_state_dict(numpy_dict)
+            for group, saved in zip(self.param_groups, torch_groups):
+                group.update(saved)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError(f"a fastoptim.torch.{type(self).__name__} is not pickled or copied (its arrays are views of "
+                        "the model's tensors): save opt.state_dict() with torch.save, and load it into an optimizer "
+                        "built over the model")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raise TypeError(f"a fastoptim.torch.{type(self).__name__} is not unpickled; load a state dict instead")

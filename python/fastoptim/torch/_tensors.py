@@ -1,0 +1,155 @@
+"""Zero-copy NumPy views of torch CPU tensors, and the checks that keep them valid.
+
+A view of a tensor points at its storage's memory; torch lets Python code swap or free that
+memory while the view lives (``p.data = ...``, ``p.set_()``, ``p.resize_()``,
+``p.untyped_storage().resize_(0)``). So every view the kernels write through is re-checked
+before each step, in the native call itself (``Plan.set_guards``): the tensor still starts where
+the view does, and the storage it had still holds the whole view. The steps run with the
+GIL held (``Optimizer._release_gil``), so no Python code runs between the check and the writes.
+
+A dense tensor in any memory order (``channels_last`` included) is viewed with its axes ordered
+by decreasing stride, which makes the view C-contiguous: the rules are element-wise (or reduce
+over the whole array), so the order the kernels visit the elements in is theirs to choose, and
+the state, the gradient and the EMA take the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = ["Bound", "array_of", "grad_view", "param_view", "tensor_of"]
+
+_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+
+
+def _bfloat16() -> np.dtype:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("bfloat16 tensors are stepped through ml_dtypes.bfloat16 views: pip install "
+                        "\"fastoptim[bf16]\"") from None
+    dtype: np.dtype = np.dtype(ml_dtypes.bfloat16)
+    return dtype
+
+
+def _order(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The axes by decreasing stride (ties: as given), which makes a dense tensor's view C-contiguous."""
+    strides = tensor.stride()
+    return tuple(sorted(range(tensor.dim()), key=lambda axis: -strides[axis]))
+
+
+def _is_dense(tensor: torch.Tensor) -> bool:
+    """Whether the elements fill a block of memory, each once: in increasing stride, each axis's
+    stride is the product of the sizes before it (axes of size 1 aside)."""
+    if tensor.numel() == 0:
+        return True
+    expected = 1
+    for size, stride in sorted((p for p in zip(tensor.shape, tensor.stride()) if p[0] != 1), key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _check_dense(label: str, tensor: torch.Tensor, what: str) -> None:
+    """A CPU tensor, strided, dense and non-overlapping, of a dtype fastoptim updates."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{label} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.device.type != "cpu":
+        raise TypeError(f"{label} is on {tensor.device}; fastoptim.torch steps CPU tensors (for {tensor.device} "
+                        f"tensors use torch.optim, e.g. with fused=True)")
+    if tensor.layout != torch.strided:
+        raise TypeError(f"{label} has layout {tensor.layout}; {what} must be dense (strided) tensors"
+                        + (" (SparseAdam takes sparse COO gradients)" if tensor.layout == torch.sparse_coo else ""))
+    if tensor.dtype not in _DTYPES and tensor.dtype != torch.bfloat16:
+        raise TypeError(f"{label} has dtype {tensor.dtype}; fastoptim updates float32, float64 and bfloat16 tensors")
+    if tensor.is_conj() or tensor.is_neg():
+        raise TypeError(f"{label} is a lazily conjugated or negated view; resolve it first")
+    if not _is_dense(tensor):
+        raise ValueError(f"{label} is not dense (a strided or overlapping view, strides {tensor.stride()} for shape "
+                         f"{tuple(tensor.shape)}); fastoptim never copies it, since the update would be lost: pass "
+                         "the tensor it views")
+
+
+def _numpy(tensor: torch.Tensor, order: tuple[int, ...]) -> np.ndarray:
+    """The tensor's memory as a C-contiguous NumPy view, its axes in `order`."""
+    plain = tensor.detach()
+    if plain.dtype == torch.bfloat16:
+        array = plain.view(torch.int16).numpy().view(_bfloat16())
+    else:
+        array = plain.numpy()
+    return array.transpose(order) if order != tuple(range(array.ndim)) else array
+
+
+class Bound(NamedTuple):
+    """A tensor, its NumPy view, and the guard a step re-checks before writing through the view."""
+
+    tensor: torch.Tensor
+    view: np.ndarray
+    address: int
+    shape: torch.Size
+    strides: tuple[int, ...]
+    # (label, tensor, its storage, address, span): Plan.set_guards' entry. Holding the storage
+    # keeps its memory alive until torch itself frees or moves it, which the guard detects.
+    guard: tuple[str, torch.Tensor, Any, int, int]
+
+
+def bind(label: str, tensor: torch.Tensor, order: tuple[int, ...]) -> Bound:
+    """A view of a checked tensor with its axes in `order`."""
+    address = tensor.data_ptr()
+    guard = (label, tensor, tensor.untyped_storage(), address, tensor.numel() * tensor.element_size())
+    return Bound(tensor, _numpy(tensor, order), address, tensor.shape, tensor.stride(), guard)
+
+
+def param_view(label: str, tensor: Any) -> tuple[Bound, tuple[int, ...]]:
+    """A parameter's view and its axis order, or TypeError/ValueError naming `label`."""
+    _check_dense(label, tensor, "parameters")
+    if tensor.is_inference():
+        raise ValueError(f"{label} is an inference tensor, which torch lets nothing update in place")
+    order = _order(tensor)
+    return bind(label, tensor, order), order
+
+
+def grad_view(label: str, grad: Any, param: Bound, order: tuple[int, ...]) -> Bound:
+    """A gradient's view in its parameter's order, or TypeError/ValueError naming `label`."""
+    _check_dense(label, grad, "gradients")
+    if grad.dtype != param.tensor.dtype:
+        raise TypeError(f"{label} has dtype {grad.dtype}; its parameter has {param.tensor.dtype}")
+    if grad.shape != param.shape:
+        raise ValueError(f"{label} has shape {tuple(grad.shape)}; its parameter has {tuple(param.shape)}")
+    if grad.stride() != param.strides and grad.numel() > 1:
+        raise ValueError(f"{label} has strides {grad.stride()}, its parameter {param.strides}: fastoptim reads "
+                         "them in one memory order (torch's autograd makes them match; allocate the gradient with "
+                         "torch.empty_like(param))")
+    return bind(label, grad, order)
+
+
+def tensor_of(array: np.ndarray, order: tuple[int, ...]) -> torch.Tensor:
+    """A tensor over `array`'s memory (no copy) with the axes of the parameter it belongs to."""
+    if array.dtype.itemsize == 2 and array.dtype.kind in "uV":  # bfloat16 (ml_dtypes' or bit patterns)
+        tensor = torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+    else:
+        tensor = torch.from_numpy(array)
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    return tensor.permute(inverse) if inverse != tuple(range(len(order))) else tensor
+
+
+def array_of(label: str, tensor: Any, order: tuple[int, ...]) -> np.ndarray:
+    """A saved state tensor as an array in the parameter's view order (a view where it can be)."""
+    if isinstance(tensor, np.ndarray):
+        return tensor.transpose(order) if tensor.ndim == len(order) and order else tensor
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{label} must be a tensor, got {type(tensor).__name__}")
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    plain = tensor.detach()
+    if plain.layout != torch.strided:
+        raise TypeError(f"{label} has layout {plain.layout}; state tensors are dense")
+    if plain.dtype == torch.bfloat16:
+        array: np.ndarray = plain.view(torch.int16).numpy().view(np.uint16)
+    else:
+        array = plain.resolve_conj().resolve_neg().numpy()
+    return array.transpose(order) if array.ndim == len(order) and order else array

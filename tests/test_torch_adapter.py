@@ -1,0 +1,499 @@
+"""fastoptim.torch: drop-in torch.optim optimizers over torch CPU tensors, stepped in place."""
+
+from __future__ import annotations
+
+import copy
+import io
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+from child import run_python
+
+from registry import CASES
+
+torch = pytest.importorskip("torch")
+fot = pytest.importorskip("fastoptim.torch")
+import fastoptim as fo  # noqa: E402
+
+TORCH_CASES = [c for c in CASES if c.torch_name and c.torch_name in fot.__all__]
+TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-12)}
+# torch keeps NAdam's mu_product and ASGD's eta in float32 tensors even for float64 parameters
+# (tests/test_torch_parity.py measures what that costs); fastoptim keeps doubles.
+LOOSER = {("nadam", torch.float64): dict(rtol=1e-8, atol=1e-9), ("asgd", torch.float64): dict(rtol=1e-7, atol=1e-7)}
+
+
+class Net(torch.nn.Module):
+    """A convolution (its weight channels_last), two linear layers, a frozen layer, an unused one."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3)
+        self.hidden = torch.nn.Linear(3 * 4 * 4, 7)
+        self.frozen = torch.nn.Linear(7, 7)
+        self.out = torch.nn.Linear(7, 2)
+        self.unused = torch.nn.Linear(2, 2)  # never gets a gradient: .grad stays None
+        self.frozen.requires_grad_(False)
+        self.to(dtype)
+        self.conv.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x)).flatten(1)
+        return self.out(torch.tanh(self.frozen(torch.tanh(self.hidden(h)))))
+
+
+def _nets(dtype: torch.dtype, seed: int = 0) -> tuple[Net, Net]:
+    torch.manual_seed(seed)
+    net = Net(dtype)
+    return net, copy.deepcopy(net)
+
+
+def _backward(net: Net, rng: np.random.Generator, dtype: torch.dtype) -> None:
+    x = torch.from_numpy(rng.standard_normal((4, 2, 6, 6))).to(dtype)
+    net.zero_grad(set_to_none=True)
+    net(x).pow(2).mean().backward()
+
+
+def _copy_grads(source: Net, target: Net, drop: bool) -> None:
+    """The same gradients into `target` (the oracle sees what fastoptim saw); `drop` leaves the
+    hidden layer's bias without one, as a step that did not reach it."""
+    for (name, p), q in zip(source.named_parameters(), target.parameters()):
+        if drop and name == "hidden.bias":
+            p.grad = None
+        q.grad = None if p.grad is None else p.grad.clone(memory_format=torch.preserve_format)
+
+
+def _assert_same(net: Net, oracle: Net, tol: dict[str, float]) -> None:
+    for (name, p), q in zip(net.named_parameters(), oracle.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), **tol, err_msg=name)
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: c.name)
+def test_matches_torch_optim_on_a_module(case, dtype, seed):
+    rng = np.random.default_rng(seed)
+    kwargs = case.random_args(rng)
+    net, oracle = _nets(dtype, seed)
+    opt = getattr(fot, case.torch_name)(net.parameters(), **kwargs)
+    topt = getattr(torch.optim, case.torch_name)(oracle.parameters(), **kwargs)
+    pointers = [p.data_ptr() for p in net.parameters()]
+    for step in range(20):
+        _backward(net, rng, dtype)
+        _copy_grads(net, oracle, drop=step % 3 == 1)
+        opt.step()
+        topt.step()
+    tol = LOOSER.get((case.name, dtype), TOLERANCE[dtype])
+    _assert_same(net, oracle, tol)
+    assert [p.data_ptr() for p in net.parameters()] == pointers
+    assert net.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    ours, theirs = opt.state, topt.state
+    assert set(ours) == {p for p in net.parameters() if p in ours}
+    for p, q in zip(net.parameters(), oracle.parameters()):
+        # never-stepped parameters (frozen, unused) have no state (torch's Adagrad has its step 0;
+        # torch's SGD counts no steps, and has an empty entry where momentum is 0)
+        assert (p in ours) == (q in theirs and float(theirs[q].get("step", 1)) > 0)
+        for slot, value in (ours and theirs.get(q, {}) if p in ours else {}).items():
+            mine = ours[p][slot]
+            if value is None:
+                continue
+            if slot == "step":
+                assert float(mine) == float(value)
+            elif value.ndim == 0:  # a running scalar (mu_product, eta, mu)
+                assert float(mine) == pytest.approx(float(value), rel=1e-6), slot
+            else:
+                assert mine.shape == value.shape and mine.stride() == value.stride(), slot
+                np.testing.assert_allclose(mine.numpy(), value.numpy(), **tol, err_msg=slot)
+
+
+@pytest.mark.parametrize("make_scheduler", [
+    lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=20),
+    lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=7, eta_min=1e-4),
+    lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1),
+], ids=["OneCycleLR", "CosineAnnealingLR", "ReduceLROnPlateau"])
+@pytest.mark.parametrize("rule", ["AdamW", "SGD"])
+def test_torch_schedulers_drive_it(rule, make_scheduler):
+    rng = np.random.default_rng(3)
+    net, oracle = _nets(torch.float32)
+    kwargs = {"lr": 0.01, "momentum": 0.9} if rule == "SGD" else {"lr": 0.01}
+    opt = getattr(fot, rule)(net.parameters(), **kwargs)
+    topt = getattr(torch.optim, rule)(oracle.parameters(), **kwargs)
+    schedulers = [make_scheduler(opt), make_scheduler(topt)]
+    lrs = []
+    for _ in range(20):
+        _backward(net, rng, torch.float32)
+        _copy_grads(net, oracle, drop=False)
+        opt.step()
+        topt.step()
+        for s in schedulers:
+            if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                s.step(1.0)  # a loss that never improves: the rate halves every other step
+            else:
+                s.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert opt.param_groups[0]["lr"] == topt.param_groups[0]["lr"]
+    assert len(set(lrs)) > 3  # the scheduler moved the rate
+    _assert_same(net, oracle, TOLERANCE[torch.float32])
+
+
+def _saved_and_loaded(state_dict):
+    """Through torch.save and torch.load(weights_only=True): what a checkpoint file holds."""
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("direction", ["torch_to_fastoptim", "fastoptim_to_torch"])
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: c.name)
+def test_state_dicts_cross_both_ways(case, direction):
+    rng = np.random.default_rng(5)
+    kwargs = case.random_args(rng)
+    dtype = torch.float64
+    net, oracle = _nets(dtype)
+    first = (torch.optim if direction == "torch_to_fastoptim" else fot)
+    second = (fot if direction == "torch_to_fastoptim" else torch.optim)
+    # the first half on `oracle` with the first library's optimizer, then both continue
+    opt_a = getattr(first, case.torch_name)(oracle.parameters(), **kwargs)
+    for step in range(6):
+        _backward(net, rng, dtype)
+        _copy_grads(net, oracle, drop=step == 2)
+        opt_a.step()
+    with torch.no_grad():
+        for p, q in zip(net.parameters(), oracle.parameters()):
+            p.copy_(q)
+    opt_b = getattr(second, case.torch_name)(net.parameters(), **kwargs)
+    opt_b.load_state_dict(_saved_and_loaded(opt_a.state_dict()))
+    for step in range(6):
+        _backward(net, rng, dtype)
+        _copy_grads(net, oracle, drop=step == 4)
+        opt_a.step()
+        opt_b.step()
+    _assert_same(net, oracle, LOOSER.get((case.name, dtype), dict(rtol=1e-10, atol=1e-12)))
+
+
+def test_a_state_dict_reloads_into_itself_bit_for_bit():
+    rng = np.random.default_rng(6)
+    net, twin = _nets(torch.float32)
+    opt = fot.AdamW(net.parameters(), lr=0.01, amsgrad=True, ema_decay=0.9)
+    for _ in range(3):
+        _backward(net, rng, torch.float32)
+        opt.step()
+    saved = _saved_and_loaded(opt.state_dict())
+    with torch.no_grad():
+        for p, q in zip(net.parameters(), twin.parameters()):
+            q.copy_(p)
+    resumed = fot.AdamW(twin.parameters(), lr=0.01, amsgrad=True, ema_decay=0.9)
+    resumed.load_state_dict(saved)
+    for _ in range(3):
+        _backward(net, rng, torch.float32)
+        _copy_grads(net, twin, drop=False)
+        opt.step()
+        resumed.step()
+    for p, q in zip(net.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    for a, b in zip(opt.ema, resumed.ema):
+        assert torch.equal(a, b)
+
+
+def test_a_bad_state_dict_changes_nothing():
+    rng = np.random.default_rng(7)
+    net, _ = _nets(torch.float32)
+    opt = fot.Adam(net.parameters(), lr=0.01)
+    _backward(net, rng, torch.float32)
+    opt.step()
+    before = opt.state_dict()
+    bad = opt.state_dict()
+    bad["state"][0]["exp_avg"] = torch.zeros(5)
+    with pytest.raises(ValueError, match="shape"):
+        opt.load_state_dict(bad)
+    wrong_groups = {"state": {}, "param_groups": []}
+    with pytest.raises(ValueError, match="param groups"):
+        opt.load_state_dict(wrong_groups)
+    after = opt.state_dict()
+    for key, entry in before["state"].items():
+        for slot, value in entry.items():
+            assert torch.equal(value, after["state"][key][slot])
+
+
+def test_bfloat16_parameters_step_as_fastoptim_does_on_ml_dtypes_arrays():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal((2, 50, 7)).astype(np.float32)
+    tensors = [torch.tensor(v).to(torch.bfloat16) for v in values]
+    arrays = [t.view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16) for t in tensors]
+    for t in tensors:
+        t.requires_grad_()
+    opt = fot.AdamW(tensors, lr=1e-2, seed=11)
+    reference = fo.AdamW(arrays, lr=1e-2, seed=11)
+    for _ in range(5):
+        grads = rng.standard_normal((2, 50, 7)).astype(np.float32)
+        for t, g in zip(tensors, grads):
+            t.grad = torch.tensor(g).to(torch.bfloat16)
+        reference.step([t.grad.view(torch.int16).numpy().view(ml_dtypes.bfloat16) for t in tensors])
+        opt.step()
+    for t, a in zip(tensors, arrays):
+        assert np.array_equal(t.detach().view(torch.int16).numpy(), a.view(np.int16))
+
+
+def test_the_tensors_are_never_copied_and_a_step_keeps_no_allocation():
+    rng = np.random.default_rng(9)
+    net, _ = _nets(torch.float32)
+    opt = fot.AdamW(net.parameters(), lr=1e-3, max_grad_norm=1.0, ema_decay=0.99)
+    pointers = [p.data_ptr() for p in net.parameters()]
+    _backward(net, rng, torch.float32)
+    grad_pointers = [None if p.grad is None else p.grad.data_ptr() for p in net.parameters()]
+    opt.step()  # the first step allocates nothing more either, but warms Python's caches
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(5):
+            opt.step()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = [s for s in after.compare_to(before, "lineno") if s.size_diff >= 1024]
+    assert grown == []
+    assert [p.data_ptr() for p in net.parameters()] == pointers
+    assert [None if p.grad is None else p.grad.data_ptr() for p in net.parameters()] == grad_pointers
+
+
+def test_a_large_step_allocates_nothing_in_a_child():
+    """Peak memory of a child stepping a 16M-element model: state and EMA are allocated once,
+    at construction; five steps add nothing (a copy of the parameters would add 64 MB)."""
+    code = textwrap.dedent("""
+        import resource, torch, fastoptim.torch as fot
+        params = [torch.zeros(4_000_000, requires_grad=True) for _ in range(4)]
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt = fot.AdamW(params, ema_decay=0.9, max_grad_norm=1.0)
+        opt.step()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(5):
+            opt.step()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 1024  # KiB: under 1 MiB of growth
+
+
+def test_hooks_closure_zero_grad_and_add_param_group():
+    rng = np.random.default_rng(10)
+    net, oracle = _nets(torch.float32)
+    opt = fot.SGD(net.parameters(), lr=0.1, momentum=0.5)
+    topt = torch.optim.SGD(oracle.parameters(), lr=0.1, momentum=0.5)
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append(("pre", o)))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append(("post", o)))
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    handle = register_optimizer_step_post_hook(lambda o, args, kwargs: calls.append(("global", o)))
+    x = torch.from_numpy(rng.standard_normal((4, 2, 6, 6)).astype(np.float32))
+
+    def closure():
+        opt.zero_grad()
+        loss = net(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    try:
+        loss = opt.step(closure)
+    finally:
+        handle.remove()
+    assert isinstance(loss, torch.Tensor)
+    assert calls == [("pre", opt), ("post", opt), ("global", opt)]
+    _copy_grads(net, oracle, drop=False)
+    topt.step()
+    _assert_same(net, oracle, TOLERANCE[torch.float32])
+    # zero_grad(set_to_none=True): a step with no gradients changes nothing
+    opt.zero_grad(set_to_none=True)
+    kept = [p.detach().clone() for p in net.parameters()]
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(kept, net.parameters()))
+    # a group added later steps with its own settings
+    extra = torch.zeros(5, requires_grad=True)
+    opt.add_param_group({"params": [extra], "lr": 1.0, "momentum": 0.0})
+    extra.grad = torch.ones(5)
+    opt.step()
+    assert torch.equal(extra.detach(), torch.full((5,), -1.0))
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        opt.add_param_group({"params": [extra]})
+    assert len(opt.param_groups) == 2
+
+
+def test_fused_step_options_and_last_step_info():
+    net, oracle = _nets(torch.float32)
+    opt = fot.Adam(net.parameters(), lr=0.01, max_grad_norm=1e-3, skip_nonfinite=True)
+    topt = torch.optim.Adam(oracle.parameters(), lr=0.01)
+    rng = np.random.default_rng(11)
+    _backward(net, rng, torch.float32)
+    _copy_grads(net, oracle, drop=False)
+    opt.step()
+    norm = torch.nn.utils.clip_grad_norm_(list(oracle.parameters()), 1e-3)
+    topt.step()
+    assert opt.last_step_info.grad_norm == pytest.approx(float(norm), rel=1e-5)
+    _assert_same(net, oracle, TOLERANCE[torch.float32])
+    net.hidden.weight.grad[0, 0] = float("nan")
+    kept = [p.detach().clone() for p in net.parameters()]
+    opt.step()
+    assert opt.last_step_info.skipped
+    assert all(torch.equal(a, b) for a, b in zip(kept, net.parameters()))
+
+
+def test_the_ema_and_swapping_it_in():
+    net, _ = _nets(torch.float32)
+    opt = fot.SGD(net.parameters(), lr=0.1, ema_decay=0.5)
+    rng = np.random.default_rng(12)
+    start = [p.detach().clone() for p in net.parameters()]
+    _backward(net, rng, torch.float32)
+    opt.step()
+    for average, p, p0 in zip(opt.ema, net.parameters(), start):
+        torch.testing.assert_close(average, 0.5 * p0 + 0.5 * p.detach())
+        assert average.shape == p.shape and average.stride() == p.stride()
+    trained = [p.detach().clone() for p in net.parameters()]
+    with opt.swap_ema():
+        for average, p in zip(opt.ema, net.parameters()):
+            assert torch.equal(p.detach(), average)
+        with pytest.raises(RuntimeError, match="swap_ema"):
+            opt.step()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(trained, net.parameters()))
+
+
+@pytest.mark.parametrize("option", ["foreach", "fused"])
+@pytest.mark.parametrize("value", [None, False, True])
+def test_foreach_and_fused_are_accepted_and_ignored(option, value):
+    net, oracle = _nets(torch.float32)
+    opt = fot.AdamW(net.parameters(), lr=0.01, **{option: value})
+    topt = torch.optim.AdamW(oracle.parameters(), lr=0.01)
+    _backward(net, np.random.default_rng(0), torch.float32)
+    _copy_grads(net, oracle, drop=False)
+    opt.step()
+    topt.step()
+    _assert_same(net, oracle, TOLERANCE[torch.float32])
+    assert opt.param_groups[0][option] is value
+
+
+@pytest.mark.parametrize(("option", "advice"), [("capturable", "CUDA"), ("differentiable", "differentiable=True")])
+def test_capturable_and_differentiable_are_refused_with_what_to_use(option, advice):
+    with pytest.raises(TypeError, match=advice):
+        fot.Adam([torch.zeros(3, requires_grad=True)], **{option: True})
+
+
+def test_tensors_it_cannot_step_are_refused():
+    with pytest.raises(TypeError, match="meta"):
+        fot.Adam([torch.zeros(3, device="meta", requires_grad=True)])
+    with pytest.raises(TypeError, match="dtype torch.int32"):
+        fot.Adam([torch.zeros(3, dtype=torch.int32)])
+    base = torch.zeros(4, 6, requires_grad=True)
+    with pytest.raises(ValueError, match="not dense"):
+        fot.Adam([base.detach()[:, ::2]])
+    with pytest.raises(ValueError, match="share memory|overlap"):
+        fot.Adam([base.detach()[:2], base.detach()[1:3]])
+    with pytest.raises(TypeError, match="rowwise"):
+        fot.Adagrad([torch.zeros(3, 2, requires_grad=True)], rowwise=True)
+    # a Parameter given twice: torch's own check
+    p = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="more than one"):
+        fot.Adam([{"params": [p]}, {"params": [p]}])
+
+
+def test_bad_gradients_are_refused_with_nothing_changed():
+    p = torch.zeros(4, 6, requires_grad=True)
+    q = torch.zeros(5, requires_grad=True)
+    opt = fot.Adam([p, q], lr=0.1)
+    q.grad = torch.ones(5)
+    for grad, error, text in [
+        (torch.ones(6, 4).t(), ValueError, "strides"),
+        (torch.ones(4, 7)[:, :6], ValueError, "not dense"),
+        (torch.ones(4, 6).to_sparse(), TypeError, "SparseAdam"),
+    ]:
+        p.grad = grad
+        with pytest.raises(error, match=text):
+            opt.step()
+        assert torch.count_nonzero(p) == 0 and torch.count_nonzero(q) == 0
+        assert opt.state == {}
+
+
+def test_memory_moved_under_a_parameter_is_refused_with_nothing_changed():
+    p = torch.zeros(1000, requires_grad=True)
+    opt = fot.SGD([p], lr=0.1)
+    p.grad = torch.ones(1000)
+    opt.step()
+    p.data = torch.zeros(1000)
+    with pytest.raises(ValueError, match="memory moved"):
+        opt.step()
+    assert torch.count_nonzero(p) == 0
+
+
+def test_a_new_gradient_tensor_each_step_is_viewed_anew():
+    """zero_grad(set_to_none=True) gives a new .grad each backward; a .grad whose memory moved
+    (grad.data = ...) is viewed again rather than refused."""
+    p = torch.zeros(10, requires_grad=True)
+    opt = fot.SGD([p], lr=1.0)
+    for value in (1.0, 2.0):
+        p.grad = torch.full((10,), value)
+        opt.step()
+    p.grad.data = torch.full((10,), 4.0)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((10,), -7.0))
+
+
+@pytest.mark.parametrize("attack", [
+    "p.data = torch.zeros(1)",
+    "p.untyped_storage().resize_(0)",
+    "p.grad.untyped_storage().resize_(0)",
+    "p.set_(torch.zeros(3))",
+    "p.data.resize_(3_000_000)",
+    "p.grad.resize_(3_000_000)",
+    "p.grad.set_(torch.zeros(3))",
+])
+def test_freed_memory_is_never_written_in_a_child(attack):
+    """Each way Python code can free or move a tensor's memory after the optimizer bound it:
+    the next step refuses, in a fresh process, so that a crash fails the test."""
+    code = textwrap.dedent(f"""
+        import torch, fastoptim.torch as fot
+        p = torch.zeros(1_000_000, requires_grad=True)
+        p.grad = torch.ones(1_000_000)
+        opt = fot.SGD([p], lr=0.1, momentum=0.9)
+        opt.step()
+        try:
+            with torch.no_grad():
+                {attack}
+        except RuntimeError as error:  # torch keeps some storages from being resized
+            print("torch refused:", error)
+        for _ in range(3):
+            junk = [torch.ones(1_000_000) for _ in range(4)]  # reuse the freed memory
+            try:
+                opt.step()
+            except (ValueError, TypeError) as error:
+                print("refused:", error)
+            else:
+                print("stepped")
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    if lines[0].startswith("torch refused:"):  # nothing moved: the steps go on
+        assert lines[1:] == ["stepped"] * 3, lines
+    else:
+        assert len(lines) == 3 and all(line.startswith("refused:") for line in lines), lines
+
+
+def test_pickling_is_refused_with_what_to_do():
+    import pickle
+
+    opt = fot.Adam([torch.zeros(3, requires_grad=True)])
+    with pytest.raises(TypeError, match="state_dict"):
+        pickle.dumps(opt)
+    with pytest.raises(TypeError, match="state_dict"):
+        copy.deepcopy(opt)
+
+
+def test_the_signature_and_docstring_are_the_rules():
+    import inspect
+
+    assert inspect.signature(fot.AdamW) == inspect.signature(fo.AdamW)
+    assert "torch.optim.AdamW" in fot.AdamW.__doc__
+    assert issubclass(fot.AdamW, torch.optim.Optimizer)

@@ -79,12 +79,12 @@ def test_json_names_the_machine(tiny: tuple[dict[str, Any], str, str, Path]) -> 
 
 def test_json_has_every_peer_and_field(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
     document = tiny[0]
-    assert document["peers"] == list(_bench.PEERS)
+    assert document["peers"] == list(_bench.DEFAULT_PEERS)
     results = document["results"]
     assert [(r["rule"], r["work"]) for r in results] == [("adam", "1e3"), ("adam", "1e4"), ("lamb", "1e3"),
                                                          ("lamb", "1e4")]
     for r in results:
-        assert set(r["peers"]) | set(r["skipped"]) == set(_bench.PEERS), r["rule"]
+        assert set(r["peers"]) | set(r["skipped"]) == set(_bench.DEFAULT_PEERS), r["rule"]
         assert not set(r["peers"]) & set(r["skipped"])
         assert {"fastoptim", "numpy", "probe"} <= set(r["peers"])
         for stats in r["peers"].values():
@@ -493,3 +493,18 @@ def test_params_dtype_times_bfloat16_weights_beside_float32_torch_and_the_probes
 def test_params_dtype_runs_alone(capsys: pytest.CaptureFixture[str]) -> None:
     assert _bench.main(["--params-dtype", "bfloat16", "--state-dtype", "int8"]) == 2
     assert "--params-dtype runs alone" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="the fastoptim_torch peer steps torch tensors")
+def test_the_fastoptim_torch_peer_steps_as_fastoptim_does(tmp_path: Path) -> None:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = _bench.main(["--rules", "adamw,lion", "--sizes", "1e3", "--repeats", "2", "--max-repeats", "2",
+                            "--min-time", "1e-6", "--warmup", "1", "--threads", "1", "--out", str(tmp_path),
+                            "--peers", "fastoptim,fastoptim_torch,torch_fused,probe", "--omp-spin", "openmp"])
+    assert code == 0, stderr.getvalue()
+    document = json.loads((tmp_path / "bench.json").read_text())
+    for result in document["results"]:
+        peer = result["peers"]["fastoptim_torch"]
+        assert peer["gels"] > 0 and peer["deviation"] == 0.0  # the same bits as fastoptim's step
+    assert stdout.getvalue().splitlines()[0].split()[-2:] == ["fo.torch/fused", "fo.torch/probe"]

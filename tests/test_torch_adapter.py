@@ -497,3 +497,106 @@ def test_the_signature_and_docstring_are_the_rules():
     assert inspect.signature(fot.AdamW) == inspect.signature(fo.AdamW)
     assert "torch.optim.AdamW" in fot.AdamW.__doc__
     assert issubclass(fot.AdamW, torch.optim.Optimizer)
+
+
+class Tables(torch.nn.Module):
+    """Two embedding tables with sparse gradients; the second is used on some steps only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words = torch.nn.Embedding(50, 6, sparse=True)
+        self.tags = torch.nn.Embedding(9, 6, sparse=True)
+
+    def forward(self, words: torch.Tensor, tags: torch.Tensor | None) -> torch.Tensor:
+        h = self.words(words)
+        return (h if tags is None else h + self.tags(tags)).pow(2).sum()
+
+
+def _sparse_batches(seed: int, steps: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randint(0, 50, (12,), generator=g),  # repeats: summed by coalescing
+             None if step % 3 == 1 else torch.randint(0, 9, (12,), generator=g)) for step in range(steps)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_sparse_adam_matches_torch_on_embedding_gradients(dtype):
+    torch.manual_seed(1)
+    tables = Tables().to(dtype)
+    oracle = copy.deepcopy(tables)
+    opt = fot.SparseAdam(tables.parameters(), lr=0.05, betas=(0.8, 0.99), eps=1e-6)
+    topt = torch.optim.SparseAdam(oracle.parameters(), lr=0.05, betas=(0.8, 0.99), eps=1e-6)
+    for words, tags in _sparse_batches(0, 12):
+        for model, o in ((tables, opt), (oracle, topt)):
+            o.zero_grad()
+            model(words, tags).backward()
+            o.step()
+    for p, q in zip(tables.parameters(), oracle.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), **TOLERANCE[dtype])
+    ours, theirs = opt.state_dict()["state"], topt.state_dict()["state"]
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert float(ours[key]["step"]) == float(theirs[key]["step"])
+        for slot in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_allclose(ours[key][slot].numpy(), theirs[key][slot].numpy(), **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("direction", ["torch_to_fastoptim", "fastoptim_to_torch"])
+def test_sparse_adam_state_dicts_cross_both_ways(direction):
+    torch.manual_seed(2)
+    tables = Tables().double()
+    oracle = copy.deepcopy(tables)
+    first = torch.optim if direction == "torch_to_fastoptim" else fot
+    second = fot if direction == "torch_to_fastoptim" else torch.optim
+    opt_a = first.SparseAdam(oracle.parameters(), lr=0.05)
+    batches = _sparse_batches(1, 8)
+    for words, _ in batches[:4]:  # the tags table never steps: torch saves no state for it
+        opt_a.zero_grad()
+        oracle(words, None).backward()
+        opt_a.step()
+    tables.load_state_dict(oracle.state_dict())
+    opt_b = second.SparseAdam(tables.parameters(), lr=0.05)
+    opt_b.load_state_dict(_saved_and_loaded(opt_a.state_dict()))
+    for words, tags in batches[4:]:
+        for model, o in ((tables, opt_b), (oracle, opt_a)):
+            o.zero_grad()
+            model(words, tags).backward()
+            o.step()
+    for p, q in zip(tables.parameters(), oracle.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_adam_takes_dense_gradients_beside_sparse_ones():
+    """Unlike torch's, it steps a dense parameter too (as every row) in the same native call."""
+    table = torch.nn.Embedding(20, 4, sparse=True)
+    dense = torch.nn.Linear(4, 1)
+    opt = fot.SparseAdam([*table.parameters(), *dense.parameters()], lr=0.1)
+    reference = fo.SparseAdam([p.detach().numpy().copy() for p in (table.weight, dense.weight, dense.bias)], lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        dense(table(torch.tensor([1, 5, 5, 7]))).sum().backward()
+        grads = table.weight.grad.coalesce()
+        reference.step([fo.RowSparse(grads.indices()[0].numpy(), grads.values().numpy()),
+                        dense.weight.grad.numpy(), dense.bias.grad.numpy()])
+        opt.step()
+    for p, q in zip((table.weight, dense.weight, dense.bias), reference.param_groups[0]["params"]):
+        assert np.array_equal(p.detach().numpy(), q)
+
+
+def test_sparse_gradients_sparse_in_two_dimensions_are_refused():
+    p = torch.zeros(4, 3, requires_grad=True)
+    opt = fot.SparseAdam([p])
+    p.grad = torch.ones(4, 3).to_sparse(2)
+    with pytest.raises(ValueError, match="sparse in 2 dimensions"):
+        opt.step()
+    assert torch.count_nonzero(p) == 0
+
+
+def test_tensor_subclasses_that_override_torch_function_are_refused():
+    class Logged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    p = torch.zeros(3).as_subclass(Logged).requires_grad_()
+    with pytest.raises(TypeError, match="overrides __torch_function__"):
+        fot.Adam([p])

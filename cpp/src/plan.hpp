@@ -20,6 +20,7 @@
 
 #include "array_check.hpp"
 #include "rule_table.hpp"
+#include "tensor_guards.hpp"
 #include "thread_policy.hpp"
 
 namespace fastoptim {
@@ -113,10 +114,8 @@ public:
     // that no Python code runs between the caller's pointer checks and the last write.
     void set_release_gil(bool release) { release_gil_ = release; }
     bool release_gil() const { return release_gil_; }
-    // Memory a step re-checks first, under the GIL: (label, tensor, storage, address, span)
-    // tuples. The step raises ValueError unless each tensor still starts at `address` and
-    // `storage` (held here, so alive) still holds the `span` bytes from there. fastoptim.torch sets
-    // the views' tensors before each step; the GIL is held from the check to the last write.
+    // Memory a step re-checks first, under the GIL (tensor_guards.hpp): fastoptim.torch sets the
+    // guards of the views' tensors, and keeps the GIL from the check to the last write.
     void set_guards(py::list guards);
     double last_seconds() const { return last_seconds_; }  // the last step's kernels (and thread placement)
 
@@ -241,11 +240,7 @@ private:
     bool last_buffered_ = false;  // the refs point at the accumulation buffers
     bool ema_on_ = false;         // the refs point at the EMA arrays
     bool release_gil_ = true;
-    struct Guard {
-        py::object label, tensor, storage;
-        long long address, span;
-    };
-    std::vector<Guard> guards_;  // set_guards' tuples, read once (the caller's list may change)
+    std::vector<TensorGuard> guards_;  // set_guards' tuples, read once (the caller's list may change)
     void check_guards() const;
     // accumulate()'s pass: each buffer as the `param` of a ref reading its gradient (kept: no allocation per call)
     std::pair<std::vector<ArrayRef<float>>, std::vector<ArrayRef<double>>> sum_refs_;

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "plan.hpp"
+#include "tensor_guards.hpp"
 #include "runtime.hpp"
 
 namespace fastoptim {
@@ -171,55 +172,8 @@ void Plan::update_ema() {
 
 namespace fastoptim {
 
-namespace {
+void Plan::set_guards(py::list guards) { guards_ = read_tensor_guards(guards); }
 
-// An integer a method of `object` returns. The names are interned once; the call runs no Python
-// bytecode for torch's methods (C functions), and makes no object the garbage collector tracks.
-long long call_for_integer(py::handle object, PyObject* name) {
-    PyObject* args[] = {object.ptr()};
-    py::object result = py::reinterpret_steal<py::object>(
-        PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr));
-    if (!result) throw py::error_already_set();
-    const long long value = PyLong_AsLongLong(result.ptr());
-    if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
-    return value;
-}
-
-PyObject* interned(const char* text) {
-    PyObject* name = PyUnicode_InternFromString(text);
-    if (!name) throw py::error_already_set();
-    return name;  // kept for the life of the process
-}
-
-}  // namespace
-
-void Plan::set_guards(py::list guards) {
-    std::vector<Guard> taken;
-    taken.reserve(guards.size());
-    for (py::handle guard : guards) {
-        if (!py::isinstance<py::tuple>(guard) || py::len(guard) != 5 || !py::isinstance<py::str>(guard[py::int_(0)]) ||
-            !py::isinstance<py::int_>(guard[py::int_(3)]) || !py::isinstance<py::int_>(guard[py::int_(4)]))
-            throw py::type_error("set_guards: each guard is a (label, tensor, storage, address, span) tuple");
-        const py::tuple entry = py::reinterpret_borrow<py::tuple>(guard);
-        taken.push_back(Guard{entry[0], entry[1], entry[2], entry[3].cast<long long>(), entry[4].cast<long long>()});
-    }
-    guards_ = std::move(taken);
-}
-
-void Plan::check_guards() const {
-    static PyObject* const data_ptr = interned("data_ptr");
-    static PyObject* const nbytes = interned("nbytes");
-    for (const Guard& guard : guards_) {
-        const long long now = call_for_integer(guard.tensor, data_ptr);
-        const long long start = call_for_integer(guard.storage, data_ptr);
-        const long long bytes = call_for_integer(guard.storage, nbytes);
-        const long long address = guard.address, span = guard.span;
-        if (now != address || span < 0 || address < start || span > bytes || address - start > bytes - span)
-            throw py::value_error(guard.label.cast<std::string>() +
-                                  ": its memory moved since the optimizer bound it (p.data = ..., set_(), resize_() or "
-                                  "its storage resized); nothing was updated. Copy new values in place instead "
-                                  "(p.data.copy_(...)), or create the optimizer again");
-    }
-}
+void Plan::check_guards() const { check_tensor_guards(guards_); }
 
 }  // namespace fastoptim

@@ -16,6 +16,7 @@
 
 #include "array_check.hpp"
 #include "runtime.hpp"
+#include "tensor_guards.hpp"
 
 namespace fastoptim {
 namespace {
@@ -204,7 +205,7 @@ RowTable<T> read_table(RowRule rule, const py::tuple& entry, const TableNumbers&
     return t;
 }
 
-void row_step(const std::string& rule_name, const py::list& tables) {
+void row_step(const std::string& rule_name, const py::list& tables, const py::list& guards) {
     RowRule rule;
     if (rule_name == "sparse_adam") rule = RowRule::sparse_adam;
     else if (rule_name == "rowwise_adagrad") rule = RowRule::rowwise_adagrad;
@@ -222,6 +223,7 @@ void row_step(const std::string& rule_name, const py::list& tables) {
                                          "mult, coefficients)");
         numbers.push_back(read_numbers(rule, py::reinterpret_borrow<py::tuple>(item), label));
     }
+    check_tensor_guards(read_tensor_guards(guards));  // fastoptim.torch's views: their memory is still theirs
     std::vector<RowTable<float>> f32;
     std::vector<RowTable<double>> f64;
     std::vector<std::vector<std::int64_t>> owned_rows(items.size());  // each table's rows, copied
@@ -245,9 +247,9 @@ void bind_row_passes(py::module_& m) {
           py::arg("label") = "grad",
           "(rows, sums): indices and values themselves when the indices are distinct, else the distinct indices in "
           "increasing order and each one's values summed in the order given; every index checked against table_rows");
-    m.def("row_step", &row_step, py::arg("rule"), py::arg("tables"),
+    m.def("row_step", &row_step, py::arg("rule"), py::arg("tables"), py::arg("guards") = py::list(),
           "one step of 'sparse_adam' or 'rowwise_adagrad' over every table: (param, state, state or None, values, "
-          "rows or None, mult, coefficients)");
+          "rows or None, mult, coefficients); guards: tensor_guards.hpp's, checked after the numbers are read");
 }
 
 }  // namespace fastoptim

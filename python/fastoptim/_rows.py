@@ -53,6 +53,8 @@ class RowOptimizer(PerArrayOptimizer):
     _rule: ClassVar[str]
     _counts_steps: ClassVar[bool] = True
     _refused: ClassVar[Mapping[str, tuple[Any, str]]] = _ROWS_REFUSED
+    # fastoptim.torch's guards of the tensors its arrays view, re-checked by the native step
+    _guards: list[tuple[str, Any, Any, int, int]] | None = None
 
     def _table(self, group: Mapping[str, Any], state: Mapping[str, Any],
                step: int) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...]]:
@@ -108,7 +110,7 @@ class RowOptimizer(PerArrayOptimizer):
                     rows, values = g if isinstance(g, tuple) else (None, g)
                     tables.append((param, first, second, values, rows, float(sign * mult), coeffs))
                     advanced.append((state, step))
-            row_step(self._rule, tables)
+            row_step(self._rule, tables, self._guards or [])
             for state, step in advanced:  # after the call, which checks everything before it writes
                 state["step"] = step
             return info

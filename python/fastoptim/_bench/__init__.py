@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from .cli import _sizes, main
 from .numpy_peer import NumpyOptimizer
-from .peers import PEERS
+from .peers import DEFAULT_PEERS, PEERS
 from .plot import PLOT_HINT
 from .rules import RULES, Rule, numpy_optimizer
 from .runner import run
@@ -33,6 +33,6 @@ from .workloads import DEFAULT_SIZES, MODEL_SHAPES, Work, parse_work
 
 # The command's API, then what the tests and bench/*.py reach for from outside the package
 # (cli's --omp-spin re-run, too, starts its new process with `from fastoptim._bench import main`).
-__all__ = ["PEERS", "RULES", "main", "numpy_optimizer", "run",
+__all__ = ["DEFAULT_PEERS", "PEERS", "RULES", "main", "numpy_optimizer", "run",
            "DEFAULT_SIZES", "MODEL_SHAPES", "PLOT_HINT", "NumpyOptimizer", "Rule", "Settings", "Work", "_sizes",
            "alternate", "parse_work", "plan_groups"]

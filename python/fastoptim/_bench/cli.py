@@ -19,7 +19,7 @@ import fastoptim as fo
 
 from .. import _omp
 from .params_dtype import main_params_dtype
-from .peers import PEERS
+from .peers import DEFAULT_PEERS, PEERS
 from .pipeline import main_pipeline
 from .report import _threads, table
 from .rules import RULES
@@ -90,8 +90,9 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
                         "(7000x7000), or 'model' (100 arrays, 0.7M elements)")
     p.add_argument("--dtypes", type=_csv(["float32", "float64"], "dtype"),
                    default="float32,float64" if full else "float32", help="float32, float64 or both")
-    p.add_argument("--peers", type=_peers, default=",".join(PEERS),
-                   help="which peers to run (torch: torch_forloop, torch_foreach and torch_fused)")
+    p.add_argument("--peers", type=_peers, default=",".join(DEFAULT_PEERS),
+                   help="which peers to run (torch: torch_forloop, torch_foreach and torch_fused; "
+                        "fastoptim_torch, fastoptim.torch on the torch peers' tensors, only when named)")
     p.add_argument("--threads", type=_positive(int), default=fo.get_num_threads(),
                    help="threads for fastoptim, the probe and torch (fo.set_num_threads, torch.set_num_threads); "
                         "the default is fastoptim's (OMP_NUM_THREADS, else every core)")

@@ -27,6 +27,8 @@ from .rules import Rule
 
 PEERS = ("fastoptim", "fastoptim_torch", "numpy", "torch_forloop", "torch_foreach", "torch_fused", "deepspeed",
          "probe")
+# what runs unless --peers names others: fastoptim.torch only when asked for (it steps torch's tensors)
+DEFAULT_PEERS = tuple(p for p in PEERS if p != "fastoptim_torch")
 PEER_TITLES = {"fastoptim": "fastoptim", "fastoptim_torch": "fastoptim.torch", "numpy": "NumPy",
                "torch_forloop": "torch loop", "torch_foreach": "torch foreach", "torch_fused": "torch fused",
                "deepspeed": "DeepSpeed", "probe": "probe"}

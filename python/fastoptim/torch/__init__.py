@@ -28,9 +28,11 @@ import torch as _torch  # noqa: F401  (without torch this import fails, with its
 import fastoptim as _fo
 
 from ._optimizer import Optimizer
+from ._sparse import SparseAdam as _SparseAdam
 
 __all__ = ["ADOPT", "ASGD", "LAMB", "LARS", "SGD", "SGDW", "AdEMAMix", "AdaBound", "Adadelta", "Adagrad", "Adam",
-           "AdamW", "Adamax", "Adan", "Lion", "NAdam", "Optimizer", "RAdam", "RMSprop", "Rprop"]
+           "AdamW", "Adamax", "Adan", "Lion", "NAdam", "Optimizer", "RAdam", "RMSprop", "Rprop",
+           "SparseAdam"]
 
 
 def _for_torch(cls: type[Optimizer]) -> type[Optimizer]:
@@ -137,3 +139,6 @@ class RMSprop(Optimizer):
 @_for_torch
 class Rprop(Optimizer):
     _numpy_class = _fo.Rprop
+
+
+SparseAdam = _for_torch(_SparseAdam)

@@ -65,13 +65,15 @@ class Optimizer(torch.optim.Optimizer):
     arguments and options (``max_grad_norm``, ``ema_decay``, ``state_dtype``, ...), and checks them.
     """
 
-    _numpy_class: ClassVar[type[_numpy_optimizer.Optimizer]]
+    _numpy_class: ClassVar[type[Any]]  # a fastoptim optimizer (the plan's, or SparseAdam)
+    _takes_sparse: ClassVar[bool] = False  # sparse COO gradients (SparseAdam's _sparse_rows); else refused
+    _step_tensor: ClassVar[bool] = True  # torch saves `step` as a tensor (SparseAdam: an int)
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
         torch_keys = _torch_keys(name, kwargs)
         probe = self._numpy_class([np.zeros(1, np.float32)], *args, **kwargs)  # checks every argument
-        if not isinstance(probe, _numpy_optimizer.Optimizer):
+        if not isinstance(probe, self._numpy_class):  # fastoptim.Adagrad(rowwise=True) is a RowwiseAdagrad
             raise TypeError(f"fastoptim.torch.{name} has no {type(probe).__name__} (rowwise=True); use "
                             f"fastoptim.{type(probe).__name__} on NumPy arrays")
         self._hyper_keys = tuple(probe.defaults)
@@ -87,13 +89,15 @@ class Optimizer(torch.optim.Optimizer):
         self.last_step_info: StepInfo = NOTHING_MEASURED
         super().__init__(params, {**probe.defaults, **torch_keys})
         engine = self._numpy_class(self._pending, *args, **kwargs)
-        engine._release_gil = False  # views of tensors: no Python code may run while the kernels write
-        engine._guards = [b.guard for b in self._params]
-        plan = engine._built_plan()
-        plan.release_gil = False
-        plan.set_guards(engine._guards)
+        self._attach(engine)
         self._engine = engine
         self._pending = []
+        self._set_guards(engine)
+
+    def _attach(self, engine: Any) -> None:
+        """Make the engine fit for views of tensors: no Python code may run while its kernels write."""
+        engine._release_gil = False
+        engine._built_plan().release_gil = False
 
     # ---- groups -------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -166,7 +170,7 @@ class Optimizer(torch.optim.Optimizer):
             self._synced[index] = values
 
     # ---- the step -----------------------------------------------------------------------------
-    def _gathered(self) -> list[np.ndarray | None]:
+    def _gathered(self) -> list[Any]:
         """Each parameter's gradient view (None where ``.grad`` is None). A gradient tensor seen at
         the last step keeps its view (the native guard re-checks its memory); a new one is checked
         and viewed, and the guards change with it."""
@@ -177,22 +181,30 @@ class Optimizer(torch.optim.Optimizer):
             grad = param.tensor.grad
             bound = cache[index]
             if bound is None:
-                if grad is None:
+                if grad is None and views[index] is None:
                     continue
             elif grad is bound.tensor:
                 continue
             changed = True
+            label = f"params[{index}].grad"
             if grad is None:
                 cache[index] = views[index] = None
+            elif grad.layout == torch.sparse_coo and self._takes_sparse:
+                cache[index] = None  # viewed anew each step: torch makes a new one at each backward
+                views[index] = self._sparse_rows(label, grad, param.tensor)
             else:
-                bound = grad_view(f"params[{index}].grad", grad, param, self._orders[index])
+                bound = grad_view(label, grad, param, self._orders[index])
                 cache[index] = bound
                 views[index] = bound.view
         if changed:
             self._set_guards(self._built())
         return views
 
-    def _set_guards(self, engine: _numpy_optimizer.Optimizer) -> None:
+    def _sparse_rows(self, label: str, grad: torch.Tensor, param: torch.Tensor) -> Any:
+        """A sparse COO gradient as the engine takes it (``_takes_sparse`` classes)."""
+        raise NotImplementedError
+
+    def _set_guards(self, engine: Any) -> None:
         """The engine's guards: every parameter's view and every gradient's held."""
         guards: list[tuple[str, object, object, int, int]] = [b.guard for b in self._params]
         guards += [b.guard for b in self._grads if b is not None]
@@ -344,7 +356,7 @@ class Optimizer(torch.optim.Optimizer):
         if engine is None:
             return {}
         with engine._lock:
-            saved = to_torch(engine.state_dict(), self.param_groups, self._orders)["state"]
+            saved = to_torch(engine.state_dict(), self.param_groups, self._orders, self._step_tensor)["state"]
         return {self._params[index].tensor: entry for index, entry in saved.items()}
 
     @state.setter
@@ -363,7 +375,7 @@ class Optimizer(torch.optim.Optimizer):
         engine = self._built()
         with engine._lock:
             saved = engine.state_dict()
-            result = to_torch(saved, self.param_groups, self._orders)
+            result = to_torch(saved, self.param_groups, self._orders, self._step_tensor)
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             returned = post_hook(self, result)
             if returned is not None:
@@ -383,12 +395,16 @@ class Optimizer(torch.optim.Optimizer):
                 raise RuntimeError("load_state_dict is refused inside swap_ema() (nothing was changed)")
             self._sync_groups(engine)
             numpy_dict, torch_groups = from_torch(state_dict, self.param_groups, self._orders, self._hyper_keys,
-                                                  engine._scalar_names())
-            engine.load_state_dict(numpy_dict)
+                                                  getattr(engine, "_scalar_names", tuple)())
+            engine.load_state_dict(self._completed(numpy_dict))
             for group, saved in zip(self.param_groups, torch_groups):
                 group.update(saved)
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
+
+    def _completed(self, numpy_dict: dict[str, Any]) -> dict[str, Any]:
+        """The engine's state dict as it loads it (the plan's engines take missing entries as fresh)."""
+        return numpy_dict
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError(f"a fastoptim.torch.{type(self).__name__} is not pickled or copied (its arrays are views of "

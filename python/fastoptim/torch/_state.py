@@ -5,7 +5,8 @@ fastoptim (the engine's ``state_dict``): ``{"state": {name: {"step": int, <scala
 torch: ``{"state": {id: {"step": tensor, <scalar>: tensor, <slot>: tensor}}, "param_groups":
 [{..., "params": [ids]}]}``. The engine names its parameters by torch's ids, so only the values
 change: arrays become tensors of the parameter's shape and memory order, counts and running
-scalars 0-d tensors (``step`` float32, as torch; scalars float64, which keeps them exact).
+scalars 0-d tensors (``step`` float32, as torch, but an int for SparseAdam, as torch's: its bias
+correction would round in float32 otherwise; scalars float64, which keeps them exact).
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ def _axes(array: np.ndarray, order: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def to_torch(saved: Mapping[str, Any], groups: Sequence[Mapping[str, Any]],
-             orders: Sequence[tuple[int, ...]]) -> dict[str, Any]:
-    """The engine's state dict `saved` in torch's layout, with torch's `groups`' entries."""
+             orders: Sequence[tuple[int, ...]], step_tensor: bool = True) -> dict[str, Any]:
+    """The engine's state dict `saved` in torch's layout, with torch's `groups`' entries; `step`
+    a float32 tensor, or (`step_tensor` False: torch's SparseAdam) an int."""
     state: dict[int, dict[str, Any]] = {}
     for name, entry in saved["state"].items():
         if entry["step"] == 0:
             continue  # as torch: no state for a parameter that never stepped
         order = orders[name]
-        converted: dict[str, Any] = {"step": torch.tensor(float(entry["step"]), dtype=torch.float32)}
+        steps = int(entry["step"])
+        converted: dict[str, Any] = {"step": torch.tensor(float(steps), dtype=torch.float32) if step_tensor else steps}
         for key, value in entry.items():
             if key == "step":
                 continue

@@ -58,6 +58,10 @@ def _check_dense(label: str, tensor: torch.Tensor, what: str) -> None:
     """A CPU tensor, strided, dense and non-overlapping, of a dtype fastoptim updates."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{label} must be a torch.Tensor, got {type(tensor).__name__}")
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter) and torch.overrides.has_torch_function((tensor,)):
+        # its methods may run Python code, which the native re-check of its memory must not
+        raise TypeError(f"{label} is a {type(tensor).__name__}, a tensor subclass that overrides __torch_function__; "
+                        "fastoptim.torch steps plain tensors and Parameters")
     if tensor.device.type != "cpu":
         raise TypeError(f"{label} is on {tensor.device}; fastoptim.torch steps CPU tensors (for {tensor.device} "
                         f"tensors use torch.optim, e.g. with fused=True)")

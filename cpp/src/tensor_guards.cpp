@@ -1,0 +1,63 @@
+#include "tensor_guards.hpp"
+
+#include <string>
+
+namespace py = pybind11;
+
+namespace fastoptim {
+
+namespace {
+
+// An integer a method of `object` returns, looked up by an interned name (no bound method made).
+long long call_for_integer(py::handle object, PyObject* name) {
+    PyObject* args[] = {object.ptr()};
+    const auto result = py::reinterpret_steal<py::object>(
+        PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr));
+    if (!result) throw py::error_already_set();
+    const long long value = PyLong_AsLongLong(result.ptr());
+    if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
+    return value;
+}
+
+PyObject* interned(const char* text) {
+    PyObject* name = PyUnicode_InternFromString(text);
+    if (!name) throw py::error_already_set();
+    return name;  // kept for the life of the process
+}
+
+}  // namespace
+
+std::vector<TensorGuard> read_tensor_guards(py::handle guards) {
+    const auto items = py::reinterpret_steal<py::tuple>(PySequence_Tuple(guards.ptr()));
+    if (!items) throw py::error_already_set();
+    std::vector<TensorGuard> taken;
+    taken.reserve(items.size());
+    for (py::handle guard : items) {
+        if (!PyTuple_CheckExact(guard.ptr()) || PyTuple_GET_SIZE(guard.ptr()) != 5 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(guard.ptr(), 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(guard.ptr(), 3)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(guard.ptr(), 4)))
+            throw py::type_error("each guard is a (label, tensor, storage, address, span) tuple");
+        const auto entry = py::reinterpret_borrow<py::tuple>(guard);
+        taken.push_back(TensorGuard{entry[0], entry[1], entry[2], entry[3].cast<long long>(),
+                                    entry[4].cast<long long>()});
+    }
+    return taken;
+}
+
+void check_tensor_guards(const std::vector<TensorGuard>& guards) {
+    static PyObject* const data_ptr = interned("data_ptr");
+    static PyObject* const nbytes = interned("nbytes");
+    for (const TensorGuard& guard : guards) {
+        const long long now = call_for_integer(guard.tensor, data_ptr);
+        const long long start = call_for_integer(guard.storage, data_ptr);
+        const long long bytes = call_for_integer(guard.storage, nbytes);
+        const long long address = guard.address, span = guard.span;
+        if (now != address || span < 0 || address < start || span > bytes || address - start > bytes - span)
+            throw py::value_error(guard.label.cast<std::string>() +
+                                  ": its memory moved since the optimizer bound it (p.data = ..., set_(), resize_() or "
+                                  "its storage resized); nothing was updated. Copy new values in place instead "
+                                  "(p.data.copy_(...)), or create the optimizer again");
+    }
+}
+
+}  // namespace fastoptim

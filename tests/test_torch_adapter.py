@@ -600,3 +600,193 @@ def test_tensor_subclasses_that_override_torch_function_are_refused():
     p = torch.zeros(3).as_subclass(Logged).requires_grad_()
     with pytest.raises(TypeError, match="overrides __torch_function__"):
         fot.Adam([p])
+
+
+def test_the_native_guard_checks_an_unpinned_storage_span():
+    """A storage torch has not pinned (no NumPy view of it) is asked whether it still holds the
+    view: a guard whose span runs past its end refuses the step, as one whose tensor moved."""
+    params = [np.zeros(4, np.float32)]
+    opt = fo.SGD(params, lr=1.0)
+    t = torch.zeros(8)
+    storage = t.untyped_storage()
+    assert storage.resizable()
+    plan = opt._built_plan()
+    plan.set_guards([("fits", t, storage, t.data_ptr(), 32)])
+    opt.step([np.ones(4, np.float32)])
+    assert params[0][0] == -1.0
+    for guard in [("past the end", t, storage, t.data_ptr(), 36), ("before the start", t, storage, t.data_ptr() - 4, 4),
+                  ("moved", t, None, t.data_ptr() + 4, 4)]:
+        plan.set_guards([guard])
+        with pytest.raises(ValueError, match=f"{guard[0]}: its memory moved"):
+            opt.step([np.ones(4, np.float32)])
+        assert params[0][0] == -1.0
+    with pytest.raises(TypeError, match="guard"):
+        plan.set_guards([("short", t)])
+
+
+# ---- from a hostile review (each failed before its mend) -------------------------------------
+def test_python_code_run_inside_the_native_step_cannot_free_what_it_writes():
+    """A finalizer that the garbage collector runs inside the step (pinning the gradients makes
+    objects) moves the parameter's memory: the guard, checked after it, refuses; in a child."""
+    code = textwrap.dedent("""
+        import gc, torch, fastoptim.torch as fot
+        p = torch.nn.Parameter(torch.zeros(64, 64, 64, 64).to(memory_format=torch.channels_last))
+        opt = fot.SGD([p], lr=0.1)
+        plan = opt._engine._plan
+        fired = []
+        class Bomb:
+            def __init__(self): self.cycle = self
+            def __del__(self):
+                if plan.busy and not fired:
+                    fired.append(1); p.share_memory_()  # torch frees the old buffer
+                elif not fired:
+                    Bomb()
+        Bomb()
+        gc.set_threshold(1)
+        for _ in range(3):
+            p.grad = torch.ones_like(p)
+            try:
+                opt.step()
+            except ValueError as error:
+                print("refused:", error)
+        print("fired", fired)
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fired [1]" in done.stdout
+
+
+def test_a_step_bumps_autograd_version_counters_as_torch_optim_does():
+    w = torch.nn.Parameter(torch.ones(3))
+    frozen = torch.nn.Parameter(torch.ones(3))
+    x = torch.ones(3, requires_grad=True)
+    opt = fot.SGD([w, frozen], lr=1.0)
+    loss = (w * x).sum()
+    kept = (frozen * x).sum()  # a graph over a parameter the step leaves alone stays usable
+    w.grad = torch.ones(3)
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    kept.backward()
+
+
+@pytest.mark.parametrize("module", ["torch.optim", "fastoptim.torch"])
+def test_a_tensor_lr_filled_by_a_scheduler_and_betas_edited_in_place(module):
+    results = {}
+    for name, mod in (("torch.optim", torch.optim), ("fastoptim.torch", fot)):
+        p = torch.nn.Parameter(torch.ones(4))
+        opt = mod.Adam([{"params": [p], "betas": [0.9, 0.999]}], lr=torch.tensor(0.1))
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)  # group["lr"].fill_(...)
+        g = torch.Generator().manual_seed(0)
+        for step in range(5):
+            if step == 2:
+                opt.param_groups[0]["betas"][0] = 0.0
+            p.grad = torch.randn(4, generator=g)
+            opt.step()
+            sched.step()
+        results[name] = p.detach().clone()
+    torch.testing.assert_close(results[module], results["torch.optim"])
+
+
+def test_a_torch_checkpoint_with_a_tensor_lr_loads():
+    p = torch.nn.Parameter(torch.ones(2))
+    t = torch.optim.Adam([p], lr=torch.tensor(1e-3))
+    p.grad = torch.ones(2)
+    t.step()
+    opt = fot.Adam([torch.nn.Parameter(torch.ones(2))])
+    opt.load_state_dict(_saved_and_loaded(t.state_dict()))
+    assert float(opt.param_groups[0]["lr"]) == pytest.approx(1e-3)
+
+
+def test_8_bit_state_reaches_torch_optim_decoded():
+    p = torch.nn.Parameter(torch.randn(8192))
+    opt = fot.Adam([p], lr=0.01, state_dtype="int8")
+    p.grad = torch.randn(8192)
+    opt.step()
+    saved = opt.state_dict()
+    assert saved["state"][0]["exp_avg"].dtype == torch.float32 and "exp_avg_absmax" not in saved["state"][0]
+    decoded = fo.dequantize_blockwise(opt._engine.state[0]["exp_avg"], opt._engine.state[0]["exp_avg_absmax"], True)
+    np.testing.assert_array_equal(saved["state"][0]["exp_avg"].numpy(), decoded)
+    q = torch.nn.Parameter(p.detach().clone())
+    torch_opt = torch.optim.Adam([q], lr=0.01)
+    torch_opt.load_state_dict(_saved_and_loaded(saved))
+    torch.testing.assert_close(torch_opt.state[q]["exp_avg"], saved["state"][0]["exp_avg"])
+    again = fot.Adam([torch.nn.Parameter(p.detach().clone())], lr=0.01, state_dtype="int8")
+    again.load_state_dict(_saved_and_loaded(saved))  # requantized: the codes come back
+    np.testing.assert_array_equal(again._engine.state[0]["exp_avg"], opt._engine.state[0]["exp_avg"])
+
+
+def test_zero_grad_set_to_none_lets_the_viewed_gradients_go():
+    import weakref
+
+    p = torch.nn.Parameter(torch.zeros(1000))
+    opt = fot.Adam([p])
+    p.grad = torch.ones(1000)
+    opt.step()
+    ref = weakref.ref(p.grad)
+    opt.zero_grad(set_to_none=True)
+    assert ref() is None
+
+
+def test_gradients_whose_strides_differ_on_axes_of_size_1_are_taken():
+    """Autograd's layout contract leaves the strides of size-1 axes free: a (1, C, 1, 1) scale in a
+    channels_last model gets a gradient strided unlike it."""
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.scale = torch.nn.Parameter(torch.ones(1, 8, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) * self.scale
+
+    torch.manual_seed(0)
+    net = Scaled().to(memory_format=torch.channels_last)
+    oracle = copy.deepcopy(net)
+    opt = fot.AdamW(net.parameters(), lr=1e-2)
+    topt = torch.optim.AdamW(oracle.parameters(), lr=1e-2)
+    x = torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last)
+    for _ in range(3):
+        for model, o in ((net, opt), (oracle, topt)):
+            o.zero_grad()
+            model(x).pow(2).mean().backward()
+            o.step()
+    assert net.scale.stride() != net.scale.grad.stride()
+    for p, q in zip(net.parameters(), oracle.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_add_param_group_beside_steps_in_other_threads():
+    import sys
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        params = [torch.nn.Parameter(torch.zeros(1000)) for _ in range(4)]
+        opt = fot.SGD(params, lr=0.001)
+        errors = []
+
+        def stepper() -> None:
+            for _ in range(300):
+                for p in params:
+                    p.grad = torch.ones(1000)
+                try:
+                    opt.step()
+                except Exception as error:  # noqa: BLE001  (any is a failure, reported below)
+                    errors.append(error)
+
+        def adder() -> None:
+            for _ in range(30):
+                opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(10))]})
+
+        threads = [threading.Thread(target=stepper), threading.Thread(target=adder)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(opt.param_groups) == 31
+    torch.testing.assert_close(params[0].detach(), torch.full((1000,), -0.3))

@@ -459,7 +459,6 @@ StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
     const Busy busy(busy_);
     check_clocks();
-    check_guards();
     const GradsHeld held(*this);
     Source source = Source::grads;
     if (grads.is_none()) {
@@ -508,6 +507,9 @@ double clip_coefficient(double max_norm, double norm) {
 }  // namespace
 
 void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome) {
+    // Before anything changes, and after the last call that may run Python code (the pins of the
+    // gradients in take_grads may): from here to the kernels' return, none runs.
+    check_guards();
     fold_step();
     if ((any_bfloat16_ && stochastic_) || (any_bfloat16_params_ && params_stochastic_)) set_round_keys();
     const ThreadPolicy::Decision decision = threads_.decide();

@@ -59,10 +59,10 @@ void Plan::accumulate(py::handle grads, double grad_mult) {
     if (!has_extra_[int(Extra::accumulated)]) throw py::value_error("Plan: this plan has no accumulation buffers");
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients");
     const Busy busy(busy_);
-    check_guards();
     const GradsHeld held(*this);
     take_grads(grads, true);  // the pass writes the buffers only
     const int threads = num_threads();
+    check_guards();  // after take_grads, whose pins of the gradients may run Python code
     {
         std::optional<py::gil_scoped_release> unlocked;
         if (release_gil_) unlocked.emplace();
@@ -156,8 +156,8 @@ void Plan::update_ema() {
     if (ema_decay_ < 0) throw py::value_error("Plan: no EMA to update");
     const Busy busy(busy_);
     check_arrays();
-    check_guards();
     const double weight = next_ema_weight();
+    check_guards();
     std::fill(active_.begin(), active_.end(), char(0));  // every parameter is "left out" of a step
     active_count_ = 0;
     {

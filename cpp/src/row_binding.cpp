@@ -223,7 +223,7 @@ void row_step(const std::string& rule_name, const py::list& tables, const py::li
                                          "mult, coefficients)");
         numbers.push_back(read_numbers(rule, py::reinterpret_borrow<py::tuple>(item), label));
     }
-    check_tensor_guards(read_tensor_guards(guards));  // fastoptim.torch's views: their memory is still theirs
+    const std::vector<TensorGuard> checked = read_tensor_guards(guards);
     std::vector<RowTable<float>> f32;
     std::vector<RowTable<double>> f64;
     std::vector<std::vector<std::int64_t>> owned_rows(items.size());  // each table's rows, copied
@@ -236,6 +236,7 @@ void row_step(const std::string& rule_name, const py::list& tables, const py::li
         else
             f32.push_back(read_table<float>(rule, entry, numbers[k], label, false, owned_rows[k]));
     }
+    check_tensor_guards(checked);  // fastoptim.torch's views: the last Python code (array checks may run some) is behind
     current_target().rows(RowsRequest{rule, f32.data(), index_t(f32.size()), f64.data(), index_t(f64.size()),
                                       num_threads()});
 }

@@ -48,11 +48,14 @@ void check_tensor_guards(const std::vector<TensorGuard>& guards) {
     static PyObject* const data_ptr = interned("data_ptr");
     static PyObject* const nbytes = interned("nbytes");
     for (const TensorGuard& guard : guards) {
-        const long long now = call_for_integer(guard.tensor, data_ptr);
-        const long long start = call_for_integer(guard.storage, data_ptr);
-        const long long bytes = call_for_integer(guard.storage, nbytes);
         const long long address = guard.address, span = guard.span;
-        if (now != address || span < 0 || address < start || span > bytes || address - start > bytes - span)
+        bool moved = call_for_integer(guard.tensor, data_ptr) != address || span < 0;
+        if (!moved && !guard.storage.is_none()) {  // a resizable storage: does it still hold the view?
+            const long long start = call_for_integer(guard.storage, data_ptr);
+            const long long bytes = call_for_integer(guard.storage, nbytes);
+            moved = address < start || span > bytes || address - start > bytes - span;
+        }
+        if (moved)
             throw py::value_error(guard.label.cast<std::string>() +
                                   ": its memory moved since the optimizer bound it (p.data = ..., set_(), resize_() or "
                                   "its storage resized); nothing was updated. Copy new values in place instead "

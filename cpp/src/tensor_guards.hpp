@@ -1,8 +1,10 @@
 // The memory of torch tensors viewed as NumPy arrays (fastoptim.torch), re-checked by a native
-// call before it writes through the views. torch lets Python code move or free a tensor's memory
-// while a view lives (p.data = ..., set_()); a guard holds the tensor and the storage it had, so
-// the storage stays alive, and the check asks torch where the tensor starts now and what the
-// storage holds. The caller keeps the GIL from the check to its last write.
+// call before it writes through the views. torch lets Python code repoint a tensor while a view
+// lives (p.data = ..., set_()), which can free the memory the view points at; the caller holds the
+// storage the tensor had, so its memory lives, and the check asks torch whether the tensor still
+// starts where the view does. A storage torch has not pinned (it disables resizing the storage of
+// a tensor NumPy views) is also asked whether it still holds the view. The caller keeps the GIL
+// from the check to its last write.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -12,7 +14,7 @@
 namespace fastoptim {
 
 struct TensorGuard {
-    pybind11::object label, tensor, storage;
+    pybind11::object label, tensor, storage;  // storage: None where torch pinned it
     long long address, span;  // where the view starts, and its bytes
 };
 
@@ -20,7 +22,7 @@ struct TensorGuard {
 std::vector<TensorGuard> read_tensor_guards(pybind11::handle guards);
 
 // ValueError naming the first guard whose tensor no longer starts at `address` or whose storage
-// no longer holds the `span` bytes from there. The calls are torch's C methods: no Python
+// (where given) no longer holds the `span` bytes from there. The calls are torch's C methods: no Python
 // bytecode runs (fastoptim.torch refuses tensor subclasses that override __torch_function__).
 void check_tensor_guards(const std::vector<TensorGuard>& guards);
 

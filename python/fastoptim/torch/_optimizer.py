@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import threading
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from itertools import chain
 from typing import Any, ClassVar
@@ -21,8 +23,9 @@ import torch.autograd.profiler as _autograd_profiler
 import torch.optim.optimizer as _torch_optimizer
 
 from .. import optimizer as _numpy_optimizer
+from .._state_format import ABSMAX, stored_values
 from .._step_options import NOTHING_MEASURED, StepInfo
-from ._state import from_torch, to_torch
+from ._state import from_torch, plain, to_torch
 from ._tensors import Bound, grad_view, param_view, tensor_of
 
 __all__ = ["Optimizer"]
@@ -30,6 +33,15 @@ __all__ = ["Optimizer"]
 # torch's registries of the hooks every optimizer's step runs (register_optimizer_step_pre_hook)
 _GLOBAL_PRE_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", {})
 _GLOBAL_POST_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_post_hooks", {})
+
+def _increment_version(tensors: list[torch.Tensor]) -> None:
+    """Bump the autograd version of tensors written outside torch (torch.autograd.graph's)."""
+    try:
+        torch.autograd.graph.increment_version(tensors)
+    except TypeError:  # a torch whose increment_version takes one tensor
+        for tensor in tensors:
+            torch.autograd.graph.increment_version(tensor)
+
 
 # torch's own group keys, which fastoptim's engine has no use for: kept in the groups as torch keeps them
 _TORCH_KEYS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
@@ -49,15 +61,6 @@ def _torch_keys(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return keys
 
 
-def _plain(value: Any) -> Any:
-    """A hyper-parameter as the engine takes it: a one-element tensor (torch allows lr=tensor) as a float."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise TypeError(f"a hyper-parameter tensor must hold one value, got shape {tuple(value.shape)}")
-        return float(value.item())
-    return value
-
-
 class Optimizer(torch.optim.Optimizer):
     """A torch optimizer whose step runs fastoptim's native kernels over the tensors in place.
 
@@ -72,6 +75,9 @@ class Optimizer(torch.optim.Optimizer):
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
         torch_keys = _torch_keys(name, kwargs)
+        given = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}  # lr=tensor stays one for torch
+        args = tuple(plain(a) for a in args)
+        kwargs = {k: plain(v) for k, v in kwargs.items()}
         probe = self._numpy_class([np.zeros(1, np.float32)], *args, **kwargs)  # checks every argument
         if not isinstance(probe, self._numpy_class):  # fastoptim.Adagrad(rowwise=True) is a RowwiseAdagrad
             raise TypeError(f"fastoptim.torch.{name} has no {type(probe).__name__} (rowwise=True); use "
@@ -86,8 +92,11 @@ class Optimizer(torch.optim.Optimizer):
         self._held: list[tuple[dict[str, Any], list[Any]]] = []  # each torch group and its tensors
         self._synced: list[tuple[Any, ...] | None] = []  # each group's values the engine was last handed
         self._ema_swapped = False
+        # Serializes steps, group additions and checkpoints (the engine's own lock comes later)
+        self._lock = threading.RLock()
         self.last_step_info: StepInfo = NOTHING_MEASURED
-        super().__init__(params, {**probe.defaults, **torch_keys})
+        super().__init__(params, {**probe.defaults, **{k: v for k, v in given.items() if k in probe.defaults},
+                                  **torch_keys})
         engine = self._numpy_class(self._pending, *args, **kwargs)
         self._attach(engine)
         self._engine = engine
@@ -103,6 +112,10 @@ class Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's ``add_param_group``: the group's tensors are checked and viewed; on any error
         nothing changes."""
+        with self._lock:
+            self._add_param_group(param_group)
+
+    def _add_param_group(self, param_group: dict[str, Any]) -> None:
         groups = self.param_groups
         count = len(groups)
         super().add_param_group(param_group)
@@ -114,7 +127,7 @@ class Optimizer(torch.optim.Optimizer):
                 bound, order = param_view(f"params[{first + index}]", tensor)
                 bounds.append(bound)
                 orders.append(order)
-            numpy_group = {key: _plain(group[key]) for key in self._hyper_keys}
+            numpy_group = {key: plain(group[key]) for key in self._hyper_keys}
             numpy_group["params"] = [b.view for b in bounds]
             numpy_group["param_names"] = list(range(first, first + len(bounds)))
             engine = self._engine
@@ -156,17 +169,17 @@ class Optimizer(torch.optim.Optimizer):
             if len(params) != len(tensors) or not all(map(operator.is_, params, tensors)):
                 raise ValueError(f"param_groups[{index}]['params'] was changed; the tensors of a group are fixed "
                                  "(add tensors with add_param_group; nothing was updated)")
-            values = tuple(map(current.get, self._hyper_keys))
+            missing = [key for key in self._hyper_keys if key not in current]
+            if missing:
+                raise ValueError(f"param_groups[{index}] lacks {missing[0]!r} (nothing was updated)")
+            # as the engine takes them, so that an edit in place (a tensor lr filled by a scheduler,
+            # a betas list) is seen too
+            values = tuple(plain(current[key]) for key in self._hyper_keys)
             if values == self._synced[index]:
-                continue  # nothing edited since the last step (compared by identity first, then value)
-            for key in self._hyper_keys:
-                if key not in current:
-                    raise ValueError(f"param_groups[{index}] lacks {key!r} (nothing was updated)")
-                value = current[key]
-                if value is not engine_group[key]:
-                    value = _plain(value)
-                    if value != engine_group[key] or type(value) is not type(engine_group[key]):
-                        engine_group[key] = value
+                continue  # nothing edited since the last step
+            for key, value in zip(self._hyper_keys, values):
+                if value != engine_group[key] or type(value) is not type(engine_group[key]):
+                    engine_group[key] = value
             self._synced[index] = values
 
     # ---- the step -----------------------------------------------------------------------------
@@ -264,18 +277,36 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         engine = self._built()
-        with engine._lock:
+        with self._lock:
             if self._ema_swapped:
                 raise RuntimeError("a step is refused inside swap_ema(): the parameters hold the EMA until the block "
                                    "ends (nothing was changed)")
             self._sync_groups(engine)
             try:
-                self.last_step_info = engine.step(self._gathered())
+                grads = self._gathered()
+                info = engine.step(grads)
             except ValueError:
                 if not self._moved_grads():
                     raise
-                self.last_step_info = engine.step(self._gathered())  # a .grad's memory moved: view it anew
+                grads = self._gathered()  # a .grad's memory moved: view it anew
+                info = engine.step(grads)
+            self.last_step_info = info
+            if not info.skipped:  # autograd sees the in-place update, as after torch.optim's step
+                _increment_version([b.tensor for b, g in zip(self._params, grads) if g is not None])
         return loss
+
+    @torch.no_grad()
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``. With ``set_to_none`` the optimizer also lets go of the gradients
+        it viewed, so they are freed now rather than at the next step (``model.zero_grad()`` and
+        ``p.grad = None`` leave them held until then)."""
+        super().zero_grad(set_to_none)
+        if set_to_none:
+            with self._lock:
+                self._grads[:] = [None] * len(self._grads)
+                self._grad_views[:] = [None] * len(self._grad_views)
+                if self._engine is not None:
+                    self._set_guards(self._engine)
 
     # ---- the options the engine keeps -------------------------------------------------------------
     @property
@@ -323,8 +354,7 @@ class Optimizer(torch.optim.Optimizer):
         if ema is None:
             raise ValueError(f"swap_ema needs an EMA of the weights: construct the {type(self).__name__} with "
                              "ema_decay")
-        engine = self._built()
-        with engine._lock:
+        with self._lock:
             if self._ema_swapped:
                 raise RuntimeError("swap_ema is already in effect; blocks of it do not nest")
             tensors = [b.tensor for b in self._params]
@@ -336,7 +366,7 @@ class Optimizer(torch.optim.Optimizer):
         try:
             yield
         finally:
-            with engine._lock, torch.no_grad():
+            with self._lock, torch.no_grad():
                 for tensor, values in zip(tensors, kept):
                     tensor.copy_(values)
                 self._ema_swapped = False
@@ -348,16 +378,20 @@ class Optimizer(torch.optim.Optimizer):
         return engine
 
     # ---- state ----------------------------------------------------------------------------------
-    @property  # type: ignore[override]
-    def state(self) -> dict[torch.Tensor, dict[str, Any]]:
-        """Parameter tensor -> its state in torch's layout (``step`` and the state tensors): a
-        snapshot, holding copies. Restore state with load_state_dict."""
+    @property
+    def state(self) -> defaultdict[torch.Tensor, dict[str, Any]]:
+        """Parameter tensor -> its state in torch's layout (``step`` and the state tensors; ``{}``
+        for a parameter that never stepped): a snapshot holding copies, made at each access (read it
+        once: ``state = opt.state``). Edits of it change nothing: restore state with
+        load_state_dict."""
+        result: defaultdict[torch.Tensor, dict[str, Any]] = defaultdict(dict)
         engine = self._engine
         if engine is None:
-            return {}
-        with engine._lock:
-            saved = to_torch(engine.state_dict(), self.param_groups, self._orders, self._step_tensor)["state"]
-        return {self._params[index].tensor: entry for index, entry in saved.items()}
+            return result
+        with self._lock:
+            saved = self._torch_layout(engine)["state"]
+        result.update((self._params[index].tensor, entry) for index, entry in saved.items())
+        return result
 
     @state.setter
     def state(self, value: Mapping[Any, Any]) -> None:
@@ -365,17 +399,36 @@ class Optimizer(torch.optim.Optimizer):
             raise AttributeError("the state of a fastoptim.torch optimizer is its engine's: restore it with "
                                  "load_state_dict")
 
+    def _torch_layout(self, engine: Any) -> dict[str, Any]:
+        """The engine's state dict in torch's layout, 8-bit state decoded into float32: torch.optim
+        would read the codes as values."""
+        saved = engine.state_dict()
+        layout = saved.get("state_format")
+        if layout is not None and layout.get("state_dtype") == "int8":
+            signed: frozenset[str] = getattr(engine, "_signed_slots", frozenset())
+            state = {}
+            for name, entry in saved["state"].items():
+                entry = dict(entry)
+                for key in [k for k in entry if k.endswith(ABSMAX)]:
+                    slot = key[:-len(ABSMAX)]
+                    values = stored_values(entry, slot, "int8", slot in signed, self._params[name].view)
+                    entry[slot] = np.asarray(values, np.float32)
+                    del entry[key]
+                state[name] = entry
+            saved = {**saved, "state": state, "state_format": {**layout, "state_dtype": None}}
+        return to_torch(saved, self.param_groups, self._orders, self._step_tensor)
+
     def state_dict(self) -> dict[str, Any]:
         """torch's layout: ``{"state": {id: {"step": tensor, slot: tensor}}, "param_groups": [{...,
         "params": [ids]}]}``, tensors holding copies; ``torch.save`` writes it, and torch.optim's
         optimizer of the same rule loads it. fastoptim's additions (``state_format``, ``ema``) ride
-        along as tensors and plain values."""
+        along as tensors and plain values. 8-bit state is saved decoded, as float32 (torch.optim
+        reads it; loading it back requantizes it)."""
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         engine = self._built()
-        with engine._lock:
-            saved = engine.state_dict()
-            result = to_torch(saved, self.param_groups, self._orders, self._step_tensor)
+        with self._lock:
+            result = self._torch_layout(engine)
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             returned = post_hook(self, result)
             if returned is not None:
@@ -390,7 +443,7 @@ class Optimizer(torch.optim.Optimizer):
             if returned is not None:
                 state_dict = returned
         engine = self._built()
-        with engine._lock:
+        with self._lock:
             if self._ema_swapped:
                 raise RuntimeError("load_state_dict is refused inside swap_ema() (nothing was changed)")
             self._sync_groups(engine)

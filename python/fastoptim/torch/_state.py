@@ -19,9 +19,21 @@ import torch
 
 from ._tensors import array_of, tensor_of
 
-__all__ = ["from_torch", "to_torch"]
+__all__ = ["from_torch", "plain", "to_torch"]
 
 _EXTRAS = ("ema", "accumulated")  # the engine's per-parameter arrays beside the state
+
+
+def plain(value: Any) -> Any:
+    """A hyper-parameter as the engine takes it: a one-element tensor (torch allows lr=tensor, and
+    its schedulers fill_() it) as a float, a list or tuple (betas) as a tuple of such."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"a hyper-parameter tensor must hold one value, got shape {tuple(value.shape)}")
+        return float(value.item())
+    if isinstance(value, (list, tuple)):
+        return tuple(plain(v) for v in value)
+    return value
 
 
 def _axes(array: np.ndarray, order: tuple[int, ...]) -> tuple[int, ...]:
@@ -112,7 +124,7 @@ def from_torch(state_dict: Any, groups: Sequence[Mapping[str, Any]], orders: Seq
             if saved_id in ids:
                 raise ValueError(f"state_dict['param_groups'] lists parameter {saved_id!r} twice")
             ids[saved_id] = our_id
-        numpy_groups.append({**{k: saved[k] for k in hyper_keys if k in saved}, "params": ours})
+        numpy_groups.append({**{k: plain(saved[k]) for k in hyper_keys if k in saved}, "params": ours})
         torch_groups.append({k: v for k, v in saved.items() if k not in ("params", "param_names")})
     state: dict[int, dict[str, Any]] = {}
     for saved_id, entry in saved_state.items():

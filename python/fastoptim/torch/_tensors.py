@@ -4,7 +4,7 @@ A view of a tensor points at its storage's memory; torch lets Python code swap o
 memory while the view lives (``p.data = ...``, ``p.set_()``, ``p.resize_()``,
 ``p.untyped_storage().resize_(0)``). So every view the kernels write through is re-checked
 before each step, in the native call itself (``Plan.set_guards``): the tensor still starts where
-the view does, and the storage it had still holds the whole view. The steps run with the
+the view does, in the storage it had, which the view's record holds alive. The steps run with the
 GIL held (``Optimizer._release_gil``), so no Python code runs between the check and the writes.
 
 A dense tensor in any memory order (``channels_last`` included) is viewed with its axes ordered
@@ -54,6 +54,12 @@ def _is_dense(tensor: torch.Tensor) -> bool:
     return True
 
 
+def _strides_that_matter(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The strides of the axes longer than 1: two dense tensors of one shape that agree on them
+    hold their elements in the same order (torch's autograd promises no more for a gradient)."""
+    return tuple(stride for size, stride in zip(tensor.shape, tensor.stride()) if size > 1)
+
+
 def _check_dense(label: str, tensor: torch.Tensor, what: str) -> None:
     """A CPU tensor, strided, dense and non-overlapping, of a dtype fastoptim updates."""
     if not isinstance(tensor, torch.Tensor):
@@ -96,16 +102,23 @@ class Bound(NamedTuple):
     address: int
     shape: torch.Size
     strides: tuple[int, ...]
-    # (label, tensor, its storage, address, span): Plan.set_guards' entry. Holding the storage
-    # keeps its memory alive until torch itself frees or moves it, which the guard detects.
+    # Held, so its memory lives until torch itself frees or moves it: set_() or p.data = ... then
+    # only repoint the tensor, which the guard's data_ptr() check sees.
+    storage: Any
+    # (label, tensor, storage or None, address, span): the native re-check (tensor_guards.hpp).
+    # The storage is left out where torch pinned it: it disables resizing the storage of a tensor
+    # NumPy views (tensor_to_numpy), so its memory cannot move, and the check is one call.
     guard: tuple[str, torch.Tensor, Any, int, int]
 
 
 def bind(label: str, tensor: torch.Tensor, order: tuple[int, ...]) -> Bound:
     """A view of a checked tensor with its axes in `order`."""
+    view = _numpy(tensor, order)
     address = tensor.data_ptr()
-    guard = (label, tensor, tensor.untyped_storage(), address, tensor.numel() * tensor.element_size())
-    return Bound(tensor, _numpy(tensor, order), address, tensor.shape, tensor.stride(), guard)
+    storage = tensor.untyped_storage()
+    pinned = not storage.resizable()
+    guard = (label, tensor, None if pinned else storage, address, tensor.numel() * tensor.element_size())
+    return Bound(tensor, view, address, tensor.shape, tensor.stride(), storage, guard)
 
 
 def param_view(label: str, tensor: Any) -> tuple[Bound, tuple[int, ...]]:
@@ -124,7 +137,7 @@ def grad_view(label: str, grad: Any, param: Bound, order: tuple[int, ...]) -> Bo
         raise TypeError(f"{label} has dtype {grad.dtype}; its parameter has {param.tensor.dtype}")
     if grad.shape != param.shape:
         raise ValueError(f"{label} has shape {tuple(grad.shape)}; its parameter has {tuple(param.shape)}")
-    if grad.stride() != param.strides and grad.numel() > 1:
+    if _strides_that_matter(grad) != _strides_that_matter(param.tensor):  # autograd's layout contract
         raise ValueError(f"{label} has strides {grad.stride()}, its parameter {param.strides}: fastoptim reads "
                          "them in one memory order (torch's autograd makes them match; allocate the gradient with "
                          "torch.empty_like(param))")

@@ -25,7 +25,9 @@ HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 STAT_FIELDS = {"gels", "median_s", "q1_s", "q3_s", "min_s", "steps"}
 
 
-@pytest.mark.parametrize("rule", list(_bench.RULES))
+# A rule with fastoptim-only options (adamw_bf16_state) shares its NumPy peer with the plain rule,
+# which this test covers; its own state is bfloat16, for float32 parameters only.
+@pytest.mark.parametrize("rule", [name for name, r in _bench.RULES.items() if not r.options])
 def test_numpy_peer_computes_fastoptims_update(rule: str, rng: np.random.Generator) -> None:
     shapes = [(7, 5), (33,), (1,)]
     params = [rng.standard_normal(s) for s in shapes]

@@ -173,7 +173,7 @@ class _Env:
         for t, g in zip(tensors, grads):
             t.grad = torch.from_numpy(g)
         if peer == "fastoptim_torch":  # the same tensors a torch.optim peer steps, each .grad set once
-            topt = getattr(_fastoptim_torch(), rule.fo_class)(tensors, **rule.kwargs)
+            topt = getattr(_fastoptim_torch(), rule.fo_class)(tensors, **rule.kwargs, **rule.options)
             return Running(topt.step, params, [topt, tensors, grads])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

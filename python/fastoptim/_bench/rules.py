@@ -15,7 +15,7 @@ column sums of g²), then g (Σu²), then p and g, writing p: 24 bytes per float
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -73,14 +73,17 @@ class Rule:
     traffic: tuple[tuple[int, int], ...] | None = None
     # steps 2-D arrays: a size of N elements is benchmarked as a near-square matrix
     matrices: bool = False
+    # fastoptim's options for its peers only (fastoptim, fastoptim_torch): state_dtype="bfloat16"
+    # runs against the others' float32 state, and the probe still counts float32 state's bytes
+    options: dict[str, Any] = field(default_factory=dict)
 
     def make_fastoptim(self, params: list[Array]) -> fo.Optimizer | PerArrayOptimizer:
         cls: type[fo.Optimizer | PerArrayOptimizer] = getattr(fo, self.fo_class)
-        return cls(params, **self.kwargs)
+        return cls(params, **self.kwargs, **self.options)
 
     def hyper(self) -> dict[str, Any]:
         """Every hyper-parameter with fastoptim's defaults filled in (what the NumPy peer gets)."""
-        group = self.make_fastoptim([np.zeros(1)]).param_groups[0]
+        group = self.make_fastoptim([np.zeros(1, np.float32)]).param_groups[0]
         return {k: v for k, v in group.items() if k not in ("params", "param_names")}
 
     @property
@@ -89,7 +92,7 @@ class Rule:
         from the rule's schema."""
         if self.traffic is not None:
             return self.traffic
-        opt = self.make_fastoptim([np.zeros(1)])
+        opt = self.make_fastoptim([np.zeros(1, np.float32)])
         if not isinstance(opt, fo.Optimizer):
             raise TypeError(f"{self.name}: {self.fo_class} has no schema; give its Rule a traffic")
         return opt._schema.passes(opt.param_groups[0], opt._rule)
@@ -106,6 +109,8 @@ RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("sgdw", "SGDW", dict(lr=1e-3, momentum=0.9, weight_decay=1e-2), NpSGDW),
     Rule("adam", "Adam", dict(lr=1e-3), NpAdam, "Adam", deepspeed_adamw=False),
     Rule("adamw", "AdamW", dict(lr=1e-3, weight_decay=1e-2), NpAdamW, "AdamW", deepspeed_adamw=True),
+    Rule("adamw_bf16_state", "AdamW", dict(lr=1e-3, weight_decay=1e-2), NpAdamW, "AdamW",
+         options=dict(state_dtype="bfloat16")),
     Rule("amsgrad", "Adam", dict(lr=1e-3, amsgrad=True), NpAdam, "Adam"),
     Rule("adagrad", "Adagrad", dict(lr=1e-2), NpAdagrad, "Adagrad"),
     Rule("adadelta", "Adadelta", dict(lr=1.0), NpAdadelta, "Adadelta"),

@@ -10,6 +10,7 @@ state dict is torch's once the arrays become tensors (``_torch_state``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 import threading
 from collections import defaultdict
@@ -35,12 +36,20 @@ _GLOBAL_PRE_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimi
 _GLOBAL_POST_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_post_hooks", {})
 
 def _increment_version(tensors: list[torch.Tensor]) -> None:
-    """Bump the autograd version of tensors written outside torch (torch.autograd.graph's)."""
+    """Bump the autograd version of tensors written outside torch: torch.autograd.graph's
+    increment_version, whose C call takes the list in one go where this torch has it."""
     try:
-        torch.autograd.graph.increment_version(tensors)
-    except TypeError:  # a torch whose increment_version takes one tensor
+        _INCREMENT_VERSION(tensors)
+    except TypeError:  # a torch whose call takes one tensor
         for tensor in tensors:
             torch.autograd.graph.increment_version(tensor)
+
+
+_INCREMENT_VERSION = getattr(torch._C, "_increment_version", torch.autograd.graph.increment_version)
+
+
+_MISSING = object()  # a group entry that is not there
+_MISSING_KEYS = itertools.repeat(_MISSING)
 
 
 # torch's own group keys, which fastoptim's engine has no use for: kept in the groups as torch keeps them
@@ -90,8 +99,10 @@ class Optimizer(torch.optim.Optimizer):
         self._grad_views: list[np.ndarray | None] = []
         self._pending: list[dict[str, Any]] = []  # the engine's groups, until it is built
         self._held: list[tuple[dict[str, Any], list[Any]]] = []  # each torch group and its tensors
-        self._synced: list[tuple[Any, ...] | None] = []  # each group's values the engine was last handed
+        # each group's values the engine was last handed: (as given, as handed, whether one can change in place)
+        self._synced: list[tuple[tuple[Any, ...], tuple[Any, ...], bool] | None] = []
         self._ema_swapped = False
+        self._stepped_for: tuple[tuple[bool, ...], list[torch.Tensor]] = ((), [])
         # Serializes steps, group additions and checkpoints (the engine's own lock comes later)
         self._lock = threading.RLock()
         self.last_step_info: StepInfo = NOTHING_MEASURED
@@ -169,18 +180,23 @@ class Optimizer(torch.optim.Optimizer):
             if len(params) != len(tensors) or not all(map(operator.is_, params, tensors)):
                 raise ValueError(f"param_groups[{index}]['params'] was changed; the tensors of a group are fixed "
                                  "(add tensors with add_param_group; nothing was updated)")
-            missing = [key for key in self._hyper_keys if key not in current]
-            if missing:
-                raise ValueError(f"param_groups[{index}] lacks {missing[0]!r} (nothing was updated)")
+            raw = tuple(map(current.get, self._hyper_keys, _MISSING_KEYS))  # one C-level read of the group
+            synced = self._synced[index]
+            if synced is not None and raw == synced[0] and not synced[2]:
+                continue  # nothing edited since the last step, and nothing that can change in place
+            if any(value is _MISSING for value in raw):
+                missing = self._hyper_keys[raw.index(_MISSING)]
+                raise ValueError(f"param_groups[{index}] lacks {missing!r} (nothing was updated)")
             # as the engine takes them, so that an edit in place (a tensor lr filled by a scheduler,
             # a betas list) is seen too
-            values = tuple(plain(current[key]) for key in self._hyper_keys)
-            if values == self._synced[index]:
-                continue  # nothing edited since the last step
+            values = tuple(plain(value) for value in raw)
+            if synced is not None and values == synced[1]:
+                continue
             for key, value in zip(self._hyper_keys, values):
                 if value != engine_group[key] or type(value) is not type(engine_group[key]):
                     engine_group[key] = value
-            self._synced[index] = values
+            mutable = any(isinstance(value, (torch.Tensor, list)) for value in raw)
+            self._synced[index] = (raw, values, mutable)
 
     # ---- the step -----------------------------------------------------------------------------
     def _gathered(self) -> list[Any]:
@@ -246,17 +262,15 @@ class Optimizer(torch.optim.Optimizer):
         if _autograd_profiler._is_profiler_enabled:
             with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
                 return self._hooked_step(args, kwargs)
-        return self._hooked_step(args, kwargs)
+        if _GLOBAL_PRE_HOOKS or _GLOBAL_POST_HOOKS or self._optimizer_step_pre_hooks or \
+                self._optimizer_step_post_hooks:
+            return self._hooked_step(args, kwargs)
+        return self._step(*args, **kwargs)  # the usual case: no hook, and nothing for _optimizer_step_code
 
     step.hooked = True  # type: ignore[attr-defined]  # torch.optim.Optimizer.__init__ wraps an unhooked step
 
     def _hooked_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The hooks around the step, as torch's ``Optimizer.profile_hook_step`` runs them."""
-        if not (_GLOBAL_PRE_HOOKS or _GLOBAL_POST_HOOKS or self._optimizer_step_pre_hooks
-                or self._optimizer_step_post_hooks):  # the usual case, spared the loops below
-            out = self._step(*args, **kwargs)
-            self._optimizer_step_code()
-            return out
         full: tuple[Any, ...] = (self, *args)
         for pre_hook in chain(_GLOBAL_PRE_HOOKS.values(), self._optimizer_step_pre_hooks.values()):
             result = pre_hook(self, full, kwargs)
@@ -292,8 +306,15 @@ class Optimizer(torch.optim.Optimizer):
                 info = engine.step(grads)
             self.last_step_info = info
             if not info.skipped:  # autograd sees the in-place update, as after torch.optim's step
-                _increment_version([b.tensor for b, g in zip(self._params, grads) if g is not None])
+                _increment_version(self._stepped(grads))
         return loss
+
+    def _stepped(self, grads: list[Any]) -> list[torch.Tensor]:
+        """The parameters a step with `grads` wrote (the list of the last step, where the same)."""
+        given = tuple(g is not None for g in grads)
+        if given != self._stepped_for[0]:
+            self._stepped_for = (given, [b.tensor for b, g in zip(self._params, given) if g])
+        return self._stepped_for[1]
 
     @torch.no_grad()
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -110,8 +110,8 @@ public:
     int last_threads() const { return threads_.last_threads(); }  // threads the last step's update ran on
     std::int64_t steps_alone() const { return threads_.steps_alone(); }  // steps the backoff kept to one thread
     // Whether the kernels run with the GIL released (default). A plan over memory that Python
-    // code can free while it is referenced (torch tensors: set_(), resize_()) keeps the GIL, so
-    // that no Python code runs between the caller's pointer checks and the last write.
+    // code can free while it is referenced (torch tensors: set_(), share_memory_()) keeps the GIL,
+    // so that no Python code runs between the guards' check and the last write.
     void set_release_gil(bool release) { release_gil_ = release; }
     bool release_gil() const { return release_gil_; }
     // Memory a step re-checks first, under the GIL (tensor_guards.hpp): fastoptim.torch sets the

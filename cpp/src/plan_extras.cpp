@@ -10,7 +10,6 @@
 #include <optional>
 
 #include "plan.hpp"
-#include "tensor_guards.hpp"
 #include "runtime.hpp"
 
 namespace fastoptim {
@@ -167,10 +166,6 @@ void Plan::update_ema() {
     }
     ++ema_updates_;
 }
-
-}  // namespace fastoptim
-
-namespace fastoptim {
 
 void Plan::set_guards(py::list guards) { guards_ = read_tensor_guards(guards); }
 

@@ -236,7 +236,8 @@ void row_step(const std::string& rule_name, const py::list& tables, const py::li
         else
             f32.push_back(read_table<float>(rule, entry, numbers[k], label, false, owned_rows[k]));
     }
-    check_tensor_guards(checked);  // fastoptim.torch's views: the last Python code (array checks may run some) is behind
+    // fastoptim.torch's views, after the last call that may run Python code (the array checks may)
+    check_tensor_guards(checked);
     current_target().rows(RowsRequest{rule, f32.data(), index_t(f32.size()), f64.data(), index_t(f64.size()),
                                       num_threads()});
 }
@@ -250,7 +251,7 @@ void bind_row_passes(py::module_& m) {
           "increasing order and each one's values summed in the order given; every index checked against table_rows");
     m.def("row_step", &row_step, py::arg("rule"), py::arg("tables"), py::arg("guards") = py::list(),
           "one step of 'sparse_adam' or 'rowwise_adagrad' over every table: (param, state, state or None, values, "
-          "rows or None, mult, coefficients); guards: tensor_guards.hpp's, checked after the numbers are read");
+          "rows or None, mult, coefficients); guards: tensor_guards.hpp's, checked after every table is read");
 }
 
 }  // namespace fastoptim

@@ -34,8 +34,8 @@ std::vector<TensorGuard> read_tensor_guards(py::handle guards) {
     taken.reserve(items.size());
     for (py::handle guard : items) {
         if (!PyTuple_CheckExact(guard.ptr()) || PyTuple_GET_SIZE(guard.ptr()) != 5 ||
-            !PyUnicode_Check(PyTuple_GET_ITEM(guard.ptr(), 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(guard.ptr(), 3)) ||
-            !PyLong_CheckExact(PyTuple_GET_ITEM(guard.ptr(), 4)))
+            !PyUnicode_Check(PyTuple_GET_ITEM(guard.ptr(), 0)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(guard.ptr(), 3)) || !PyLong_CheckExact(PyTuple_GET_ITEM(guard.ptr(), 4)))
             throw py::type_error("each guard is a (label, tensor, storage, address, span) tuple");
         const auto entry = py::reinterpret_borrow<py::tuple>(guard);
         taken.push_back(TensorGuard{entry[0], entry[1], entry[2], entry[3].cast<long long>(),
@@ -57,8 +57,8 @@ void check_tensor_guards(const std::vector<TensorGuard>& guards) {
         }
         if (moved)
             throw py::value_error(guard.label.cast<std::string>() +
-                                  ": its memory moved since the optimizer bound it (p.data = ..., set_(), resize_() or "
-                                  "its storage resized); nothing was updated. Copy new values in place instead "
+                                  ": its memory moved since the optimizer bound it (p.data = ..., set_() or "
+                                  "share_memory_()); nothing was updated. Copy new values in place instead "
                                   "(p.data.copy_(...)), or create the optimizer again");
     }
 }

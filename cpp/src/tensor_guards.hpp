@@ -1,10 +1,10 @@
 // The memory of torch tensors viewed as NumPy arrays (fastoptim.torch), re-checked by a native
-// call before it writes through the views. torch lets Python code repoint a tensor while a view
-// lives (p.data = ..., set_()), which can free the memory the view points at; the caller holds the
-// storage the tensor had, so its memory lives, and the check asks torch whether the tensor still
-// starts where the view does. A storage torch has not pinned (it disables resizing the storage of
-// a tensor NumPy views) is also asked whether it still holds the view. The caller keeps the GIL
-// from the check to its last write.
+// call before it reads or writes through the views. torch lets Python code repoint a tensor while
+// a view lives (p.data = ..., set_()), which can free the memory the view points at, and move a
+// storage's memory (share_memory_() frees the old buffer); the check asks torch whether the tensor
+// still starts where the view does. A storage torch has not pinned (it makes the storage of a
+// tensor NumPy views non-resizable) is also asked whether it still holds the view. The caller
+// keeps the GIL from the check to its last write.
 #pragma once
 
 #include <pybind11/pybind11.h>

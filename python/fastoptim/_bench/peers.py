@@ -125,6 +125,8 @@ class _Env:
 
     def problem(self, peer: str, rule: Rule, dtype: str) -> str | None:
         """Why `peer` cannot run `rule` in `dtype` here, or None."""
+        if peer in ("fastoptim", "fastoptim_torch") and rule.options.get("state_dtype") and dtype == "float64":
+            return f"state_dtype={rule.options['state_dtype']!r} is for float32 parameters"
         if peer.startswith("torch_"):
             return self.torch_problem(rule, dtype, peer)
         if peer == "fastoptim_torch":

@@ -14,9 +14,9 @@ hooks, ``zero_grad``, ``add_param_group`` and closures work as with torch.optim,
 are torch's, so checkpoints cross between ``torch.optim.X`` and ``fastoptim.torch.X``.
 
 Parameters are dense CPU tensors of float32, float64 or bfloat16 (through ``ml_dtypes``) in any
-memory order (``channels_last`` too), their gradients in the same order. A tensor whose memory
-moves after the optimizer bound it (``p.data = ...``, ``set_()``, ``resize_()``) is refused at the
-next step with nothing updated; copy new values in place instead.
+memory order (``channels_last`` too), their gradients in the same order. A parameter whose
+memory moves after the optimizer bound it (``p.data = ...``, ``set_()``, ``share_memory_()``) is
+refused at the next step with nothing updated; copy new values in place instead.
 """
 
 from __future__ import annotations

@@ -4,17 +4,16 @@ It holds a fastoptim NumPy optimizer (the engine) over zero-copy views of the pa
 (``_tensors``). torch's ``param_groups`` stay the user's: schedulers and hooks edit them as with
 torch.optim, and each step hands the engine the hyper-parameters that changed. The engine's
 parameters are named by torch's state-dict ids (0, 1, ... across the groups in order), so its
-state dict is torch's once the arrays become tensors (``_torch_state``).
+state dict is torch's once the arrays become tensors (``_state.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import operator
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
 from typing import Any, ClassVar
 
@@ -26,8 +25,9 @@ import torch.optim.optimizer as _torch_optimizer
 from .. import optimizer as _numpy_optimizer
 from .._state_format import ABSMAX, stored_values
 from .._step_options import NOTHING_MEASURED, StepInfo
+from ._groups import TrackedGroup
 from ._state import from_torch, plain, to_torch
-from ._tensors import Bound, grad_view, param_view, tensor_of
+from ._tensors import Bound, Guard, grad_view, param_view, tensor_of
 
 __all__ = ["Optimizer"]
 
@@ -35,21 +35,25 @@ __all__ = ["Optimizer"]
 _GLOBAL_PRE_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", {})
 _GLOBAL_POST_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_post_hooks", {})
 
-def _increment_version(tensors: list[torch.Tensor]) -> None:
-    """Bump the autograd version of tensors written outside torch: torch.autograd.graph's
-    increment_version, whose C call takes the list in one go where this torch has it."""
+def _each_bumped(tensors: list[torch.Tensor]) -> None:
+    for tensor in tensors:
+        torch.autograd.graph.increment_version(tensor)
+
+
+def _versions_bumped_by_list() -> Callable[[list[torch.Tensor]], None]:
+    """How this torch bumps the autograd version of tensors written outside it: one C call for the
+    list where it takes one (what torch.autograd.graph.increment_version makes), else one each."""
+    bump: Callable[[list[torch.Tensor]], None] | None = getattr(torch._C, "_increment_version", None)
+    if bump is None:
+        return _each_bumped
     try:
-        _INCREMENT_VERSION(tensors)
-    except TypeError:  # a torch whose call takes one tensor
-        for tensor in tensors:
-            torch.autograd.graph.increment_version(tensor)
+        bump([torch.zeros(1)])
+    except TypeError:
+        return _each_bumped
+    return bump
 
 
-_INCREMENT_VERSION = getattr(torch._C, "_increment_version", torch.autograd.graph.increment_version)
-
-
-_MISSING = object()  # a group entry that is not there
-_MISSING_KEYS = itertools.repeat(_MISSING)
+_increment_version = _versions_bumped_by_list()
 
 
 # torch's own group keys, which fastoptim's engine has no use for: kept in the groups as torch keeps them
@@ -97,12 +101,11 @@ class Optimizer(torch.optim.Optimizer):
         self._orders: list[tuple[int, ...]] = []
         self._grads: list[Bound | None] = []  # the gradient tensors of the last step, viewed
         self._grad_views: list[np.ndarray | None] = []
+        self._grad_labels: list[str] = []  # for messages, made once
         self._pending: list[dict[str, Any]] = []  # the engine's groups, until it is built
-        self._held: list[tuple[dict[str, Any], list[Any]]] = []  # each torch group and its tensors
-        # each group's values the engine was last handed: (as given, as handed, whether one can change in place)
-        self._synced: list[tuple[tuple[Any, ...], tuple[Any, ...], bool] | None] = []
+        self._held: list[tuple[TrackedGroup, list[Any]]] = []  # each torch group and its tensors
         self._ema_swapped = False
-        self._stepped_for: tuple[tuple[bool, ...], list[torch.Tensor]] = ((), [])
+        self._stepped: list[torch.Tensor] = []  # the parameters whose gradients are viewed: a step writes them
         # Serializes steps, group additions and checkpoints (the engine's own lock comes later)
         self._lock = threading.RLock()
         self.last_step_info: StepInfo = NOTHING_MEASURED
@@ -131,7 +134,7 @@ class Optimizer(torch.optim.Optimizer):
         count = len(groups)
         super().add_param_group(param_group)
         try:
-            group = groups[-1]
+            group = groups[-1] = TrackedGroup(groups[-1])  # edits raise its flag (_groups.py)
             first = len(self._params)
             bounds, orders = [], []
             for index, tensor in enumerate(group["params"]):
@@ -145,9 +148,10 @@ class Optimizer(torch.optim.Optimizer):
             if engine is None:
                 self._pending.append(numpy_group)
             else:
+                self._check_params_in_place()
                 with engine._lock:
                     held_guards = engine._guards
-                    engine._guards = [b.guard for b in self._params + bounds]  # the new plan's
+                    engine._guards = self._guard_list(self._params + bounds)  # the new plan's
                     try:
                         engine.add_param_group(numpy_group)
                     except BaseException:
@@ -160,8 +164,8 @@ class Optimizer(torch.optim.Optimizer):
         self._orders += orders
         self._grads += [None] * len(bounds)
         self._grad_views += [None] * len(bounds)
+        self._grad_labels += [f"params[{first + index}].grad" for index in range(len(bounds))]
         self._held.append((group, list(group["params"])))
-        self._synced.append(None)
         if self._engine is not None:
             self._set_guards(self._engine)
 
@@ -171,32 +175,30 @@ class Optimizer(torch.optim.Optimizer):
         held = self._held
         if len(groups) != len(held):
             raise ValueError("param_groups was changed; add groups with add_param_group (nothing was updated)")
-        for index, ((group, tensors), engine_group) in enumerate(zip(held, engine.param_groups)):
-            current = groups[index]
-            if current is not group:
+        for index, (group, tensors) in enumerate(held):
+            if groups[index] is not group:
                 raise ValueError(f"param_groups[{index}] was replaced; edit its entries in place "
                                  "(nothing was updated)")
-            params = current["params"]
-            if len(params) != len(tensors) or not all(map(operator.is_, params, tensors)):
+            params = group.get("params")
+            if not isinstance(params, list) or len(params) != len(tensors) or \
+                    not all(map(operator.is_, params, tensors)):
                 raise ValueError(f"param_groups[{index}]['params'] was changed; the tensors of a group are fixed "
                                  "(add tensors with add_param_group; nothing was updated)")
-            raw = tuple(map(current.get, self._hyper_keys, _MISSING_KEYS))  # one C-level read of the group
-            synced = self._synced[index]
-            if synced is not None and raw == synced[0] and not synced[2]:
-                continue  # nothing edited since the last step, and nothing that can change in place
-            if any(value is _MISSING for value in raw):
-                missing = self._hyper_keys[raw.index(_MISSING)]
-                raise ValueError(f"param_groups[{index}] lacks {missing!r} (nothing was updated)")
-            # as the engine takes them, so that an edit in place (a tensor lr filled by a scheduler,
-            # a betas list) is seen too
-            values = tuple(plain(value) for value in raw)
-            if synced is not None and values == synced[1]:
-                continue
-            for key, value in zip(self._hyper_keys, values):
-                if value != engine_group[key] or type(value) is not type(engine_group[key]):
-                    engine_group[key] = value
-            mutable = any(isinstance(value, (torch.Tensor, list)) for value in raw)
-            self._synced[index] = (raw, values, mutable)
+            if group.edited or group.mutable:
+                self._sync_group(index, group, engine.param_groups[index])
+
+    def _sync_group(self, index: int, group: TrackedGroup, engine_group: dict[str, Any]) -> None:
+        """Hand the engine this group's hyper-parameters as it takes them (tensors as floats, lists
+        as tuples), those that differ from what it holds."""
+        missing = [key for key in self._hyper_keys if key not in group]
+        if missing:
+            raise ValueError(f"param_groups[{index}] lacks {missing[0]!r} (nothing was updated)")
+        raw = [group[key] for key in self._hyper_keys]
+        for key, value in zip(self._hyper_keys, map(plain, raw)):
+            if value != engine_group[key] or type(value) is not type(engine_group[key]):
+                engine_group[key] = value
+        group.edited = False  # after the engine took them: an invalid value is handed again next step
+        group.mutable = any(isinstance(value, (torch.Tensor, list)) for value in raw)
 
     # ---- the step -----------------------------------------------------------------------------
     def _gathered(self) -> list[Any]:
@@ -206,39 +208,45 @@ class Optimizer(torch.optim.Optimizer):
         views = self._grad_views
         cache = self._grads
         changed = False
-        for index, param in enumerate(self._params):
-            grad = param.tensor.grad
-            bound = cache[index]
-            if bound is None:
-                if grad is None and views[index] is None:
+        try:
+            for index, param in enumerate(self._params):
+                grad = param.tensor.grad
+                bound = cache[index]
+                if bound is None:
+                    if grad is None and views[index] is None:
+                        continue
+                elif grad is bound.tensor:
                     continue
-            elif grad is bound.tensor:
-                continue
-            changed = True
-            label = f"params[{index}].grad"
-            if grad is None:
-                cache[index] = views[index] = None
-            elif grad.layout == torch.sparse_coo and self._takes_sparse:
-                cache[index] = None  # viewed anew each step: torch makes a new one at each backward
-                views[index] = self._sparse_rows(label, grad, param.tensor)
-            else:
-                bound = grad_view(label, grad, param, self._orders[index])
-                cache[index] = bound
-                views[index] = bound.view
-        if changed:
-            self._set_guards(self._built())
+                changed = True
+                cache[index] = views[index] = None  # until the new one is viewed: a refusal leaves none
+                if grad is None:
+                    continue
+                label = self._grad_labels[index]
+                if grad.layout == torch.sparse_coo and self._takes_sparse:  # viewed anew at each step
+                    views[index] = self._sparse_rows(label, grad, param.tensor)
+                else:
+                    bound = grad_view(label, grad, param, self._orders[index])
+                    cache[index] = bound
+                    views[index] = bound.view
+        finally:
+            if changed:  # the guards cover exactly the views held, even after a refusal
+                self._set_guards(self._built())
+                self._stepped = [b.tensor for b, view in zip(self._params, views) if view is not None]
         return views
 
     def _sparse_rows(self, label: str, grad: torch.Tensor, param: torch.Tensor) -> Any:
         """A sparse COO gradient as the engine takes it (``_takes_sparse`` classes)."""
         raise NotImplementedError
 
+    def _guard_list(self, params: list[Bound] | None = None) -> list[Guard]:
+        """The guards of the parameters' views (`params`, default all) and of the gradients' held."""
+        guards = [b.guard for b in (self._params if params is None else params)]
+        return guards + [b.guard for b in self._grads if b is not None]
+
     def _set_guards(self, engine: Any) -> None:
-        """The engine's guards: every parameter's view and every gradient's held."""
-        guards: list[tuple[str, object, object, int, int]] = [b.guard for b in self._params]
-        guards += [b.guard for b in self._grads if b is not None]
-        engine._guards = guards
-        engine._built_plan().set_guards(guards)
+        """Hand the engine (and its plan, which the native step checks them in) the guards."""
+        engine._guards = self._guard_list()
+        engine._built_plan().set_guards(engine._guards)
 
     def _moved_grads(self) -> bool:
         """Forget the views of gradients whose memory moved (the guard refused them); whether any did."""
@@ -247,7 +255,18 @@ class Optimizer(torch.optim.Optimizer):
             if bound is not None and bound.tensor.data_ptr() != bound.address:
                 self._grads[index] = self._grad_views[index] = None
                 moved = True
+        if moved:
+            self._set_guards(self._built())
         return moved
+
+    def _check_params_in_place(self) -> None:
+        """Before Python code reads the parameters' views outside a step (an EMA restarted by a load,
+        a plan rebuilt for a new group): ValueError, as the native guard words it, for one that moved."""
+        for bound in self._params:
+            if bound.tensor.data_ptr() != bound.address:
+                raise ValueError(f"{bound.guard[0]}: its memory moved since the optimizer bound it (p.data = ..., "
+                                 "set_() or share_memory_()); nothing was changed. Copy new values in place "
+                                 "instead (p.data.copy_(...)), or create the optimizer again")
 
     def step(self, *args: Any, **kwargs: Any) -> Any:
         """``step(closure=None)``: one step over every parameter whose ``.grad`` is not None, in one
@@ -257,8 +276,8 @@ class Optimizer(torch.optim.Optimizer):
 
         torch's step wrapper is this method's own: the global and the optimizer's step pre- and
         post-hooks run as torch runs them, and the step is a ``record_function`` range while a
-        profiler records (the only time torch's range is seen; opening it costs tens of
-        microseconds per step)."""
+        profiler records (the only time the range is seen; torch's wrapper opens it at every
+        step, several microseconds each)."""
         if _autograd_profiler._is_profiler_enabled:
             with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
                 return self._hooked_step(args, kwargs)
@@ -306,15 +325,8 @@ class Optimizer(torch.optim.Optimizer):
                 info = engine.step(grads)
             self.last_step_info = info
             if not info.skipped:  # autograd sees the in-place update, as after torch.optim's step
-                _increment_version(self._stepped(grads))
+                _increment_version(self._stepped)
         return loss
-
-    def _stepped(self, grads: list[Any]) -> list[torch.Tensor]:
-        """The parameters a step with `grads` wrote (the list of the last step, where the same)."""
-        given = tuple(g is not None for g in grads)
-        if given != self._stepped_for[0]:
-            self._stepped_for = (given, [b.tensor for b, g in zip(self._params, given) if g])
-        return self._stepped_for[1]
 
     @torch.no_grad()
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -326,6 +338,7 @@ class Optimizer(torch.optim.Optimizer):
             with self._lock:
                 self._grads[:] = [None] * len(self._grads)
                 self._grad_views[:] = [None] * len(self._grad_views)
+                self._stepped = []
                 if self._engine is not None:
                     self._set_guards(self._engine)
 
@@ -468,6 +481,7 @@ class Optimizer(torch.optim.Optimizer):
             if self._ema_swapped:
                 raise RuntimeError("load_state_dict is refused inside swap_ema() (nothing was changed)")
             self._sync_groups(engine)
+            self._check_params_in_place()  # a load without "ema" restarts the EMA from the parameters
             numpy_dict, torch_groups = from_torch(state_dict, self.param_groups, self._orders, self._hyper_keys,
                                                   getattr(engine, "_scalar_names", tuple)())
             engine.load_state_dict(self._completed(numpy_dict))

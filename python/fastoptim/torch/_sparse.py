@@ -5,7 +5,8 @@ its row indices and values are viewed as a :class:`fastoptim.RowSparse`; the nat
 reads and writes only those rows. Dense gradients are taken too (every row), so a model's dense
 parameters can share the optimizer. The row step keeps the GIL throughout and re-checks the
 parameters' and dense gradients' memory first (``_core.row_step``'s guards); the indices and
-values are views of tensors only this step holds.
+values are views of alias tensors this step makes (``indices()``, ``values()``), which no other
+code holds to repoint, over the coalesced gradient's own storages.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["SparseAdam"]
 
 def _rows_of(label: str, grad: torch.Tensor, param: torch.Tensor) -> RowSparse:
     """A sparse COO gradient's rows, coalesced, or TypeError/ValueError naming `label`."""
-    if grad.device.type != "cpu":
+    if not grad.is_cpu:
         raise TypeError(f"{label} is on {grad.device}; fastoptim.torch steps CPU tensors")
     if grad.sparse_dim() != 1:
         raise ValueError(f"{label} is sparse in {grad.sparse_dim()} dimensions; SparseAdam takes gradients sparse "
@@ -58,4 +59,4 @@ class SparseAdam(Optimizer):
         return {**numpy_dict, "state": state}
 
     def _set_guards(self, engine: Any) -> None:
-        engine._guards = [b.guard for b in self._params] + [b.guard for b in self._grads if b is not None]
+        engine._guards = self._guard_list()  # read by each row step

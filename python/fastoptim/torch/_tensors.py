@@ -1,11 +1,11 @@
 """Zero-copy NumPy views of torch CPU tensors, and the checks that keep them valid.
 
-A view of a tensor points at its storage's memory; torch lets Python code swap or free that
-memory while the view lives (``p.data = ...``, ``p.set_()``, ``p.resize_()``,
-``p.untyped_storage().resize_(0)``). So every view the kernels write through is re-checked
-before each step, in the native call itself (``Plan.set_guards``): the tensor still starts where
-the view does, in the storage it had, which the view's record holds alive. The steps run with the
-GIL held (``Optimizer._release_gil``), so no Python code runs between the check and the writes.
+A view of a tensor points at its storage's memory; torch lets Python code repoint the tensor
+(``p.data = ...``, ``p.set_()``) or move its storage's memory (``p.share_memory_()`` frees the
+old buffer) while the view lives; resizing a storage that NumPy views torch itself refuses. So
+every view the kernels read or write is re-checked before each step, in the native call itself
+(``Plan.set_guards``): the tensor still starts where the view does. The steps run with the GIL
+held (``Optimizer._release_gil``), so no Python code runs between the check and the last write.
 
 A dense tensor in any memory order (``channels_last`` included) is viewed with its axes ordered
 by decreasing stride, which makes the view C-contiguous: the rules are element-wise (or reduce
@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Bound", "array_of", "grad_view", "param_view", "tensor_of"]
+__all__ = ["Bound", "Guard", "array_of", "grad_view", "param_view", "tensor_of"]
 
 _DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
@@ -54,10 +54,10 @@ def _is_dense(tensor: torch.Tensor) -> bool:
     return True
 
 
-def _strides_that_matter(tensor: torch.Tensor) -> tuple[int, ...]:
+def _strides_that_matter(shape: torch.Size, strides: tuple[int, ...]) -> tuple[int, ...]:
     """The strides of the axes longer than 1: two dense tensors of one shape that agree on them
     hold their elements in the same order (torch's autograd promises no more for a gradient)."""
-    return tuple(stride for size, stride in zip(tensor.shape, tensor.stride()) if size > 1)
+    return tuple(stride for size, stride in zip(shape, strides) if size > 1)
 
 
 def _check_dense(label: str, tensor: torch.Tensor, what: str) -> None:
@@ -94,6 +94,9 @@ def _numpy(tensor: torch.Tensor, order: tuple[int, ...]) -> np.ndarray:
     return array.transpose(order) if order != tuple(range(array.ndim)) else array
 
 
+Guard = tuple[str, torch.Tensor, Any, int, int]  # (label, tensor, storage or None, address, span)
+
+
 class Bound(NamedTuple):
     """A tensor, its NumPy view, and the guard a step re-checks before writing through the view."""
 
@@ -102,23 +105,36 @@ class Bound(NamedTuple):
     address: int
     shape: torch.Size
     strides: tuple[int, ...]
-    # Held, so its memory lives until torch itself frees or moves it: set_() or p.data = ... then
-    # only repoint the tensor, which the guard's data_ptr() check sees.
+    dtype: torch.dtype
+    # A parameter's storage, held: after p.data = ... or set_() its memory lives on, so the views
+    # Python code reads outside a step (an EMA restarted from the parameters) stay readable until
+    # their check. None for a gradient, read only by the native steps, after their check.
     storage: Any
     # (label, tensor, storage or None, address, span): the native re-check (tensor_guards.hpp).
-    # The storage is left out where torch pinned it: it disables resizing the storage of a tensor
-    # NumPy views (tensor_to_numpy), so its memory cannot move, and the check is one call.
-    guard: tuple[str, torch.Tensor, Any, int, int]
+    # The storage is left out where torch pinned it (tensor_to_numpy makes the storage of a tensor
+    # NumPy views non-resizable): then the check is one data_ptr() call.
+    guard: Guard
 
 
-def bind(label: str, tensor: torch.Tensor, order: tuple[int, ...]) -> Bound:
-    """A view of a checked tensor with its axes in `order`."""
+def _numpy_pins_storage() -> bool:
+    """Whether this torch makes a storage non-resizable when NumPy views it (2.13 does)."""
+    probe = torch.zeros(1)
+    probe.numpy()
+    return not probe.untyped_storage().resizable()
+
+
+_PINNED = _numpy_pins_storage()
+
+
+def bind(label: str, tensor: torch.Tensor, order: tuple[int, ...], hold: bool = True) -> Bound:
+    """A view of a checked tensor with its axes in `order` (`hold`: keep its storage too)."""
     view = _numpy(tensor, order)
     address = tensor.data_ptr()
-    storage = tensor.untyped_storage()
-    pinned = not storage.resizable()
-    guard = (label, tensor, None if pinned else storage, address, tensor.numel() * tensor.element_size())
-    return Bound(tensor, view, address, tensor.shape, tensor.stride(), storage, guard)
+    storage = tensor.untyped_storage() if hold or not _PINNED else None
+    checked = None if _PINNED or storage is None or not storage.resizable() else storage
+    guard = (label, tensor, checked, address, tensor.numel() * tensor.element_size())
+    return Bound(tensor, view, address, tensor.shape, tensor.stride(), tensor.dtype, storage if hold else None,
+                 guard)
 
 
 def param_view(label: str, tensor: Any) -> tuple[Bound, tuple[int, ...]]:
@@ -131,17 +147,30 @@ def param_view(label: str, tensor: Any) -> tuple[Bound, tuple[int, ...]]:
 
 
 def grad_view(label: str, grad: Any, param: Bound, order: tuple[int, ...]) -> Bound:
-    """A gradient's view in its parameter's order, or TypeError/ValueError naming `label`."""
+    """A gradient's view in its parameter's order, or TypeError/ValueError naming `label`. The
+    usual gradient (a plain CPU tensor laid out as its parameter) passes a short test and takes
+    its parameter's facts: a loop that sets .grad to None views every gradient at every step."""
+    if (type(grad) is torch.Tensor and grad.is_cpu and grad.layout is torch.strided  # noqa: E721
+            and grad.dtype is param.dtype and grad.shape == param.shape and grad.stride() == param.strides
+            and not grad.requires_grad and not grad.is_neg() and _PINNED):
+        if param.dtype is torch.bfloat16:
+            view = _numpy(grad, order)
+        else:
+            array = grad.numpy()
+            view = array.transpose(order) if order != tuple(range(array.ndim)) else array
+        address = grad.data_ptr()
+        return Bound(grad, view, address, param.shape, param.strides, param.dtype, None,
+                     (label, grad, None, address, param.guard[4]))
     _check_dense(label, grad, "gradients")
-    if grad.dtype != param.tensor.dtype:
-        raise TypeError(f"{label} has dtype {grad.dtype}; its parameter has {param.tensor.dtype}")
+    if grad.dtype != param.dtype:
+        raise TypeError(f"{label} has dtype {grad.dtype}; its parameter has {param.dtype}")
     if grad.shape != param.shape:
         raise ValueError(f"{label} has shape {tuple(grad.shape)}; its parameter has {tuple(param.shape)}")
-    if _strides_that_matter(grad) != _strides_that_matter(param.tensor):  # autograd's layout contract
+    if _strides_that_matter(grad.shape, grad.stride()) != _strides_that_matter(param.shape, param.strides):
         raise ValueError(f"{label} has strides {grad.stride()}, its parameter {param.strides}: fastoptim reads "
-                         "them in one memory order (torch's autograd makes them match; allocate the gradient with "
-                         "torch.empty_like(param))")
-    return bind(label, grad, order)
+                         "them in one memory order (torch's autograd makes them match; allocate the gradient "
+                         "with torch.empty_like(param))")
+    return bind(label, grad, order, hold=False)
 
 
 def tensor_of(array: np.ndarray, order: tuple[int, ...]) -> torch.Tensor:

@@ -118,7 +118,7 @@ def test_every_native_rule_is_tested_and_benchmarked() -> None:
     tested = set().union(*(_rules_of(case) for case in CASES))
     assert native == tested, f"no registry row: {native - tested}; no such rule: {tested - native}"
     assert all(hasattr(reference, rule) for rule in native), [r for r in native if not hasattr(reference, r)]
-    made = [r.make_fastoptim([np.zeros(1)]) for r in _bench.RULES.values()]
+    made = [r.make_fastoptim([np.zeros(1, np.float32)]) for r in _bench.RULES.values()]  # bf16 state: float32
     # cautious=True: its own rule; Adafactor (a PerArrayOptimizer) has no native rule of the table
     benched = {opt._rule for opt in made if isinstance(opt, fo.Optimizer)}
     assert native - NOT_A_STEP == benched, f"no bench row: {native - NOT_A_STEP - benched}"

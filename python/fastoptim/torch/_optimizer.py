@@ -35,6 +35,7 @@ __all__ = ["Optimizer"]
 _GLOBAL_PRE_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", {})
 _GLOBAL_POST_HOOKS: Mapping[Any, Any] = getattr(_torch_optimizer, "_global_optimizer_post_hooks", {})
 
+
 def _each_bumped(tensors: list[torch.Tensor]) -> None:
     for tensor in tensors:
         torch.autograd.graph.increment_version(tensor)

@@ -76,13 +76,19 @@ def to_torch(saved: Mapping[str, Any], groups: Sequence[Mapping[str, Any]],
     return result
 
 
-def _count(label: str, value: Any) -> Any:
-    """A saved step count (torch keeps it as a float tensor) as an int; anything else as given,
-    for the engine's checks to refuse."""
+def _number(label: str, value: Any) -> Any:
+    """The number a one-element tensor holds; anything else as given, for the engine's checks."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{label} must hold one number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
+        return value.item()
+    return value
+
+
+def _count(label: str, value: Any) -> Any:
+    """A saved step count (torch keeps it as a float tensor) as an int; anything else as given,
+    for the engine's checks to refuse."""
+    value = _number(label, value)
     if isinstance(value, float):
         if not value.is_integer():
             raise ValueError(f"{label} must be a whole number of steps, got {value!r}")
@@ -91,11 +97,8 @@ def _count(label: str, value: Any) -> Any:
 
 
 def _scalar(label: str, value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{label} must hold one number, got a tensor of shape {tuple(value.shape)}")
-        return float(value.item())
-    return value
+    """A saved running scalar (NAdam's mu_product, ASGD's eta) as a float where it is a tensor."""
+    return float(_number(label, value)) if isinstance(value, torch.Tensor) else value
 
 
 def from_torch(state_dict: Any, groups: Sequence[Mapping[str, Any]], orders: Sequence[tuple[int, ...]],

@@ -15,6 +15,8 @@ from registry import CASES
 
 torch = pytest.importorskip("torch")
 fot = pytest.importorskip("fastoptim.torch")
+from torch_nets import Net, twins  # noqa: E402
+
 import fastoptim as fo  # noqa: E402
 
 TORCH_CASES = [c for c in CASES if c.torch_name and c.torch_name in fot.__all__]
@@ -24,29 +26,8 @@ TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol
 LOOSER = {("nadam", torch.float64): dict(rtol=1e-8, atol=1e-9), ("asgd", torch.float64): dict(rtol=1e-7, atol=1e-7)}
 
 
-class Net(torch.nn.Module):
-    """A convolution (its weight channels_last), two linear layers, a frozen layer, an unused one."""
-
-    def __init__(self, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(2, 3, 3)
-        self.hidden = torch.nn.Linear(3 * 4 * 4, 7)
-        self.frozen = torch.nn.Linear(7, 7)
-        self.out = torch.nn.Linear(7, 2)
-        self.unused = torch.nn.Linear(2, 2)  # never gets a gradient: .grad stays None
-        self.frozen.requires_grad_(False)
-        self.to(dtype)
-        self.conv.to(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(self.conv(x)).flatten(1)
-        return self.out(torch.tanh(self.frozen(torch.tanh(self.hidden(h)))))
-
-
 def _nets(dtype: torch.dtype, seed: int = 0) -> tuple[Net, Net]:
-    torch.manual_seed(seed)
-    net = Net(dtype)
-    return net, copy.deepcopy(net)
+    return twins(Net, dtype, seed)
 
 
 def _backward(net: Net, rng: np.random.Generator, dtype: torch.dtype) -> None:

@@ -12,6 +12,7 @@
 #include "array_check.hpp"
 #include "grad_check.hpp"
 #include "runtime.hpp"
+#include "tensor_guards.hpp"
 
 namespace fastoptim {
 namespace {
@@ -105,8 +106,9 @@ void check_factor(double factor, const Gathered& g, const char* name) {
 
 }  // namespace
 
-py::tuple measure_arrays(py::handle arrays, int kind, double mult, bool writable) {
+py::tuple measure_arrays(py::handle arrays, int kind, double mult, bool writable, py::handle guards) {
     if (kind < 0 || kind > 2) throw py::value_error("kind must be 0 (l2), 1 (l1) or 2 (max)");
+    const std::vector<TensorGuard> checked = read_tensor_guards(guards);
     Gathered g(arrays, writable);
     check_factor(mult, g, "mult");
     const NormRequest request{NormOptions{NormKind(kind), true},
@@ -116,8 +118,11 @@ py::tuple measure_arrays(py::handle arrays, int kind, double mult, bool writable
                                                  g.partials64.data(), mult},
                               num_threads()};
     GradMeasure m;
-    {
+    if (checked.empty()) {
         py::gil_scoped_release unlocked;
+        m = current_target().norm(request);
+    } else {  // views of torch tensors: checked after the last call that may run Python code, read with the GIL
+        check_tensor_guards(checked);
         m = current_target().norm(request);
     }
     return py::make_tuple(m.value, m.finite);

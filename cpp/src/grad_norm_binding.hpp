@@ -12,7 +12,9 @@ namespace py = pybind11;
 // (Σu², Σ|u| or max |u| of u = g·mult over every element (kind 0, 1, 2), whether every
 // element is finite). Arrays are labelled grads[i] in messages; with `writable` they are
 // checked as scale_arrays_in_place checks them (clip_grad_norm_ refuses before it measures).
-py::tuple measure_arrays(py::handle arrays, int kind, double mult, bool writable);
+// With `guards` (tensor_guards.hpp's: fastoptim.torch's views) they are re-checked after the
+// arrays and the measure keeps the GIL.
+py::tuple measure_arrays(py::handle arrays, int kind, double mult, bool writable, py::handle guards);
 
 // Every array multiplied in place by `factor`; they must be writable and share no memory.
 void scale_arrays_in_place(py::handle arrays, double factor);

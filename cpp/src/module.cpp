@@ -11,6 +11,7 @@
 #include "plan.hpp"
 #include "probe_binding.hpp"
 #include "row_binding.hpp"
+#include "tensor_guards.hpp"
 #include "vector_binding.hpp"
 #include "runtime.hpp"
 #include "thread_backoff.hpp"
@@ -91,8 +92,10 @@ PYBIND11_MODULE(_core, m) {
           "sharing memory with no other gradient and no parameter");
 
     m.def("measure_arrays", &measure_arrays, py::arg("arrays"), py::arg("kind"), py::arg("mult") = 1.0,
-          py::arg("writable") = false,
+          py::arg("writable") = false, py::arg("guards") = py::tuple(),
           "(Σu², Σ|u| or max |u| for kind 0, 1 or 2, with u = g·mult over every element; all finite)");
+    m.def("check_guards", [](py::handle guards) { check_tensor_guards(read_tensor_guards(guards)); },
+          py::arg("guards"), "ValueError naming the first of fastoptim.torch's views whose tensor's memory moved");
     m.def("scale_arrays", &scale_arrays_in_place, py::arg("arrays"), py::arg("factor"),
           "every array multiplied in place by factor (writable arrays sharing no memory)");
 

@@ -21,12 +21,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._core import check_grads, measure_arrays
+from ._core import check_grads, check_guards, measure_arrays
 from ._param_groups import RESERVED, raw_groups, read_group
 from ._step_options import StepInfo, check_grad_scale, check_max_grad_norm, clip_coefficient, read_step_options
 from ._validation import check_bool, check_disjoint, check_param_array, is_bfloat16_param
 
-__all__ = ["REFUSED_OPTIONS", "PerArrayOptimizer", "check_c_order_param", "measure_and_clip"]
+__all__ = ["REFUSED_OPTIONS", "Guard", "PartialStepError", "PerArrayOptimizer", "check_c_order_param",
+           "measure_and_clip"]
+
+# fastoptim.torch's re-check of a tensor's memory (cpp/src/tensor_guards.hpp): (label, tensor,
+# storage or None, address, span)
+Guard = tuple[str, Any, Any, int, int]
+
+
+class PartialStepError(ValueError):
+    """A tensor's memory moved while a step ran (another thread, a finalizer): the parameters before
+    it were updated, it and those after it were not. Not to be retried as a whole."""
 
 # Options of the element-wise optimizers these rules do not take, with their defaults (which
 # pass) and why.
@@ -54,13 +64,14 @@ def check_c_order_param(label: str, param: Any, owner: str) -> None:
 
 
 def measure_and_clip(grads: Sequence[np.ndarray | None], mult: float, max_norm: float | None,
-                     skip_nonfinite: bool) -> tuple[StepInfo, float]:
+                     skip_nonfinite: bool, guards: Sequence[Guard] = ()) -> tuple[StepInfo, float]:
     """What the step's options make of checked gradients read as ``g·mult``: the StepInfo (the
     global norm where an option needs it; skipped on a non-finite element with
-    `skip_nonfinite`) and the factor each gradient is then read with (`mult`, clipped)."""
+    `skip_nonfinite`) and the factor each gradient is then read with (`mult`, clipped).
+    `guards`: fastoptim.torch's, re-checked by the measure."""
     if max_norm is None and not skip_nonfinite:
         return StepInfo(None, False), mult
-    squares, finite = measure_arrays([g for g in grads if g is not None], 0, mult)
+    squares, finite = measure_arrays([g for g in grads if g is not None], 0, mult, False, list(guards))
     grad_norm = math.sqrt(squares)
     if skip_nonfinite and not finite:
         return StepInfo(grad_norm, True), mult
@@ -76,6 +87,9 @@ class PerArrayOptimizer:
 
     _counts_steps: ClassVar[bool] = False  # the state holds each parameter's "step", as torch's
     _refused: ClassVar[Mapping[str, tuple[Any, str]]] = REFUSED_OPTIONS  # the options it refuses: default, why
+    # fastoptim.torch's guards of each parameter's view and its gradient's, by name: every native
+    # pass over a parameter re-checks its own, after the Python code before it
+    _guards_by_name: Mapping[Hashable, Sequence[Guard]] | None = None
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], **options: Any) -> None:
         owner = type(self).__name__
@@ -109,7 +123,8 @@ class PerArrayOptimizer:
         raise NotImplementedError
 
     def _step_array(self, group: Mapping[str, Any], param: np.ndarray, grad: np.ndarray, mult: float,
-                    state: dict[str, Any]) -> None:
+                    state: dict[str, Any], guards: list[Guard]) -> None:
+        """One parameter's step; `guards` go to every native pass that reads `param` or `grad`."""
         raise NotImplementedError
 
     # ---- options ------------------------------------------------------------------------------
@@ -250,15 +265,28 @@ class PerArrayOptimizer:
         """The step with each gradient read as ``g·mult``, clipped to `max_norm`."""
         with self._lock:
             groups, grads_of = self._checked_step(grads)
-            info, mult = measure_and_clip(list(grads_of.values()), mult, max_norm, skip_nonfinite)
+            guards = self._guards_by_name or {}
+            every_guard = [guard for held in guards.values() for guard in held]
+            if every_guard:
+                check_guards(every_guard)  # a tensor moved before the step: refused with nothing written
+            info, mult = measure_and_clip(list(grads_of.values()), mult, max_norm, skip_nonfinite, every_guard)
             if info.skipped:
                 return info
+            stepped = 0
             with np.errstate(all="ignore"):  # NaN and inf follow torch's arithmetic, never np.seterr's
                 for hyper, group_names, group_params in groups:
                     for name, param in zip(group_names, group_params):
                         grad = grads_of[name]
-                        if grad is not None:
-                            self._step_array(hyper, param, grad, mult, self.state[name])
+                        if grad is None:
+                            continue
+                        try:
+                            self._step_array(hyper, param, grad, mult, self.state[name], list(guards.get(name, ())))
+                        except ValueError as error:
+                            if stepped and every_guard:  # moved during the step (another thread, a finalizer)
+                                raise PartialStepError(f"{error} (but the {stepped} parameters before it in this "
+                                                       "step were updated)") from error
+                            raise
+                        stepped += 1
             return info
 
     def accumulate(self, grads: Any, *, grad_scale: float | None = None) -> None:
@@ -311,6 +339,13 @@ class PerArrayOptimizer:
                         np.copyto(self.state[name][key], value)
                     else:
                         self.state[name][key] = int(value)
+
+    def memory(self) -> dict[str, int]:
+        """The bytes of the state arrays (``state``); ``ema`` and ``accumulated`` are 0, as this
+        optimizer keeps neither."""
+        with self._lock:
+            state = sum(v.nbytes for entry in self.state.values() for v in entry.values() if isinstance(v, np.ndarray))
+            return {"state": int(state), "ema": 0, "accumulated": 0}
 
     def __getstate__(self) -> dict[str, Any]:
         saved = self.__dict__.copy()

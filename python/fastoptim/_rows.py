@@ -94,7 +94,7 @@ class RowOptimizer(PerArrayOptimizer):
                 if isinstance(g, tuple):
                     grads_of[name] = coalesce_rows(g[0], g[1], params_of[name].shape[0], f"grads[{name!r}]")
             info, mult = measure_and_clip([g[1] if isinstance(g, tuple) else g for g in grads_of.values()],
-                                          mult, max_norm, skip_nonfinite)
+                                          mult, max_norm, skip_nonfinite, self._guards or ())
             if info.skipped:
                 return info
             tables, advanced = [], []

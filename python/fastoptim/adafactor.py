@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._core import factored_apply, factored_moments, factored_update_sq, variance_apply, variance_moments
-from ._per_array import PerArrayOptimizer
+from ._per_array import Guard, PerArrayOptimizer
 from ._validation import check_bool, check_real
 
 __all__ = ["Adafactor"]
@@ -109,7 +109,7 @@ class Adafactor(PerArrayOptimizer):
         return {"variance": param.shape}
 
     def _step_array(self, group: Mapping[str, Any], param: np.ndarray, grad: np.ndarray, mult: float,
-                    state: dict[str, Any]) -> None:
+                    state: dict[str, Any], guards: list[Guard]) -> None:
         step = int(state["step"]) + 1
         if param.size == 0:
             state["step"] = step
@@ -128,19 +128,19 @@ class Adafactor(PerArrayOptimizer):
             rows, cols = param.shape[-2:]
             row_var, col_var = state["row_var"], state["col_var"]
             rows_sq, cols_sq = np.empty(row_var.size), np.empty(col_var.size)
-            param_sq = factored_moments(param, grad, mult, rows_sq, cols_sq)
+            param_sq = factored_moments(param, grad, mult, rows_sq, cols_sq, guards)
             lerp_(row_var, (rows_sq / cols).astype(param.dtype).reshape(row_var.shape), weight)
             lerp_(col_var, (cols_sq / rows).astype(param.dtype).reshape(col_var.shape), weight)
             row_scale = np.maximum(row_var.mean(axis=-2, keepdims=True), param.dtype.type(eps1))
             factors = _inverse_roots(row_var / row_scale), _inverse_roots(col_var)
-            update_sq = factored_update_sq(param, grad, mult, *factors, _inverse(eps1))
+            update_sq = factored_update_sq(param, grad, mult, *factors, _inverse(eps1), guards)
         else:
-            param_sq, update_sq = variance_moments(param, grad, mult, state["variance"], weight, eps_sq)
+            param_sq, update_sq = variance_moments(param, grad, mult, state["variance"], weight, eps_sq, guards)
         root_n = param.size ** 0.5
         alpha = max(eps2, math.sqrt(param_sq) / root_n) * rho
         scale = alpha / max(1.0, math.sqrt(update_sq) / (root_n * d))
         if factors is None:
-            variance_apply(param, grad, mult, state["variance"], eps_sq, decay, scale)
+            variance_apply(param, grad, mult, state["variance"], eps_sq, decay, scale, guards)
         else:
-            factored_apply(param, grad, mult, *factors, _inverse(eps1), decay, scale)
+            factored_apply(param, grad, mult, *factors, _inverse(eps1), decay, scale, guards)
         state["step"] = step  # last: an array's step is whole or not begun

@@ -17,10 +17,25 @@ from ._step_options import ClosureStepInfo
 from ._strong_wolfe import strong_wolfe
 from ._validation import check_disjoint, check_int, check_real
 
-__all__ = ["LBFGS"]
+__all__ = ["LBFGS", "checked_loss"]
 
 Closure = Callable[[], Any]
 _HYPER = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size", "line_search_fn")
+
+
+def checked_loss(loss: Any) -> float:
+    """A closure's loss as a float: TypeError for anything but a real number (or a 0-d array or
+    one-element tensor of one), ValueError for NaN."""
+    if isinstance(loss, np.ndarray) and loss.shape == ():
+        loss = loss[()]
+    elif hasattr(loss, "numel") and hasattr(loss, "item") and loss.numel() == 1:  # a torch tensor
+        loss = loss.item()
+    if isinstance(loss, (bool, np.bool_)) or not isinstance(loss, numbers.Real):
+        raise TypeError(f"closure must return a result with a real loss, got {type(loss).__name__}")
+    value = float(loss)
+    if math.isnan(value):
+        raise ValueError("closure returned a NaN loss")
+    return value
 
 
 class LBFGS:
@@ -166,13 +181,7 @@ class LBFGS:
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise TypeError(f"closure must return (loss, grads), got {type(result).__name__}")
         loss, grads = result
-        if isinstance(loss, np.ndarray) and loss.shape == ():
-            loss = loss[()]
-        if isinstance(loss, (bool, np.bool_)) or not isinstance(loss, numbers.Real):
-            raise TypeError(f"closure must return (loss, grads) with a real loss, got {type(loss).__name__}")
-        loss = float(loss)
-        if math.isnan(loss):
-            raise ValueError("closure returned a NaN loss")
+        loss = checked_loss(loss)
         ordered = check_grads(grads, self._names, self._params, False)
         most, total = 0.0, 0.0
         for k, grad in enumerate(ordered):

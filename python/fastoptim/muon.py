@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ._core import decay_and_subtract, muon_momentum
-from ._per_array import PerArrayOptimizer, measure_and_clip
+from ._per_array import Guard, PerArrayOptimizer, measure_and_clip
 from ._step_options import StepInfo, check_grad_scale
 from ._validation import check_bool, check_disjoint, check_int, check_real, check_tuple
 
@@ -123,17 +123,17 @@ class Muon(PerArrayOptimizer):
         return {"momentum_buffer": param.shape}
 
     def _step_array(self, group: Mapping[str, Any], param: np.ndarray, grad: np.ndarray, mult: float,
-                    state: dict[str, Any]) -> None:
+                    state: dict[str, Any], guards: list[Guard]) -> None:
         if param.size == 0:
             return
         update = np.empty_like(param)
         update_sq = muon_momentum(grad, mult, state["momentum_buffer"], update, float(group["momentum"]),
-                                  bool(group["nesterov"]))
+                                  bool(group["nesterov"]), guards)
         a, b, c = (float(x) for x in group["ns_coefficients"])
         ortho = newton_schulz(update, math.sqrt(update_sq), (a, b, c), int(group["ns_steps"]), float(group["eps"]))
         lr = float(group["lr"])
         decay_and_subtract(param, np.ascontiguousarray(ortho), 1.0 - lr * float(group["weight_decay"]),
-                           adjusted_lr(lr, group["adjust_lr_fn"], param.shape))
+                           adjusted_lr(lr, group["adjust_lr_fn"], param.shape), guards)
 
 
 class MuonWithAdamW:

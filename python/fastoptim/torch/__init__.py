@@ -9,7 +9,9 @@
 Each class takes the arguments of the fastoptim optimizer of the same name (torch.optim's, where
 torch has the rule) plus fastoptim's options (``max_grad_norm``, ``skip_nonfinite``,
 ``ema_decay``, ``state_dtype``, ...). A step is one native call over zero-copy NumPy views of the
-parameters and their ``.grad`` (None skips the parameter, as torch); torch's schedulers, step
+parameters and their ``.grad`` (None skips the parameter, as torch; Adafactor and Muon run a few
+native passes per parameter, LBFGS its native vector algebra between torch's own reads and
+writes of the tensors); torch's schedulers, step
 hooks, ``zero_grad``, ``add_param_group`` and closures work as with torch.optim, and state dicts
 are torch's, so checkpoints cross between ``torch.optim.X`` and ``fastoptim.torch.X``.
 
@@ -22,27 +24,30 @@ refused at the next step with nothing updated; copy new values in place instead.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch as _torch  # noqa: F401  (without torch this import fails, with its own message)
 
 import fastoptim as _fo
 
+from ._lbfgs import LBFGS as _LBFGS
 from ._optimizer import Optimizer
+from ._per_array import PerArrayOptimizer as _PerArrayOptimizer
 from ._sparse import SparseAdam as _SparseAdam
 
-__all__ = ["ADOPT", "ASGD", "LAMB", "LARS", "SGD", "SGDW", "AdEMAMix", "AdaBound", "Adadelta", "Adagrad", "Adam",
-           "AdamW", "Adamax", "Adan", "Lion", "NAdam", "Optimizer", "RAdam", "RMSprop", "Rprop",
-           "SparseAdam"]
+__all__ = ["ADOPT", "ASGD", "LAMB", "LARS", "LBFGS", "SGD", "SGDW", "AdEMAMix", "AdaBound", "Adadelta", "Adafactor",
+           "Adagrad", "Adam", "AdamW", "Adamax", "Adan", "Lion", "Muon", "NAdam", "Optimizer", "RAdam", "RMSprop",
+           "Rprop", "SparseAdam"]
 
 
-def _for_torch(cls: type[Optimizer]) -> type[Optimizer]:
+def _for_torch(cls: type[Any]) -> type[Any]:
     """Give a class the signature and the docstring (formula, arguments, state) of its rule."""
     numpy_class = cls._numpy_class
-    cls.__signature__ = inspect.signature(numpy_class)  # type: ignore[attr-defined]
+    cls.__signature__ = inspect.signature(numpy_class)
     summary = (f"fastoptim.{numpy_class.__name__} for torch CPU tensors: a torch.optim.Optimizer that steps the "
-               "tensors in place in one native call (see fastoptim.torch). Its rule, as documented for "
-               "NumPy arrays:\n\n")
-    cls.__doc__ = summary + (inspect.getdoc(numpy_class) or "").split("\nExample:")[0]
+               "tensors in place with fastoptim's native kernels (see fastoptim.torch). Its rule, as documented "
+               "for NumPy arrays:\n\n")
+    cls.__doc__ = summary + getattr(cls, "_torch_note", "") + (inspect.getdoc(numpy_class) or "").split("\nExample:")[0]
     return cls
 
 
@@ -92,6 +97,11 @@ class Adadelta(Optimizer):
 
 
 @_for_torch
+class Adafactor(_PerArrayOptimizer):
+    _numpy_class = _fo.Adafactor
+
+
+@_for_torch
 class Adagrad(Optimizer):
     _numpy_class = _fo.Adagrad
 
@@ -122,6 +132,12 @@ class Lion(Optimizer):
 
 
 @_for_torch
+class Muon(_PerArrayOptimizer):
+    _numpy_class = _fo.Muon
+    _probe_shape = (1, 1)
+
+
+@_for_torch
 class NAdam(Optimizer):
     _numpy_class = _fo.NAdam
 
@@ -142,3 +158,4 @@ class Rprop(Optimizer):
 
 
 SparseAdam = _for_torch(_SparseAdam)
+LBFGS = _for_torch(_LBFGS)

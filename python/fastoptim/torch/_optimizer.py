@@ -10,6 +10,7 @@ state dict is torch's once the arrays become tensors (``_state.py``).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import operator
 import threading
 from collections import defaultdict
@@ -23,9 +24,11 @@ import torch.autograd.profiler as _autograd_profiler
 import torch.optim.optimizer as _torch_optimizer
 
 from .. import optimizer as _numpy_optimizer
+from .._per_array import PartialStepError
 from .._state_format import ABSMAX, stored_values
 from .._step_options import NOTHING_MEASURED, StepInfo
 from ._groups import TrackedGroup
+from ._hooks import hooked_load, hooked_state_dict
 from ._state import from_torch, plain, to_torch
 from ._tensors import Bound, Guard, grad_view, param_view, tensor_of
 
@@ -67,8 +70,11 @@ def _torch_keys(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     for key, use in (("capturable", "CUDA graphs: use torch.optim.{0}(capturable=True) on CUDA tensors"),
                      ("differentiable", "autograd through the step: use torch.optim.{0}(differentiable=True)")):
         if keys[key]:
-            raise TypeError(f"{key}=True is for {use.format(name)}; fastoptim.torch.{name} steps CPU tensors in one "
-                            "native call outside autograd")
+            torch_class = getattr(torch.optim, name, None)
+            if torch_class is None or key not in inspect.signature(torch_class).parameters:
+                use = use.split(":")[0] + ", which torch.optim offers for other rules"  # not for this one
+            raise TypeError(f"{key}=True is for {use.format(name)}; fastoptim.torch.{name} steps CPU tensors with "
+                            "native kernels outside autograd")
     for key in ("foreach", "fused"):
         if keys[key] not in (None, False, True):
             raise TypeError(f"{key} must be None, False or True (accepted and ignored), got {keys[key]!r}")
@@ -85,6 +91,8 @@ class Optimizer(torch.optim.Optimizer):
     _numpy_class: ClassVar[type[Any]]  # a fastoptim optimizer (the plan's, or SparseAdam)
     _takes_sparse: ClassVar[bool] = False  # sparse COO gradients (SparseAdam's _sparse_rows); else refused
     _step_tensor: ClassVar[bool] = True  # torch saves `step` as a tensor (SparseAdam: an int)
+    _any_order: ClassVar[bool] = True  # element-wise: a tensor is viewed in its own memory order
+    _probe_shape: ClassVar[tuple[int, ...]] = (1,)  # of the array the arguments are checked over (Muon's: 2-D)
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
@@ -92,7 +100,7 @@ class Optimizer(torch.optim.Optimizer):
         given = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}  # lr=tensor stays one for torch
         args = tuple(plain(a) for a in args)
         kwargs = {k: plain(v) for k, v in kwargs.items()}
-        probe = self._numpy_class([np.zeros(1, np.float32)], *args, **kwargs)  # checks every argument
+        probe = self._numpy_class([np.zeros(self._probe_shape, np.float32)], *args, **kwargs)  # checks every argument
         if not isinstance(probe, self._numpy_class):  # fastoptim.Adagrad(rowwise=True) is a RowwiseAdagrad
             raise TypeError(f"fastoptim.torch.{name} has no {type(probe).__name__} (rowwise=True); use "
                             f"fastoptim.{type(probe).__name__} on NumPy arrays")
@@ -140,6 +148,10 @@ class Optimizer(torch.optim.Optimizer):
             bounds, orders = [], []
             for index, tensor in enumerate(group["params"]):
                 bound, order = param_view(f"params[{first + index}]", tensor)
+                if not self._any_order and order != tuple(range(len(order))):
+                    raise ValueError(f"params[{first + index}] is not contiguous (strides {tensor.stride()}); "
+                                     f"{type(self).__name__} reads a tensor's last two axes as its rows and columns: "
+                                     "make it contiguous before creating the optimizer (p.data = p.data.contiguous())")
                 bounds.append(bound)
                 orders.append(order)
             numpy_group = {key: plain(group[key]) for key in self._hyper_keys}
@@ -319,8 +331,8 @@ class Optimizer(torch.optim.Optimizer):
             try:
                 grads = self._gathered()
                 info = engine.step(grads)
-            except ValueError:
-                if not self._moved_grads():
+            except ValueError as error:
+                if not self._moved_grads() or isinstance(error, PartialStepError):
                     raise
                 grads = self._gathered()  # a .grad's memory moved: view it anew
                 info = engine.step(grads)
@@ -365,7 +377,7 @@ class Optimizer(torch.optim.Optimizer):
     @property
     def state_dtype(self) -> str | None:
         """How the state is stored: None (the parameter's dtype), "bfloat16", "int8" or "float32"."""
-        return self._built().state_dtype
+        return getattr(self._built(), "state_dtype", None)  # None: the rules stepped one array at a time
 
     def memory(self) -> dict[str, int]:
         """The bytes this optimizer allocated beside the parameters (see fastoptim.Optimizer.memory)."""
@@ -375,7 +387,7 @@ class Optimizer(torch.optim.Optimizer):
     def ema(self) -> list[torch.Tensor] | None:
         """With ``ema_decay``: the EMA of each parameter, in parameter order, as tensors over the
         arrays the steps update (no copy; float32 for bfloat16 parameters). Else None."""
-        ema = self._built().ema
+        ema = getattr(self._built(), "ema", None)  # the rules stepped one array at a time keep none
         if ema is None:
             return None
         return [tensor_of(ema[index], order) for index, order in enumerate(self._orders)]
@@ -459,24 +471,19 @@ class Optimizer(torch.optim.Optimizer):
         optimizer of the same rule loads it. fastoptim's additions (``state_format``, ``ema``) ride
         along as tensors and plain values. 8-bit state is saved decoded, as float32 (torch.optim
         reads it; loading it back requantizes it)."""
-        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
-            pre_hook(self)
+        return hooked_state_dict(self, self._state_dict)
+
+    def _state_dict(self) -> dict[str, Any]:
         engine = self._built()
         with self._lock:
-            result = self._torch_layout(engine)
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            returned = post_hook(self, result)
-            if returned is not None:
-                result = returned
-        return result
+            return self._torch_layout(engine)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state dict of this class or of torch.optim's optimizer of the same rule (ids
         matched by order, as torch). Everything is checked first: on any error nothing changes."""
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            returned = pre_hook(self, state_dict)
-            if returned is not None:
-                state_dict = returned
+        hooked_load(self, state_dict, self._load_state_dict)
+
+    def _load_state_dict(self, state_dict: dict[str, Any]) -> None:
         engine = self._built()
         with self._lock:
             if self._ema_swapped:
@@ -488,8 +495,6 @@ class Optimizer(torch.optim.Optimizer):
             engine.load_state_dict(self._completed(numpy_dict))
             for group, saved in zip(self.param_groups, torch_groups):
                 group.update(saved)
-        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
-            post_hook(self)
 
     def _completed(self, numpy_dict: dict[str, Any]) -> dict[str, Any]:
         """The engine's state dict as it loads it (the plan's engines take missing entries as fresh)."""

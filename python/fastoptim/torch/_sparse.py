@@ -17,7 +17,7 @@ import torch
 
 from .. import SparseAdam as _NumpySparseAdam
 from ..row_sparse import RowSparse
-from ._optimizer import Optimizer
+from ._per_array import PerArrayOptimizer
 
 __all__ = ["SparseAdam"]
 
@@ -36,7 +36,7 @@ def _rows_of(label: str, grad: torch.Tensor, param: torch.Tensor) -> RowSparse:
     return RowSparse(coalesced.indices()[0].contiguous().numpy(), coalesced.values().contiguous().numpy())
 
 
-class SparseAdam(Optimizer):
+class SparseAdam(PerArrayOptimizer):
     _numpy_class = _NumpySparseAdam
     _takes_sparse = True
     _step_tensor = False
@@ -44,19 +44,5 @@ class SparseAdam(Optimizer):
     def _sparse_rows(self, label: str, grad: torch.Tensor, param: torch.Tensor) -> RowSparse:
         return _rows_of(label, grad, param)
 
-    def _attach(self, engine: Any) -> None:
-        """The row step never releases the GIL: nothing to change."""
-
-    def _completed(self, numpy_dict: dict[str, Any]) -> dict[str, Any]:
-        """Fresh state for the parameters torch saved none for (those that never stepped): the
-        engine loads one entry per parameter."""
-        state = dict(numpy_dict["state"])
-        engine: Any = self._built()
-        for group, names in zip(engine.param_groups, (g["params"] for g in numpy_dict["param_groups"])):
-            for name in names:
-                if name not in state:
-                    state[name] = engine._new_state(self._params[name].view, group)
-        return {**numpy_dict, "state": state}
-
     def _set_guards(self, engine: Any) -> None:
-        engine._guards = self._guard_list()  # read by each row step
+        engine._guards = self._guard_list()  # the row step checks them all, after every table is read

@@ -41,17 +41,24 @@ def _axes(array: np.ndarray, order: tuple[int, ...]) -> tuple[int, ...]:
     return order if array.ndim == len(order) else ()
 
 
+def _all_zero(entry: Mapping[str, Any]) -> bool:
+    return all(not isinstance(v, np.ndarray) or not v.any() for v in entry.values())
+
+
 def to_torch(saved: Mapping[str, Any], groups: Sequence[Mapping[str, Any]],
              orders: Sequence[tuple[int, ...]], step_tensor: bool = True) -> dict[str, Any]:
     """The engine's state dict `saved` in torch's layout, with torch's `groups`' entries; `step`
     a float32 tensor, or (`step_tensor` False: torch's SparseAdam) an int."""
     state: dict[int, dict[str, Any]] = {}
     for name, entry in saved["state"].items():
-        if entry["step"] == 0:
-            continue  # as torch: no state for a parameter that never stepped
+        if entry.get("step") == 0 or ("step" not in entry and _all_zero(entry)):
+            continue  # as torch: no state for a parameter that never stepped (for Muon, which counts no
+            # steps: state all zeros, which is what torch's first step starts from)
         order = orders[name]
-        steps = int(entry["step"])
-        converted: dict[str, Any] = {"step": torch.tensor(float(steps), dtype=torch.float32) if step_tensor else steps}
+        converted: dict[str, Any] = {}
+        if "step" in entry:  # not for Muon, which counts no steps (as torch's)
+            steps = int(entry["step"])
+            converted["step"] = torch.tensor(float(steps), dtype=torch.float32) if step_tensor else steps
         for key, value in entry.items():
             if key == "step":
                 continue

@@ -76,7 +76,8 @@ def _bad_steps():
          r"grads\['w'\] has dtype float64; its parameter is float32"),
         ("wrong shape", {**g, "w": np.ones((4, 3), np.float32)}, ValueError,
          r"shape \(4, 3\); its parameter has shape \(3, 4\)"),
-        ("wrong order", {**g, "w": np.asfortranarray(np.ones((3, 4), np.float32))}, ValueError, "memory order"),
+        ("wrong order", {**g, "w": np.asfortranarray(np.ones((3, 4), np.float32))}, ValueError,
+         r"memory order \(C-contiguous expected\): pass np.ascontiguousarray\(g\)"),
         ("strided", {**g, "w": np.ones((3, 8), np.float32)[:, ::2]}, ValueError, "not contiguous"),
         ("big-endian", {**g, "b": np.ones(4, ">f8")}, TypeError, "has dtype"),
     ]

@@ -150,6 +150,16 @@ def test_plot_is_written(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
     assert str(png) in tiny[0]["files"]
 
 
+def test_the_plot_legend_lists_only_what_ran_and_ticks_read_as_sizes() -> None:
+    from fastoptim._bench.plot import legend_entries, size_label
+    ran = [{"arrays": 1, "peers": {"fastoptim": {}, "probe": {}}}]
+    assert legend_entries(ran, ["fastoptim", "torch_fused", "probe"]) == [("fastoptim", "fastoptim"),
+                                                                         ("probe", "probe (limit)")]
+    with_model = ran + [{"arrays": 100, "peers": {"torch_fused": {}}}]
+    assert legend_entries(with_model, ["fastoptim", "torch_fused"])[-1] == (None, "100-array model")
+    assert [size_label(x) for x in (100, 1e3, 1e4, 1e6, 5e7, 1e9)] == ["100", "1k", "10k", "1M", "50M", "1G"]
+
+
 def test_without_matplotlib_the_run_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [m for m in sys.modules if m.startswith("matplotlib")] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)  # import matplotlib now fails

@@ -26,6 +26,16 @@ def test_show_config_prints(capsys):
     fo.show_config()
     out = capsys.readouterr().out
     assert "target" in out and fo.get_target() in out
+    cache = fo.config()["last_level_cache"]
+    assert f"({cache} bytes)" in out and (cache < 1024 or "iB (" in out)  # sizes in KiB/MiB, the count beside
+
+
+@pytest.mark.parametrize(("count", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (1024, "1 KiB (1024 bytes)"),
+                                             (1536, "1.5 KiB (1536 bytes)"), (32 * 2**20, "32 MiB (33554432 bytes)"),
+                                             (3 * 2**30, "3 GiB (3221225472 bytes)")])
+def test_byte_counts_read_as_sizes(count, text):
+    from fastoptim._config import readable_bytes
+    assert readable_bytes(count) == text
 
 
 def test_the_widest_supported_target_is_chosen():

@@ -106,8 +106,11 @@ std::string array_problem(PyObject* obj, const ArrayNeeds& needs, const char* ex
     const bool c = a->flags & npy::NPY_ARRAY_C_CONTIGUOUS_, f = a->flags & npy::NPY_ARRAY_F_CONTIGUOUS_;
     if (!c && !f) return "is not contiguous (a strided view); fastoptim never copies an array, since an update would be lost";
     if ((needs.order == 'C' && !c) || (needs.order == 'F' && !f))
-        return std::string("is not in its parameter's memory order (") + (needs.order == 'C' ? "C" : "Fortran") +
-               "-contiguous expected)";
+        return needs.order == 'C'
+                   ? "is not in its parameter's memory order (C-contiguous expected): pass np.ascontiguousarray(g), "
+                     "or allocate the gradient in its parameter's order (np.empty_like(param))"
+                   : "is not in its parameter's memory order (Fortran-contiguous expected): pass np.asfortranarray(g), "
+                     "or allocate the gradient in its parameter's order (np.empty_like(param))";
     if (needs.writeable && !(a->flags & npy::NPY_ARRAY_WRITEABLE_)) return "is read-only; the optimizer updates it in place";
     return {};
 }

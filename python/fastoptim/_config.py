@@ -127,8 +127,26 @@ def config() -> dict[str, Any]:
     }
 
 
+_BYTE_SIZES = ("last_level_cache", "prefetch_above")  # shown as KiB/MiB by show_config
+
+
+def readable_bytes(count: int) -> str:
+    """A byte count as people read it: 32 MiB (33554432 bytes), 512 KiB, 100 bytes."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            amount = count / size
+            text = f"{amount:.0f}" if amount == int(amount) else f"{amount:.1f}"
+            return f"{text} {unit} ({count} bytes)"
+    return f"{count} bytes"
+
+
 def show_config() -> None:
-    """Print :func:`config` as a table."""
+    """Print :func:`config` as a table (byte counts in KiB/MiB)."""
     for key, value in config().items():
-        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        if isinstance(value, list):
+            shown = ", ".join(map(str, value))
+        elif key in _BYTE_SIZES:
+            shown = readable_bytes(int(value))
+        else:
+            shown = value
         print(f"{key:>18}: {shown}")

@@ -16,7 +16,7 @@ forward and backward). Steps on N threads and on one are alternated round by rou
 
 GNU OpenMP reads its settings once per process, so each ``--settings`` entry runs in a child of
 its own: ``default`` (the environment as it is: ``import fastoptim`` changes none of it) or one
-``VARIABLE=value``, such as the short spin ``GOMP_SPINCOUNT=1000`` docs/guide.md suggests where
+``VARIABLE=value``, such as the short spin ``GOMP_SPINCOUNT=1000`` docs/arrays.md suggests where
 BLAS runs between steps.
 """
 

@@ -173,7 +173,7 @@ def test_no_thread_pool_left_spinning_after_a_step():
 
 
 def test_the_short_spin_leaves_blas_its_cores_right_after_a_step():
-    """docs/guide.md's recipe for BLAS between steps: NumPy's BLAS right after a step is not
+    """docs/arrays.md's recipe for BLAS between steps: NumPy's BLAS right after a step is not
     slowed down by OpenMP threads busy-waiting (generous: the machine may be shared; with
     OMP_WAIT_POLICY=active the slowdown is far larger where BLAS needs the cores)."""
     result = _run_idle_probe(GOMP_SPINCOUNT=_omp.SHORT_SPIN)

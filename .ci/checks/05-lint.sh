@@ -4,5 +4,5 @@
 # annotations checked against NumPy's and the compiled module's stub (python/fastoptim/_core.pyi).
 set -euo pipefail
 python -m pip install --quiet ruff mypy
-ruff check python tests bench examples
+ruff check python tests bench examples docs
 mypy --strict python/

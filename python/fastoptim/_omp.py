@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-SHORT_SPIN = "1000"  # GOMP_SPINCOUNT for a loop of BLAS between steps on few cores (docs/guide.md)
+SHORT_SPIN = "1000"  # GOMP_SPINCOUNT for a loop of BLAS between steps on few cores (docs/arrays.md)
 OPENMP_DEFAULT_SPIN = "300000"  # GNU OpenMP's own GOMP_SPINCOUNT when neither variable is set
 VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 

@@ -72,7 +72,7 @@ class LBFGS:
         lr: the step length, >= 0 (default 1).
         max_iter: iterations per step, >= 1 (default 20).
         max_eval: evaluations per step, >= 1 (default None: max_iter · 5 // 4).
-        tolerance_grad: stop when every |g| is at most this, >= 0 (default 1e-7).
+        tolerance_grad: stop when every ``|g|`` is at most this, >= 0 (default 1e-7).
         tolerance_change: stop when the loss or the step changes less, >= 0 (default 1e-9).
         history_size: the pairs kept, >= 1 (default 100); fixed at construction.
         line_search_fn: None (a fixed step) or "strong_wolfe" (default None).

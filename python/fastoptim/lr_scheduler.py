@@ -1004,12 +1004,12 @@ class ReduceLROnPlateau(LRScheduler):
 
     At each ``step(metric)``, the metric improves on the best so far when
 
-    ========= ============================== ==========================
-    mode      threshold_mode ``"rel"``       threshold_mode ``"abs"``
-    ========= ============================== ==========================
+    ========= =============================== ==========================
+    mode      threshold_mode ``"rel"``        threshold_mode ``"abs"``
+    ========= =============================== ==========================
     ``min``   metric < best · (1 - threshold) metric < best - threshold
     ``max``   metric > best · (1 + threshold) metric > best + threshold
-    ========= ============================== ==========================
+    ========= =============================== ==========================
 
     else it counts a bad step. After more than ``patience`` bad steps,
     :math:`\eta \leftarrow \max(\eta \cdot \text{factor}, \text{min\_lr})` in each group where

@@ -130,7 +130,7 @@ def parser(prog: str = "fastoptim bench", full: bool = False) -> argparse.Argume
     p.add_argument("--omp-spin", choices=list(SPINS), default="openmp",
                    help="GNU OpenMP's busy-wait after a parallel region, one for every peer (the process has one "
                         "OpenMP): 'openmp', its own default (GOMP_SPINCOUNT="
-                        f"{_omp.OPENMP_DEFAULT_SPIN}); 'short', the spin docs/guide.md suggests where BLAS runs "
+                        f"{_omp.OPENMP_DEFAULT_SPIN}); 'short', the spin docs/arrays.md suggests where BLAS runs "
                         f"between steps (GOMP_SPINCOUNT={_omp.SHORT_SPIN}). Wait variables set in the environment "
                         "are kept")
     return p

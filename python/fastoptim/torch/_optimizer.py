@@ -394,7 +394,7 @@ class Optimizer(torch.optim.Optimizer):
 
     @contextlib.contextmanager
     def swap_ema(self) -> Iterator[None]:
-        """Within the block the parameters hold their EMA (copied in with torch's copy_, which
+        """Within the block the parameters hold their EMA (copied in with torch's ``copy_``, which
         rounds bfloat16 ones to nearest); on exit, exceptions included, they get their own values
         back exactly. Steps inside the block raise."""
         ema = self.ema

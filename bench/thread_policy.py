@@ -6,7 +6,7 @@
     python bench/thread_policy.py --demo-args="--blas-threads 1" --out bench/records/x.json
 
 fastoptim's steps share the machine with NumPy's BLAS threads and, in many processes, torch's.
-Three mechanisms act on that (docs/arrays.md, "Threads"): GNU OpenMP's spin after a parallel
+Three mechanisms act on that (docs/arrays.md, the "Threads" item): GNU OpenMP's spin after a parallel
 region (``GOMP_SPINCOUNT``; before issue 17 ``import fastoptim`` set 1000), thread placement
 and the thread backoff. Each condition runs every workload in a child process of its own (GNU
 OpenMP reads its settings once per process), with the environment its parts set, joined by

@@ -567,6 +567,49 @@ def test_memory_moved_by_share_memory_is_never_written_in_a_child(rule, moved, m
     assert done.stdout.split("\n")[:-1] == expected, done.stdout
 
 
+@pytest.mark.parametrize("moved", ["p.grad", "p"])
+def test_memory_moved_inside_one_parameters_step_leaves_it_whole_in_a_child(moved):
+    """Python code runs inside a parameter's step, between Muon's momentum pass (which writes the
+    state) and its last pass (which writes the parameter): here a finalizer stand-in inside the
+    Newton-Schulz iteration moves the gradient or the parameter. A moved gradient: the step is
+    undone whole, the gradient viewed anew and the step taken once, exactly as a twin's. A moved
+    parameter: refused, the parameter and the state as before the step."""
+    code = textwrap.dedent(f"""
+        import torch, fastoptim.muon as muon, fastoptim.torch as fot
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(64, 16384))
+        twin = torch.nn.Parameter(p.detach().clone())
+        opt, other = fot.Muon([p], lr=0.01, ns_steps=2), fot.Muon([twin], lr=0.01, ns_steps=2)
+        for _ in range(2):  # a momentum buffer to keep
+            p.grad = torch.randn(p.shape); twin.grad = p.grad.clone()
+            opt.step(); other.step()
+        p.grad = torch.randn(p.shape); twin.grad = p.grad.clone()
+        before, buffer = p.detach().clone(), opt.state_dict()["state"][0]["momentum_buffer"].clone()
+        original, junk = muon.newton_schulz, []
+        def moving(*args, **kwargs):
+            muon.newton_schulz = original  # once
+            {moved}.share_memory_()  # frees the old buffer (4 MB: back to the system)
+            junk.append(torch.full((64, 16384), 7.0))  # and reuses it
+            return original(*args, **kwargs)
+        muon.newton_schulz = moving
+        try:
+            opt.step()
+        except ValueError as error:
+            assert "memory moved" in str(error), error
+            print("refused", torch.equal(p, before),
+                  torch.equal(opt.state_dict()["state"][0]["momentum_buffer"], buffer))
+        else:
+            other.step()
+            print("stepped", torch.equal(p, twin),
+                  torch.equal(opt.state_dict()["state"][0]["momentum_buffer"],
+                              other.state_dict()["state"][0]["momentum_buffer"]))
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = "stepped True True" if moved == "p.grad" else "refused True True"
+    assert done.stdout.strip() == expected, done.stdout
+
+
 @pytest.mark.parametrize("rule", ["Adafactor", "Muon"])
 def test_memory_moved_between_two_parameters_passes_is_never_written_in_a_child(rule):
     """The garbage collector runs Python code between the passes of a step (a gc callback here,
@@ -582,6 +625,7 @@ def test_memory_moved_between_two_parameters_passes_is_never_written_in_a_child(
         opt = fot.{rule}([q, p], lr=0.01, **kwargs)
         q.grad, p.grad = torch.randn(q.shape), torch.randn(p.shape)
         q_before, p_before = q.detach().clone(), p.detach().clone()
+        q_version = q._version
         moved = []
         def move_once_the_first_is_stepped(phase, info):
             if phase == "start" and not moved and not torch.equal(q, q_before):
@@ -594,7 +638,9 @@ def test_memory_moved_between_two_parameters_passes_is_never_written_in_a_child(
         try:
             opt.step()
         except PartialStepError as error:
-            assert "params[1]" in str(error) and "1 parameters before it" in str(error), error
+            assert "params[1]" in str(error) and "1 parameter(s) were updated" in str(error), error
+            assert error.stepped == [0], error.stepped
+            assert q._version > q_version, "autograd must see the parameter the step changed"
             print("partial")
         gc.callbacks.clear()
         gc.set_threshold(700)

@@ -89,8 +89,8 @@ def set_thread_placement(on: bool) -> None:
 def get_thread_policy() -> dict[str, bool]:
     """The thread mechanisms steps run with (process-wide): ``placement``
     (:func:`get_thread_placement`) and ``backoff``: whether steps after other work may run on
-    the calling thread alone when waking fastoptim's threads did not pay (docs/arrays.md,
-    "Threads"). Speed settings only: the results are the same bits either way."""
+    the calling thread alone when waking fastoptim's threads did not pay (docs/arrays.md, the
+    "Threads" item). Speed settings only: the results are the same bits either way."""
     return {"placement": get_thread_placement(), "backoff": bool(_core.get_thread_backoff())}
 
 

@@ -35,8 +35,13 @@ Guard = tuple[str, Any, Any, int, int]
 
 
 class PartialStepError(ValueError):
-    """A tensor's memory moved while a step ran (another thread, a finalizer): the parameters before
-    it were updated, it and those after it were not. Not to be retried as a whole."""
+    """A tensor's memory moved while a step ran (another thread, a finalizer): the parameters in
+    `stepped` were updated, the one whose tensor moved and those after it were not (their state
+    included). Not to be retried as a whole."""
+
+    def __init__(self, message: str, stepped: list[Hashable]) -> None:
+        super().__init__(message)
+        self.stepped = stepped
 
 # Options of the element-wise optimizers these rules do not take, with their defaults (which
 # pass) and why.
@@ -272,22 +277,43 @@ class PerArrayOptimizer:
             info, mult = measure_and_clip(list(grads_of.values()), mult, max_norm, skip_nonfinite, every_guard)
             if info.skipped:
                 return info
-            stepped = 0
+            stepped: list[Hashable] = []
             with np.errstate(all="ignore"):  # NaN and inf follow torch's arithmetic, never np.seterr's
                 for hyper, group_names, group_params in groups:
                     for name, param in zip(group_names, group_params):
                         grad = grads_of[name]
                         if grad is None:
                             continue
-                        try:
-                            self._step_array(hyper, param, grad, mult, self.state[name], list(guards.get(name, ())))
-                        except ValueError as error:
-                            if stepped and every_guard:  # moved during the step (another thread, a finalizer)
-                                raise PartialStepError(f"{error} (but the {stepped} parameters before it in this "
-                                                       "step were updated)") from error
-                            raise
-                        stepped += 1
+                        state = self.state[name]
+                        if not every_guard:
+                            self._step_array(hyper, param, grad, mult, state, [])
+                        else:
+                            self._guarded_step_array(hyper, param, grad, mult, state, list(guards.get(name, ())),
+                                                     stepped)
+                        stepped.append(name)
             return info
+
+    def _guarded_step_array(self, hyper: Mapping[str, Any], param: np.ndarray, grad: np.ndarray, mult: float,
+                            state: dict[str, Any], guards: list[Guard], stepped: list[Hashable]) -> None:
+        """``_step_array`` over views of torch tensors, whole or not at all: its first passes write
+        the state, and Python code between the passes (a finalizer, another thread) may move a
+        tensor, which a later pass refuses; the state is then put back as it was (the parameter
+        is written by the last pass only). A refusal after other parameters were stepped is a
+        PartialStepError naming them."""
+        kept = {key: value.copy() if isinstance(value, np.ndarray) else value for key, value in state.items()}
+        try:
+            self._step_array(hyper, param, grad, mult, state, guards)
+        except ValueError as error:
+            for key, value in kept.items():
+                if isinstance(value, np.ndarray):
+                    np.copyto(state[key], value)
+                else:
+                    state[key] = value
+            if stepped:
+                raise PartialStepError(f"a tensor's memory moved while the step ran (another thread or a finalizer "
+                                       f"moved it): {len(stepped)} parameter(s) were updated before it, it and the "
+                                       f"rest were not. The check said: {error}", stepped) from error
+            raise
 
     def accumulate(self, grads: Any, *, grad_scale: float | None = None) -> None:
         raise TypeError(f"{type(self).__name__} does not accumulate gradients: sum the micro-batches' gradients "

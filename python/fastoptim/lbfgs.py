@@ -17,10 +17,10 @@ from ._step_options import ClosureStepInfo
 from ._strong_wolfe import strong_wolfe
 from ._validation import check_disjoint, check_int, check_real
 
-__all__ = ["LBFGS", "checked_loss"]
+__all__ = ["HYPER_KEYS", "LBFGS", "checked_loss"]
 
 Closure = Callable[[], Any]
-_HYPER = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size", "line_search_fn")
+HYPER_KEYS = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size", "line_search_fn")
 
 
 def checked_loss(loss: Any) -> float:
@@ -113,7 +113,7 @@ class LBFGS:
             raise TypeError("LBFGS steps one flat vector: its parameters must share a dtype, got "
                             f"{sorted(map(str, dtypes))}")
         check_disjoint([f"params[{n!r}]" for n in group.names], group.arrays)
-        self.defaults = {k: v for k, v in hyper.items() if k in _HYPER}
+        self.defaults = {k: v for k, v in hyper.items() if k in HYPER_KEYS}
         self.param_groups: list[dict[str, Any]] = [{**hyper, "params": list(group.arrays),
                                                      "param_names": list(group.names)}]
         self._names, self._params = list(group.names), list(group.arrays)
@@ -342,7 +342,7 @@ class LBFGS:
             state = {
                 "func_evals": int(self.state["func_evals"]), "n_iter": int(self.state["n_iter"]),
                 "d": self._direction.copy() if started else None, "t": self._t,
-                "old_dirs": self._dirs[self._order].copy(), "old_stps": self._steps[self._order].copy(),
+                "old_dirs": self._dirs[self._order], "old_stps": self._steps[self._order],  # indexing copies
                 "ro": list(self._ro), "H_diag": self._h_diag,
                 "prev_flat_grad": self._prev_grad.copy() if self._prev_grad is not None else None,
                 "prev_loss": self._prev_loss,

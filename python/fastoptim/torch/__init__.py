@@ -32,7 +32,7 @@ import fastoptim as _fo
 
 from ._lbfgs import LBFGS as _LBFGS
 from ._optimizer import Optimizer
-from ._per_array import PerArrayOptimizer as _PerArrayOptimizer
+from ._per_array import PerArrayTorchOptimizer as _PerArrayTorchOptimizer
 from ._sparse import SparseAdam as _SparseAdam
 
 __all__ = ["ADOPT", "ASGD", "LAMB", "LARS", "LBFGS", "SGD", "SGDW", "AdEMAMix", "AdaBound", "Adadelta", "Adafactor",
@@ -97,7 +97,7 @@ class Adadelta(Optimizer):
 
 
 @_for_torch
-class Adafactor(_PerArrayOptimizer):
+class Adafactor(_PerArrayTorchOptimizer):
     _numpy_class = _fo.Adafactor
 
 
@@ -132,7 +132,7 @@ class Lion(Optimizer):
 
 
 @_for_torch
-class Muon(_PerArrayOptimizer):
+class Muon(_PerArrayTorchOptimizer):
     _numpy_class = _fo.Muon
     _probe_shape = (1, 1)
 

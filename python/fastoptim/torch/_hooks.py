@@ -25,7 +25,9 @@ def hooked_state_dict(optimizer: torch.optim.Optimizer, make: Callable[[], dict[
 
 def hooked_load(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any],
                 load: Callable[[dict[str, Any]], None]) -> None:
-    """`load(state_dict)`, each pre-hook given the state dict to replace, the post-hooks run after."""
+    """`load(state_dict)`, each pre-hook given the state dict to replace, the post-hooks run after.
+    The hooks get a shallow copy, as torch's: one that edits it leaves the caller's dict alone."""
+    state_dict = state_dict.copy()
     for pre_hook in optimizer._optimizer_load_state_dict_pre_hooks.values():
         returned = pre_hook(optimizer, state_dict)
         if returned is not None:

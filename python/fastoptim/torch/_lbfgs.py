@@ -25,8 +25,6 @@ from ._tensors import param_view
 
 __all__ = ["LBFGS"]
 
-_HYPER = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size", "line_search_fn")
-
 
 class _TensorLBFGS(_lbfgs.LBFGS):
     """fastoptim.LBFGS whose parameters are torch tensors, reached only through torch's operations.
@@ -83,7 +81,8 @@ class LBFGS(torch.optim.Optimizer):
     _torch_note = ("For torch tensors the closure is torch.optim.LBFGS's: it clears the gradients, computes "
                    "the loss, calls backward() and returns the loss; step(closure) returns that first loss "
                    "(``opt.last_step_info`` holds fastoptim's ClosureStepInfo). The parameters and gradients are "
-                   "read and written with torch's own operations; the vector algebra is fastoptim's.\n\n")
+                   "read and written with torch's own operations; the vector algebra is fastoptim's. A NaN loss "
+                   "raises and ends the step (torch.optim.LBFGS carries on), as described below.\n\n")
 
     def __init__(self, params: Any, lr: float = 1, max_iter: int = 20, max_eval: int | None = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
@@ -143,7 +142,7 @@ class LBFGS(torch.optim.Optimizer):
                 first.append(loss)
             return loss
 
-        engine.param_groups[0].update({k: plain(self.param_groups[0][k]) for k in _HYPER})
+        engine.param_groups[0].update({k: plain(self.param_groups[0][k]) for k in _lbfgs.HYPER_KEYS})
         self.last_step_info = engine.step(evaluate)
         return first[0] if first else None
 
@@ -212,7 +211,7 @@ class LBFGS(torch.optim.Optimizer):
             raise ValueError("state_dict['state'] must hold one entry, for the first parameter (as torch's LBFGS)")
         entry = next(iter(saved.values())) if saved else {}
         engine_dict = {"state": _engine_state(entry, self._engine._direction.size, self._engine._dtype),
-                       "param_groups": [{**{k: plain(saved_group[k]) for k in _HYPER if k in saved_group},
+                       "param_groups": [{**{k: plain(saved_group[k]) for k in _lbfgs.HYPER_KEYS if k in saved_group},
                                          "params": list(self._engine._names)}]}
         self._engine.load_state_dict(engine_dict)
         self.param_groups[0].update({k: v for k, v in saved_group.items() if k != "params"})
@@ -226,10 +225,8 @@ def _engine_state(entry: Any, n: int, dtype: np.dtype[Any]) -> dict[str, Any]:
     if not isinstance(entry, Mapping):
         raise TypeError(f"state_dict['state'][0] must be a dict, got {type(entry).__name__}")
 
-    def array(key: str, value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy().reshape(-1) if value.dim() <= 1 else value.detach().cpu().numpy()
-        return value
+    def array(value: Any) -> Any:
+        return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
 
     def rows(key: str) -> Any:
         value = entry.get(key) or []
@@ -237,7 +234,7 @@ def _engine_state(entry: Any, n: int, dtype: np.dtype[Any]) -> dict[str, Any]:
             raise TypeError(f"state_dict['state'][0][{key!r}] must be a list of tensors")
         if not value:
             return np.zeros((0, n), dtype)
-        return np.stack([np.asarray(array(key, v)) for v in value])
+        return np.stack([np.asarray(array(v)) for v in value])
 
     def number(key: str, value: Any) -> Any:
         if isinstance(value, torch.Tensor):
@@ -252,9 +249,9 @@ def _engine_state(entry: Any, n: int, dtype: np.dtype[Any]) -> dict[str, Any]:
     h_diag = number("H_diag", entry.get("H_diag", 1.0))
     return {"func_evals": number("func_evals", entry.get("func_evals", 0)),
             "n_iter": number("n_iter", entry.get("n_iter", 0)),
-            "d": array("d", entry.get("d")), "t": number("t", entry.get("t")),
+            "d": array(entry.get("d")), "t": number("t", entry.get("t")),
             "old_dirs": rows("old_dirs"), "old_stps": rows("old_stps"),
             "ro": [number("ro", r) for r in ro], "H_diag": 1.0 if h_diag is None else h_diag,
-            "prev_flat_grad": array("prev_flat_grad", entry.get("prev_flat_grad")),
+            "prev_flat_grad": array(entry.get("prev_flat_grad")),
             "prev_loss": number("prev_loss", entry.get("prev_loss"))}
 

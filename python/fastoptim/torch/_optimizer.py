@@ -67,14 +67,16 @@ _TORCH_KEYS = {"foreach": None, "fused": None, "capturable": False, "differentia
 def _torch_keys(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """torch's foreach/fused/capturable/differentiable, taken out of `kwargs`; True for the last two refused."""
     keys = {key: kwargs.pop(key, default) for key, default in _TORCH_KEYS.items()}
-    for key, use in (("capturable", "CUDA graphs: use torch.optim.{0}(capturable=True) on CUDA tensors"),
-                     ("differentiable", "autograd through the step: use torch.optim.{0}(differentiable=True)")):
+    for key, what in (("capturable", "CUDA graphs"), ("differentiable", "autograd through the step")):
         if keys[key]:
             torch_class = getattr(torch.optim, name, None)
-            if torch_class is None or key not in inspect.signature(torch_class).parameters:
-                use = use.split(":")[0] + ", which torch.optim offers for other rules"  # not for this one
-            raise TypeError(f"{key}=True is for {use.format(name)}; fastoptim.torch.{name} steps CPU tensors with "
-                            "native kernels outside autograd")
+            if torch_class is not None and key in inspect.signature(torch_class).parameters:
+                where = " on CUDA tensors" if key == "capturable" else ""
+                use = f"{what}: use torch.optim.{name}({key}=True){where}"
+            else:
+                use = f"{what}, which torch.optim offers for other rules than {name}"
+            raise TypeError(f"{key}=True is for {use}; fastoptim.torch.{name} steps CPU tensors with native kernels "
+                            "outside autograd")
     for key in ("foreach", "fused"):
         if keys[key] not in (None, False, True):
             raise TypeError(f"{key} must be None, False or True (accepted and ignored), got {keys[key]!r}")
@@ -332,7 +334,11 @@ class Optimizer(torch.optim.Optimizer):
                 grads = self._gathered()
                 info = engine.step(grads)
             except ValueError as error:
-                if not self._moved_grads() or isinstance(error, PartialStepError):
+                moved = self._moved_grads()
+                if isinstance(error, PartialStepError):  # not retried: autograd sees what it changed
+                    _increment_version([self._params[i].tensor for i in error.stepped if isinstance(i, int)])
+                    raise
+                if not moved:
                     raise
                 grads = self._gathered()  # a .grad's memory moved: view it anew
                 info = engine.step(grads)

@@ -14,10 +14,10 @@ from typing import Any
 
 from ._optimizer import Optimizer
 
-__all__ = ["PerArrayOptimizer"]
+__all__ = ["PerArrayTorchOptimizer"]
 
 
-class PerArrayOptimizer(Optimizer):
+class PerArrayTorchOptimizer(Optimizer):
     """A torch optimizer over an engine that steps one parameter at a time (``fastoptim._per_array``)."""
 
     _any_order = False  # their rows and columns (SparseAdam's rows) are the tensor's own last (first) axes

@@ -17,7 +17,7 @@ import torch
 
 from .. import SparseAdam as _NumpySparseAdam
 from ..row_sparse import RowSparse
-from ._per_array import PerArrayOptimizer
+from ._per_array import PerArrayTorchOptimizer
 
 __all__ = ["SparseAdam"]
 
@@ -36,7 +36,7 @@ def _rows_of(label: str, grad: torch.Tensor, param: torch.Tensor) -> RowSparse:
     return RowSparse(coalesced.indices()[0].contiguous().numpy(), coalesced.values().contiguous().numpy())
 
 
-class SparseAdam(PerArrayOptimizer):
+class SparseAdam(PerArrayTorchOptimizer):
     _numpy_class = _NumpySparseAdam
     _takes_sparse = True
     _step_tensor = False

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .._per_array import Guard
+
 __all__ = ["Bound", "Guard", "array_of", "grad_view", "param_view", "tensor_of"]
 
 _DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
@@ -94,7 +96,6 @@ def _numpy(tensor: torch.Tensor, order: tuple[int, ...]) -> np.ndarray:
     return array.transpose(order) if order != tuple(range(array.ndim)) else array
 
 
-Guard = tuple[str, torch.Tensor, Any, int, int]  # (label, tensor, storage or None, address, span)
 
 
 class Bound(NamedTuple):

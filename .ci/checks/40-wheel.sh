@@ -65,3 +65,18 @@ echo "native:   $native"
 echo "Westmere: $emulated"
 [ "${emulated%% *}" = sse2 ] || { echo "a CPU without AVX2 should run the sse2 target"; exit 1; }
 [ "${native#* }" = "${emulated#* }" ] || { echo "the bits differ between targets"; exit 1; }
+
+# C++ users of the installed package (issue 30): examples/cpp built with find_package against the
+# wheel's CMake package and headers (no source tree on the include path), then run: Adam
+# converges, and step_all gives fastoptim.Adam's bytes (tests/test_cpp_package.py checked those
+# against this same install above).
+"$root/$work/venv/bin/python" -m pip install --quiet cmake ninja
+cmake_dir=$("$venv_python" -m fastoptim --cmakedir)
+echo "fastoptim's CMake package: $cmake_dir"
+PATH="$root/$work/venv/bin:$PATH" cmake -S "$root/examples/cpp" -B example -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -Dfastoptim_DIR="$cmake_dir" | grep "fastoptim [0-9]"
+PATH="$root/$work/venv/bin:$PATH" cmake --build example >/dev/null
+grep -q "$cmake_dir" example/CMakeCache.txt || { echo "the example did not use the installed package"; exit 1; }
+if grep -q "$root/cpp/include" example/build.ninja; then echo "the example read the source tree's headers"; exit 1; fi
+example/adam_quadratic
+example/step_all_model 10

@@ -29,6 +29,7 @@ from ._config import (
     show_config,
 )
 from ._core import __version__
+from ._paths import get_cmake_dir, get_include
 from ._state_format import bfloat16_dtype, dequantize_blockwise, quantize_blockwise
 from ._step_options import StepInfo
 from .adabound import AdaBound
@@ -111,4 +112,6 @@ __all__ = [
     "set_thread_placement",
     "set_thread_policy",
     "show_config",
+    "get_include",
+    "get_cmake_dir",
 ]

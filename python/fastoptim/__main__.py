@@ -15,6 +15,11 @@ commands:
            (--landscape: their paths on 2-D test functions); `fastoptim demo --help`
   info     the build and runtime configuration (fastoptim.show_config())
   bench    benchmarks (`fastoptim bench --help`)
+
+options:
+  --includes   the -I flag for the C++ headers (#include <fastoptim/fastoptim.hpp>)
+  --cmakedir   the folder of fastoptimConfig.cmake (cmake -Dfastoptim_DIR=...)
+  --version
 """
 
 
@@ -24,6 +29,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         (sys.stdout if args else sys.stderr).write(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command in ("--includes", "--cmakedir"):
+        if rest:
+            sys.stderr.write(f"fastoptim {command}: takes no arguments, got {' '.join(rest)}\n")
+            return 2
+        from ._paths import get_cmake_dir, get_include
+
+        try:
+            print(f"-I{get_include()}" if command == "--includes" else get_cmake_dir())
+        except FileNotFoundError as error:
+            sys.stderr.write(f"fastoptim {command}: {error}\n")
+            return 1
+        return 0
     if command in ("-V", "--version"):
         import fastoptim
 

@@ -3,6 +3,7 @@ it (as ``numpy.get_include()`` and ``pybind11.get_cmake_dir()`` point at theirs)
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 __all__ = ["get_cmake_dir", "get_include"]
@@ -11,9 +12,7 @@ __all__ = ["get_cmake_dir", "get_include"]
 def _installed(relative: str) -> Path:
     """`relative` under the first folder of the package that has it (an editable install spreads
     the package over the source tree and the folder its build installed into)."""
-    import fastoptim
-
-    for folder in fastoptim.__path__:
+    for folder in sys.modules[__package__ or "fastoptim"].__path__:  # the package, already imported
         candidate = Path(folder) / relative
         if candidate.exists():
             return candidate

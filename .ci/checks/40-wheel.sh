@@ -67,16 +67,34 @@ echo "Westmere: $emulated"
 [ "${native#* }" = "${emulated#* }" ] || { echo "the bits differ between targets"; exit 1; }
 
 # C++ users of the installed package (issue 30): examples/cpp built with find_package against the
-# wheel's CMake package and headers (no source tree on the include path), then run: Adam
-# converges, and step_all gives fastoptim.Adam's bytes (tests/test_cpp_package.py checked those
-# against this same install above).
+# wheel's CMake package, headers and runtime library (no source tree on the include path), then
+# run: Adam converges; step_all (header-only) and step_all_dispatched (the runtime library, in a
+# program built for the x86-64 baseline) give the same bytes, also on the Westmere CPU, where the
+# runtime must pick SSE2 (tests/test_cpp_package.py checked them against fastoptim.Adam above).
 "$root/$work/venv/bin/python" -m pip install --quiet cmake ninja
 cmake_dir=$("$venv_python" -m fastoptim --cmakedir)
 echo "fastoptim's CMake package: $cmake_dir"
-PATH="$root/$work/venv/bin:$PATH" cmake -S "$root/examples/cpp" -B example -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -Dfastoptim_DIR="$cmake_dir" | grep "fastoptim [0-9]"
-PATH="$root/$work/venv/bin:$PATH" cmake --build example >/dev/null
+export PATH="$root/$work/venv/bin:$PATH"
+cmake -S "$root/examples/cpp" -B example -G Ninja -DCMAKE_BUILD_TYPE=Release -Dfastoptim_DIR="$cmake_dir" | grep "fastoptim [0-9]"
+cmake --build example >/dev/null
 grep -q "$cmake_dir" example/CMakeCache.txt || { echo "the example did not use the installed package"; exit 1; }
-if grep -q "$root/cpp/include" example/build.ninja; then echo "the example read the source tree's headers"; exit 1; fi
+if grep -q "$root/cpp" example/build.ninja; then echo "the example read the source tree"; exit 1; fi
 example/adam_quadratic
-example/step_all_model 10
+example/step_all_model 10 header_only.bin
+example/dispatched_model 10 dispatched.bin
+emulated=$(qemu-x86_64 -cpu Westmere example/dispatched_model 10 dispatched_westmere.bin)
+echo "Westmere: $emulated"
+grep -q "on the sse2 kernels" <<<"$emulated" || { echo "a CPU without AVX2 should run the sse2 kernels"; exit 1; }
+cmp header_only.bin dispatched.bin || { echo "step_all_dispatched's bytes differ from step_all's"; exit 1; }
+cmp header_only.bin dispatched_westmere.bin || { echo "the sse2 kernels' bytes differ from step_all's"; exit 1; }
+echo "step_all and step_all_dispatched (native and Westmere): the same bytes"
+
+# The C++ microbenchmarks, built the same way against the installed package: each rule beside its probe.
+if ! dpkg -s libbenchmark-dev >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq libbenchmark-dev >/dev/null
+fi
+cmake -S "$root/bench/cpp" -B microbench -G Ninja -DCMAKE_BUILD_TYPE=Release -Dfastoptim_DIR="$cmake_dir" | grep "fastoptim [0-9]"
+cmake --build microbench >/dev/null
+if grep -q "$root/cpp" microbench/build.ninja; then echo "the microbenchmarks read the source tree"; exit 1; fi
+microbench/fastoptim_microbench --benchmark_filter='^adam/.*/f32/(probe/)?10000/' --benchmark_min_time=0.01 | tee microbench.txt
+bash "$root/.ci/lib/microbench_rows.sh" microbench.txt adam

@@ -12,9 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "cache.hpp"
-#include "cpu.hpp"
-#include "rule_table.hpp"
+#include <fastoptim/runtime.hpp>
 
 #if defined(_OPENMP)
 #include <omp.h>

@@ -1,4 +1,4 @@
-#include "cache.hpp"
+#include "fastoptim/runtime/cache.hpp"
 
 #include "fastoptim/prefetch.hpp"
 

@@ -1,7 +1,9 @@
-#include "cpu.hpp"
+#include "fastoptim/runtime/cpu.hpp"
 
 #include <cstdlib>
 #include <stdexcept>
+
+#include "target_entries.hpp"
 
 #if defined(FASTOPTIM_X86)
 #if defined(_MSC_VER)

@@ -11,7 +11,7 @@
 
 #include "array_check.hpp"
 #include "grad_check.hpp"
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 #include "tensor_guards.hpp"
 
 namespace fastoptim {

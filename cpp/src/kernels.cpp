@@ -7,6 +7,7 @@
 
 #include "fastoptim/probe.hpp"
 #include "rule_steps.hpp"
+#include "target_entries.hpp"
 
 #define FASTOPTIM_CONCAT_(a, b) a##_##b
 #define FASTOPTIM_CONCAT(a, b) FASTOPTIM_CONCAT_(a, b)

@@ -12,7 +12,7 @@
 #include <utility>
 
 #include "array_check.hpp"
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 #include "tensor_guards.hpp"
 
 namespace fastoptim {

@@ -4,7 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "blockwise_binding.hpp"
-#include "cache.hpp"
+#include "fastoptim/runtime/cache.hpp"
 #include "grad_check.hpp"
 #include "grad_norm_binding.hpp"
 #include "matrix_binding.hpp"
@@ -13,7 +13,7 @@
 #include "row_binding.hpp"
 #include "tensor_guards.hpp"
 #include "vector_binding.hpp"
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 #include "thread_backoff.hpp"
 #include "thread_placement.hpp"
 

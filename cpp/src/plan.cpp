@@ -13,7 +13,7 @@
 #include "fastoptim/bfloat16.hpp"
 #include "fastoptim/int8_state.hpp"
 #include "grad_check.hpp"
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 
 namespace fastoptim {
 namespace {

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "array_check.hpp"
-#include "rule_table.hpp"
+#include "fastoptim/runtime/rule_table.hpp"
 #include "tensor_guards.hpp"
 #include "thread_policy.hpp"
 

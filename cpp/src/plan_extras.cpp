@@ -10,7 +10,7 @@
 #include <optional>
 
 #include "plan.hpp"
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 
 namespace fastoptim {
 namespace {

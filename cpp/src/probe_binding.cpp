@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "array_check.hpp"
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 
 namespace fastoptim {
 

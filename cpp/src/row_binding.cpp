@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "array_check.hpp"
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 #include "tensor_guards.hpp"
 
 namespace fastoptim {

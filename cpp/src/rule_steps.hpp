@@ -3,7 +3,7 @@
 // (kernels/<family>.cpp): editing one rule recompiles its family, not every rule.
 #pragma once
 
-#include "targets.hpp"
+#include "fastoptim/runtime/targets.hpp"
 
 #define FASTOPTIM_RULE_STEP_(target, Rule) step_##target##_##Rule
 #define FASTOPTIM_RULE_STEP_AT(target, Rule) FASTOPTIM_RULE_STEP_(target, Rule)

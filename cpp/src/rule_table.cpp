@@ -1,4 +1,4 @@
-#include "rule_table.hpp"
+#include "fastoptim/runtime/rule_table.hpp"
 
 #include <cstring>
 #include <stdexcept>

@@ -1,6 +1,6 @@
 #include "thread_policy.hpp"
 
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 #include "thread_placement.hpp"
 
 namespace fastoptim {

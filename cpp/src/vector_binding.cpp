@@ -8,7 +8,7 @@
 #include <tuple>
 
 #include "array_check.hpp"
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 
 namespace fastoptim {
 namespace {

@@ -18,7 +18,8 @@ commands:
 
 options:
   --includes   the -I flag for the C++ headers (#include <fastoptim/fastoptim.hpp>)
-  --cmakedir   the folder of fastoptimConfig.cmake (cmake -Dfastoptim_DIR=...)
+  --cmakedir   the folder of fastoptimConfig.cmake (cmake -Dfastoptim_DIR=...), which gives
+               fastoptim::kernels (header-only) and fastoptim::runtime (runtime dispatch)
   --version
 """
 

@@ -27,5 +27,6 @@ def get_include() -> str:
 
 def get_cmake_dir() -> str:
     """The folder holding ``fastoptimConfig.cmake``: ``-Dfastoptim_DIR=...`` for
-    ``find_package(fastoptim CONFIG REQUIRED)``, which gives ``fastoptim::kernels``."""
+    ``find_package(fastoptim CONFIG REQUIRED)``, which gives ``fastoptim::kernels`` (the header-only
+    kernels) and ``fastoptim::runtime`` (the library of every target's kernels, chosen at run time)."""
     return str(_installed("cmake/fastoptimConfig.cmake").parent)

@@ -6,7 +6,7 @@
 // last-level cache the hardware keeps up alone, and the extra instructions and fill buffers
 // only slow the sweep: a step whose arrays fit in the cache is not prefetched. Where that line
 // falls is `prefetch_above`, the step's bytes (every array it reads) beyond which it prefetches;
-// the extension sets it from the CPU's cache size. A hint only: the bits do not depend on it.
+// the runtime library sets it from the CPU's cache size. A hint only: the bits do not depend on it.
 #pragma once
 
 #include "rule.hpp"

@@ -3,7 +3,7 @@
 // (cpp/src/kernels/).
 #pragma once
 
-// X(Type) for each rule; the extension builds its dispatch table from this list.
+// X(Type) for each rule; the runtime library builds its dispatch table from this list.
 #define FASTOPTIM_FOR_EACH_RULE(X) \
     X(Sgd)                         \
     X(Sgdw)                        \

@@ -1,7 +1,7 @@
 // The row-sparse steps (row_passes.hpp) for one target.
 #include "fastoptim/row_passes.hpp"
 
-#include "targets.hpp"
+#include "fastoptim/runtime/targets.hpp"
 
 #define FASTOPTIM_CONCAT_(a, b) a##_##b
 #define FASTOPTIM_CONCAT(a, b) FASTOPTIM_CONCAT_(a, b)

@@ -1,7 +1,7 @@
 // L-BFGS's vector algebra (vector_algebra.hpp) for one target.
 #include "fastoptim/vector_algebra.hpp"
 
-#include "targets.hpp"
+#include "fastoptim/runtime/targets.hpp"
 
 #define FASTOPTIM_CONCAT_(a, b) a##_##b
 #define FASTOPTIM_CONCAT(a, b) FASTOPTIM_CONCAT_(a, b)

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "targets.hpp"
+#include "fastoptim/runtime/targets.hpp"
 
 namespace fastoptim {
 
@@ -20,7 +20,7 @@ struct Target {
     bool supported;  // the CPU and the operating system can run it
 };
 
-// Every target built into this extension, from the baseline to the widest.
+// Every target built into the runtime library, from the baseline to the widest.
 const std::vector<Target>& built_targets();
 
 // The widest supported target, or FASTOPTIM_ISA's choice (std::runtime_error if unsupported).

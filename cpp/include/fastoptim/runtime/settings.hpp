@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "cpu.hpp"
+#include "fastoptim/runtime/cpu.hpp"
 
 namespace fastoptim {
 

@@ -1,9 +1,9 @@
-#include "runtime.hpp"
+#include "fastoptim/runtime/settings.hpp"
 
 #include <atomic>
 #include <stdexcept>
 
-#include "cache.hpp"
+#include "fastoptim/runtime/cache.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>

@@ -1,4 +1,5 @@
-// The entry point every instruction-set target exports, and the list of targets built.
+// What each instruction-set target's kernels take and return: the requests of the dispatch table
+// (cpu.hpp) that the fastoptim::runtime library fills, one entry per target it was built with.
 #pragma once
 
 #include "fastoptim/grad_norm.hpp"
@@ -108,22 +109,5 @@ struct CombineRequest {
     int threads;
 };
 using CombineFunction = CombineSums (*)(const CombineRequest&);
-
-// Defined by cpp/src/kernels.cpp, compiled once per target with its own flags.
-#define FASTOPTIM_DECLARE_TARGET(name)       \
-    PieceCounts step_##name(const StepRequest&); \
-    GradMeasure norm_##name(const NormRequest&);  \
-    void scale_##name(const ScaleRequest&);       \
-    bool probe_##name(const ProbeRequest&);       \
-    PassSums matrix_##name(const MatrixRequest&);  \
-    PieceCounts rows_##name(const RowsRequest&);        \
-    CombineSums combine_##name(const CombineRequest&);
-FASTOPTIM_DECLARE_TARGET(generic)
-#if defined(FASTOPTIM_X86)
-FASTOPTIM_DECLARE_TARGET(sse2)
-FASTOPTIM_DECLARE_TARGET(avx2)
-FASTOPTIM_DECLARE_TARGET(avx512)
-#endif
-#undef FASTOPTIM_DECLARE_TARGET
 
 }  // namespace fastoptim

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "targets.hpp"
+#include "fastoptim/runtime/targets.hpp"
 
 namespace fastoptim {
 
@@ -35,7 +35,7 @@ struct Pass {
     int reads, writes;
 };
 
-// Every rule, in RuleId order. Defined in rule_table.cpp, the one file of the extension's
+// Every rule, in RuleId order. Defined in rule_table.cpp, the one file of the runtime library's
 // common part that includes every rule's header.
 const std::vector<RuleInfo>& rule_table();
 

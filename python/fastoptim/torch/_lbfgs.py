@@ -170,10 +170,10 @@ class LBFGS(torch.optim.Optimizer):
         state: dict[str, Any] = {"func_evals": saved["func_evals"], "n_iter": saved["n_iter"]}
         if saved["d"] is None:  # torch sets them after its first iteration
             return state
-        dtype = self._engine._dtype
+        dtype = torch.from_numpy(np.zeros(0, self._engine._dtype)).dtype  # NumPy's dtype as torch's, once
 
         def scalar(value: float) -> torch.Tensor:
-            return torch.tensor(value, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype)
+            return torch.tensor(value, dtype=dtype)
 
         state.update(d=torch.from_numpy(saved["d"]), t=saved["t"],
                      old_dirs=[torch.from_numpy(row) for row in saved["old_dirs"]],

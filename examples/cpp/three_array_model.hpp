@@ -38,6 +38,8 @@ struct ThreeArrayModel {
             offsets.push_back(offsets.back() + sizes[k]);
         }
     }
+    ThreeArrayModel(const ThreeArrayModel&) = delete;  // `arrays` points into this model's own vectors
+    ThreeArrayModel& operator=(const ThreeArrayModel&) = delete;
 
     void compute_grads(long step) {  // stands in for a backward pass
         for (int k = 0; k < count; ++k)

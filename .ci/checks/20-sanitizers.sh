@@ -9,7 +9,10 @@ set -euo pipefail
 python -m pip install --quiet pybind11 cmake ninja
 build=build/ci-sanitize
 rm -rf "$build"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFASTOPTIM_SANITIZE=ON \
+# -g1: line tables are all a sanitizer report needs; full debug info made the kernels' heaviest
+# file take 5 min 49 s to compile instead of 4 min 11 s (this build was 33 of CI's 90 minutes).
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+  -DFASTOPTIM_SANITIZE=ON \
   -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" >/dev/null
 cmake --build "$build" >/dev/null
 mkdir -p "$build/site"

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+import fastoptim as fo
 import fastoptim.torch as fot
 
 
@@ -70,13 +71,14 @@ def main() -> None:
                 times[name].append(clock() - start)
     figures = {name: {"median_us": 1e6 * statistics.median(t), "best_us": 1e6 * min(t)} for name, t in times.items()}
     engine = figures["the engine's step on its views"]["median_us"]
-    print(f"AdamW, one float32 tensor of {args.size}, {torch.get_num_threads()} torch threads, {args.rounds} "
+    print(f"AdamW, one float32 tensor of {args.size}, {fo.get_num_threads()} threads, {args.rounds} "
           "alternated rounds (µs per step; the last column: the median over the engine's)")
     for name, f in figures.items():
         print(f"  {name:32s} median {f['median_us']:8.1f}  best {f['best_us']:8.1f}  {f['median_us'] - engine:+7.1f}")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"size": args.size, "rounds": args.rounds, "us_per_step": figures}, out, indent=1)
+            record = {"size": args.size, "threads": fo.get_num_threads(), "rounds": args.rounds, "us_per_step": figures}
+            json.dump(record, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -29,5 +29,5 @@ python -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_bad_i
   tests/test_editing.py tests/test_checkpoint_safety.py tests/test_concurrency.py tests/test_stateful.py \
   tests/test_lr_scheduler.py tests/test_bfloat16_state.py tests/test_int8_state.py tests/test_bfloat16_params.py \
   tests/test_adafactor_muon.py tests/test_matrix_passes.py tests/test_sparse_rows.py tests/test_row_passes.py tests/test_lbfgs.py \
-  tests/test_torch_adapter.py tests/test_torch_adapter_per_array.py \
+  tests/test_torch_adapter.py tests/test_torch_adapter_per_array.py tests/test_torch_native_step.py \
   -k "not rosenbrock and not quadratic and not test_same_bytes_on_every_target_thread_count_and_prefetch"

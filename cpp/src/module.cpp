@@ -12,6 +12,7 @@
 #include "probe_binding.hpp"
 #include "row_binding.hpp"
 #include "tensor_guards.hpp"
+#include "torch_step.hpp"
 #include "vector_binding.hpp"
 #include "fastoptim/runtime/settings.hpp"
 #include "thread_backoff.hpp"
@@ -94,6 +95,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("measure_arrays", &measure_arrays, py::arg("arrays"), py::arg("kind"), py::arg("mult") = 1.0,
           py::arg("writable") = false, py::arg("guards") = py::tuple(),
           "(Σu², Σ|u| or max |u| for kind 0, 1 or 2, with u = g·mult over every element; all finite)");
+    m.def("torch_step", &step_if_unchanged, py::arg("param_groups"), py::arg("binding"), py::arg("pre_hooks"),
+          py::arg("post_hooks"),
+          "fastoptim.torch's plain step when its groups and every .grad are those its binding records and no hook "
+          "(pre_hooks None: not checked) or profiler awaits it (torch_step.hpp): True; else False, nothing done");
     m.def("check_guards", [](py::handle guards) { check_tensor_guards(read_tensor_guards(guards)); },
           py::arg("guards"), "ValueError naming the first of fastoptim.torch's views whose tensor's memory moved");
     m.def("scale_arrays", &scale_arrays_in_place, py::arg("arrays"), py::arg("factor"),

@@ -19,13 +19,13 @@ long long call_for_integer(py::handle object, PyObject* name) {
     return value;
 }
 
+}  // namespace
+
 PyObject* interned(const char* text) {
     PyObject* name = PyUnicode_InternFromString(text);
     if (!name) throw py::error_already_set();
     return name;  // kept for the life of the process
 }
-
-}  // namespace
 
 std::vector<TensorGuard> read_tensor_guards(py::handle guards) {
     const auto items = py::reinterpret_steal<py::tuple>(PySequence_Tuple(guards.ptr()));

@@ -18,6 +18,10 @@ struct TensorGuard {
     long long address, span;  // where the view starts, and its bytes
 };
 
+// A Python name made once (callers keep it in a function-local static): attribute and method
+// lookups by it hash nothing and make no string per call.
+PyObject* interned(const char* text);
+
 // (label, tensor, storage, address, span) tuples, read once (TypeError if malformed).
 std::vector<TensorGuard> read_tensor_guards(pybind11::handle guards);
 

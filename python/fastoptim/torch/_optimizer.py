@@ -16,13 +16,14 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 import torch.autograd.profiler as _autograd_profiler
 import torch.optim.optimizer as _torch_optimizer
 
+from .. import _core
 from .. import optimizer as _numpy_optimizer
 from .._per_array import PartialStepError
 from .._state_format import ABSMAX, stored_values
@@ -58,6 +59,25 @@ def _versions_bumped_by_list() -> Callable[[list[torch.Tensor]], None]:
 
 
 _increment_version = _versions_bumped_by_list()
+_torch_step = _core.torch_step
+
+
+class _Binding(NamedTuple):
+    """What the usual step's one native call reads (cpp/src/torch_step.hpp, in this order). The
+    lists are the optimizer's own, only ever updated in place."""
+
+    lock: Any  # the optimizer's RLock
+    engine: _numpy_optimizer.Optimizer
+    held: list[tuple[TrackedGroup, list[Any]]]  # each torch group and the tensors it was added with
+    params: list[Bound]
+    grads: list[Bound | None]  # the .grad viewed, per parameter
+    views: list[np.ndarray | None]  # what the step takes
+    stepped: list[torch.Tensor]  # whose autograd versions a step bumps
+    bump: Callable[[list[torch.Tensor]], None]
+    refusals: list[str]  # why the native call may not step now (a swap_ema block); empty: it may
+    global_pre_hooks: Mapping[Any, Any]
+    global_post_hooks: Mapping[Any, Any]
+    profiler: Any  # torch.autograd.profiler
 
 
 # torch's own group keys, which fastoptim's engine has no use for: kept in the groups as torch keeps them
@@ -95,6 +115,7 @@ class Optimizer(torch.optim.Optimizer):
     _step_tensor: ClassVar[bool] = True  # torch saves `step` as a tensor (SparseAdam: an int)
     _any_order: ClassVar[bool] = True  # element-wise: a tensor is viewed in its own memory order
     _probe_shape: ClassVar[tuple[int, ...]] = (1,)  # of the array the arguments are checked over (Muon's: 2-D)
+    _binding: _Binding | None = None  # what the usual step's one native call reads; None: no such call
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
@@ -117,6 +138,7 @@ class Optimizer(torch.optim.Optimizer):
         self._held: list[tuple[TrackedGroup, list[Any]]] = []  # each torch group and its tensors
         self._ema_swapped = False
         self._stepped: list[torch.Tensor] = []  # the parameters whose gradients are viewed: a step writes them
+        self._native_refusals: list[str] = []  # why the usual step may not be one native call now
         # Serializes steps, group additions and checkpoints (the engine's own lock comes later)
         self._lock = threading.RLock()
         self.last_step_info: StepInfo = NOTHING_MEASURED
@@ -125,6 +147,11 @@ class Optimizer(torch.optim.Optimizer):
         engine = self._numpy_class(self._pending, *args, **kwargs)
         self._attach(engine)
         self._engine = engine
+        # The usual step is one native call where the engine's plain step is Optimizer.step's own
+        if isinstance(engine, _numpy_optimizer.Optimizer) and type(engine).step is _numpy_optimizer.Optimizer.step:
+            self._binding = _Binding(self._lock, engine, self._held, self._params, self._grads, self._grad_views,
+                                     self._stepped, _increment_version, self._native_refusals, _GLOBAL_PRE_HOOKS,
+                                     _GLOBAL_POST_HOOKS, _autograd_profiler)
         self._pending = []
         self._set_guards(engine)
 
@@ -246,7 +273,7 @@ class Optimizer(torch.optim.Optimizer):
         finally:
             if changed:  # the guards cover exactly the views held, even after a refusal
                 self._set_guards(self._built())
-                self._stepped = [b.tensor for b, view in zip(self._params, views) if view is not None]
+                self._stepped[:] = [b.tensor for b, view in zip(self._params, views) if view is not None]
         return views
 
     def _sparse_rows(self, label: str, grad: torch.Tensor, param: torch.Tensor) -> Any:
@@ -293,13 +320,19 @@ class Optimizer(torch.optim.Optimizer):
         post-hooks run as torch runs them, and the step is a ``record_function`` range while a
         profiler records (the only time the range is seen; torch's wrapper opens it at every
         step, several microseconds each)."""
+        plain_call = not args and not kwargs
+        if plain_call and self._stepped_natively(self._optimizer_step_pre_hooks, self._optimizer_step_post_hooks):
+            return None
         if _autograd_profiler._is_profiler_enabled:
             with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
                 return self._hooked_step(args, kwargs)
         if _GLOBAL_PRE_HOOKS or _GLOBAL_POST_HOOKS or self._optimizer_step_pre_hooks or \
                 self._optimizer_step_post_hooks:
             return self._hooked_step(args, kwargs)
-        return self._step(*args, **kwargs)  # the usual case: no hook, and nothing for _optimizer_step_code
+        if plain_call:  # the native call found a change: handle it
+            self._python_step()
+            return None
+        return self._step(*args, **kwargs)  # no hook, and nothing for _optimizer_step_code
 
     step.hooked = True  # type: ignore[attr-defined]  # torch.optim.Optimizer.__init__ wraps an unhooked step
 
@@ -324,6 +357,12 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self._stepped_natively(None, None):  # the hooks ran, or there are none
+            self._python_step()
+        return loss
+
+    def _python_step(self) -> None:
+        """The step, every change since the last one handled (and every refusal worded)."""
         engine = self._built()
         with self._lock:
             if self._ema_swapped:
@@ -345,7 +384,24 @@ class Optimizer(torch.optim.Optimizer):
             self.last_step_info = info
             if not info.skipped:  # autograd sees the in-place update, as after torch.optim's step
                 _increment_version(self._stepped)
-        return loss
+
+    def _stepped_natively(self, pre_hooks: Any, post_hooks: Any) -> bool:
+        """The usual step: nothing changed since the last one but the values (the groups, each
+        ``.grad``, the engine's settings; with `pre_hooks`, no hook or profiler awaits the step),
+        checked and stepped in one native call, ``_core.torch_step`` (cpp/src/torch_step.hpp),
+        whose checks cost a step with cold caches less than the Python path's (bench/README.md,
+        issue 28). False, with nothing done, where anything differs or the step refused: the
+        Python path then handles the change, or words the refusal."""
+        binding = self._binding
+        if binding is None:
+            return False
+        try:
+            if not _torch_step(self.param_groups, binding, pre_hooks, post_hooks):
+                return False
+        except ValueError:  # raised before anything was written
+            return False
+        self.last_step_info = NOTHING_MEASURED
+        return True
 
     @torch.no_grad()
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -357,7 +413,7 @@ class Optimizer(torch.optim.Optimizer):
             with self._lock:
                 self._grads[:] = [None] * len(self._grads)
                 self._grad_views[:] = [None] * len(self._grad_views)
-                self._stepped = []
+                self._stepped.clear()
                 if self._engine is not None:
                     self._set_guards(self._engine)
 
@@ -416,6 +472,7 @@ class Optimizer(torch.optim.Optimizer):
                 for tensor, average in zip(tensors, ema):
                     tensor.copy_(average)
             self._ema_swapped = True
+            self._native_refusals.append("swap_ema")  # the native step reads this, not the flag
         try:
             yield
         finally:
@@ -423,6 +480,7 @@ class Optimizer(torch.optim.Optimizer):
                 for tensor, values in zip(tensors, kept):
                     tensor.copy_(values)
                 self._ema_swapped = False
+                self._native_refusals.remove("swap_ema")
 
     def _built(self) -> _numpy_optimizer.Optimizer:
         engine = self._engine

@@ -1,0 +1,47 @@
+// fastoptim.torch's usual step in one native call.
+//
+// Between two steps of a training loop nothing changes but the values: the optimizer's groups
+// are those it last read, none of their entries edited, each parameter's .grad is the tensor the
+// last step viewed, and no hook awaits the step. The Python layer's checks of that
+// (fastoptim/torch/_optimizer.py) run with cold caches, after the previous step's sweep evicted
+// the interpreter's code and data: at 1e6 elements they cost more than the step's margin to the
+// machine's bandwidth (bench/README.md, issue 28). Here they are a few C calls per tensor. When
+// anything differs the call steps nothing and says so, and the Python layer takes its own path,
+// which handles every change and words every refusal.
+//
+// No Python code runs from the optimizer's lock to the step's last write (the tensors' .grad
+// and the version bump are torch's C functions; fastoptim.torch refuses tensor subclasses), so
+// the GIL keeps every other thread out; the lock keeps out a thread paused inside the Python
+// layer's own critical sections.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace fastoptim {
+
+// The torch optimizer's binding (fastoptim/torch/_optimizer.py, _Binding), in this order. The
+// lists and registries are updated in place by their owners, never replaced.
+enum class TorchBinding {
+    lock,         // the optimizer's RLock, taken without waiting (held elsewhere: no native step)
+    engine,       // the fastoptim optimizer: its plan, and whether its plain step applies
+    held,         // per torch group, (group, its tensors as added)
+    params,       // per parameter, its Bound (fastoptim/torch/_tensors.py)
+    grads,        // per parameter, the Bound of the .grad viewed, or None
+    views,        // per parameter, what the step takes: the gradient's view, or None
+    stepped,      // the tensors a step writes
+    bump,         // torch's version bump, called with `stepped`
+    refusals,     // why the native step may not run now (a swap_ema block): empty when it may
+    global_pre,   // torch's registries of global step hooks
+    global_post,
+    profiler,     // torch.autograd.profiler: a recording profiler wants the step's range
+    count
+};
+
+// If every check above holds, the engine's plain step on the recorded views (Plan::step: its own
+// checks, the tensors' guards included, then the kernels), the stepped tensors' autograd versions
+// bumped, and true. Else false, with nothing done. `own_pre_hooks`/`own_post_hooks`: the
+// optimizer's hook registries; None where the caller has run the hooks (or found none).
+bool step_if_unchanged(pybind11::handle param_groups, pybind11::handle binding, pybind11::handle own_pre_hooks,
+                       pybind11::handle own_post_hooks);
+
+}  // namespace fastoptim

@@ -1,0 +1,224 @@
+"""fastoptim.torch's usual step as one native call (cpp/src/torch_step.hpp): taken exactly when
+nothing but the values changed since the last step, and stepping as the Python path does."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from child import run_python
+
+torch = pytest.importorskip("torch")
+fot = pytest.importorskip("fastoptim.torch")
+from torch_nets import Net, twins  # noqa: E402
+
+import fastoptim.torch._optimizer as torch_optimizer  # noqa: E402
+from fastoptim import _core  # noqa: E402
+
+
+@pytest.fixture
+def native_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each native call answered (True: it stepped), in order."""
+    answers: list[bool] = []
+
+    def counted(*args: Any) -> bool:
+        answer = _core.torch_step(*args)
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(torch_optimizer, "_torch_step", counted)
+    return answers
+
+
+def _backward(net: Net, seed: int) -> None:
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((4, 2, 6, 6))).float()
+    net(x).pow(2).mean().backward()
+
+
+def _copy_grads(source: Net, target: Net) -> None:
+    for p, q in zip(source.parameters(), target.parameters()):
+        if p.grad is None:
+            q.grad = None
+        elif q.grad is None:
+            q.grad = p.grad.clone(memory_format=torch.preserve_format)
+        else:
+            q.grad.copy_(p.grad)  # kept: the same tensor, as after zero_grad(set_to_none=False)
+
+
+def _versions(net: Net) -> list[int]:
+    return [p._version for p in net.parameters()]
+
+
+def _assert_bits_equal(net: Net, twin: Net, bumps: list[int]) -> None:
+    """The same values, and each parameter's autograd version bumped as often (`bumps`: the
+    difference of the versions when the twins started: a deep copy starts from 0)."""
+    for (name, p), q, bump in zip(net.named_parameters(), twin.parameters(), bumps):
+        assert torch.equal(p, q), name
+        assert p._version - q._version == bump, name
+
+
+# Each change between two steps, done to both optimizers; then the native call of the step after
+# it must answer False (the Python path steps, and handles the change) and the next one True.
+def _new_grad_tensor(opt: Any, net: Net) -> None:
+    net.out.weight.grad = net.out.weight.grad.clone()
+
+
+def _lr_by_a_scheduler(opt: Any, net: Net) -> None:
+    opt.param_groups[0]["lr"] *= 0.5
+
+
+def _grad_dropped(opt: Any, net: Net) -> None:
+    net.hidden.bias.grad = None
+
+
+def _group_added(opt: Any, net: Net) -> None:
+    opt.add_param_group({"params": [net.unused.weight], "lr": 1e-2})
+    net.unused.weight.grad = torch.ones_like(net.unused.weight)
+
+
+def _params_list_edited(opt: Any, net: Net) -> None:  # refused alike by both paths
+    opt.param_groups[0]["params"].append(torch.nn.Parameter(torch.ones(1)))
+
+
+CHANGES: list[Callable[[Any, Net], None]] = [_new_grad_tensor, _lr_by_a_scheduler, _grad_dropped, _group_added]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda c: c.__name__.strip("_"))
+def test_steps_are_native_until_something_changes_and_equal_the_python_path(change, native_calls):
+    net, twin = twins(Net, torch.float32)
+    params = [p for p in net.parameters() if p is not net.unused.weight]
+    twin_params = [p for p in twin.parameters() if p is not twin.unused.weight]
+    opt = fot.AdamW(params, lr=1e-2, weight_decay=0.1)
+    python_path = fot.AdamW(twin_params, lr=1e-2, weight_decay=0.1)
+    python_path._binding = None  # never the native call
+    bumps = [a - b for a, b in zip(_versions(net), _versions(twin))]
+    _backward(net, 0)
+    for step in range(6):
+        if step == 3:
+            for o, n in ((opt, net), (python_path, twin)):
+                change(o, n)
+        _copy_grads(net, twin)
+        opt.step()
+        python_path.step()
+        _assert_bits_equal(net, twin, bumps)
+    # the first step views the gradients (the Python path), then native ones, until the change
+    assert native_calls == [False, True, True, False, True, True]
+    assert python_path._binding is None
+
+
+def test_a_changed_group_structure_is_refused_as_before(native_calls):
+    net, _ = twins(Net, torch.float32)
+    opt = fot.SGD(net.parameters(), lr=0.1)
+    _backward(net, 0)
+    opt.step()
+    opt.step()
+    before = [p.detach().clone() for p in net.parameters()]
+    _params_list_edited(opt, net)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\] was changed"):
+        opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    assert native_calls == [False, True, False]
+
+
+def test_hooks_and_a_recording_profiler_take_the_step_around_the_native_call(native_calls):
+    net, _ = twins(Net, torch.float32)
+    opt = fot.AdamW(net.parameters(), lr=1e-2)
+    _backward(net, 0)
+    opt.step()
+    seen: list[str] = []
+    handle = opt.register_step_pre_hook(lambda *args: seen.append("pre"))
+    opt.step()  # the hook runs first, then the step: native, its hooks checked by the caller
+    handle.remove()
+    with torch.autograd.profiler.profile() as profile:
+        opt.step()
+    assert seen == ["pre"]
+    assert any(e.name.startswith("Optimizer.step#AdamW") for e in profile.function_events)
+    assert native_calls == [False, False, True, False, True]
+
+
+def test_options_and_swap_ema_send_the_step_the_python_way(native_calls):
+    net, _ = twins(Net, torch.float32)
+    opt = fot.AdamW(net.parameters(), lr=1e-2, ema_decay=0.9)
+    _backward(net, 0)
+    opt.step()
+    opt.max_grad_norm = 1e-3
+    opt.step()
+    assert opt.last_step_info.grad_norm is not None  # measured: the engine's step with options
+    opt.max_grad_norm = None
+    opt.step()
+    assert opt.last_step_info.grad_norm is None
+    with opt.swap_ema(), pytest.raises(RuntimeError, match="swap_ema"):
+        opt.step()
+    opt.step()
+    assert native_calls == [False, False, True, False, True]
+
+
+def test_the_native_call_does_not_wait_for_a_lock_another_thread_holds():
+    net, _ = twins(Net, torch.float32)
+    opt = fot.SGD(net.parameters(), lr=0.1)
+    _backward(net, 0)
+    opt.step()
+    answers: list[bool] = []
+    call = lambda: answers.append(_core.torch_step(opt.param_groups, opt._binding, None, None))  # noqa: E731
+    with opt._lock:
+        before = [p.detach().clone() for p in net.parameters()]
+        thread = threading.Thread(target=call)
+        thread.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    call()
+    assert answers == [False, True]
+
+
+@pytest.mark.parametrize("binding", [None, (), ("not", "a", "binding"), tuple(range(12))])
+def test_a_malformed_binding_is_a_type_error(binding):
+    with pytest.raises(TypeError, match="binding"):
+        _core.torch_step([], binding, None, None)
+
+
+@pytest.mark.parametrize(("attack", "outcome"), [
+    ("other.data = torch.zeros(1_000_000)", "refused: params[1]"),  # its view's memory freed
+    ("opt.zero_grad()", "stepped 0.0"),  # p's .grad is None by the time it is read: p is left alone
+    ("opt.add_param_group({'params': [torch.nn.Parameter(torch.ones(3))]})", "stepped -0.5"),
+    ("other.grad = torch.ones(1_000_000)", "stepped -0.5"),
+])
+def test_python_code_a_grad_property_runs_inside_the_native_call_cannot_crash_it(attack, outcome):
+    """The native call reads each .grad, and a Parameter subclass may make that Python code that
+    frees a view's memory or edits the optimizer's lists: in a fresh process, so that a crash
+    fails the test, the step refuses or handles the change, and never writes freed memory."""
+    code = textwrap.dedent(f"""
+        import torch, fastoptim.torch as fot
+        armed = []
+        class Sneaky(torch.nn.Parameter):
+            @property
+            def grad(self):
+                if armed:
+                    armed.clear()
+                    with torch.no_grad():
+                        {attack}
+                return torch.nn.Parameter.grad.__get__(self)
+            @grad.setter
+            def grad(self, value):
+                torch.nn.Parameter.grad.__set__(self, value)
+        p, other = Sneaky(torch.ones(1_000_000)), torch.nn.Parameter(torch.ones(1_000_000))
+        p.grad, other.grad = torch.ones(1_000_000), torch.ones(1_000_000)
+        opt = fot.SGD([p, other], lr=0.5)
+        opt.step()
+        opt.step()
+        armed.append(True)
+        junk = [torch.ones(1_000_000) for _ in range(4)]  # reuse freed memory
+        try:
+            opt.step()
+        except ValueError as error:
+            print("refused:", str(error).split(":")[0])
+        else:
+            print("stepped", float(p[0]))
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == outcome

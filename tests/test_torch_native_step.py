@@ -26,7 +26,11 @@ def native_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     answers: list[bool] = []
 
     def counted(*args: Any) -> bool:
-        answer = _core.torch_step(*args)
+        try:
+            answer = _core.torch_step(*args)
+        except ValueError:
+            answers.append("raised")  # type: ignore[arg-type]
+            raise
         answers.append(answer)
         return answer
 
@@ -84,11 +88,29 @@ def _params_list_edited(opt: Any, net: Net) -> None:  # refused alike by both pa
     opt.param_groups[0]["params"].append(torch.nn.Parameter(torch.ones(1)))
 
 
-CHANGES: list[Callable[[Any, Net], None]] = [_new_grad_tensor, _lr_by_a_scheduler, _grad_dropped, _group_added]
+def _tensor_lr(opt: Any, net: Net) -> None:  # a value that changes in place: every step reads it
+    opt.param_groups[0]["lr"] = torch.tensor(3e-3)
 
 
-@pytest.mark.parametrize("change", CHANGES, ids=lambda c: c.__name__.strip("_"))
-def test_steps_are_native_until_something_changes_and_equal_the_python_path(change, native_calls):
+def _state_dict_loaded(opt: Any, net: Net) -> None:
+    opt.load_state_dict(opt.state_dict())
+
+
+def _grad_memory_moved(opt: Any, net: Net) -> None:  # the native call's own check refuses it
+    net.out.weight.grad.share_memory_()
+
+
+NATIVE = [False, True, True, False, True, True]  # the change's step declines, the next is native again
+CHANGES: list[tuple[Callable[[Any, Net], None], list[Any] | None]] = [
+    (_new_grad_tensor, NATIVE), (_lr_by_a_scheduler, NATIVE), (_grad_dropped, NATIVE), (_group_added, NATIVE),
+    (_state_dict_loaded, NATIVE), (_tensor_lr, [False, True, True, False, False, False]),
+    (_grad_memory_moved, [False, True, True, "raised", True, True]),
+]
+
+
+@pytest.mark.parametrize(("change", "calls"), CHANGES, ids=lambda c: getattr(c, "__name__", "").strip("_"))
+@pytest.mark.parametrize("closure", [False, True], ids=["step()", "step(closure)"])
+def test_steps_are_native_until_something_changes_and_equal_the_python_path(change, calls, closure, native_calls):
     net, twin = twins(Net, torch.float32)
     params = [p for p in net.parameters() if p is not net.unused.weight]
     twin_params = [p for p in twin.parameters() if p is not twin.unused.weight]
@@ -102,11 +124,15 @@ def test_steps_are_native_until_something_changes_and_equal_the_python_path(chan
             for o, n in ((opt, net), (python_path, twin)):
                 change(o, n)
         _copy_grads(net, twin)
-        opt.step()
-        python_path.step()
+        if closure:
+            assert opt.step(lambda: 1.5) == 1.5
+            assert python_path.step(lambda: 1.5) == 1.5
+        else:
+            opt.step()
+            python_path.step()
         _assert_bits_equal(net, twin, bumps)
     # the first step views the gradients (the Python path), then native ones, until the change
-    assert native_calls == [False, True, True, False, True, True]
+    assert native_calls == calls
     assert python_path._binding is None
 
 
@@ -222,3 +248,63 @@ def test_python_code_a_grad_property_runs_inside_the_native_call_cannot_crash_it
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == outcome
+
+
+@pytest.mark.parametrize(("trigger", "outcome"), [
+    # at q's memory check, after p's: the checks run with modes off, so the mode never sees one
+    (("data_ptr", 2), "stepped -0.5, the mode saw no data_ptr"),
+    # at the Python path's first .grad read: before the checks, which see the move
+    (("__get__", 1), "refused: params[0]"),
+])
+def test_a_torch_function_mode_that_moves_memory_inside_the_step_cannot_crash_it(trigger, outcome):
+    """Under a TorchFunctionMode torch runs the mode's Python code for data_ptr() and .grad: the
+    native call declines, and the memory checks (both paths) switch torch function handling off,
+    so a mode cannot move a tensor after it was checked. In a fresh process: a crash fails it."""
+    code = textwrap.dedent(f"""
+        import torch, fastoptim.torch as fot
+        from torch.overrides import TorchFunctionMode
+        p, q = torch.nn.Parameter(torch.ones(1_000_000)), torch.nn.Parameter(torch.ones(1_000_000))
+        p.grad, q.grad = torch.ones(1_000_000), torch.ones(1_000_000)
+        opt = fot.SGD([p, q], lr=0.5)
+        opt.step()
+        opt.step()
+        seen = []
+        name, count = {trigger!r}
+        class Mover(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                seen.append(getattr(func, "__name__", ""))
+                if seen[-1] == name and seen.count(name) == count:
+                    with torch.no_grad():
+                        p.data = torch.zeros(1_000_000)  # frees the memory the optimizer views
+                return func(*args, **(kwargs or {{}}))
+        with Mover():
+            junk = [torch.ones(1_000_000) for _ in range(4)]
+            try:
+                opt.step()
+            except ValueError as error:
+                print("refused:", str(error).split(":")[0])
+            else:
+                print(f"stepped {{float(p[0])}}, the mode saw", "data_ptr" if "data_ptr" in seen else "no data_ptr")
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == outcome
+
+
+def test_betas_given_as_tensors_and_filled_in_place_reach_the_next_step(native_calls):
+    """A tuple of tensors changes without an edit of its group: every step reads it again (so
+    none is the native call's), as a bare tensor lr."""
+    ours, edited = torch.nn.Parameter(torch.ones(5)), torch.nn.Parameter(torch.ones(5))
+    beta1, beta2 = torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.999, dtype=torch.float64)
+    opt = fot.Adam([ours], lr=0.1, betas=(beta1, beta2))
+    twin = fot.Adam([edited], lr=0.1, betas=(0.9, 0.999))
+    for step in range(4):
+        ours.grad = torch.full((5,), float(step + 1))
+        edited.grad = ours.grad.clone()
+        if step == 2:
+            beta1.fill_(0.5)
+            twin.param_groups[0]["betas"] = (0.5, 0.999)
+        opt.step()
+        twin.step()
+        assert torch.equal(ours, edited), step
+    assert native_calls == [False] * 8  # two optimizers, new .grad tensors at every step

@@ -44,9 +44,57 @@ std::vector<TensorGuard> read_tensor_guards(py::handle guards) {
     return taken;
 }
 
+namespace {
+
+// torch's __torch_function__ handling switched off while this lives (torch._C.DisableTorchFunction):
+// under a TorchFunctionMode (`with torch.device(...)` is one) data_ptr() runs the mode's Python
+// code, which could move a tensor already checked. No-op before torch is imported (no tensor to
+// check then). Its type is a C type: entering and leaving it runs no Python code.
+class TorchFunctionOff {
+public:
+    TorchFunctionOff() {
+        static PyObject* const module_name = interned("torch._C");
+        static PyObject* const type_name = interned("DisableTorchFunction");
+        static PyObject* const enter = interned("__enter__");
+        const auto torch_c = py::reinterpret_steal<py::object>(PyImport_GetModule(module_name));
+        if (!torch_c) {
+            if (PyErr_Occurred()) throw py::error_already_set();
+            return;
+        }
+        const auto type = py::reinterpret_steal<py::object>(PyObject_GetAttr(torch_c.ptr(), type_name));
+        if (!type) throw py::error_already_set();
+        context_ = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(type.ptr()));
+        if (!context_) throw py::error_already_set();
+        PyObject* args[] = {context_.ptr()};
+        const auto entered = py::reinterpret_steal<py::object>(
+            PyObject_VectorcallMethod(enter, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr));
+        if (!entered) {
+            context_ = py::object();
+            throw py::error_already_set();
+        }
+    }
+    ~TorchFunctionOff() {
+        if (!context_) return;
+        static PyObject* const exit = interned("__exit__");
+        PyObject* args[] = {context_.ptr(), Py_None, Py_None, Py_None};
+        PyObject* result = PyObject_VectorcallMethod(exit, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+        if (result) Py_DECREF(result);
+        else PyErr_WriteUnraisable(context_.ptr());  // leaving it sets a flag back: it does not fail
+    }
+    TorchFunctionOff(const TorchFunctionOff&) = delete;
+    TorchFunctionOff& operator=(const TorchFunctionOff&) = delete;
+
+private:
+    py::object context_;
+};
+
+}  // namespace
+
 void check_tensor_guards(const std::vector<TensorGuard>& guards) {
     static PyObject* const data_ptr = interned("data_ptr");
     static PyObject* const nbytes = interned("nbytes");
+    if (guards.empty()) return;
+    const TorchFunctionOff plain_calls;
     for (const TensorGuard& guard : guards) {
         const long long address = guard.address, span = guard.span;
         bool moved = call_for_integer(guard.tensor, data_ptr) != address || span < 0;

@@ -26,8 +26,10 @@ PyObject* interned(const char* text);
 std::vector<TensorGuard> read_tensor_guards(pybind11::handle guards);
 
 // ValueError naming the first guard whose tensor no longer starts at `address` or whose storage
-// (where given) no longer holds the `span` bytes from there. The calls are torch's C methods: no Python
-// bytecode runs (fastoptim.torch refuses tensor subclasses that override __torch_function__).
+// (where given) no longer holds the `span` bytes from there. The calls are torch's C methods, made
+// with torch's __torch_function__ handling switched off: no Python bytecode runs, not even a
+// TorchFunctionMode's (fastoptim.torch also refuses tensor subclasses that override
+// __torch_function__).
 void check_tensor_guards(const std::vector<TensorGuard>& guards);
 
 }  // namespace fastoptim

@@ -1,5 +1,6 @@
 #include "torch_step.hpp"
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -32,6 +33,12 @@ bool flag_down(py::handle group, PyObject* name) {
     return value == Py_False;
 }
 
+py::object call_function(py::handle function) {
+    PyObject* result = PyObject_CallNoArgs(function.ptr());
+    if (!result) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(result);
+}
+
 py::object item(py::handle list, Py_ssize_t index) {
     return py::reinterpret_borrow<py::object>(PyList_GET_ITEM(list.ptr(), index));
 }
@@ -62,7 +69,7 @@ bool groups_unchanged(py::handle param_groups, py::handle held) {
         for (Py_ssize_t i = 0; i < n; ++i)
             if (PyList_GET_ITEM(params, i) != PyList_GET_ITEM(tensors.ptr(), i)) return false;
     }
-    return true;
+    return PyList_GET_SIZE(held.ptr()) == count && PyList_GET_SIZE(param_groups.ptr()) == count;
 }
 
 // Each parameter's .grad is the tensor whose view the step takes (None: no .grad, and no view).
@@ -83,7 +90,7 @@ bool grads_unchanged(py::handle params, py::handle grads, py::handle views) {
             return false;
         }
     }
-    return true;
+    return PyList_GET_SIZE(params.ptr()) == n && PyList_GET_SIZE(grads.ptr()) == n && PyList_GET_SIZE(views.ptr()) == n;
 }
 
 // No step hook is registered (torch's global ones, the optimizer's own) and no profiler records.
@@ -95,16 +102,25 @@ bool no_hooks(py::handle global_pre, py::handle global_post, py::handle own_pre,
     return attribute(profiler, enabled_name).ptr() == Py_False;
 }
 
+// A method of `object` called with `arg` (or none), as a new reference.
+py::object call_method(py::handle object, PyObject* name, PyObject* arg = nullptr) {
+    PyObject* args[] = {object.ptr(), arg};
+    const std::size_t count = arg ? 2 : 1;
+    PyObject* result = PyObject_VectorcallMethod(name, args, count | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+    if (!result) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(result);
+}
+
 // The optimizer's lock, taken without waiting (RLock.acquire(False)); released when this ends.
+// Not taken when this thread holds it already: it is inside one of the optimizer's own
+// critical sections (a finalizer or a .grad property calling step()), whose state is half made.
 class TakenLock {
 public:
     explicit TakenLock(py::handle lock) : lock_(lock) {
+        static PyObject* const is_owned = interned("_is_owned");
         static PyObject* const acquire = interned("acquire");
-        PyObject* args[] = {lock.ptr(), Py_False};
-        const auto result = py::reinterpret_steal<py::object>(
-            PyObject_VectorcallMethod(acquire, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr));
-        if (!result) throw py::error_already_set();
-        taken_ = result.ptr() == Py_True;
+        if (call_method(lock, is_owned).ptr() != Py_False) return;
+        taken_ = call_method(lock, acquire, Py_False).ptr() == Py_True;
     }
     ~TakenLock() {
         if (!taken_) return;
@@ -153,6 +169,7 @@ bool step_if_unchanged(py::handle param_groups, py::handle binding, py::handle o
     for (TorchBinding list : {TorchBinding::held, TorchBinding::params, TorchBinding::grads, TorchBinding::views,
                               TorchBinding::stepped, TorchBinding::refusals})
         if (!PyList_CheckExact(part(list).ptr())) throw py::type_error("binding's lists must be lists");
+    if (call_function(part(TorchBinding::function_modes)).ptr() != Py_False) return false;
     if (!own_pre_hooks.is_none() && !no_hooks(part(TorchBinding::global_pre), part(TorchBinding::global_post),
                                               own_pre_hooks, own_post_hooks, part(TorchBinding::profiler)))
         return false;
@@ -161,14 +178,16 @@ bool step_if_unchanged(py::handle param_groups, py::handle binding, py::handle o
     if (!groups_unchanged(param_groups, part(TorchBinding::held)) ||
         !grads_unchanged(part(TorchBinding::params), part(TorchBinding::grads), part(TorchBinding::views)))
         return false;
-    // Read last: the checks above may have run Python code (a .grad property), this runs none.
+    // Read last: the checks above may have run Python code (a .grad property); this runs none.
     const py::object plan = plain_plan(part(TorchBinding::engine));
     if (plan.is_none()) return false;
     const auto keep = py::reinterpret_borrow<py::object>(binding);  // every list lives through the step
     if (!plan.cast<Plan&>().step(part(TorchBinding::views), GradOptions{}).skipped) {
         try {
             part(TorchBinding::bump)(part(TorchBinding::stepped));
-        } catch (py::error_already_set& error) {  // not a ValueError: the caller takes those for "nothing done"
+        } catch (py::error_already_set& error) {
+            if (!error.matches(PyExc_ValueError)) throw;
+            // not a ValueError: the caller takes those for "nothing was done"
             throw std::runtime_error(std::string("the step was taken, but bumping the parameters' autograd "
                                                  "versions failed: ") + error.what());
         }

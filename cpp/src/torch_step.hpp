@@ -9,10 +9,13 @@
 // anything differs the call steps nothing and says so, and the Python layer takes its own path,
 // which handles every change and words every refusal.
 //
-// No Python code runs from the optimizer's lock to the step's last write (the tensors' .grad
-// and the version bump are torch's C functions; fastoptim.torch refuses tensor subclasses), so
-// the GIL keeps every other thread out; the lock keeps out a thread paused inside the Python
-// layer's own critical sections.
+// The call takes the optimizer's lock, so a thread paused inside the Python layer's critical
+// sections (or this thread, from inside one) makes it decline. Python code can still run inside
+// it: a Parameter subclass's .grad property, or a finalizer the garbage collector runs while the
+// step pins its arrays. So the lists are re-read at every use and their items held, the engine is
+// read after the last .grad, and the memory is checked where the Python path checks it: by
+// Plan::step, after the last point where Python code may run, with torch's __torch_function__
+// handling off (tensor_guards.hpp).
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -34,6 +37,7 @@ enum class TorchBinding {
     global_pre,   // torch's registries of global step hooks
     global_post,
     profiler,     // torch.autograd.profiler: a recording profiler wants the step's range
+    function_modes,  // torch._C._is_torch_function_mode_enabled: a mode would see the .grad reads
     count
 };
 

@@ -60,6 +60,15 @@ def _versions_bumped_by_list() -> Callable[[list[torch.Tensor]], None]:
 
 _increment_version = _versions_bumped_by_list()
 _torch_step = _core.torch_step
+_function_modes_enabled: Callable[[], bool] = getattr(torch._C, "_is_torch_function_mode_enabled", lambda: False)
+
+
+def _changes_in_place(value: Any) -> bool:
+    """Whether a hyper-parameter can change without an edit of its group: a tensor (a scheduler
+    fill_()s it), an array, a list, or a tuple holding one (betas of two tensors)."""
+    if isinstance(value, tuple):
+        return any(map(_changes_in_place, value))
+    return isinstance(value, (torch.Tensor, np.ndarray, list))
 
 
 class _Binding(NamedTuple):
@@ -78,6 +87,7 @@ class _Binding(NamedTuple):
     global_pre_hooks: Mapping[Any, Any]
     global_post_hooks: Mapping[Any, Any]
     profiler: Any  # torch.autograd.profiler
+    function_modes: Callable[[], bool]  # whether a TorchFunctionMode is active (it would see the .grad reads)
 
 
 # torch's own group keys, which fastoptim's engine has no use for: kept in the groups as torch keeps them
@@ -120,7 +130,7 @@ class Optimizer(torch.optim.Optimizer):
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
         torch_keys = _torch_keys(name, kwargs)
-        given = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}  # lr=tensor stays one for torch
+        given = {k: v for k, v in kwargs.items() if _changes_in_place(v)}  # kept as given, as torch keeps them
         args = tuple(plain(a) for a in args)
         kwargs = {k: plain(v) for k, v in kwargs.items()}
         probe = self._numpy_class([np.zeros(self._probe_shape, np.float32)], *args, **kwargs)  # checks every argument
@@ -151,7 +161,7 @@ class Optimizer(torch.optim.Optimizer):
         if isinstance(engine, _numpy_optimizer.Optimizer) and type(engine).step is _numpy_optimizer.Optimizer.step:
             self._binding = _Binding(self._lock, engine, self._held, self._params, self._grads, self._grad_views,
                                      self._stepped, _increment_version, self._native_refusals, _GLOBAL_PRE_HOOKS,
-                                     _GLOBAL_POST_HOOKS, _autograd_profiler)
+                                     _GLOBAL_POST_HOOKS, _autograd_profiler, _function_modes_enabled)
         self._pending = []
         self._set_guards(engine)
 
@@ -240,7 +250,7 @@ class Optimizer(torch.optim.Optimizer):
             if value != engine_group[key] or type(value) is not type(engine_group[key]):
                 engine_group[key] = value
         group.edited = False  # after the engine took them: an invalid value is handed again next step
-        group.mutable = any(isinstance(value, (torch.Tensor, list)) for value in raw)
+        group.mutable = any(map(_changes_in_place, raw))
 
     # ---- the step -----------------------------------------------------------------------------
     def _gathered(self) -> list[Any]:

@@ -46,24 +46,47 @@ std::vector<TensorGuard> read_tensor_guards(py::handle guards) {
 
 namespace {
 
-// torch's __torch_function__ handling switched off while this lives (torch._C.DisableTorchFunction):
-// under a TorchFunctionMode (`with torch.device(...)` is one) data_ptr() runs the mode's Python
-// code, which could move a tensor already checked. No-op before torch is imported (no tensor to
-// check then). Its type is a C type: entering and leaving it runs no Python code.
+// What torch says of its __torch_function__ handling, looked up once torch is imported (its C
+// module stays loaded): null before.
+struct TorchFunctionHandling {
+    PyObject* mode_enabled;  // torch._C._is_torch_function_mode_enabled
+    PyObject* disable;       // torch._C.DisableTorchFunction, a C type
+};
+
+const TorchFunctionHandling* torch_function_handling() {
+    static TorchFunctionHandling found{nullptr, nullptr};  // kept for the life of the process
+    if (found.disable) return &found;
+    static PyObject* const module_name = interned("torch._C");
+    const auto torch_c = py::reinterpret_steal<py::object>(PyImport_GetModule(module_name));
+    if (!torch_c) {
+        if (PyErr_Occurred()) throw py::error_already_set();
+        return nullptr;
+    }
+    PyObject* mode_enabled = PyObject_GetAttrString(torch_c.ptr(), "_is_torch_function_mode_enabled");
+    if (!mode_enabled) throw py::error_already_set();
+    PyObject* disable = PyObject_GetAttrString(torch_c.ptr(), "DisableTorchFunction");
+    if (!disable) {
+        Py_DECREF(mode_enabled);
+        throw py::error_already_set();
+    }
+    found = {mode_enabled, disable};
+    return &found;
+}
+
+// torch's __torch_function__ handling switched off while this lives, where a TorchFunctionMode is
+// active (`with torch.device(...)` is one): data_ptr() would run the mode's Python code, which
+// could move a tensor already checked. Without a mode the checks' calls run no Python code, so
+// none can become active during them. Entering and leaving DisableTorchFunction runs none either.
 class TorchFunctionOff {
 public:
     TorchFunctionOff() {
-        static PyObject* const module_name = interned("torch._C");
-        static PyObject* const type_name = interned("DisableTorchFunction");
         static PyObject* const enter = interned("__enter__");
-        const auto torch_c = py::reinterpret_steal<py::object>(PyImport_GetModule(module_name));
-        if (!torch_c) {
-            if (PyErr_Occurred()) throw py::error_already_set();
-            return;
-        }
-        const auto type = py::reinterpret_steal<py::object>(PyObject_GetAttr(torch_c.ptr(), type_name));
-        if (!type) throw py::error_already_set();
-        context_ = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(type.ptr()));
+        const TorchFunctionHandling* torch = torch_function_handling();
+        if (!torch) return;  // torch is not imported: no tensor to check
+        const auto enabled = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(torch->mode_enabled));
+        if (!enabled) throw py::error_already_set();
+        if (enabled.ptr() == Py_False) return;
+        context_ = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(torch->disable));
         if (!context_) throw py::error_already_set();
         PyObject* args[] = {context_.ptr()};
         const auto entered = py::reinterpret_steal<py::object>(

@@ -201,7 +201,8 @@ def test_the_native_call_does_not_wait_for_a_lock_another_thread_holds():
     assert answers == [False, True]
 
 
-@pytest.mark.parametrize("binding", [None, (), ("not", "a", "binding"), tuple(range(12))])
+@pytest.mark.parametrize("binding", [None, (), ("not", "a", "binding"), tuple(range(12)),
+                                     tuple(range(len(torch_optimizer._Binding._fields)))])
 def test_a_malformed_binding_is_a_type_error(binding):
     with pytest.raises(TypeError, match="binding"):
         _core.torch_step([], binding, None, None)
@@ -298,13 +299,35 @@ def test_betas_given_as_tensors_and_filled_in_place_reach_the_next_step(native_c
     beta1, beta2 = torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.999, dtype=torch.float64)
     opt = fot.Adam([ours], lr=0.1, betas=(beta1, beta2))
     twin = fot.Adam([edited], lr=0.1, betas=(0.9, 0.999))
+    ours.grad, edited.grad = torch.zeros(5), torch.zeros(5)
     for step in range(4):
-        ours.grad = torch.full((5,), float(step + 1))
-        edited.grad = ours.grad.clone()
+        ours.grad.fill_(step + 1)  # the same gradient tensors: only the betas keep it from the native call
+        edited.grad.fill_(step + 1)
         if step == 2:
             beta1.fill_(0.5)
             twin.param_groups[0]["betas"] = (0.5, 0.999)
         opt.step()
         twin.step()
         assert torch.equal(ours, edited), step
-    assert native_calls == [False] * 8  # two optimizers, new .grad tensors at every step
+    # in turn: ours (read again at every step), then the twin (native but for its edited step)
+    assert native_calls == [False, False, False, True, False, False, False, True]
+
+
+def test_a_torch_function_mode_or_the_lock_held_by_this_thread_sends_the_step_the_python_way(native_calls):
+    net, twin = twins(Net, torch.float32)
+    opt, python_path = fot.SGD(net.parameters(), lr=0.1), fot.SGD(twin.parameters(), lr=0.1)
+    python_path._binding = None
+    bumps = [a - b for a, b in zip(_versions(net), _versions(twin))]
+    _backward(net, 0)
+    _copy_grads(net, twin)
+    for o in (opt, python_path):
+        o.step()
+        with torch.device("cpu"):  # a TorchFunctionMode: it would see the native call's .grad reads
+            o.step()
+    _assert_bits_equal(net, twin, bumps)
+    assert native_calls == [False, False]
+    with opt._lock:  # as from inside one of the optimizer's own critical sections
+        before = [p.detach().clone() for p in net.parameters()]
+        assert not _core.torch_step(opt.param_groups, opt._binding, None, None)
+        assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    assert _core.torch_step(opt.param_groups, opt._binding, None, None)

@@ -49,7 +49,7 @@ namespace {
 // What torch says of its __torch_function__ handling, looked up once torch is imported (its C
 // module stays loaded): null before.
 struct TorchFunctionHandling {
-    PyObject* mode_enabled;  // torch._C._is_torch_function_mode_enabled
+    PyObject* mode_enabled;  // torch._C._is_torch_function_mode_enabled; null where torch lacks it
     PyObject* disable;       // torch._C.DisableTorchFunction, a C type
 };
 
@@ -63,10 +63,13 @@ const TorchFunctionHandling* torch_function_handling() {
         return nullptr;
     }
     PyObject* mode_enabled = PyObject_GetAttrString(torch_c.ptr(), "_is_torch_function_mode_enabled");
-    if (!mode_enabled) throw py::error_already_set();
+    if (!mode_enabled) {  // a torch without it: handling is switched off at every check
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
+        PyErr_Clear();
+    }
     PyObject* disable = PyObject_GetAttrString(torch_c.ptr(), "DisableTorchFunction");
     if (!disable) {
-        Py_DECREF(mode_enabled);
+        Py_XDECREF(mode_enabled);
         throw py::error_already_set();
     }
     found = {mode_enabled, disable};
@@ -83,9 +86,11 @@ public:
         static PyObject* const enter = interned("__enter__");
         const TorchFunctionHandling* torch = torch_function_handling();
         if (!torch) return;  // torch is not imported: no tensor to check
-        const auto enabled = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(torch->mode_enabled));
-        if (!enabled) throw py::error_already_set();
-        if (enabled.ptr() == Py_False) return;
+        if (torch->mode_enabled) {
+            const auto enabled = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(torch->mode_enabled));
+            if (!enabled) throw py::error_already_set();
+            if (enabled.ptr() == Py_False) return;
+        }
         context_ = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(torch->disable));
         if (!context_) throw py::error_already_set();
         PyObject* args[] = {context_.ptr()};

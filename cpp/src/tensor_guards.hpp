@@ -27,9 +27,9 @@ std::vector<TensorGuard> read_tensor_guards(pybind11::handle guards);
 
 // ValueError naming the first guard whose tensor no longer starts at `address` or whose storage
 // (where given) no longer holds the `span` bytes from there. The calls are torch's C methods, made
-// with torch's __torch_function__ handling switched off: no Python bytecode runs, not even a
-// TorchFunctionMode's (fastoptim.torch also refuses tensor subclasses that override
-// __torch_function__).
+// with torch's __torch_function__ handling switched off while a TorchFunctionMode is active: no
+// Python bytecode runs, not even a mode's (fastoptim.torch also refuses tensor subclasses that
+// override __torch_function__).
 void check_tensor_guards(const std::vector<TensorGuard>& guards);
 
 }  // namespace fastoptim

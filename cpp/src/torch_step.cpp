@@ -187,7 +187,7 @@ bool step_if_unchanged(py::handle param_groups, py::handle binding, py::handle o
             part(TorchBinding::bump)(part(TorchBinding::stepped));
         } catch (py::error_already_set& error) {
             if (!error.matches(PyExc_ValueError)) throw;
-            // not a ValueError: the caller takes those for "nothing was done"
+            // a ValueError would read as "nothing was done" to the caller: re-raised as a RuntimeError
             throw std::runtime_error(std::string("the step was taken, but bumping the parameters' autograd "
                                                  "versions failed: ") + error.what());
         }

@@ -65,10 +65,19 @@ _function_modes_enabled: Callable[[], bool] = getattr(torch._C, "_is_torch_funct
 
 def _changes_in_place(value: Any) -> bool:
     """Whether a hyper-parameter can change without an edit of its group: a tensor (a scheduler
-    fill_()s it), an array, a list, or a tuple holding one (betas of two tensors)."""
+    fill_()s it), a list, or a tuple holding one (betas of two tensors)."""
     if isinstance(value, tuple):
         return any(map(_changes_in_place, value))
-    return isinstance(value, (torch.Tensor, np.ndarray, list))
+    return isinstance(value, (torch.Tensor, list))
+
+
+def _holds_tensor(value: Any) -> bool:
+    """A tensor, or a tuple or list holding one: kept as given in torch's groups (as torch keeps
+    it), so that what fills it in place reaches the steps. Other values become the engine's (a
+    list of floats a tuple), and leave the usual step native."""
+    if isinstance(value, (tuple, list)):
+        return any(map(_holds_tensor, value))
+    return isinstance(value, torch.Tensor)
 
 
 class _Binding(NamedTuple):
@@ -130,7 +139,7 @@ class Optimizer(torch.optim.Optimizer):
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
         torch_keys = _torch_keys(name, kwargs)
-        given = {k: v for k, v in kwargs.items() if _changes_in_place(v)}  # kept as given, as torch keeps them
+        given = {k: v for k, v in kwargs.items() if _holds_tensor(v)}
         args = tuple(plain(a) for a in args)
         kwargs = {k: plain(v) for k, v in kwargs.items()}
         probe = self._numpy_class([np.zeros(self._probe_shape, np.float32)], *args, **kwargs)  # checks every argument

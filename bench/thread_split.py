@@ -1,6 +1,8 @@
 """Who gets more of the memory bandwidth from two threads: torch's fused AdamW, which gives each
 thread one contiguous half of the tensor, or fastoptim's AdamW and the bandwidth probe, whose
-threads take pieces of 16K elements as they come free (cpp/include/fastoptim/parallel.hpp).
+threads each own a contiguous run of 16K-element pieces and take the others' untaken pieces
+when done (cpp/include/fastoptim/parallel.hpp; until 2026-12-02 they took the next piece as
+they came free, interleaved).
 
     python bench/thread_split.py [--size 5e7] [--rounds 12] [--json FILE]
 

@@ -1,9 +1,10 @@
 // One step over many arrays: one OpenMP region for all of them, not one per array.
 //
 // The arrays of one dtype are laid end to end in a single index space (prefix offsets), cut
-// into pieces of kPiece elements. Threads take the next piece as they come free: the calling
-// thread starts at once while the others wake (tens of microseconds in a VM), and a thread
-// whose core is busy with another program takes fewer pieces instead of holding the step up.
+// into pieces of kPiece elements. Each thread owns a contiguous run of pieces and, done with
+// it, takes the untaken pieces of the others: the calling thread starts at once while the
+// others wake (tens of microseconds in a VM), and a thread whose core is busy with another
+// program takes fewer pieces instead of holding the step up.
 // Element-wise rules give the same bits whatever the cut.
 //
 // Rules that scale each array by a ratio of norms (LAMB, LARS) first measure fixed blocks of
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <type_traits>
 
 #include "sweep.hpp"
@@ -223,19 +225,34 @@ void finish_norms(const Work<T>& w) {
 }
 
 // task(piece) for every piece in [0, pieces): on the calling thread alone when the work is too
-// small to pay for waking the others, else on `threads` threads in one OpenMP region, each
-// taking the next piece as it comes free.
+// small to pay for waking the others, else on `threads` threads in one OpenMP region. Each
+// thread of the team owns one contiguous run of the pieces and takes them in order (each core
+// streams one stretch of memory, as torch's halves do: interleaved pieces cost a fifth of two
+// threads' bandwidth here, bench/thread_split.py); a thread done with its own run takes the
+// next untaken pieces of the others', so a thread that wakes late or shares its core with
+// another program does less instead of holding the step up.
 template <class Task>
 PieceCounts run_pieces(int threads, bool small, index_t pieces, const Task& task) {
 #if defined(_OPENMP)
     if (threads > 1 && !small && pieces > 1) {
-        std::atomic<index_t> next{0}, busiest{0};
+        struct alignas(64) Cursor {
+            std::atomic<index_t> taken{0};
+        };
+        const std::unique_ptr<Cursor[]> cursors(new Cursor[threads]);
+        std::atomic<index_t> busiest{0};
         int team = 1;
 #pragma omp parallel num_threads(threads)
         {
-            if (omp_get_thread_num() == 0) team = omp_get_num_threads();
+            const int size = omp_get_num_threads(), me = omp_get_thread_num();
+            if (me == 0) team = size;
             index_t mine = 0;
-            for (index_t piece; (piece = next.fetch_add(1, std::memory_order_relaxed)) < pieces; ++mine) task(piece);
+            for (int k = 0; k < size; ++k) {
+                const int owner = (me + k) % size;
+                const index_t begin = pieces * owner / size, end = pieces * (owner + 1) / size;
+                for (index_t piece; (piece = begin + cursors[owner].taken.fetch_add(1, std::memory_order_relaxed)) < end;
+                     ++mine)
+                    task(piece);
+            }
             index_t most = busiest.load(std::memory_order_relaxed);
             while (mine > most && !busiest.compare_exchange_weak(most, mine, std::memory_order_relaxed)) {
             }

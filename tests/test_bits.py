@@ -129,3 +129,28 @@ def test_adafactor_and_muon_give_the_same_bytes_everywhere(make, dtype, restore_
     (first_key, first), *rest = runs.items()
     for key, other in rest:
         assert other == first, f"{key} differs from {first_key}"
+
+
+# Teams that split the pieces unevenly, and one with more threads than pieces: each thread owns a
+# run of pieces and takes the others' leftovers (cpp/include/fastoptim/parallel.hpp, run_pieces),
+# so every piece still runs exactly once. The update pass, the norm pass of LAMB and the gradient
+# norm of max_grad_norm, whose runs are taken last piece first, over arrays that are not a whole
+# number of pieces.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("name", "options"), [("adamw", {}), ("lamb", {}), ("adamw", {"max_grad_norm": 1.0})])
+def test_same_bytes_on_uneven_and_oversized_teams(name, options, dtype, restore_runtime):
+    case = next(c for c in CASES if c.name == name)
+    fo.set_thread_policy(backoff=False)  # every step on the team asked for
+
+    def run(threads):
+        fo.set_num_threads(threads)
+        params, grads = make_problem(np.random.default_rng(5), [(200_003,), (70_001,), (33,)], dtype, 3)
+        opt = case.cls(params, **case.arg_sets[-1], **options)
+        for g in grads:
+            opt.step(g)
+        state = [a for key in sorted(opt.state, key=str) for _, a in sorted(opt.state[key].items())]
+        return [a.tobytes() for a in params + state]
+
+    alone = run(1)
+    for threads in (3, 7, 64):
+        assert run(threads) == alone, f"{threads} threads differ from one"

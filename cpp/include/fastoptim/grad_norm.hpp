@@ -191,15 +191,15 @@ template <NormKind K, bool kCheck>
 GradMeasure measure_grads(const GradBlocks<float>& f32, const GradBlocks<double>& f64, int threads) {
     const index_t b32 = f32.count ? f32.block_offsets[f32.count] : 0;
     const index_t b64 = f64.count ? f64.block_offsets[f64.count] : 0;
-    // Pieces of 8 float32 blocks (128 KiB), or 4 float64 ones, taken last to first: the update
-    // pass that follows starts at the first, and finds the gradients this pass read last still
-    // in the caches. (Each block's sum has its own slot, added in block order below: the order
-    // of the pieces changes no bit.)
+    // Pieces of 8 float32 blocks (128 KiB), or 4 float64 ones (as many bytes as two update
+    // pieces), each thread's run taken last to first: the update pass that follows starts each
+    // thread at the first piece of the same run, and finds the gradients this pass read last
+    // still in its caches. (Each block's sum has its own slot, added in block order below: the
+    // order of the pieces changes no bit.)
     const index_t per32 = 8, per64 = 4;
     const index_t p32 = pieces_of(b32, per32), p64 = pieces_of(b64, per64), pieces = p32 + p64;
     const bool scaled32 = f32.mult != 1.0f, scaled64 = f64.mult != 1.0;
-    run_pieces(threads, elements(f32) + 2 * elements(f64) < kParallelMin, pieces, [&](index_t taken) {
-        const index_t p = pieces - 1 - taken;
+    run_pieces(threads, elements(f32) + 2 * elements(f64) < kParallelMin, pieces, [&](index_t p) {
         if (p < p32) {
             const index_t lo = p * per32, hi = std::min(b32, (p + 1) * per32);
             if (scaled32) measure_grad_span<K, true, kCheck>(f32, lo, hi);
@@ -209,7 +209,7 @@ GradMeasure measure_grads(const GradBlocks<float>& f32, const GradBlocks<double>
             if (scaled64) measure_grad_span<K, true, kCheck>(f64, lo, hi);
             else measure_grad_span<K, false, kCheck>(f64, lo, hi);
         }
-    });
+    }, /*backwards=*/true);
     GradMeasure m;
     double bad = 0;
     add_blocks<K>(f32, m, bad);

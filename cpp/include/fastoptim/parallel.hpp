@@ -230,15 +230,20 @@ void finish_norms(const Work<T>& w) {
 // streams one stretch of memory, as torch's halves do: interleaved pieces cost a fifth of two
 // threads' bandwidth here, bench/thread_split.py); a thread done with its own run takes the
 // next untaken pieces of the others', so a thread that wakes late or shares its core with
-// another program does less instead of holding the step up.
+// another program does less instead of holding the step up. `backwards`: each run is taken
+// last piece first, so that a pass ends each thread where the next pass starts it.
 template <class Task>
-PieceCounts run_pieces(int threads, bool small, index_t pieces, const Task& task) {
+PieceCounts run_pieces(int threads, bool small, index_t pieces, const Task& task, bool backwards = false) {
 #if defined(_OPENMP)
     if (threads > 1 && !small && pieces > 1) {
         struct alignas(64) Cursor {
             std::atomic<index_t> taken{0};
         };
-        const std::unique_ptr<Cursor[]> cursors(new Cursor[threads]);
+        // No allocation for the usual team; one for a team larger than any core count here.
+        constexpr int kOnStack = 32;
+        Cursor on_stack[kOnStack];
+        const std::unique_ptr<Cursor[]> on_heap(threads > kOnStack ? new Cursor[threads] : nullptr);
+        Cursor* const cursors = on_heap ? on_heap.get() : on_stack;
         std::atomic<index_t> busiest{0};
         int team = 1;
 #pragma omp parallel num_threads(threads)
@@ -249,9 +254,8 @@ PieceCounts run_pieces(int threads, bool small, index_t pieces, const Task& task
             for (int k = 0; k < size; ++k) {
                 const int owner = (me + k) % size;
                 const index_t begin = pieces * owner / size, end = pieces * (owner + 1) / size;
-                for (index_t piece; (piece = begin + cursors[owner].taken.fetch_add(1, std::memory_order_relaxed)) < end;
-                     ++mine)
-                    task(piece);
+                for (index_t n; (n = cursors[owner].taken.fetch_add(1, std::memory_order_relaxed)) < end - begin; ++mine)
+                    task(backwards ? end - 1 - n : begin + n);
             }
             index_t most = busiest.load(std::memory_order_relaxed);
             while (mine > most && !busiest.compare_exchange_weak(most, mine, std::memory_order_relaxed)) {
@@ -263,7 +267,7 @@ PieceCounts run_pieces(int threads, bool small, index_t pieces, const Task& task
     (void)threads;
     (void)small;
 #endif
-    for (index_t piece = 0; piece < pieces; ++piece) task(piece);
+    for (index_t n = 0; n < pieces; ++n) task(backwards ? pieces - 1 - n : n);
     return {pieces, pieces, false};
 }
 

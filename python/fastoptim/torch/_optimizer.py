@@ -155,7 +155,6 @@ class Optimizer(torch.optim.Optimizer):
         self._grad_labels: list[str] = []  # for messages, made once
         self._pending: list[dict[str, Any]] = []  # the engine's groups, until it is built
         self._held: list[tuple[TrackedGroup, list[Any]]] = []  # each torch group and its tensors
-        self._ema_swapped = False
         self._stepped: list[torch.Tensor] = []  # the parameters whose gradients are viewed: a step writes them
         self._native_refusals: list[str] = []  # why the usual step may not be one native call now
         # Serializes steps, group additions and checkpoints (the engine's own lock comes later)
@@ -490,16 +489,19 @@ class Optimizer(torch.optim.Optimizer):
             with torch.no_grad():
                 for tensor, average in zip(tensors, ema):
                     tensor.copy_(average)
-            self._ema_swapped = True
-            self._native_refusals.append("swap_ema")  # the native step reads this, not the flag
+            self._native_refusals.append("swap_ema")  # the native step refuses while it is here
         try:
             yield
         finally:
             with self._lock, torch.no_grad():
                 for tensor, values in zip(tensors, kept):
                     tensor.copy_(values)
-                self._ema_swapped = False
                 self._native_refusals.remove("swap_ema")
+
+    @property
+    def _ema_swapped(self) -> bool:
+        """Inside swap_ema(): the parameters hold the EMA (the native step reads the same list)."""
+        return "swap_ema" in self._native_refusals
 
     def _built(self) -> _numpy_optimizer.Optimizer:
         engine = self._engine

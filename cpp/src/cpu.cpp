@@ -76,7 +76,9 @@ const std::vector<Target>& built_targets() {
         return std::vector<Target>{
             {"sse2", &step_sse2, &norm_sse2, &scale_sse2, &probe_sse2, &matrix_sse2, &rows_sse2, &combine_sse2, true},
             {"avx2", &step_avx2, &norm_avx2, &scale_avx2, &probe_avx2, &matrix_avx2, &rows_avx2, &combine_avx2, f.avx2},
+#if !defined(FASTOPTIM_NO_AVX512)  // CMake's FASTOPTIM_AVX512=OFF
             {"avx512", &step_avx512, &norm_avx512, &scale_avx512, &probe_avx512, &matrix_avx512, &rows_avx512, &combine_avx512, f.avx512},
+#endif
         };
 #else
         return std::vector<Target>{{"generic", &step_generic, &norm_generic, &scale_generic, &probe_generic, &matrix_generic, &rows_generic, &combine_generic, true}};

@@ -58,6 +58,7 @@ struct DryRun {
     using T = value_type;
     static constexpr StateFormat kStateFormat = StateFormat::bf16_nearest;  // any non-native format
     static constexpr bool kBfloat16Params = true;
+    static constexpr bool kExtras = true;  // load_grad reads `accumulated`, passed on from A
     const A& inner;
     T grad_mult;
     const T* accumulated;

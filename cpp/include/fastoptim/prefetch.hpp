@@ -44,11 +44,13 @@ struct Streams {
     const char* base[kMaxStreams];
     unsigned char shift[kMaxStreams];
     int count = 0;
+    bool halved = false;  // some stream's elements are narrower than T
 
     void add(const void* p, int halvings = 0) {
         if (p != nullptr && count < kMaxStreams) {
             shift[count] = static_cast<unsigned char>(halvings);
             base[count++] = static_cast<const char*>(p);
+            halved = halved || halvings != 0;
         }
     }
     static constexpr index_t ahead = kPrefetchBytes / index_t(sizeof(T));  // elements
@@ -59,6 +61,11 @@ struct Streams {
     FASTOPTIM_INLINE void fetch(index_t i) const {
         constexpr index_t bytes = n * index_t(sizeof(T));
         const index_t at = (i + ahead) * index_t(sizeof(T));
+        if (!halved) {  // the usual case, without a shift per stream: a few instructions per line
+            for (int s = 0; s < count; ++s)
+                for (index_t b = 0; b < bytes; b += kLineBytes) prefetch_line(base[s] + at + b);
+            return;
+        }
         for (int s = 0; s < count; ++s) {
             const int h = shift[s];
             for (index_t b = 0; b < (bytes >> h); b += kLineBytes) prefetch_line(base[s] + (at >> h) + b);

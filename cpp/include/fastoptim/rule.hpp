@@ -61,6 +61,7 @@ struct ArrayRef {
     // its type (sweep.hpp hands the rules StoredAs, CodedAs and BfloatParams views for the others).
     static constexpr StateFormat kStateFormat = StateFormat::native;
     static constexpr bool kBfloat16Params = false;
+    static constexpr bool kExtras = true;  // accumulated, cleared and ema may be set (WithoutExtras: null)
 };
 
 // Where a parameter group is in its life: `step` counts this step (1 on the first), `fresh`
@@ -78,6 +79,14 @@ struct Clock {
 
 FASTOPTIM_TARGET_BEGIN
 
+// A view whose extras are known to be null (a plain step's sweep, sweep.hpp): load_grad and
+// store_param then put none of their branches in the loop.
+template <class A>
+struct WithoutExtras : A {  // in the target's namespace: its constructor is code
+    static constexpr bool kExtras = false;
+    explicit WithoutExtras(const A& a) : A(a) {}
+};
+
 // How a rule's update reads and writes elements [i, i + V::width) of its arrays. Every rule goes
 // through these, never through the pointers, and takes its arrays as any type A: an ArrayRef, or
 // a view whose state or parameters are stored otherwise (bfloat16.hpp, int8_state.hpp). How an
@@ -93,7 +102,8 @@ FASTOPTIM_INLINE V load_grad(const A& a, index_t i) {
     if constexpr (A::kBfloat16Params) g = a.template load_grad_bits<V>(i);
     else g = V::load(a.grad + i);
     g = g * V(a.grad_mult);
-    return a.accumulated ? V::load(a.accumulated + i) + g : g;
+    if constexpr (A::kExtras) return a.accumulated ? V::load(a.accumulated + i) + g : g;
+    else return g;
 }
 // torch.lerp(ema, p, w), with torch's two forms (exact at both ends): ema stays p when it is p.
 // torch picks the form by |w|: Schedule-Free's switch lerps with negative weights.
@@ -114,8 +124,10 @@ FASTOPTIM_INLINE void store_param(const A& a, index_t i, const V& value) {
     V stored = value;
     if constexpr (A::kBfloat16Params) stored = a.template store_param_bits<V>(i, value);
     else value.store(a.param + i);
-    if (a.ema) lerp_toward(V::load(a.ema + i), stored, a.ema_weight).store(a.ema + i);
-    if (a.cleared) V(typename V::value_type(0)).store(a.cleared + i);
+    if constexpr (A::kExtras) {
+        if (a.ema) lerp_toward(V::load(a.ema + i), stored, a.ema_weight).store(a.ema + i);
+        if (a.cleared) V(typename V::value_type(0)).store(a.cleared + i);
+    }
 }
 // Returns the value as stored, which a later pass's load_state reads back (rounded, for bfloat16
 // state): a pass that stores state for another pass to read computes from this (LAMB's norms).

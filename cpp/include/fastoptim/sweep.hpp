@@ -61,26 +61,34 @@ template <class Rule, class V, class A, class Coeffs>
 void sweep_view(const Coeffs& coeffs, const A& arrays, index_t begin, index_t end, bool prefetch) {
     // Local copies: the stores through float pointers (and SIMD stores, which may alias anything)
     // could otherwise alias the coefficients and the pointers, forcing a reload of every one per
-    // element and keeping the flags' branches in the loop.
+    // element. The flags are then loop-invariant, but their branches stay in the loop.
     const Coeffs c = coeffs;
     const A a = arrays;
     const Streams<typename A::value_type> streams = streams_of(a, prefetch, Rule::update_reads_grad, kMaxStateSlots);
-    const auto visit = [&](auto vec, index_t i) FASTOPTIM_LAMBDA_INLINE { Rule::template update<decltype(vec)>(c, a, i); };
+    const auto over = [&](const auto& view, const auto* lead) FASTOPTIM_LAMBDA_INLINE {
+        walk<V>(streams, lead, a.size, begin, end,
+                [&](auto vec, index_t i) FASTOPTIM_LAMBDA_INLINE { Rule::template update<decltype(vec)>(c, view, i); });
+    };
     if constexpr (A::kStateFormat == StateFormat::native && !A::kBfloat16Params) {
-        walk<V>(streams, a.param, a.size, begin, end,
-                [&](auto vec, index_t i) { Rule::template update<decltype(vec)>(c, a, i); });
+        // A plain step's loop without the extras' per-vector tests, which GCC does not unswitch
+        // from a loop this large: an in-cache AdamW sweep is bound by its instructions.
+        if (!a.accumulated && !a.ema && !a.cleared) {
+            const WithoutExtras<A> plain(a);
+            return over(plain, a.param);
+        }
+        over(a, a.param);
     } else if constexpr (A::kBfloat16Params) {
         constexpr bool paired = A::kStateFormat == StateFormat::bf16_nearest ||
                                 A::kStateFormat == StateFormat::bf16_stochastic;
         if constexpr (paired && std::is_same_v<V, NativeVec<float>>)  // every stream bfloat16: half the work
             if (a.grad_bits && !a.accumulated && !a.ema && !a.cleared && sweep_pairs<Rule>(c, a, begin, end, streams))
                 return;
-        walk<V>(streams, a.param_bits, a.size, begin, end, visit);
+        over(a, a.param_bits);
     } else {
         // Converting the state doubles the update's instructions: inlined into the loop, its
         // constants are set once per sweep instead of once per vector, and the sweep keeps pace
         // with the memory.
-        walk<V>(streams, a.param, a.size, begin, end, visit);
+        over(a, a.param);
     }
 }
 

@@ -12,8 +12,8 @@ rm -rf "$build"
 # The AVX-512 kernels only where this CPU runs them: elsewhere no test reaches them (a third of the build).
 avx512=$(python -c 'import fastoptim; print("ON" if "avx512" in fastoptim.available_targets() else "OFF")')
 # -O1 (the level AddressSanitizer's authors advise) and -g1 (line tables are all a report needs):
-# at -O2 this build took 27 of CI's 90 minutes, its heaviest kernel files 5-10 minutes each
-# (CMakeLists.txt also leaves the kernels' use-after-scope checks out, which tripled their time).
+# at -O2 this build took 27 of CI's 90 minutes, its heaviest kernel file about 4 minutes
+# (CMakeLists.txt also leaves the kernels' use-after-scope checks out: 3-4x their time).
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
   -DFASTOPTIM_SANITIZE=ON \
   -DFASTOPTIM_AVX512="$avx512" \

@@ -12,7 +12,7 @@ rm -rf "$build"
 # and the microbenchmarks switched on: one build of the runtime library serves all three.
 # The AVX-512 kernels only where this CPU runs them (as the sanitizer checks): the wheel's build
 # and the README's install compile them, and only a CPU with AVX-512 can run what they compile.
-avx512=$(python -c 'import fastoptim; print("ON" if "avx512" in fastoptim.available_targets() else "OFF")')
+avx512=$(bash .ci/lib/avx512_option.sh)
 cmake -S examples/cpp -B "$build" -DCMAKE_BUILD_TYPE=Release -DFASTOPTIM_BENCHMARKS=ON -DFASTOPTIM_CPP_TESTS=ON \
   -DFASTOPTIM_AVX512="$avx512" >/dev/null
 cmake --build "$build" -j 2 >/dev/null

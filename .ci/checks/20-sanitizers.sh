@@ -10,7 +10,7 @@ python -m pip install --quiet pybind11 cmake ninja
 build=build/ci-sanitize
 rm -rf "$build"
 # The AVX-512 kernels only where this CPU runs them: elsewhere no test reaches them (a third of the build).
-avx512=$(python -c 'import fastoptim; print("ON" if "avx512" in fastoptim.available_targets() else "OFF")')
+avx512=$(bash .ci/lib/avx512_option.sh)
 # -O1 (the level AddressSanitizer's authors advise) and -g1 (line tables are all a report needs):
 # at -O2 this build took 27 of CI's 90 minutes, its heaviest kernel file about 4 minutes
 # (CMakeLists.txt also leaves the kernels' use-after-scope checks out: 3-4x their time).

@@ -9,7 +9,7 @@ python -m pip install --quiet pybind11 cmake ninja
 build=build/ci-tsan
 rm -rf "$build"
 # The AVX-512 kernels only where this CPU runs them: elsewhere no test reaches them (a third of the build).
-avx512=$(python -c 'import fastoptim; print("ON" if "avx512" in fastoptim.available_targets() else "OFF")')
+avx512=$(bash .ci/lib/avx512_option.sh)
 # -O1, as the AddressSanitizer build: the threaded tests need the instrumentation, not speed.
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
   -DCMAKE_DISABLE_FIND_PACKAGE_OpenMP=ON \

@@ -302,6 +302,18 @@ def test_the_prefetch_ab_script_prints_a_row_per_size() -> None:
     assert "default line" in run.stdout
 
 
+def test_the_prefetch_ab_script_times_each_rule_asked_for() -> None:
+    """--rules: each rule's rows under its name, its probe over its own sweeps' bytes (LAMB: two)."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "prefetch_ab.py"
+    run = subprocess.run([sys.executable, str(script), "--rules", "adam,lamb", "--sizes", "1e3", "--rounds", "2"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    lines = [line.split() for line in run.stdout.splitlines()]
+    assert [line[:2] for line in lines if line[:1] in (["rule"], ["1e3"])] == [
+        ["rule", "adam"], ["1e3", "0"], ["rule", "lamb"], ["1e3", "0"]]
+    assert "adam,lamb, float32" in run.stdout
+
+
 def test_the_training_loop_script_prints_a_row_per_setting_between_and_size(tmp_path: Path) -> None:
     """bench/training_loop.py, behind the README's figures for steps inside a loop: one child per
     setting, each timing N threads and one after each kind of work between steps."""

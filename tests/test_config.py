@@ -51,11 +51,11 @@ def test_threads_can_be_set_and_are_validated(restore_runtime):
         fo.set_num_threads(1.5)  # type: ignore[arg-type]
 
 
-def test_prefetch_threshold_is_a_quarter_of_the_last_level_cache():
+def test_prefetch_threshold_is_an_eighth_of_the_last_level_cache():
     run = run_python("import fastoptim as fo; c = fo.config(); print(c['last_level_cache'], c['prefetch_above'])")
     assert run.returncode == 0, run.stderr
     cache, above = map(int, run.stdout.split())
-    assert above == (cache // 4 if cache > 0 else 8 << 20)
+    assert above == (cache // 8 if cache > 0 else 8 << 20)
     l3 = os.sysconf("SC_LEVEL3_CACHE_SIZE") if "SC_LEVEL3_CACHE_SIZE" in os.sysconf_names else 0
     if sys.platform.startswith("linux") and l3 > 0:  # glibc reads it from CPUID, fastoptim from sysfs
         assert cache == l3

@@ -47,11 +47,11 @@ def set_num_threads(n: int) -> None:
 
 def get_prefetch_above() -> int:
     """Bytes a step's arrays (parameters, gradients and state together) must add up to before
-    its kernels prefetch ahead in software. Default: a quarter of the CPU's last-level cache
+    its kernels prefetch ahead in software. Default: an eighth of the CPU's last-level cache
     (8 MiB when the system does not report one). Below it, the arrays are expected in that
     cache from the previous step, where the hardware prefetcher keeps up alone and software
-    prefetches only slow the sweep; above it they stream from memory, where prefetching
-    speeds it up."""
+    prefetches only slow the sweep; above it they stream from memory, or from a large cache
+    the hardware prefetcher alone does not keep pace with, and prefetching speeds it up."""
     return int(_core.get_prefetch_above())
 
 

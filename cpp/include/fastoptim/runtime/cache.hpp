@@ -10,9 +10,9 @@ namespace fastoptim {
 // neighbours, or the L2 where that is the last); 0 when the system does not say.
 std::int64_t last_level_cache_bytes();
 
-// The step size, in bytes of arrays, beyond which sweeps prefetch (prefetch.hpp): a quarter of
-// the last-level cache, what a step can expect to find there again; kDefaultPrefetchAbove when
-// the system does not say.
+// The step size, in bytes of arrays, beyond which sweeps prefetch (prefetch.hpp): an eighth of
+// the last-level cache (below it the arrays sit in the cache between steps, where the hardware
+// prefetcher keeps up); kDefaultPrefetchAbove when the system does not say.
 std::int64_t default_prefetch_above();
 
 }  // namespace fastoptim

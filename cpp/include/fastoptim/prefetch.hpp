@@ -3,10 +3,11 @@
 // An optimizer step walks four to seven arrays at once. The hardware prefetcher tracks them,
 // but from DRAM it starts late on each new page and keeps too few lines in flight per stream,
 // so the sweep also asks for the line kPrefetchBytes ahead in every stream it reads. From the
-// last-level cache the hardware keeps up alone, and the extra instructions and fill buffers
-// only slow the sweep: a step whose arrays fit in the cache is not prefetched. Where that line
-// falls is `prefetch_above`, the step's bytes (every array it reads) beyond which it prefetches;
-// the runtime library sets it from the CPU's cache size. A hint only: the bits do not depend on it.
+// cache the hardware keeps up alone while the arrays are a small part of it, and the extra
+// instructions and fill buffers only slow the sweep; a large last-level cache (a 105 MiB L3) fed
+// a 16 MB sweep 9% faster prefetched. Where the line falls is `prefetch_above`, the step's bytes
+// (every array it reads) beyond which it prefetches; the runtime library sets it to an eighth of
+// the CPU's last-level cache (cache.cpp). A hint only: the bits do not depend on it.
 #pragma once
 
 #include "rule.hpp"

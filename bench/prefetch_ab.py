@@ -58,12 +58,19 @@ def measure(rule: _bench.Rule, work: _bench.Work, rounds: int, rng: np.random.Ge
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench/prefetch_ab.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--rules", default="adam", help="rules of python -m fastoptim bench (float32)")
+    p.add_argument("--rules", default="adam", help="element-wise rules of python -m fastoptim bench, float32 state")
     p.add_argument("--sizes", default="1e6,4e6,1e7,model", help="element counts of one array, or 'model'")
     p.add_argument("--rounds", type=int, default=300, help="timed steps of each of the four")
     args = p.parse_args(argv)
     default = fo.get_prefetch_above()
-    rules = [_bench.RULES[name] for name in args.rules.split(",")]
+    rules = []
+    for name in args.rules.split(","):
+        rule = _bench.RULES.get(name)
+        if rule is None or rule.options or rule.matrices or rule.traffic is not None:
+            # the probe and the MB column count float32 arrays of one element per parameter element
+            p.error(f"--rules: {name!r} is not one of the benchmark's rules with float32 state stepped element by "
+                    f"element (the element-wise rules of python -m fastoptim bench, without adamw_bf16_state)")
+        rules.append(rule)
     rng = np.random.default_rng(0)
     print(f"{'work':>6}  {'MB':>6}  {'step on':>8}  {'step off':>8}  {'off/on':>6}  "
           f"{'probe on':>8}  {'probe off':>9}  {'off/on':>6}  default")

@@ -1,6 +1,6 @@
-"""What a step costs besides its sweep, as a step at 1e6 elements pays it: each call timed right
-after a sweep of other memory as large as that step's, which leaves the interpreter's and torch's
-code and data in the last-level cache but not in L1/L2.
+"""What a step costs besides its sweep, each call timed right after a sweep of other memory about
+as large as a 1e6 step's (24 MB read, against AdamW's 16 MB read and 12 MB written), which
+leaves the interpreter's and torch's code and data in the last-level cache but not in L1/L2.
 
     python bench/torch_fixed_costs.py [--size 1000] [--evict 1000000] [--rounds 300] [--json FILE]
 
@@ -8,13 +8,16 @@ The optimizers step `--size` elements (small: the sweep is not what is measured)
 before each call reads six arrays of `--evict` float32 elements and writes three, as the probe
 does. Beside the steps (fastoptim.torch's one native call, the same engine's step on its views,
 the NumPy API's step, the probe's bare call), the single torch calls the native step makes per
-tensor or per step, each from Python (one Python call's own cost is the "nothing" row). Issue 28's
-bar at 1e6 (>= 90% of the probe) leaves the step a tenth of the probe's time for all of this.
+tensor or per step, each from Python (one Python call's own cost is the "nothing" row). Each is
+timed cold on its own: an upper bound on what it adds inside a step, where the calls come from C
+and share what the first one brought into the caches. Issue 28's bar at 1e6 (>= 90% of the
+probe) leaves the step a tenth of the probe's time for all of this.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 import threading
@@ -27,6 +30,7 @@ import torch
 import fastoptim as fo
 import fastoptim.torch as fot
 from fastoptim import _core
+from fastoptim.torch._optimizer import _increment_version  # what the step bumps autograd's versions with
 
 
 def _tensor(size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -45,7 +49,6 @@ def _cases(size: int) -> dict[str, Callable[[], object]]:
     numpy_opt = fo.AdamW([param], lr=1e-3)
     probed = [np.full(size, 0.0, np.float32) for _ in range(4)]
     lock = threading.RLock()
-    bump = torch._C._increment_version
     return {
         "fastoptim.torch step": torch_opt.step,
         "its engine's step on its views": lambda: engine.step(views),
@@ -53,7 +56,7 @@ def _cases(size: int) -> dict[str, Callable[[], object]]:
         "probe": lambda: _core.probe(probed, 3, threads),
         "tensor.grad": lambda: stepped.grad,
         "tensor.data_ptr()": stepped.data_ptr,
-        "torch._C._increment_version([tensor])": lambda: bump([stepped]),
+        "torch._C._increment_version([tensor])": lambda: _increment_version([stepped]),
         "RLock acquire(False) and release": lambda: (lock.acquire(False), lock.release()),
         "torch._C._is_torch_function_mode_enabled()": torch._C._is_torch_function_mode_enabled,
         "nothing (a Python call)": lambda: None,
@@ -90,7 +93,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as out:
             record = {"size": args.size, "evict": args.evict, "threads": threads, "rounds": args.rounds,
-                      "us_per_call": figures}
+                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      "torch": torch.__version__, "fastoptim": fo.config(), "us_per_call": figures}
             json.dump(record, out, indent=1)
 
 

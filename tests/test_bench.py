@@ -312,6 +312,9 @@ def test_the_prefetch_ab_script_times_each_rule_asked_for() -> None:
     assert [line[:2] for line in lines if line[:1] in (["rule"], ["1e3"])] == [
         ["rule", "adam"], ["1e3", "0"], ["rule", "lamb"], ["1e3", "0"]]
     assert "adam,lamb, float32" in run.stdout
+    refused = subprocess.run([sys.executable, str(script), "--rules", "adafactor", "--sizes", "1e3", "--rounds", "2"],
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2 and "'adafactor' is not one of" in refused.stderr  # factored: not element-wise
 
 
 def test_the_training_loop_script_prints_a_row_per_setting_between_and_size(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ from registry import ARG_CASES, CASES, arg_id
 SIZES = [0, 1, 7, 8, 15, 16, 17, 31, 33, 1023, 1025]
 
 
-def _check(case, kwargs, shapes, dtype, rng, steps=5):
+def _check(case, kwargs, shapes, dtype, rng, steps=5, reference_run=reference.run):
     params, grads = make_problem(rng, shapes, dtype, steps)
-    expected, expected_state = reference.run(case.reference, params, grads, case.hyper(kwargs))
+    expected, expected_state = reference_run(case.reference, params, grads, case.hyper(kwargs))
     opt = case.cls({f"p{i}": p for i, p in enumerate(params)}, **kwargs)
     for step_grads in grads:
         opt.step({f"p{i}": g for i, g in enumerate(step_grads)})
@@ -38,13 +38,41 @@ def test_matches_reference_at_awkward_sizes(case, kwargs, dtype, rng):
     _check(case, kwargs, [(n,) for n in SIZES] + [(), (3, 5)], dtype, rng)
 
 
+class _LastReference:
+    """The float64 reference of the last problem it was asked for: the large test runs each case
+    on every target and thread count in turn, with the same problem (the rng fixture's seed), and
+    the reference depends on neither. Computed again whenever the rule, the hyper-parameters or
+    any input differ."""
+
+    def __init__(self):
+        self._last = None  # (rule, hyper-parameters, inputs as given, the reference's result)
+
+    def __call__(self, rule, params, grads, hp):
+        inputs = [np.array(a) for a in params] + [np.array(g) for step in grads for g in step]
+        if not self._holds(rule, hp, inputs):
+            self._last = (rule, dict(hp), inputs, reference.run(rule, params, grads, hp))
+        expected, states = self._last[3]
+        return [p.copy() for p in expected], [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+                                               for st in states]
+
+    def _holds(self, rule, hp, inputs):
+        if self._last is None:
+            return False
+        last_rule, last_hp, last_inputs, _ = self._last
+        return last_rule is rule and last_hp == hp and len(last_inputs) == len(inputs) and all(
+            a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b) for a, b in zip(last_inputs, inputs))
+
+
+_large_reference = _LastReference()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("target", fo.available_targets())
 @pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)
 def test_matches_reference_on_every_target_large(case, kwargs, target, threads, rng, restore_runtime):
     fo.set_target(target)
     fo.set_num_threads(threads)
-    _check(case, kwargs, [(10**6 + 3,), (1000, 33)], np.float32, rng, steps=3)
+    _check(case, kwargs, [(10**6 + 3,), (1000, 33)], np.float32, rng, steps=3, reference_run=_large_reference)
 
 
 @pytest.mark.parametrize(("case", "kwargs"), ARG_CASES, ids=arg_id)

@@ -3,8 +3,9 @@
 # first report aborts), running the tests that drive every kernel, size, layout and bad input,
 # and the memory-safety suite of issue 15: hostile edits, state dicts, copies, the threaded
 # stress test and the state machine (child processes inherit the sanitizers). Of the bits tests,
-# the one with arrays at every offset drives every target, thread count and prefetch setting;
-# the one with a million-element array adds a third of this check's time and no code path.
+# the ones with arrays at every offset drive every target, thread count and prefetch setting;
+# those with a million-element array (float32 and float64 state; bfloat16 state: 204 of this
+# check's 1215 s here) add minutes and no code path.
 set -euo pipefail
 python -m pip install --quiet pybind11 cmake ninja
 build=build/ci-sanitize
@@ -34,4 +35,4 @@ python -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_bad_i
   tests/test_lr_scheduler.py tests/test_bfloat16_state.py tests/test_int8_state.py tests/test_bfloat16_params.py \
   tests/test_adafactor_muon.py tests/test_matrix_passes.py tests/test_sparse_rows.py tests/test_row_passes.py tests/test_lbfgs.py \
   tests/test_torch_adapter.py tests/test_torch_adapter_per_array.py tests/test_torch_native_step.py \
-  -k "not rosenbrock and not quadratic and not test_same_bytes_on_every_target_thread_count_and_prefetch"
+  -k "not rosenbrock and not quadratic and not test_same_bytes_on_every_target_thread_count_and_prefetch and not test_bfloat16_state_gives_the_same_bytes_everywhere"

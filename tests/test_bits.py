@@ -90,8 +90,8 @@ def test_bfloat16_state_gives_the_same_bytes_everywhere(case, kwargs, restore_ru
     _assert_same_everywhere(_trajectory, case, kwargs, np.float32)
 
 
-# Both argument sets, as above: CI's sanitizer check runs this test, not the one above (whose
-# million-element array adds its time and no code path), and each rule's flags there.
+# The same first two argument sets of each rule as above: CI's sanitizer check runs this test, not
+# the one above (whose million-element array adds minutes and no code path).
 @pytest.mark.parametrize(("case", "kwargs"), BFLOAT16_CASES, ids=arg_id)
 def test_bfloat16_state_gives_the_same_bytes_whatever_the_alignment(case, kwargs, restore_runtime):
     _assert_same_everywhere(_offset_trajectory, case, kwargs, np.float32)

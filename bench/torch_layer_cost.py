@@ -71,13 +71,12 @@ def _without_mode_check(opt: Any) -> Any:
     return opt
 
 
-def _bumped_after(opt: Any) -> Callable[[], object]:
+def _bumped_from_python(opt: Any, after: bool) -> Callable[[], object]:
+    """The native call without its bump, and torch's bump of the same tensors made after it
+    returns or before it is made."""
     stepped = _without_bump(opt)._stepped
-    return lambda: (opt.step(), _increment_version(stepped))
-
-
-def _bumped_before(opt: Any) -> Callable[[], object]:
-    stepped = _without_bump(opt)._stepped
+    if after:
+        return lambda: (opt.step(), _increment_version(stepped))
     return lambda: (_increment_version(stepped), opt.step())
 
 
@@ -117,8 +116,8 @@ _CASES: dict[str, Callable[[Any], Callable[[], object]]] = {
     "fastoptim.torch step": lambda opt: opt.step,
     "the native call without the bump": lambda opt: _without_bump(opt).step,
     "... without the bump or mode check": lambda opt: _without_mode_check(_without_bump(opt)).step,
-    "the version bump from Python, after": _bumped_after,
-    "the version bump from Python, before": _bumped_before,
+    "the version bump from Python, after": lambda opt: _bumped_from_python(opt, after=True),
+    "the version bump from Python, before": lambda opt: _bumped_from_python(opt, after=False),
     "the engine's step on its views": _engine_step,
     "the NumPy API's step": _numpy_api_step,
     "the Python path": lambda opt: _python_path(opt).step,
@@ -152,7 +151,7 @@ def main() -> None:
             run()
             if round_ >= 20:
                 times[key].append(clock() - start)
-    figures: dict[str, dict[str, float]] = {}
+    figures: dict[str, dict[str, Any]] = {}  # the means, and each replica's median
     for name in _CASES:
         runs = [times[(name, replica)] for replica in range(args.replicas)]
         medians = [1e6 * statistics.median(t) for t in runs]

@@ -3,6 +3,7 @@ nothing but the values changed since the last step, and stepping as the Python p
 
 from __future__ import annotations
 
+import operator
 import textwrap
 import threading
 from collections.abc import Callable
@@ -39,7 +40,7 @@ def native_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 def _backward(net: Net, seed: int) -> None:
-    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((4, 2, 6, 6))).float()
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((4, 2, 6, 6))).to(net.out.weight.dtype)
     net(x).pow(2).mean().backward()
 
 
@@ -66,7 +67,8 @@ def _assert_bits_equal(net: Net, twin: Net, bumps: list[int]) -> None:
 
 
 # Each change between two steps, done to both optimizers; then the native call of the step after
-# it must answer False (the Python path steps, and handles the change) and the next one True.
+# it must answer False (the Python path steps, and handles the change) and the next one True,
+# except where the native call handles the change itself (a new or dropped .grad).
 def _new_grad_tensor(opt: Any, net: Net) -> None:
     net.out.weight.grad = net.out.weight.grad.clone()
 
@@ -101,8 +103,9 @@ def _grad_memory_moved(opt: Any, net: Net) -> None:  # the native call's own che
 
 
 NATIVE = [False, True, True, False, True, True]  # the change's step declines, the next is native again
+ALWAYS = [False, True, True, True, True, True]  # the first step syncs the groups; the change is viewed natively
 CHANGES: list[tuple[Callable[[Any, Net], None], list[Any] | None]] = [
-    (_new_grad_tensor, NATIVE), (_lr_by_a_scheduler, NATIVE), (_grad_dropped, NATIVE), (_group_added, NATIVE),
+    (_new_grad_tensor, ALWAYS), (_lr_by_a_scheduler, NATIVE), (_grad_dropped, ALWAYS), (_group_added, NATIVE),
     (_state_dict_loaded, NATIVE), (_tensor_lr, [False, True, True, False, False, False]),
     (_grad_memory_moved, [False, True, True, "raised", True, True]),
 ]
@@ -331,3 +334,138 @@ def test_a_torch_function_mode_or_the_lock_held_by_this_thread_sends_the_step_th
         assert not _core.torch_step(opt.param_groups, opt._binding, None, None)
         assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
     assert _core.torch_step(opt.param_groups, opt._binding, None, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_usual_loop_views_each_new_gradient_in_the_native_call(dtype, native_calls):
+    """torch's default zero_grad() sets every .grad to None and backward makes new ones: the
+    native call views them (the conv weight's channels_last order too), steps as the Python path,
+    and bumps the same versions; a parameter whose .grad stays None is left alone."""
+    net, twin = twins(Net, dtype)
+    opt = fot.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
+    python_path = fot.AdamW(twin.parameters(), lr=1e-2, weight_decay=0.1)
+    python_path._binding = None
+    bumps = [a - b for a, b in zip(_versions(net), _versions(twin))]
+    views_before = list(opt._grad_views)
+    for step in range(5):
+        for o in (opt, python_path):
+            o.zero_grad()
+        _backward(net, step)
+        if step == 3:
+            net.hidden.weight.grad = None  # a step without one gradient
+        _copy_grads(net, twin)
+        opt.step()
+        python_path.step()
+        _assert_bits_equal(net, twin, bumps)
+        stepped = [p for p in net.parameters() if p.grad is not None]
+        assert opt._stepped == stepped and all(map(operator.is_, opt._stepped, stepped))
+        assert [b.tensor if b else None for b in opt._grads] == [p.grad for p in net.parameters()]
+        assert sorted(g[3] for g in opt._engine._guards) == sorted(
+            [p.data_ptr() for p in net.parameters()] + [p.grad.data_ptr() for p in stepped])
+        for view, p in zip(opt._grad_views, net.parameters()):  # each a view of its .grad, in the param's order
+            assert (view is None) == (p.grad is None)
+            if view is not None:
+                assert view.ctypes.data == p.grad.data_ptr() and view.flags.c_contiguous
+    assert native_calls == [False, True, True, True, True]  # the first step syncs the groups
+    assert views_before == [None] * len(views_before)
+
+
+def _subclass(grad: torch.Tensor) -> torch.Tensor:
+    class Marked(torch.Tensor):
+        pass
+    return grad.as_subclass(Marked)
+
+
+# New gradients the native call leaves to the Python path, which steps or refuses each
+NEW_GRADS: list[Callable[[torch.Tensor], Any]] = [
+    _subclass,
+    lambda g: g.double(),  # another dtype
+    lambda g: g.t().contiguous().t(),  # dense, in another order than the parameter's
+    lambda g: torch.empty(g.shape[1] * 2, g.shape[0]).t()[:, ::2],  # not dense
+    lambda g: g.clone().requires_grad_(),  # stepped, through a detached view
+    lambda g: torch._neg_view(-g),  # a lazily negated view
+    lambda g: g.to_sparse(),
+]
+
+
+@pytest.mark.parametrize("make", NEW_GRADS, ids=["subclass", "float64", "transposed", "strided", "requires_grad",
+                                                 "negated", "sparse"])
+def test_a_new_gradient_the_short_test_rejects_goes_the_python_way(make, native_calls):
+    """The native call declines (nothing done), and the step does exactly what the Python path
+    does: the same error, or the same update."""
+    outcomes = []
+    for native in (True, False):
+        w = torch.nn.Parameter(torch.ones(3, 4))
+        opt = fot.SGD([w], lr=0.5)
+        if not native:
+            opt._binding = None
+        w.grad = torch.ones(3, 4)
+        opt.step()
+        opt.step()
+        w.grad_dtype = None  # torch takes a gradient of another dtype
+        w.grad = make(torch.full((3, 4), 2.0))
+        try:
+            opt.step()
+        except (TypeError, ValueError) as error:
+            outcomes.append((type(error), str(error), w.detach().clone()))
+        else:
+            outcomes.append((None, "", w.detach().clone()))
+        assert opt._stepped == ([w] if opt._grads[0] is not None else [])
+    assert native_calls == [False, True, False]  # syncs, native (kept .grad), declined (the new one)
+    (kind, message, ours), (kind_python, message_python, theirs) = outcomes
+    assert (kind, message) == (kind_python, message_python)
+    assert torch.equal(ours, theirs)
+
+
+ATTACKS_AFTER_A_NEW_VIEW = {  # attack: outcome
+    "other.grad.set_(torch.zeros(1_000_000))": "other 0.0 p -0.5 refused natively",  # the new view's memory freed
+    "other.grad.share_memory_()": "other -0.5 p -0.5 refused natively",  # moved, the values kept
+    "other.grad = torch.zeros(1_000_000)": "other -0.5 p -0.5 stepped natively",  # the one viewed is stepped
+}
+
+
+def test_python_code_run_after_a_new_gradient_is_viewed_cannot_crash_the_native_call():
+    """The native call views `other`'s new .grad, then reads p's .grad: a property that moves or
+    frees the memory just viewed is caught by the memory check before any write (the Python path
+    then views the gradient anew). In a fresh process (one for the three attacks: each starts
+    its own optimizer), so that a crash fails the test."""
+    code = textwrap.dedent(f"""
+        import torch, fastoptim.torch as fot
+        import fastoptim.torch._optimizer as torch_optimizer
+        answers, native = [], torch_optimizer._torch_step
+        def counted(*args):
+            try:
+                answers.append(native(*args))
+            except ValueError:
+                answers.append("refused")
+                raise
+            return answers[-1]
+        torch_optimizer._torch_step = counted
+        armed = []
+        class Sneaky(torch.nn.Parameter):
+            @property
+            def grad(self):
+                if armed:
+                    attack = armed.pop()
+                    with torch.no_grad():
+                        exec(attack)
+                return torch.nn.Parameter.grad.__get__(self)
+            @grad.setter
+            def grad(self, value):
+                torch.nn.Parameter.grad.__set__(self, value)
+        for attack in {list(ATTACKS_AFTER_A_NEW_VIEW)!r}:
+            other, p = torch.nn.Parameter(torch.ones(1_000_000)), Sneaky(torch.ones(1_000_000))
+            other.grad, p.grad = torch.ones(1_000_000), torch.ones(1_000_000)
+            opt = fot.SGD([other, p], lr=0.5)
+            opt.step()
+            opt.step()
+            other.grad = torch.ones(1_000_000)  # new: viewed by the next native call, before p's .grad is read
+            armed.append(attack)
+            junk = [torch.ones(1_000_000) for _ in range(4)]  # reuse freed memory
+            opt.step()
+            print("other", float(other[0]), "p", float(p[0]), "refused natively" if answers[-1] == "refused" else
+                  "stepped natively" if answers[-1] is True else answers[-1])
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == list(ATTACKS_AFTER_A_NEW_VIEW.values())

@@ -31,7 +31,7 @@ from .._step_options import NOTHING_MEASURED, StepInfo
 from ._groups import TrackedGroup
 from ._hooks import hooked_load, hooked_state_dict
 from ._state import from_torch, plain, to_torch
-from ._tensors import Bound, Guard, grad_view, param_view, tensor_of
+from ._tensors import NUMPY_VIEWED, Bound, Guard, bfloat16_view, grad_view, param_view, tensor_of
 
 __all__ = ["Optimizer"]
 
@@ -97,6 +97,14 @@ class _Binding(NamedTuple):
     global_post_hooks: Mapping[Any, Any]
     profiler: Any  # torch.autograd.profiler
     function_modes: Callable[[], bool]  # whether a TorchFunctionMode is active (it would see the .grad reads)
+    # What viewing a new .grad takes (grad_view's short test, made natively; others decline)
+    orders: list[tuple[int, ...]]
+    grad_labels: list[str]
+    tensor_type: type[torch.Tensor]
+    strided: torch.layout
+    numpy_dtypes: tuple[torch.dtype, ...]  # whose numpy() is the view: empty where torch does not pin it
+    bfloat16_view: tuple[torch.dtype, torch.dtype, np.dtype] | None  # _tensors.bfloat16_view()
+    bound_type: type[Bound]
 
 
 # torch's own group keys, which fastoptim's engine has no use for: kept in the groups as torch keeps them
@@ -169,7 +177,9 @@ class Optimizer(torch.optim.Optimizer):
         if isinstance(engine, _numpy_optimizer.Optimizer) and type(engine).step is _numpy_optimizer.Optimizer.step:
             self._binding = _Binding(self._lock, engine, self._held, self._params, self._grads, self._grad_views,
                                      self._stepped, _increment_version, self._native_refusals, _GLOBAL_PRE_HOOKS,
-                                     _GLOBAL_POST_HOOKS, _autograd_profiler, _function_modes_enabled)
+                                     _GLOBAL_POST_HOOKS, _autograd_profiler, _function_modes_enabled, self._orders,
+                                     self._grad_labels, torch.Tensor, torch.strided, NUMPY_VIEWED, bfloat16_view(),
+                                     Bound)
         self._pending = []
         self._set_guards(engine)
 
@@ -404,9 +414,10 @@ class Optimizer(torch.optim.Optimizer):
                 _increment_version(self._stepped)
 
     def _stepped_natively(self, pre_hooks: Any, post_hooks: Any) -> bool:
-        """The usual step: nothing changed since the last one but the values (the groups, each
-        ``.grad``, the engine's settings; with `pre_hooks`, no hook or profiler awaits the step),
-        checked and stepped in one native call, ``_core.torch_step`` (cpp/src/torch_step.hpp),
+        """The usual step: nothing changed since the last one but the values (the groups, the
+        engine's settings; each ``.grad`` the tensor viewed before, or a new one grad_view's short
+        test takes, viewed there; with `pre_hooks`, no hook or profiler awaits the step), checked
+        and stepped in one native call, ``_core.torch_step`` (cpp/src/torch_step.hpp),
         whose checks cost a step with cold caches less than the Python path's (bench/README.md,
         issue 28). False, with nothing done, where anything differs or the step refused: the
         Python path then handles the change, or words the refusal."""

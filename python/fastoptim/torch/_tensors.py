@@ -22,7 +22,7 @@ import torch
 
 from .._per_array import Guard
 
-__all__ = ["Bound", "Guard", "array_of", "grad_view", "param_view", "tensor_of"]
+__all__ = ["NUMPY_VIEWED", "Bound", "Guard", "array_of", "bfloat16_view", "grad_view", "param_view", "tensor_of"]
 
 _DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
@@ -125,6 +125,18 @@ def _numpy_pins_storage() -> bool:
 
 
 _PINNED = _numpy_pins_storage()
+# The dtypes whose gradient view grad_view's short test makes with numpy() alone (the native step
+# makes it so too, cpp/src/torch_step.cpp); bfloat16 takes an int16 view first (bfloat16_view).
+NUMPY_VIEWED = (torch.float32, torch.float64) if _PINNED else ()
+
+
+def bfloat16_view() -> tuple[torch.dtype, torch.dtype, np.dtype] | None:
+    """How the native step views a new bfloat16 gradient, as _numpy does: (torch.bfloat16, the
+    int16 its bits are read as, ml_dtypes' bfloat16); None without ml_dtypes or torch's pinning."""
+    try:
+        return (torch.bfloat16, torch.int16, _bfloat16()) if _PINNED else None
+    except TypeError:  # no ml_dtypes: no bfloat16 parameter either
+        return None
 
 
 def bind(label: str, tensor: torch.Tensor, order: tuple[int, ...], hold: bool = True) -> Bound:

@@ -341,19 +341,20 @@ def test_a_torch_function_mode_or_the_lock_held_by_this_thread_sends_the_step_th
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_the_usual_loop_views_each_new_gradient_in_the_native_call(dtype, native_calls):
+@pytest.mark.parametrize("zeroed_by", ["optimizer", "module"])
+def test_the_usual_loop_views_each_new_gradient_in_the_native_call(dtype, zeroed_by, native_calls):
     """torch's default zero_grad() sets every .grad to None and backward makes new ones: the
     native call views them (the conv weight's channels_last order too), steps as the Python path,
-    and bumps the same versions; a parameter whose .grad stays None is left alone."""
+    and bumps the same versions; a parameter whose .grad stays None is left alone. The module's
+    zero_grad() leaves the optimizer holding the last views, which the new ones replace."""
     net, twin = twins(Net, dtype)
     opt = fot.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
     python_path = fot.AdamW(twin.parameters(), lr=1e-2, weight_decay=0.1)
     python_path._binding = None
     bumps = [a - b for a, b in zip(_versions(net), _versions(twin))]
-    views_before = list(opt._grad_views)
     for step in range(5):
-        for o in (opt, python_path):
-            o.zero_grad()
+        for zeroed in ((opt, python_path) if zeroed_by == "optimizer" else (net, twin)):
+            zeroed.zero_grad()
         _backward(net, step)
         if step == 3:
             net.hidden.weight.grad = None  # a step without one gradient
@@ -371,7 +372,6 @@ def test_the_usual_loop_views_each_new_gradient_in_the_native_call(dtype, native
             if view is not None:
                 assert view.ctypes.data == p.grad.data_ptr() and view.flags.c_contiguous
     assert native_calls == [False, True, True, True, True]  # the first step syncs the groups
-    assert views_before == [None] * len(views_before)
 
 
 def _subclass(grad: torch.Tensor) -> torch.Tensor:
@@ -389,11 +389,12 @@ NEW_GRADS: list[Callable[[torch.Tensor], Any]] = [
     lambda g: g.clone().requires_grad_(),  # stepped, through a detached view
     lambda g: torch._neg_view(-g),  # a lazily negated view
     lambda g: g.to_sparse(),
+    torch.nn.Parameter,  # not exactly a torch.Tensor (and requires grad)
 ]
 
 
 @pytest.mark.parametrize("make", NEW_GRADS, ids=["subclass", "float64", "transposed", "strided", "requires_grad",
-                                                 "negated", "sparse"])
+                                                 "negated", "sparse", "Parameter"])
 def test_a_new_gradient_the_short_test_rejects_goes_the_python_way(make, native_calls):
     """The native call declines (nothing done), and the step does exactly what the Python path
     does: the same error, or the same update."""
@@ -431,8 +432,9 @@ ATTACKS_AFTER_A_NEW_VIEW = {  # attack: outcome
 def test_python_code_run_after_a_new_gradient_is_viewed_cannot_crash_the_native_call():
     """The native call views `other`'s new .grad, then reads p's .grad: a property that moves or
     frees the memory just viewed is caught by the memory check before any write (the Python path
-    then views the gradient anew). In a fresh process (one for the three attacks: each starts
-    its own optimizer), so that a crash fails the test."""
+    then views the gradient anew); so are finalizers, run after the call or refused a change of
+    the guards inside the step. In a fresh process (one for all: each starts its own optimizer),
+    so that a crash fails the test."""
     code = textwrap.dedent(f"""
         import torch, fastoptim.torch as fot
         import fastoptim.torch._optimizer as torch_optimizer
@@ -469,7 +471,69 @@ def test_python_code_run_after_a_new_gradient_is_viewed_cannot_crash_the_native_
             opt.step()
             print("other", float(other[0]), "p", float(p[0]), "refused natively" if answers[-1] == "refused" else
                   "stepped natively" if answers[-1] is True else answers[-1])
+
+        # A finalizer of the gradient a new one replaces runs once the step is done and the lock
+        # released, not while the native call records the new views.
+        import weakref
+        p = torch.nn.Parameter(torch.ones(1_000_000))
+        p.grad = torch.ones(1_000_000)
+        opt = fot.SGD([p], lr=0.5)
+        opt.step()
+        opt.step()
+        old, new = p.grad, torch.ones(1_000_000)
+        inside = []
+        def attack():
+            inside.append(opt._lock._is_owned())
+            opt.zero_grad()
+            new.share_memory_()
+        weakref.finalize(old, attack)
+        p.grad = new
+        del old
+        opt.step()
+        print("finalizer inside the call" if inside[0] else "finalizer after the call", float(p[0]), answers[-1])
+
+        # A finalizer the collector runs while the plan steps (pinning a transposed view's chain of
+        # arrays makes objects) cannot change its memory guards: the gradient it moves after a
+        # zero_grad() is still checked, and the native step refused (the Python path then finds
+        # no gradient, and its plan the guard the failed zero_grad() left: refused too).
+        import gc
+        p = torch.nn.Parameter(torch.ones(1000, 1000).t())
+        p.grad = torch.ones(1000, 1000).t()
+        opt = fot.SGD([p], lr=0.5)
+        opt.step()
+        opt.step()
+        plan = opt._engine._plan
+        fired = []
+        class Bomb:
+            def __init__(self):
+                self.cycle = self
+            def __del__(self):
+                if plan.busy and not fired:
+                    fired.append(True)
+                    grad = p.grad
+                    try:
+                        opt.zero_grad()
+                    except RuntimeError as error:
+                        fired.append(str(error).split(" while")[0])
+                    grad.share_memory_()
+                elif not fired:
+                    Bomb()
+        Bomb()
+        gc.set_threshold(1)
+        outcome = "stepped"
+        for _ in range(3):  # until a collection falls inside the plan's step
+            p.grad = torch.ones(1000, 1000).t()
+            try:
+                opt.step()
+            except ValueError as error:  # the zero_grad left the gradient's guard (over-guarded: refused)
+                outcome = "refused: " + str(error).split(":")[0]
+            if fired:
+                break
+        gc.set_threshold(700)
+        print(fired[1:], float(p[0, 0].detach()), answers[-1], outcome)
     """)
     done = run_python(code)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == list(ATTACKS_AFTER_A_NEW_VIEW.values())
+    assert done.stdout.splitlines() == [*ATTACKS_AFTER_A_NEW_VIEW.values(), "finalizer after the call -0.5 True",
+                                        "[\"this optimizer's memory guards cannot change\"] 0.0 refused refused: "
+                                        "params[0].grad"]

@@ -167,7 +167,14 @@ void Plan::update_ema() {
     ++ema_updates_;
 }
 
-void Plan::set_guards(py::list guards) { guards_ = read_tensor_guards(guards); }
+void Plan::set_guards(py::list guards) {
+    // A step checks its guards after taking its gradients, which may run Python code (a finalizer
+    // the collector starts): guards changed then would leave views taken unchecked.
+    if (busy_)
+        throw std::runtime_error("this optimizer's memory guards cannot change while its plan is stepping (from "
+                                 "Python code the step called); change the gradients after the step");
+    guards_ = read_tensor_guards(guards);
+}
 
 void Plan::check_guards() const { check_tensor_guards(guards_); }
 

@@ -199,12 +199,47 @@ bool grads_viewable(py::handle binding, std::vector<NewGrad>& changes) {
     return sizes_hold();
 }
 
+// The garbage collector held off while this lives (it is restored as it was): a collection, which
+// allocating a tracked object may start, runs finalizers, that is Python code.
+class CollectorPaused {
+public:
+    CollectorPaused() {
+#if PY_VERSION_HEX >= 0x030A0000
+        was_enabled_ = PyGC_Disable() != 0;
+#else
+        gc_ = py::module_::import("gc");
+        was_enabled_ = gc_.attr("isenabled")().cast<bool>();
+        gc_.attr("disable")();
+#endif
+    }
+    ~CollectorPaused() {
+        if (!was_enabled_) return;
+#if PY_VERSION_HEX >= 0x030A0000
+        PyGC_Enable();
+#else
+        PyObject* result = PyObject_CallMethod(gc_.ptr(), "enable", nullptr);
+        if (result) Py_DECREF(result);
+        else PyErr_WriteUnraisable(gc_.ptr());
+#endif
+    }
+    CollectorPaused(const CollectorPaused&) = delete;
+    CollectorPaused& operator=(const CollectorPaused&) = delete;
+
+private:
+    bool was_enabled_ = false;
+#if PY_VERSION_HEX < 0x030A0000
+    py::object gc_;
+#endif
+};
+
 // The new gradients recorded as _optimizer.Optimizer._gathered records them: their Bounds and
 // views in the lists, the stepped tensors, and the guards (the engine's, for plans it builds
-// later, and the plan's). Runs no Python code (the items it replaces are held in `replaced`, so
-// none is freed here), after every check: the lists' sizes are those grads_viewable saw.
+// later, and the plan's). Runs no Python code (the collector is held off, and the items it
+// replaces are held in `replaced`, so none is freed here), after every check: the lists' sizes are
+// those grads_viewable saw.
 void record_new_grads(py::handle binding, Plan& plan, const std::vector<NewGrad>& changes,
                       std::vector<py::object>& replaced) {
+    const CollectorPaused paused;
     static PyObject* const guard_field = interned("guard");
     static PyObject* const tensor_field = interned("tensor");
     static PyObject* const guards_name = interned("_guards");
@@ -213,6 +248,7 @@ void record_new_grads(py::handle binding, Plan& plan, const std::vector<NewGrad>
                      views = part(TorchBinding::views), stepped = part(TorchBinding::stepped),
                      engine = part(TorchBinding::engine);
     const Py_ssize_t n = PyList_GET_SIZE(params.ptr());
+    replaced.reserve(1 + 2 * changes.size() + static_cast<std::size_t>(PyList_GET_SIZE(stepped.ptr())));
     py::list guards, writes;
     for (Py_ssize_t i = 0; i < n; ++i) guards.append(attribute(item(params, i), guard_field));
     std::size_t next = 0;

@@ -55,7 +55,8 @@ enum class TorchBinding {
 // bumped, and true. New .grad tensors are viewed first, as _tensors.grad_view's short test views
 // them, and the lists, the stepped tensors and the guards updated as the Python path would; any
 // other new .grad (a subclass, another dtype or layout) leaves the step to the Python path. Else
-// false, with nothing done. `own_pre_hooks`/`own_post_hooks`: the optimizer's hook registries;
+// false, with nothing done; a ValueError from Plan::step's checks writes nothing either (the new
+// views stay recorded). `own_pre_hooks`/`own_post_hooks`: the optimizer's hook registries;
 // None where the caller has run the hooks (or found none).
 bool step_if_unchanged(pybind11::handle param_groups, pybind11::handle binding, pybind11::handle own_pre_hooks,
                        pybind11::handle own_post_hooks);

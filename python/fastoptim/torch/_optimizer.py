@@ -419,8 +419,9 @@ class Optimizer(torch.optim.Optimizer):
         test takes, viewed there; with `pre_hooks`, no hook or profiler awaits the step), checked
         and stepped in one native call, ``_core.torch_step`` (cpp/src/torch_step.hpp),
         whose checks cost a step with cold caches less than the Python path's (bench/README.md,
-        issue 28). False, with nothing done, where anything differs or the step refused: the
-        Python path then handles the change, or words the refusal."""
+        issue 28). False, with nothing written, where anything differs or the step refused (new
+        gradients it viewed stay recorded, as _gathered records them): the Python path then
+        handles the change, or words the refusal."""
         binding = self._binding
         if binding is None:
             return False

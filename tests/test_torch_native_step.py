@@ -211,6 +211,23 @@ def test_a_malformed_binding_is_a_type_error(binding):
         _core.torch_step([], binding, None, None)
 
 
+# The child processes' Parameter whose .grad property runs the attack put in `armed` (once).
+SNEAKY_PARAMETER = textwrap.dedent("""
+    import torch
+    armed = []
+    class Sneaky(torch.nn.Parameter):
+        @property
+        def grad(self):
+            if armed:
+                attack = armed.pop()
+                with torch.no_grad():
+                    exec(attack)
+            return torch.nn.Parameter.grad.__get__(self)
+        @grad.setter
+        def grad(self, value):
+            torch.nn.Parameter.grad.__set__(self, value)
+""")
+
 ATTACKS_FROM_A_GRAD_PROPERTY = {  # attack: outcome
     "other.data = torch.zeros(1_000_000)": "refused: params[1]",  # its view's memory freed
     "opt.zero_grad()": "stepped 0.0",  # p's .grad is None by the time it is read: p is left alone
@@ -224,20 +241,8 @@ def test_python_code_a_grad_property_runs_inside_the_native_call_cannot_crash_it
     frees a view's memory or edits the optimizer's lists: in a fresh process (one for the four
     attacks, each on an optimizer of its own), so that a crash fails the test, the step refuses
     or handles the change, and never writes freed memory."""
-    code = textwrap.dedent(f"""
-        import torch, fastoptim.torch as fot
-        armed = []
-        class Sneaky(torch.nn.Parameter):
-            @property
-            def grad(self):
-                if armed:
-                    attack = armed.pop()
-                    with torch.no_grad():
-                        exec(attack)
-                return torch.nn.Parameter.grad.__get__(self)
-            @grad.setter
-            def grad(self, value):
-                torch.nn.Parameter.grad.__set__(self, value)
+    code = SNEAKY_PARAMETER + textwrap.dedent(f"""
+        import fastoptim.torch as fot
         for attack in {list(ATTACKS_FROM_A_GRAD_PROPERTY)!r}:
             p, other = Sneaky(torch.ones(1_000_000)), torch.nn.Parameter(torch.ones(1_000_000))
             p.grad, other.grad = torch.ones(1_000_000), torch.ones(1_000_000)
@@ -437,8 +442,8 @@ def test_python_code_run_after_a_new_gradient_is_viewed_cannot_crash_the_native_
     then views the gradient anew); so are finalizers, run after the call or refused a change of
     the guards inside the step. In a fresh process (one for all: each starts its own optimizer),
     so that a crash fails the test."""
-    code = textwrap.dedent(f"""
-        import torch, fastoptim.torch as fot
+    code = SNEAKY_PARAMETER + textwrap.dedent(f"""
+        import fastoptim.torch as fot
         import fastoptim.torch._optimizer as torch_optimizer
         answers, native = [], torch_optimizer._torch_step
         def counted(*args):
@@ -449,18 +454,6 @@ def test_python_code_run_after_a_new_gradient_is_viewed_cannot_crash_the_native_
                 raise
             return answers[-1]
         torch_optimizer._torch_step = counted
-        armed = []
-        class Sneaky(torch.nn.Parameter):
-            @property
-            def grad(self):
-                if armed:
-                    attack = armed.pop()
-                    with torch.no_grad():
-                        exec(attack)
-                return torch.nn.Parameter.grad.__get__(self)
-            @grad.setter
-            def grad(self, value):
-                torch.nn.Parameter.grad.__set__(self, value)
         for attack in {list(ATTACKS_AFTER_A_NEW_VIEW)!r}:
             other, p = torch.nn.Parameter(torch.ones(1_000_000)), Sneaky(torch.ones(1_000_000))
             other.grad, p.grad = torch.ones(1_000_000), torch.ones(1_000_000)

@@ -172,6 +172,23 @@ def test_without_matplotlib_the_run_says_so(tmp_path: Path, monkeypatch: pytest.
     assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["peers"]["numpy"]["deviation"] < 1e-12
 
 
+def test_bfloat16_states_probe_sweeps_its_own_bytes(tmp_path: Path) -> None:
+    """adamw_bf16_state's probe sweeps what its step moves (p, g read and p written at 4 bytes,
+    m and v read and written at 2: 20 bytes, not float32 state's 28), so its share of the probe
+    is its share of the limit; float64 (which keeps float32 state's layout) is unchanged."""
+    rule = _bench.RULES["adamw_bf16_state"]
+    assert rule.probe_sweeps("float32") == ((2, 1, 2),) and rule.bytes_per_element("float32") == 20
+    assert rule.probe_sweeps("float64") == ((4, 3, 0),) and rule.bytes_per_element("float64") == 56
+    assert _bench.RULES["adamw"].bytes_per_element("float32") == 28
+    settings = _bench.Settings(rules=["adamw_bf16_state"], works=[_bench.parse_work("1000")], dtypes=["float32"],
+                               peers=["fastoptim", "probe"], threads=1, repeats=2, max_repeats=2,
+                               min_time=1e-6, warmup=1, out=tmp_path, progress=False)
+    (record,) = _bench.run(settings, stream=io.StringIO())["results"]
+    assert record["bytes_per_element"] == 20 and not record["skipped"]
+    assert record["fraction_of_probe"]["fastoptim"] == pytest.approx(
+        record["peers"]["fastoptim"]["gels"] / record["peers"]["probe"]["gels"])
+
+
 def test_json_names_the_openmp_wait(tiny: tuple[dict[str, Any], str, str, Path]) -> None:
     wait = tiny[0]["machine"]["openmp_wait"]
     assert wait == _omp.wait_settings()
@@ -224,7 +241,7 @@ def test_sizes_and_model() -> None:
     assert _bench.parse_work("5e7").as_matrix().shapes == ((6250, 8000),)
     assert _bench.parse_work("10007").as_matrix().shapes == ((1, 10007),)  # a prime
     assert _bench.parse_work("model").as_matrix() == model
-    assert _bench.RULES["adafactor"].matrices and _bench.RULES["adafactor"].bytes_per_element == 24
+    assert _bench.RULES["adafactor"].matrices and _bench.RULES["adafactor"].bytes_per_element("float32") == 24
 
 
 def test_alternation_gives_every_peer_the_same_steps() -> None:
@@ -263,7 +280,7 @@ def test_every_rule_has_a_probe_traffic_and_a_fastoptim_class() -> None:
         assert isinstance(opt, fo.Optimizer) or (isinstance(opt, PerArrayOptimizer) and rule.traffic), name
         # What the probe sweeps comes from the schema (tests/test_schema.py checks it against
         # each rule's formula): every benchmarked rule moves p and g at least.
-        assert rule.bytes_per_element >= 4 * 3, name
+        assert rule.bytes_per_element("float32") >= 4 * 3, name
 
 
 def test_adafactor_is_timed_on_matrices_beside_its_peers(tmp_path: Path) -> None:

@@ -161,15 +161,17 @@ class _Env:
         if peer == "probe":
             del params, grads
             n, dtype = sum(p.size for p in params0), params0[0].dtype
-            arrays = [np.full(n, 0.0, dtype) for _ in range(max(r for r, _ in rule.passes))]
-            sweeps = [(arrays[:r], w) for r, w in rule.passes]
+            layout = rule.probe_sweeps(dtype.name)
+            arrays = [np.full(n, 0.0, dtype) for _ in range(max(r for r, _, _ in layout))]
+            halves = [np.full(n, 0, np.uint16) for _ in range(max(h for _, _, h in layout))]
+            sweeps = [(arrays[:r] + halves[:h], w) for r, w, h in layout]
             threads = fo.get_num_threads()
 
             def probe() -> None:
                 for chosen, writes in sweeps:
                     _core.probe(chosen, writes, threads)
 
-            return Running(probe, None, [arrays])
+            return Running(probe, None, [arrays, halves])
         torch = self.torch
         tensors = [torch.from_numpy(p).requires_grad_() for p in params]
         for t, g in zip(tensors, grads):

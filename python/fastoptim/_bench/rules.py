@@ -74,7 +74,8 @@ class Rule:
     # steps 2-D arrays: a size of N elements is benchmarked as a near-square matrix
     matrices: bool = False
     # fastoptim's options for its peers only (fastoptim, fastoptim_torch): state_dtype="bfloat16"
-    # runs against the others' float32 state, and the probe still counts float32 state's bytes
+    # runs against the others' float32 state, and the probe sweeps bfloat16 state's bytes (the
+    # limit of fastoptim's step, and of its ratio to the others')
     options: dict[str, Any] = field(default_factory=dict)
 
     def make_fastoptim(self, params: list[Array]) -> fo.Optimizer | PerArrayOptimizer:
@@ -97,10 +98,22 @@ class Rule:
             raise TypeError(f"{self.name}: {self.fo_class} has no schema; give its Rule a traffic")
         return opt._schema.passes(opt.param_groups[0], opt._rule)
 
-    @property
-    def bytes_per_element(self) -> int:
-        """Bytes per float32 element (double for float64)."""
-        return 4 * sum(r + w for r, w in self.passes)
+    def probe_sweeps(self, dtype: str) -> tuple[tuple[int, int, int], ...]:
+        """What the probe sweeps in place of each pass over `dtype` parameters: (arrays read, of
+        which the first are written, 16-bit arrays read and written). With bfloat16 state (float32
+        only), a pass reads p and g and writes p at 4 bytes and reads and writes each state slot
+        at 2."""
+        if self.options.get("state_dtype") != "bfloat16" or dtype != "float32":
+            return tuple((r, w, 0) for r, w in self.passes)
+        if len(self.passes) != 1:
+            raise TypeError(f"{self.name}: bfloat16 state's probe is for one-pass rules")
+        (_, writes), = self.passes
+        return ((2, 1, writes - 1),)  # each slot the pass writes is a 16-bit array
+
+    def bytes_per_element(self, dtype: str) -> int:
+        """Bytes per element of fastoptim's step over `dtype` parameters, and of the probe's sweeps."""
+        width = np.dtype(dtype).itemsize
+        return sum(width * (r + w) + 4 * halves for r, w, halves in self.probe_sweeps(dtype))
 
 
 RULES: dict[str, Rule] = {r.name: r for r in [

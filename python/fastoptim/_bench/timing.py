@@ -150,7 +150,7 @@ def measure(rule: Rule, dtype: str, work: Work, settings: Settings, env: _Env,
         "rule": rule.name, "dtype": dtype, "work": work.label, "elements": work.elements,
         "arrays": len(work.shapes), "shape": list(work.shapes[0]) if len(work.shapes) == 1 else None,
         "kwargs": rule.kwargs, "traffic": [list(p) for p in rule.passes],
-        "bytes_per_element": rule.bytes_per_element * np_dtype.itemsize // 4, "peers": {}, "skipped": {}}
+        "bytes_per_element": rule.bytes_per_element(dtype), "peers": {}, "skipped": {}}
     runnable = []
     for peer in settings.peers:
         reason = env.problem(peer, rule, dtype)

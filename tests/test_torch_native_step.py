@@ -440,8 +440,9 @@ def test_python_code_run_after_a_new_gradient_is_viewed_cannot_crash_the_native_
     """The native call views `other`'s new .grad, then reads p's .grad: a property that moves or
     frees the memory just viewed is caught by the memory check before any write (the Python path
     then views the gradient anew); so are finalizers, run after the call or refused a change of
-    the guards inside the step. In a fresh process (one for all: each starts its own optimizer),
-    so that a crash fails the test."""
+    the guards inside the step, and a version bump (made before the sweep) that moves memory, whose
+    refused step leaves the versions as they were. In a fresh process (one for all: each starts
+    its own optimizer), so that a crash fails the test."""
     code = SNEAKY_PARAMETER + textwrap.dedent(f"""
         import fastoptim.torch as fot
         import fastoptim.torch._optimizer as torch_optimizer
@@ -526,9 +527,37 @@ def test_python_code_run_after_a_new_gradient_is_viewed_cannot_crash_the_native_
                 break
         gc.set_threshold(700)
         print(fired[1:], float(p[0, 0].detach()), answers[-1], outcome)
+
+        # The version bump comes before the sweep, once the views are taken, and may run Python
+        # code (here the binding's bump itself): memory it moves is caught by the check after it,
+        # nothing is written, and the bump is taken back (the Python path then refuses too).
+        for attack in ("q.data = torch.zeros(1_000_000)", "p.grad.share_memory_()"):
+            p, q = torch.nn.Parameter(torch.ones(1_000_000)), torch.nn.Parameter(torch.ones(1_000_000))
+            p.grad, q.grad = torch.ones(1_000_000), torch.ones(1_000_000)
+            opt = fot.SGD([p, q], lr=0.5)
+            opt.step()
+            opt.step()
+            versions = (p._version, q._version)
+            def bump(tensors, attack=attack, torch_bump=opt._binding.bump):
+                torch_bump(tensors)
+                with torch.no_grad():
+                    exec(attack)
+                junk.extend(torch.ones(1_000_000) for _ in range(4))  # reuse freed memory
+            junk = []
+            opt._binding = opt._binding._replace(bump=bump)
+            try:
+                opt.step()
+            except ValueError as error:
+                outcome = "refused: " + str(error).split(":")[0]
+            else:
+                outcome = "stepped"
+            print(outcome, answers[-1], float(p[0].detach()), "versions kept" if (p._version, q._version) == versions
+                  else f"versions {{versions}} -> {{(p._version, q._version)}}")
     """)
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [*ATTACKS_AFTER_A_NEW_VIEW.values(), "finalizer after the call -0.5 True",
                                         "[\"this optimizer's memory guards cannot change\"] 0.0 refused refused: "
-                                        "params[0].grad"]
+                                        "params[0].grad",
+                                        "refused: params[1] refused 0.0 versions kept",
+                                        "stepped refused -0.5 versions (2, 2) -> (3, 3)"]

@@ -11,6 +11,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -91,7 +92,10 @@ public:
     // torch leaves one whose .grad is None) per parameter; None itself steps on the accumulated
     // sum (grad_mult then multiplies the sum). After accumulate(), the gradients given are
     // added to the sum inside the step's own sweep, and the sweep clears the buffers.
-    StepOutcome step(py::handle grads, const GradOptions& options);
+    // `before_writes`, where given, runs once the step's checks of its arguments have passed and
+    // before the last check of the guards (so it may run Python code) and the writes: nothing is
+    // written if it throws, and what it did stays done if the guards then refuse.
+    StepOutcome step(py::handle grads, const GradOptions& options, const std::function<void()>& before_writes = {});
     // Adds g·grad_mult into each parameter's accumulation buffer (None adds nothing).
     void accumulate(py::handle grads, double grad_mult);
     // The step's checks of `grads` (and of every array the plan holds), without a step.
@@ -210,7 +214,8 @@ private:
     bool same_clock(std::size_t a, std::size_t b) const;  // may share one fold: same group and clock
     void form_units();
     enum class Source { grads, buffers, grads_and_buffers };  // what a step's gradient is
-    void run(const GradOptions& options, Source source, StepOutcome& outcome);  // fold -> threads -> [norm] -> kernels -> record
+    void run(const GradOptions& options, Source source, StepOutcome& outcome,
+             const std::function<void()>& before_writes);  // [before_writes] -> guards -> fold -> threads -> [norm] -> kernels -> record
     void fold_step();  // this step's constants of every group, and its running scalars (not kept yet)
     void record_step(double seconds);  // the step has run: keep the scalars, advance the active clocks
 

@@ -14,7 +14,7 @@ import inspect
 import operator
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any, ClassVar, NamedTuple
 
@@ -59,6 +59,17 @@ def _versions_bumped_by_list() -> Callable[[list[torch.Tensor]], None]:
 
 
 _increment_version = _versions_bumped_by_list()
+_set_versions: Callable[[Sequence[torch.Tensor], Sequence[int]], None] | None = getattr(
+    torch._C._autograd, "_unsafe_set_version_counter", None)
+
+
+def _versions_unbumped(tensors: list[torch.Tensor]) -> None:
+    """Takes back one bump of each tensor's autograd version: the native call's, when the step
+    refused after it (its last check of the memory comes after the bump), so that a refused step
+    leaves the versions as it found them. Where this torch cannot set versions they stay bumped,
+    which only makes autograd's check of saved tensors stricter."""
+    if _set_versions is not None:
+        _set_versions(tensors, [t._version - 1 for t in tensors])
 _torch_step = _core.torch_step
 _function_modes_enabled: Callable[[], bool] = getattr(torch._C, "_is_torch_function_mode_enabled", lambda: False)
 
@@ -92,6 +103,7 @@ class _Binding(NamedTuple):
     views: list[np.ndarray | None]  # what the step takes
     stepped: list[torch.Tensor]  # whose autograd versions a step bumps
     bump: Callable[[list[torch.Tensor]], None]
+    unbump: Callable[[list[torch.Tensor]], None]  # undoes `bump` when the step refuses after it
     refusals: list[str]  # why the native call may not step now (a swap_ema block); empty: it may
     global_pre_hooks: Mapping[Any, Any]
     global_post_hooks: Mapping[Any, Any]
@@ -176,7 +188,8 @@ class Optimizer(torch.optim.Optimizer):
         # The usual step is one native call where the engine's plain step is Optimizer.step's own
         if isinstance(engine, _numpy_optimizer.Optimizer) and type(engine).step is _numpy_optimizer.Optimizer.step:
             self._binding = _Binding(self._lock, engine, self._held, self._params, self._grads, self._grad_views,
-                                     self._stepped, _increment_version, self._native_refusals, _GLOBAL_PRE_HOOKS,
+                                     self._stepped, _increment_version, _versions_unbumped, self._native_refusals,
+                                     _GLOBAL_PRE_HOOKS,
                                      _GLOBAL_POST_HOOKS, _autograd_profiler, _function_modes_enabled, self._orders,
                                      self._grad_labels, torch.Tensor, torch.strided, NUMPY_VIEWED, bfloat16_view(),
                                      Bound)

@@ -80,7 +80,7 @@ void sweep_view(const Coeffs& coeffs, const A& arrays, index_t begin, index_t en
         // A plain step's loop without the extras' per-vector tests, which GCC does not unswitch
         // from a loop this large: an in-cache AdamW sweep is bound by its instructions, and with
         // bfloat16 state (whose conversions, inlined into the loop, set their constants once per
-        // sweep) the tests cost 2-10% from DRAM too (5e7 elements, 2 threads).
+        // sweep) the tests cost 3-5% from DRAM too (5e7 elements, 2 threads; bench/cpp/sweep_ab.cpp).
         if (!a.accumulated && !a.ema && !a.cleared) {
             const WithoutExtras<A> plain(a);
             return over(plain, a.param);

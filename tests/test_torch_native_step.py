@@ -238,9 +238,10 @@ ATTACKS_FROM_A_GRAD_PROPERTY = {  # attack: outcome
 
 def test_python_code_a_grad_property_runs_inside_the_native_call_cannot_crash_it():
     """The native call reads each .grad, and a Parameter subclass may make that Python code that
-    frees a view's memory or edits the optimizer's lists: in a fresh process (one for the four
-    attacks, each on an optimizer of its own), so that a crash fails the test, the step refuses
-    or handles the change, and never writes freed memory."""
+    frees a view's memory or edits the optimizer's lists, or a data_ptr() override (which the
+    memory check never calls): in a fresh process (one for the attacks, each on an optimizer of
+    its own), so that a crash fails the test, the step refuses or handles the change, and never
+    writes freed memory."""
     code = SNEAKY_PARAMETER + textwrap.dedent(f"""
         import fastoptim.torch as fot
         for attack in {list(ATTACKS_FROM_A_GRAD_PROPERTY)!r}:
@@ -257,10 +258,30 @@ def test_python_code_a_grad_property_runs_inside_the_native_call_cannot_crash_it
                 print("refused:", str(error).split(":")[0])
             else:
                 print("stepped", float(p[0]))
+
+        # The memory check calls torch's own data_ptr, not a subclass's: this one, reached after
+        # `other` was checked, would free other's memory before the kernels write it.
+        class Mover(torch.nn.Parameter):
+            def data_ptr(self):
+                if armed:
+                    armed.pop()
+                    with torch.no_grad():
+                        other.data = torch.zeros(1_000_000)
+                    junk.extend(torch.ones(1_000_000) for _ in range(4))  # reuse freed memory
+                return super().data_ptr()
+        other, p = torch.nn.Parameter(torch.ones(1_000_000)), Mover(torch.ones(1_000_000))
+        other.grad, p.grad = torch.ones(1_000_000), torch.ones(1_000_000)
+        opt = fot.SGD([other, p], lr=0.5)
+        opt.step()
+        opt.step()
+        junk = []
+        armed.append("move")
+        opt.step()
+        print("data_ptr override", "never ran" if armed else "ran", float(other[0].detach()), float(p[0].detach()))
     """)
     done = run_python(code)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == list(ATTACKS_FROM_A_GRAD_PROPERTY.values())
+    assert done.stdout.splitlines() == [*ATTACKS_FROM_A_GRAD_PROPERTY.values(), "data_ptr override never ran -0.5 -0.5"]
 
 
 @pytest.mark.parametrize(("trigger", "outcome"), [

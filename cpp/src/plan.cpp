@@ -453,7 +453,7 @@ void Plan::check_grads(py::handle grads) {
     if (!grads.is_none()) take_grads(grads);
 }
 
-StepOutcome Plan::step(py::handle grads, const GradOptions& options, const std::function<void()>& before_writes) {
+StepOutcome Plan::step(py::handle grads, const GradOptions& options) {
     check_grad_mult(options.grad_mult, !f32_.refs.empty());
     if (std::isnan(options.max_norm)) throw py::value_error("max_norm must not be NaN");
     if (!rule_->needs_grad) throw py::type_error("rule '" + rule_->name + "' reads no gradients: use apply()");
@@ -479,7 +479,7 @@ StepOutcome Plan::step(py::handle grads, const GradOptions& options, const std::
         }
     }
     StepOutcome outcome;
-    run(options, source, outcome, before_writes);
+    run(options, source, outcome);
     return outcome;
 }
 
@@ -491,7 +491,7 @@ void Plan::apply() {
     std::fill(active_.begin(), active_.end(), char(1));
     active_count_ = params_.size();
     StepOutcome outcome;
-    run(GradOptions{}, Source::grads, outcome, {});
+    run(GradOptions{}, Source::grads, outcome);
 }
 
 namespace {
@@ -506,11 +506,9 @@ double clip_coefficient(double max_norm, double norm) {
 
 }  // namespace
 
-void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome,
-               const std::function<void()>& before_writes) {
-    if (before_writes) before_writes();
+void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome) {
     // Before anything changes, and after the last call that may run Python code (the pins of the
-    // gradients in take_grads may, and before_writes may): from here to the kernels' return, none runs.
+    // gradients in take_grads may): from here to the kernels' return, none runs.
     check_guards();
     fold_step();
     if ((any_bfloat16_ && stochastic_) || (any_bfloat16_params_ && params_stochastic_)) set_round_keys();
@@ -596,6 +594,7 @@ void Plan::run(const GradOptions& options, Source source, StepOutcome& outcome,
             Work<double> w64 = a64.work();
             w32.coeffs = f32_.coeffs.data();
             w64.coeffs = f64_.coeffs.data();
+            ++sweeps_begun_;
             counts = target.step(StepRequest{rule_->id, w32, w64, decision.threads, prefetch_above()});
             if (ema && some) lerp_left_out(ema_weight);
         } else if (buffered) {

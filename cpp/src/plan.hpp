@@ -11,7 +11,6 @@
 #include <pybind11/pybind11.h>
 
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -92,10 +91,7 @@ public:
     // torch leaves one whose .grad is None) per parameter; None itself steps on the accumulated
     // sum (grad_mult then multiplies the sum). After accumulate(), the gradients given are
     // added to the sum inside the step's own sweep, and the sweep clears the buffers.
-    // `before_writes`, where given, runs once the step's checks of its arguments have passed and
-    // before the last check of the guards (so it may run Python code) and the writes: nothing is
-    // written if it throws, and what it did stays done if the guards then refuse.
-    StepOutcome step(py::handle grads, const GradOptions& options, const std::function<void()>& before_writes = {});
+    StepOutcome step(py::handle grads, const GradOptions& options);
     // Adds g·grad_mult into each parameter's accumulation buffer (None adds nothing).
     void accumulate(py::handle grads, double grad_mult);
     // The step's checks of `grads` (and of every array the plan holds), without a step.
@@ -113,6 +109,8 @@ public:
     bool busy() const { return busy_; }  // a step is running (another thread's, or the caller's own)
     int last_threads() const { return threads_.last_threads(); }  // threads the last step's update ran on
     std::int64_t steps_alone() const { return threads_.steps_alone(); }  // steps the backoff kept to one thread
+    // Sweeps that began writing the parameters: a step that throws without moving it wrote none.
+    std::uint64_t sweeps_begun() const { return sweeps_begun_; }
     // Whether the kernels run with the GIL released (default). A plan over memory that Python
     // code can free while it is referenced (torch tensors: set_(), share_memory_()) keeps the GIL,
     // so that no Python code runs between the guards' check and the last write.
@@ -214,8 +212,7 @@ private:
     bool same_clock(std::size_t a, std::size_t b) const;  // may share one fold: same group and clock
     void form_units();
     enum class Source { grads, buffers, grads_and_buffers };  // what a step's gradient is
-    void run(const GradOptions& options, Source source, StepOutcome& outcome,
-             const std::function<void()>& before_writes);  // [before_writes] -> guards -> fold -> threads -> [norm] -> kernels -> record
+    void run(const GradOptions& options, Source source, StepOutcome& outcome);  // fold -> threads -> [norm] -> kernels -> record
     void fold_step();  // this step's constants of every group, and its running scalars (not kept yet)
     void record_step(double seconds);  // the step has run: keep the scalars, advance the active clocks
 
@@ -237,6 +234,7 @@ private:
     std::uint64_t seed_ = 0;
     std::vector<std::int64_t> positions_;  // per parameter: the generator's position
     std::int64_t pending_ = 0;
+    std::uint64_t sweeps_begun_ = 0;  // target.step calls made (sweeps_begun())
     std::vector<char> touched_;  // per parameter: its buffer holds a gradient
     double ema_decay_ = -1;
     bool ema_warmup_ = false;

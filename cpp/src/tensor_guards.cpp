@@ -8,11 +8,10 @@ namespace fastoptim {
 
 namespace {
 
-// An integer a method of `object` returns, looked up by an interned name (no bound method made).
-long long call_for_integer(py::handle object, PyObject* name) {
+// The integer `method` (torch's C method, unbound) returns for `object`.
+long long call_for_integer(PyObject* method, py::handle object) {
     PyObject* args[] = {object.ptr()};
-    const auto result = py::reinterpret_steal<py::object>(
-        PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr));
+    const auto result = py::reinterpret_steal<py::object>(PyObject_Vectorcall(method, args, 1, nullptr));
     if (!result) throw py::error_already_set();
     const long long value = PyLong_AsLongLong(result.ptr());
     if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
@@ -46,15 +45,29 @@ std::vector<TensorGuard> read_tensor_guards(py::handle guards) {
 
 namespace {
 
-// What torch says of its __torch_function__ handling, looked up once torch is imported (its C
-// module stays loaded): null before.
+// What torch says of its __torch_function__ handling, and the C methods the checks call, looked
+// up once torch is imported (its C module stays loaded): null before. The methods are called
+// unbound, from torch's C types, so a subclass's Python override of data_ptr (a Parameter
+// subclass may define one) cannot run inside the checks and move a tensor already checked.
 struct TorchFunctionHandling {
-    PyObject* mode_enabled;  // torch._C._is_torch_function_mode_enabled; null where torch lacks it
-    PyObject* disable;       // torch._C.DisableTorchFunction, a C type
+    PyObject* mode_enabled;      // torch._C._is_torch_function_mode_enabled; null where torch lacks it
+    PyObject* disable;           // torch._C.DisableTorchFunction, a C type
+    PyObject* tensor_data_ptr;   // torch._C.TensorBase.data_ptr
+    PyObject* storage_data_ptr;  // torch._C.StorageBase.data_ptr
+    PyObject* storage_nbytes;    // torch._C.StorageBase.nbytes
 };
 
+// `name` of torch._C's type `type_name` (a new reference).
+PyObject* c_method(py::handle torch_c, const char* type_name, const char* name) {
+    const auto type = py::reinterpret_steal<py::object>(PyObject_GetAttrString(torch_c.ptr(), type_name));
+    if (!type) throw py::error_already_set();
+    PyObject* method = PyObject_GetAttrString(type.ptr(), name);
+    if (!method) throw py::error_already_set();
+    return method;
+}
+
 const TorchFunctionHandling* torch_function_handling() {
-    static TorchFunctionHandling found{nullptr, nullptr};  // kept for the life of the process
+    static TorchFunctionHandling found{nullptr, nullptr, nullptr, nullptr, nullptr};  // kept for the life of the process
     if (found.disable) return &found;
     static PyObject* const module_name = interned("torch._C");
     const auto torch_c = py::reinterpret_steal<py::object>(PyImport_GetModule(module_name));
@@ -72,7 +85,20 @@ const TorchFunctionHandling* torch_function_handling() {
         Py_XDECREF(mode_enabled);
         throw py::error_already_set();
     }
-    found = {mode_enabled, disable};
+    try {
+        found.tensor_data_ptr = c_method(torch_c, "TensorBase", "data_ptr");
+        found.storage_data_ptr = c_method(torch_c, "StorageBase", "data_ptr");
+        found.storage_nbytes = c_method(torch_c, "StorageBase", "nbytes");
+    } catch (...) {
+        Py_XDECREF(found.tensor_data_ptr);
+        Py_XDECREF(found.storage_data_ptr);
+        found.tensor_data_ptr = found.storage_data_ptr = nullptr;
+        Py_XDECREF(mode_enabled);
+        Py_DECREF(disable);
+        throw;
+    }
+    found.mode_enabled = mode_enabled;
+    found.disable = disable;  // set last: it marks the lookup done
     return &found;
 }
 
@@ -119,16 +145,16 @@ private:
 }  // namespace
 
 void check_tensor_guards(const std::vector<TensorGuard>& guards) {
-    static PyObject* const data_ptr = interned("data_ptr");
-    static PyObject* const nbytes = interned("nbytes");
     if (guards.empty()) return;
     const TorchFunctionOff plain_calls;
+    const TorchFunctionHandling* torch = torch_function_handling();
+    if (!torch) throw py::type_error("fastoptim.torch's memory guards need torch imported");
     for (const TensorGuard& guard : guards) {
         const long long address = guard.address, span = guard.span;
-        bool moved = call_for_integer(guard.tensor, data_ptr) != address || span < 0;
+        bool moved = call_for_integer(torch->tensor_data_ptr, guard.tensor) != address || span < 0;
         if (!moved && !guard.storage.is_none()) {  // a resizable storage: does it still hold the view?
-            const long long start = call_for_integer(guard.storage, data_ptr);
-            const long long bytes = call_for_integer(guard.storage, nbytes);
+            const long long start = call_for_integer(torch->storage_data_ptr, guard.storage);
+            const long long bytes = call_for_integer(torch->storage_nbytes, guard.storage);
             moved = address < start || span > bytes || address - start > bytes - span;
         }
         if (moved)

@@ -1,6 +1,7 @@
 #include "torch_step.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -362,22 +363,24 @@ bool step_if_unchanged(py::handle param_groups, py::handle binding, py::handle o
     if (plan.is_none()) return false;
     const auto keep = py::reinterpret_borrow<py::object>(binding);  // every list lives through the step
     if (!changes.empty()) record_new_grads(binding, plan.cast<Plan&>(), changes, replaced);
-    // The stepped tensors' autograd versions are bumped before the sweep, not after it: after it
+    // The stepped tensors' autograd versions are bumped before the step, not after it: after it
     // the bump is the first torch call since the sweep evicted torch's code and data, about 12 µs
     // a 1e6-element step on the 105 MiB Xeon, where before it costs 0-7 (bench/torch_layer_cost.py).
-    // Plan::step bumps once its checks of the views have passed, and checks the guards after the
-    // bump (a torch call that may run Python code); if they refuse then (a tensor's memory moved),
-    // the bump is taken back, so a refused step leaves the versions as they were. A plain plan
-    // never skips (no skip_nonfinite): every stepped tensor is written.
-    const py::handle stepped = part(TorchBinding::stepped);
-    bool bumped = false;
+    // The bump may run Python code, so it comes before Plan::step, whose checks (the memory's
+    // last) all follow it. If the step throws before its sweep began (a refusal: a tensor's memory
+    // moved), the bump is taken back, so a refused step leaves the versions as they were; once the
+    // sweep began, the tensors are written, and the versions stay bumped. One snapshot of the
+    // list serves both: Python code the bump runs may edit the optimizer's. A plain plan never
+    // skips (no skip_nonfinite): every stepped tensor is written.
+    const auto stepped = py::reinterpret_steal<py::list>(PySequence_List(part(TorchBinding::stepped).ptr()));
+    if (!stepped) throw py::error_already_set();
+    part(TorchBinding::bump)(stepped);
+    Plan& engine_plan = plan.cast<Plan&>();
+    const std::uint64_t sweeps = engine_plan.sweeps_begun();
     try {
-        plan.cast<Plan&>().step(part(TorchBinding::views), GradOptions{}, [&] {
-            part(TorchBinding::bump)(stepped);
-            bumped = true;
-        });
+        engine_plan.step(part(TorchBinding::views), GradOptions{});
     } catch (...) {
-        if (bumped) unbump(part(TorchBinding::unbump), stepped);
+        if (engine_plan.sweeps_begun() == sweeps) unbump(part(TorchBinding::unbump), stepped);
         throw;
     }
     return true;

@@ -34,7 +34,7 @@ enum class TorchBinding {
     grads,        // per parameter, the Bound of the .grad viewed, or None
     views,        // per parameter, what the step takes: the gradient's view, or None
     stepped,      // the tensors a step writes
-    bump,         // torch's version bump, called with `stepped` before the sweep
+    bump,         // torch's version bump, called with `stepped` before the step
     unbump,       // takes the bump back, called with `stepped` when the step refuses after it
     refusals,     // why the native step may not run now (a swap_ema block): empty when it may
     global_pre,   // torch's registries of global step hooks
@@ -51,14 +51,13 @@ enum class TorchBinding {
     count
 };
 
-// If every check above holds, the engine's plain step on the recorded views (Plan::step: its
-// checks of the views, then the stepped tensors' autograd versions bumped, then its check of the
-// tensors' guards and the kernels), and true. New .grad tensors are viewed first, as
-// _tensors.grad_view's short test views them, and the lists, the stepped tensors and the guards
-// updated as the Python path would; any other new .grad (a subclass, another dtype or layout)
-// leaves the step to the Python path. Else false, with nothing done; a ValueError from Plan::step
-// writes nothing either (the new views stay recorded, and the versions bumped where the guards
-// refused after the bump). `own_pre_hooks`/`own_post_hooks`: the optimizer's hook registries;
+// If every check above holds, the stepped tensors' autograd versions bumped, then the engine's
+// plain step on the recorded views (Plan::step: its own checks, the tensors' guards included, then
+// the kernels), and true. New .grad tensors are viewed first, as _tensors.grad_view's short test
+// views them, and the lists, the stepped tensors and the guards updated as the Python path would;
+// any other new .grad (a subclass, another dtype or layout) leaves the step to the Python path.
+// Else false, with nothing done; a ValueError from Plan::step writes nothing either, and the bump
+// is taken back (the new views stay recorded). `own_pre_hooks`/`own_post_hooks`: the optimizer's hook registries;
 // None where the caller has run the hooks (or found none).
 bool step_if_unchanged(pybind11::handle param_groups, pybind11::handle binding, pybind11::handle own_pre_hooks,
                        pybind11::handle own_post_hooks);

@@ -14,7 +14,7 @@ import inspect
 import operator
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
 from typing import Any, ClassVar, NamedTuple
 
@@ -59,17 +59,46 @@ def _versions_bumped_by_list() -> Callable[[list[torch.Tensor]], None]:
 
 
 _increment_version = _versions_bumped_by_list()
-_set_versions: Callable[[Sequence[torch.Tensor], Sequence[int]], None] | None = getattr(
-    torch._C._autograd, "_unsafe_set_version_counter", None)
+
+
+def _version_setter() -> Callable[[torch.Tensor, int], None] | None:
+    """How this torch sets one tensor's autograd version: torch 2.13's
+    ``_unsafe_set_version_counter`` takes sequences, older ones one tensor and an int; None
+    where it has neither."""
+    set_versions: Callable[..., None] | None = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)
+    if set_versions is None:
+        return None
+    setter = set_versions
+
+    def of_sequences(tensor: torch.Tensor, version: int) -> None:
+        setter((tensor,), (version,))
+
+    forms: tuple[Callable[[torch.Tensor, int], None], ...] = (of_sequences, setter)
+    probe = torch.zeros(1)
+    for form in forms:
+        try:
+            form(probe, 1)
+        except TypeError:
+            continue
+        if probe._version == 1:
+            return form
+    return None
+
+
+_set_version = _version_setter()
 
 
 def _versions_unbumped(tensors: list[torch.Tensor]) -> None:
     """Takes back one bump of each tensor's autograd version: the native call's, when the step
-    refused after it (its last check of the memory comes after the bump), so that a refused step
-    leaves the versions as it found them. Where this torch cannot set versions they stay bumped,
-    which only makes autograd's check of saved tensors stricter."""
-    if _set_versions is not None:
-        _set_versions(tensors, [t._version - 1 for t in tensors])
+    refused before its sweep began, so that a refused step leaves the versions as it found them.
+    One tensor at a time, each version read just before it is set: tensors that share a version
+    counter (views of one buffer) were bumped once each. Where this torch cannot set versions
+    they stay bumped, which only makes autograd's check of saved tensors stricter."""
+    if _set_version is not None:
+        for tensor in tensors:
+            _set_version(tensor, tensor._version - 1)
+
+
 _torch_step = _core.torch_step
 _function_modes_enabled: Callable[[], bool] = getattr(torch._C, "_is_torch_function_mode_enabled", lambda: False)
 

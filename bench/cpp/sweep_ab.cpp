@@ -23,22 +23,14 @@
 #include <fastoptim/rules/adam.hpp>
 #include <fastoptim/sweep.hpp>
 
+#include "adamw_sweep_setup.hpp"
+
 using namespace fastoptim;
 
 void VARIANT_FN(float* p, float* g, void* m, void* v, long n, int threads, bool prefetch, bool bf16, int reps) {
-    ArrayRef<float> a;
-    a.param = p;
-    a.grad = g;
-    a.state[0] = m;
-    a.state[1] = v;
-    a.size = n;
+    ArrayRef<float> a = adamw_arrays(p, g, m, v, n);
     if (bf16) a.state_format = StateFormat::bf16_nearest;
-    AdamHyper h;  // AdamW, torch's defaults
-    h.weight_decay = 0.01;
-    h.decoupled = 1;
-    Clock clock;
-    clock.step = 10;
-    const auto c = Adam::fold<float>(h, clock);
+    const auto c = adamw_coeffs();
     for (int r = 0; r < reps; ++r) {
 #pragma omp parallel num_threads(threads)
         {  // the runtime's split: whole vectors of 32 elements per thread

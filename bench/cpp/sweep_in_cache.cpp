@@ -17,6 +17,8 @@
 #include <fastoptim/rules/adam.hpp>
 #include <fastoptim/sweep.hpp>
 
+#include "adamw_sweep_setup.hpp"
+
 using namespace fastoptim;
 
 template <class F>
@@ -35,18 +37,8 @@ int main(int argc, char** argv) {
     const index_t n = argc > 1 ? std::atol(argv[1]) : 8192;
     const int reps = argc > 2 ? std::atoi(argv[2]) : 20000;
     std::vector<float> p(n, 0.5f), g(n, 0.01f), m(n, 0.f), v(n, 0.f);
-    ArrayRef<float> a;
-    a.param = p.data();
-    a.grad = g.data();
-    a.state[0] = m.data();
-    a.state[1] = v.data();
-    a.size = n;
-    AdamHyper h;  // AdamW, torch's defaults
-    h.weight_decay = 0.01;
-    h.decoupled = 1;
-    Clock clock;
-    clock.step = 10;
-    const auto c = Adam::fold<float>(h, clock);
+    const ArrayRef<float> a = adamw_arrays(p.data(), g.data(), m.data(), v.data(), n);
+    const auto c = adamw_coeffs();
     void* arrays[4] = {p.data(), g.data(), m.data(), v.data()};
     for (const bool prefetch : {false, true}) {
         const double adamw = best_seconds(reps, [&] { sweep<Adam, float>(c, a, 0, n, prefetch); });
